@@ -1,0 +1,70 @@
+"""Backends by name. Modules are imported only when their backend is asked for.
+
+``auto`` picks ``slurm`` when ``sbatch`` exists and the controller answers, else ``local``,
+and logs which. ``multiprocessing`` is another name for ``local``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from ..errors import CorralError
+from ..transports.base import Transport
+from ..transports.local import LocalTransport
+from .base import ArraySpec, Backend, Limits, Submission
+
+log = logging.getLogger(__name__)
+
+#: name -> "module:Class", relative to this package.
+REGISTRY: dict[str, str] = {
+    "slurm": "slurm:SlurmBackend",
+    "local": "local:LocalBackend",
+    "sequential": "sequential:SequentialBackend",
+}
+ALIASES = {"multiprocessing": "local"}
+NAMES = (*REGISTRY, *ALIASES, "auto")
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class registered under ``name`` (an alias is followed; ``auto`` is not a class)."""
+    key = ALIASES.get(name, name)
+    if key not in REGISTRY:
+        raise CorralError(f"unknown backend {name!r}; choose one of {', '.join(NAMES)}")
+    module_name, class_name = REGISTRY[key].split(":")
+    module = importlib.import_module(f".{module_name}", __name__)
+    cls: type[Backend] = getattr(module, class_name)
+    return cls
+
+
+def resolve_name(name: str, transport: Transport | None = None) -> str:
+    """Turn ``auto`` (and aliases) into a concrete backend name."""
+    if name != "auto":
+        backend_class(name)  # fails early on a typo
+        return ALIASES.get(name, name)
+    from .slurm import SlurmBackend
+
+    if SlurmBackend.available(transport or LocalTransport()):
+        log.info("backend 'auto' chose slurm: the controller answers")
+        return "slurm"
+    log.info("backend 'auto' chose local: no SLURM controller answers here")
+    return "local"
+
+
+def get_backend(name: str = "auto", transport: Transport | None = None) -> Backend:
+    """A new backend instance for ``name``."""
+    return backend_class(resolve_name(name, transport))(transport or LocalTransport())
+
+
+__all__ = [
+    "ALIASES",
+    "ArraySpec",
+    "Backend",
+    "Limits",
+    "NAMES",
+    "REGISTRY",
+    "Submission",
+    "backend_class",
+    "get_backend",
+    "resolve_name",
+]

@@ -1,0 +1,127 @@
+"""The Backend contract: speak to one scheduler.
+
+``render`` is pure (spec -> script text). ``submit``, ``poll`` and ``cancel`` each run one
+scheduler command through the transport and read its output with a pure function of the
+backend's parser module. A backend never sleeps, retries or tracks futures: the engine does.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..errors import SchedulerError
+from ..job import ElementStatus
+from ..resources import Resources
+from ..transports.base import CommandResult, CommandTimeout, Transport
+
+log = logging.getLogger(__name__)
+
+COMMAND_TIMEOUT = 60.0  # seconds; a scheduler command that takes longer is killed
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One submission: ``elements`` identical array elements, each running the worker."""
+
+    batch_dir: str
+    sub: int
+    elements: int
+    resources: Resources
+    job_name: str
+    python: str  # the interpreter that runs the worker on the node
+    chdir: str  # the working directory of the job
+    max_running: int | None = None  # at most this many elements at once (%M)
+
+    def worker_argv(self) -> list[str]:
+        """The worker command, without the element's index and id (the backend adds those)."""
+        return [self.python, "-m", "corral.worker", self.batch_dir, str(self.sub)]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the cluster allows, as discovered (or overridden by environment variables)."""
+
+    max_array_size: int  # elements per submission
+    max_submit_jobs: int | None  # elements the user may have queued at once; None: no limit
+    slots: int  # elements that can run at once with these resources
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The exact script and command line a submission uses (see ``Executor.preview``)."""
+
+    script: str
+    argv: list[str]
+
+    def __str__(self) -> str:
+        return f"# submitted as: {shlex.join(self.argv)}\n{self.script}"
+
+
+class Backend(abc.ABC):
+    """One scheduler. Subclasses set ``name`` and implement the abstract methods."""
+
+    name: ClassVar[str]
+    #: True when ``submit`` runs the work itself before returning (the sequential backend).
+    synchronous: ClassVar[bool] = False
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    @abc.abstractmethod
+    def render(self, spec: ArraySpec) -> str:
+        """The job script for ``spec``. Pure."""
+
+    @abc.abstractmethod
+    def submit_argv(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> list[str]:
+        """The command that submits ``script_path``. Pure."""
+
+    @abc.abstractmethod
+    def submit(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> str:
+        """Submit; return the job id. ``log_pattern`` is (stdout, stderr) paths in which
+        ``{job}`` and ``{index}`` stand for the job id and the element index."""
+
+    @abc.abstractmethod
+    def poll(self, job_ids: Sequence[str]) -> dict[str, ElementStatus]:
+        """The status of every element of these jobs that the scheduler knows, by element id."""
+
+    @abc.abstractmethod
+    def cancel(self, job_ids: Sequence[str], *, pending_only: bool = False) -> None:
+        """Cancel these jobs (only their pending elements when ``pending_only``)."""
+
+    @abc.abstractmethod
+    def limits(self, resources: Resources) -> Limits:
+        """The limits that apply to jobs asking for ``resources``."""
+
+    def queued_jobs(self) -> int:
+        """How many jobs (array elements) the user has queued now, ours included; only asked
+        when a MaxSubmitJobs limit applies."""
+        return 0
+
+    def close(self) -> None:
+        """Release what the backend holds (the local backend's processes)."""
+
+    def run(self, argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT) -> CommandResult:
+        """Run a scheduler command; a missing program or a time-out is a SchedulerError."""
+        log.debug("running %s", shlex.join(argv))
+        try:
+            return self.transport.run(argv, timeout=timeout)
+        except FileNotFoundError as exc:
+            raise SchedulerError(f"{argv[0]} is not installed or not on PATH", argv=list(argv)) from exc
+        except CommandTimeout as exc:
+            raise SchedulerError(str(exc), argv=list(argv)) from exc
+
+    def check(self, argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT) -> CommandResult:
+        """Run a command that must succeed."""
+        result = self.run(argv, timeout=timeout)
+        if result.returncode != 0:
+            raise SchedulerError(
+                f"{shlex.join(argv)} failed (exit {result.returncode}): {result.stderr.strip()}",
+                argv=list(argv),
+                stderr=result.stderr,
+            )
+        return result

@@ -1,0 +1,201 @@
+"""The local backend: array elements as processes on this machine, honouring the same
+contract as a cluster (arrays, states, cancel, enforced time limits), at most as many
+CPUs busy at once as the machine has (``CORRAL_LOCAL_SLOTS`` overrides)."""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+from ..job import ElementStatus, JobState
+from ..resources import Resources
+from ..transports.base import Transport
+from ..transports.local import LocalTransport
+from .base import ArraySpec, Backend, Limits
+
+KILL_WAIT = 2.0  # seconds between SIGTERM and SIGKILL, like SLURM's KillWait
+TICK = 0.02  # how often running processes are checked
+
+
+@dataclass
+class _Element:
+    job_id: str
+    index: int
+    argv: list[str]
+    chdir: str
+    logs: tuple[str, str]
+    cpus: int
+    time_limit: float | None
+    state: JobState = JobState.PENDING
+    proc: subprocess.Popen[bytes] | None = None
+    deadline: float = float("inf")
+    kill_state: JobState | None = None  # why we are killing it
+    kill_at: float = float("inf")  # when SIGKILL follows SIGTERM
+    files: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def element_id(self) -> str:
+        return f"{self.job_id}_{self.index}"
+
+
+class LocalBackend(Backend):
+    """Runs array elements as local processes under a small scheduler thread."""
+
+    name = "local"
+
+    def __init__(self, transport: Transport | None = None, slots: int | None = None) -> None:
+        super().__init__(transport or LocalTransport())
+        env_slots = os.environ.get("CORRAL_LOCAL_SLOTS", "")
+        self.slots = slots or (int(env_slots) if env_slots.isdigit() else None) or os.cpu_count() or 1
+        self._elements: dict[str, _Element] = {}
+        self._queue: collections.deque[_Element] = collections.deque()
+        self._running: list[_Element] = []
+        self._throttle: dict[str, int] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._ids = itertools.count(1)
+        self._finalizer = weakref.finalize(self, _kill_all, self._running)
+
+    def render(self, spec: ArraySpec) -> str:
+        res = spec.resources
+        limit = f"time limit {res.time}, enforced by corral" if res.time else "no time limit"
+        return "\n".join(
+            [
+                "#!/bin/bash",
+                f"# corral local job: submission {spec.sub}, {spec.elements} element(s), {limit}",
+                f'exec {shlex.join(spec.worker_argv())} "$CORRAL_ARRAY_TASK_ID" "$CORRAL_ELEMENT_ID"',
+                "",
+            ]
+        )
+
+    def submit_argv(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> list[str]:
+        return ["/bin/bash", script_path]
+
+    def submit(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> str:
+        job_id = f"L{next(self._ids)}"
+        limit = spec.resources.time.total_seconds() if spec.resources.time else None
+        cpus = min(spec.resources.cpus or 1, self.slots)
+        with self._cond:
+            if spec.max_running:
+                self._throttle[job_id] = spec.max_running
+            for index in range(spec.elements):
+                logs = (log_pattern[0].format(job=job_id, index=index), log_pattern[1].format(job=job_id, index=index))
+                element = _Element(job_id, index, self.submit_argv(spec, script_path, log_pattern), spec.chdir, logs, cpus, limit)
+                self._elements[element.element_id] = element
+                self._queue.append(element)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="corral-local", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        return job_id
+
+    def poll(self, job_ids: Sequence[str]) -> dict[str, ElementStatus]:
+        wanted = set(job_ids)
+        with self._cond:
+            return {
+                eid: ElementStatus(eid, el.state, "localhost")
+                for eid, el in self._elements.items()
+                if el.job_id in wanted
+            }
+
+    def cancel(self, job_ids: Sequence[str], *, pending_only: bool = False) -> None:
+        wanted = set(job_ids)
+        with self._cond:
+            for el in self._elements.values():
+                if el.job_id not in wanted:
+                    continue
+                if el.state is JobState.PENDING:
+                    el.state = JobState.CANCELLED
+                elif el.state is JobState.RUNNING and not pending_only:
+                    self._kill(el, JobState.CANCELLED)
+            self._queue = collections.deque(e for e in self._queue if e.state is JobState.PENDING)
+            self._cond.notify_all()
+
+    def limits(self, resources: Resources) -> Limits:
+        return Limits(max_array_size=1_000_000, max_submit_jobs=None, slots=max(1, self.slots // (resources.cpus or 1)))
+
+    def close(self) -> None:
+        with self._cond:
+            for el in self._queue:
+                el.state = JobState.CANCELLED
+            self._queue.clear()
+            for el in self._running:
+                self._kill(el, JobState.CANCELLED)
+            self._cond.notify_all()
+
+    # -- the scheduler thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        with self._cond:
+            while self._queue or self._running:
+                self._reap()
+                self._start_what_fits()
+                self._cond.wait(TICK)
+            self._thread = None
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for el in list(self._running):
+            assert el.proc is not None
+            code = el.proc.poll()
+            if code is not None:
+                el.state = el.kill_state or (JobState.COMPLETED if code == 0 else JobState.FAILED)
+                for handle in el.files:
+                    handle.close()
+                self._running.remove(el)
+            elif el.kill_state is None and now >= el.deadline:
+                self._kill(el, JobState.TIMEOUT)
+            elif now >= el.kill_at:
+                _signal(el, signal.SIGKILL)
+
+    def _start_what_fits(self) -> None:
+        busy = sum(el.cpus for el in self._running)
+        per_job = collections.Counter(el.job_id for el in self._running)
+        for el in list(self._queue):
+            if busy + el.cpus > self.slots:
+                break  # first come, first served: no overtaking
+            if per_job[el.job_id] >= self._throttle.get(el.job_id, 1 << 30):
+                continue
+            self._queue.remove(el)
+            self._start(el)
+            busy += el.cpus
+            per_job[el.job_id] += 1
+
+    def _start(self, el: _Element) -> None:
+        env = {**os.environ, "CORRAL_ARRAY_TASK_ID": str(el.index), "CORRAL_ELEMENT_ID": el.element_id}
+        out = open(el.logs[0], "ab")  # noqa: SIM115 - closed when the element is reaped
+        err = open(el.logs[1], "ab")  # noqa: SIM115
+        el.files = [out, err]
+        el.proc = subprocess.Popen(el.argv, cwd=el.chdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+        el.state = JobState.RUNNING
+        if el.time_limit is not None:
+            el.deadline = time.monotonic() + el.time_limit
+        self._running.append(el)
+
+    def _kill(self, el: _Element, why: JobState) -> None:
+        el.kill_state = why
+        el.kill_at = time.monotonic() + KILL_WAIT
+        _signal(el, signal.SIGTERM)
+
+
+def _signal(el: _Element, sig: int) -> None:
+    if el.proc is not None:
+        try:
+            os.killpg(el.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _kill_all(running: list[_Element]) -> None:
+    for el in list(running):
+        _signal(el, signal.SIGKILL)

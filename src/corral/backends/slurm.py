@@ -1,0 +1,143 @@
+"""The SLURM backend: sbatch arrays, bulk squeue/sacct status, scancel.
+
+Limits are discovered once per resource shape and can be overridden with environment
+variables: ``CORRAL_MAX_ARRAY_SIZE`` (elements per array), ``CORRAL_MAX_SUBMIT_JOBS``
+(elements queued at once), ``CORRAL_SLOTS`` (elements that can run at once).
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import shlex
+import threading
+from collections.abc import Sequence
+
+from ..errors import SchedulerError, SubmissionError
+from ..job import ElementStatus
+from ..resources import Resources
+from ..transports.base import Transport
+from .base import ArraySpec, Backend, Limits
+from .slurm_text import (
+    SACCT_FIELDS,
+    SQUEUE_FORMAT,
+    config_int,
+    parse_config,
+    parse_max_submit,
+    parse_sacct,
+    parse_sbatch,
+    parse_sinfo_cpus,
+    parse_squeue,
+    render_script,
+    squeue_says_unknown,
+)
+
+log = logging.getLogger(__name__)
+
+#: How far back sacct looks for jobs that have left the queue.
+SACCT_WINDOW = "now-14days"
+
+
+def env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise SchedulerError(f"{name}={value!r} must be a positive whole number")
+    return int(value)
+
+
+class SlurmBackend(Backend):
+    """Speaks to SLURM through its command-line tools."""
+
+    name = "slurm"
+
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(transport)
+        self._config: dict[str, str] | None = None
+        self._limits: dict[tuple[str | None, int], Limits] = {}
+        self._lock = threading.Lock()
+
+    def render(self, spec: ArraySpec) -> str:
+        return render_script(spec)
+
+    def submit_argv(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> list[str]:
+        out, err = (p.format(job="%A", index="%a") for p in log_pattern)
+        return ["sbatch", "--parsable", f"--chdir={spec.chdir}", f"--output={out}", f"--error={err}", script_path]
+
+    def submit(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> str:
+        if "%" in spec.batch_dir:
+            raise SubmissionError(f"the work dir {spec.batch_dir!r} contains '%', which sbatch reads as a pattern")
+        argv = self.submit_argv(spec, script_path, log_pattern)
+        result = self.run(argv)
+        if result.returncode != 0:
+            raise SubmissionError(
+                f"sbatch refused submission {spec.sub} of {spec.batch_dir}: {result.stderr.strip()}\n"
+                f"  command: {shlex.join(argv)}",
+                argv=argv,
+                stderr=result.stderr,
+            )
+        return parse_sbatch(result.stdout)
+
+    def poll(self, job_ids: Sequence[str]) -> dict[str, ElementStatus]:
+        if not job_ids:
+            return {}
+        result = self.run(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", SQUEUE_FORMAT])
+        if result.returncode == 0:
+            statuses = parse_squeue(result.stdout)
+        elif squeue_says_unknown(result.returncode, result.stderr):
+            statuses = []
+        else:
+            raise SchedulerError(f"squeue failed: {result.stderr.strip()}", argv=list(result.argv))
+        seen = {s.element_id.split("_", 1)[0] for s in statuses}
+        gone = [j for j in job_ids if j not in seen]
+        if gone:  # left the queue: ask the accounting database how they ended
+            argv = ["sacct", "-X", "-n", "-P", "-S", SACCT_WINDOW, "-j", ",".join(gone), "-o", SACCT_FIELDS]
+            statuses += parse_sacct(self.check(argv).stdout)
+        return {s.element_id: s for s in statuses}
+
+    def cancel(self, job_ids: Sequence[str], *, pending_only: bool = False) -> None:
+        if job_ids:
+            self.check(["scancel", *(["--state=PENDING"] if pending_only else []), *job_ids])
+
+    def queued_jobs(self) -> int:
+        """How many jobs (array elements) the user has in the queue now."""
+        result = self.check(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i"])
+        return len(result.stdout.split())
+
+    def limits(self, resources: Resources) -> Limits:
+        key = (resources.partition, resources.cpus or 1)
+        with self._lock:
+            if key not in self._limits:
+                self._limits[key] = self._discover(resources)
+            return self._limits[key]
+
+    def _discover(self, resources: Resources) -> Limits:
+        if self._config is None:
+            self._config = parse_config(self.check(["scontrol", "show", "config"]).stdout)
+        max_array = env_int("CORRAL_MAX_ARRAY_SIZE") or config_int(self._config, "MaxArraySize") or 1001
+        max_submit = env_int("CORRAL_MAX_SUBMIT_JOBS")
+        if max_submit is None:
+            argv = ["sacctmgr", "-n", "-P", "show", "assoc", f"where user={getpass.getuser()}", "format=MaxSubmit"]
+            result = self.run(argv)
+            max_submit = parse_max_submit(result.stdout) if result.returncode == 0 else None
+        slots = env_int("CORRAL_SLOTS")
+        if slots is None:
+            part = ["-p", resources.partition] if resources.partition else []
+            allocated, idle, _, _ = parse_sinfo_cpus(self.check(["sinfo", "-h", *part, "-o", "%C"]).stdout)
+            slots = max(1, (allocated + idle) // (resources.cpus or 1))
+        limits = Limits(max_array_size=max_array, max_submit_jobs=max_submit, slots=slots)
+        log.info("SLURM limits for %s: %s", resources.partition or "the default partition", limits)
+        return limits
+
+    @classmethod
+    def available(cls, transport: Transport) -> bool:
+        """True when sbatch exists and the controller answers."""
+        backend = cls(transport)
+        try:
+            result = backend.run(["scontrol", "ping"], timeout=10)
+        except SchedulerError:
+            return False
+        return result.returncode == 0 and " is UP" in result.stdout
+

@@ -1,0 +1,324 @@
+"""The engine: turns many calls into few array submissions, watches them with one poll loop,
+and completes futures.
+
+One :class:`Cluster` per backend. Its poll loop runs in one thread for all batches:
+
+* every tick it lists the ``claims/`` and ``results/`` folders of each live batch (no scheduler
+  command) and completes the futures of calls whose outcome appeared; the tick shortens while
+  outcomes keep coming and lengthens when nothing happens;
+* every scheduler interval it sends ONE bulk status query for all live jobs (the backend uses
+  squeue, and sacct for jobs that left the queue), whatever their number; the interval grows
+  while nothing changes, with jitter, and backs off when the scheduler does not answer;
+* a call whose job is final without an outcome fails after a grace period with the typed error
+  of the job's state; deferred submissions go out when MaxSubmitJobs leaves room.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from .backends.base import ArraySpec, Backend, Submission
+from .errors import JobCancelledError, NestedSubmissionError, SchedulerError, SerializationError
+from .job import JobState
+from .planning import plan_batch
+from .resources import Resources
+from .store import BatchStore, default_root
+from .tracking import BatchState, Completion, SubState
+from .worker import inside_job, pack_function
+
+log = logging.getLogger(__name__)
+
+Call = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How often the engine looks, in seconds."""
+
+    files_min: float = 0.05  # work-dir listing interval while outcomes keep coming
+    files_max: float = 2.0
+    scheduler_min: float = 1.0  # bulk status query interval, growing while nothing changes
+    scheduler_max: float = 15.0
+    growth: float = 1.5
+    jitter: float = 0.15  # +-15 %, so that many clients do not query in step
+    backoff_max: float = 60.0  # after failed queries
+    outcome_grace: float = 10.0  # a final job's outcome may appear this late (slow filesystems)
+    lost_after: float = 120.0  # a job unknown to the scheduler this long is LOST
+
+    @classmethod
+    def from_env(cls) -> PollPolicy:
+        """Defaults, with ``CORRAL_OUTCOME_GRACE`` and ``CORRAL_POLL_MAX`` applied."""
+        return cls(
+            outcome_grace=_env_float("CORRAL_OUTCOME_GRACE", cls.outcome_grace),
+            scheduler_max=_env_float("CORRAL_POLL_MAX", cls.scheduler_max),
+        )
+
+
+class Cluster:
+    """Submits batches of calls to one backend and watches them."""
+
+    def __init__(self, backend: Backend, directory: str | None = None, *, policy: PollPolicy | None = None) -> None:
+        self.backend = backend
+        self.root = os.path.abspath(directory) if directory else default_root()
+        self.policy = policy or PollPolicy.from_env()
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._batches: list[BatchState] = []
+        self._thread: threading.Thread | None = None
+        self._others_queued: int | None = None
+
+    # -- submitting -----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        calls: Sequence[Call],
+        resources: Resources,
+        *,
+        chunksize: int | None = None,
+        max_running: int | None = None,
+        allow_nested: bool = False,
+    ) -> BatchState:
+        """Write the calls to a new batch folder and submit them as array jobs. Everything
+        that can fail before the scheduler sees the batch (pickling, limits) fails here, and a
+        refused submission cancels the parts already submitted."""
+        guard_nested(allow_nested)
+        function, payloads = _pickle(fn, calls)
+        plans = plan_batch(len(calls), self.backend.limits(resources), chunksize=chunksize, max_running=max_running)
+        name = getattr(fn, "__name__", "call")
+        store = BatchStore.create(self.root, name, self.backend.transport)
+        store.write_batch({"function": name, "calls": len(calls), "backend": self.backend.name, "created": time.time()}, function, payloads)
+        subs = []
+        for plan in plans:
+            spec = ArraySpec(
+                batch_dir=store.path, sub=plan.sub, elements=plan.elements, resources=resources,
+                job_name=f"corral-{name}"[:64], python=sys.executable, chdir=os.getcwd(),
+                max_running=max_running if plan.mode == "static" else None,
+            )  # fmt: skip
+            path = store.write_submission(plan.sub, plan.to_json(), self.backend.render(spec))
+            subs.append(SubState(plan, spec, path))
+        batch = BatchState(store, len(calls), subs, self.cancel_call)
+        with self._lock:
+            try:
+                self._submit_ready(batch)
+            except BaseException:
+                self.backend.cancel(batch.live_job_ids())
+                raise
+            self._batches.append(batch)
+            completions = self._scan(batch) if self.backend.synchronous else []
+            self._ensure_loop()
+        _complete(completions)
+        return batch
+
+    def preview(self, resources: Resources, *, calls: int = 1, chunksize: int | None = None, max_running: int | None = None) -> Submission:
+        """The script and command the first submission of such a batch would use."""
+        plan = plan_batch(calls, self.backend.limits(resources), chunksize=chunksize, max_running=max_running)[0]
+        batch_dir = os.path.join(self.root, "<batch>")
+        spec = ArraySpec(batch_dir, 0, plan.elements, resources, "corral-<function>", sys.executable, os.getcwd(), max_running if chunksize else None)
+        store = BatchStore(batch_dir, self.backend.transport)
+        script_path = os.path.join(batch_dir, "subs", "0.sh")
+        return Submission(self.backend.render(spec), self.backend.submit_argv(spec, script_path, _log_pattern(store)))
+
+    def _submit_ready(self, batch: BatchState) -> None:
+        """Submit the batch's submissions that MaxSubmitJobs leaves room for; defer the rest."""
+        for sub in batch.subs:
+            if sub.submitted or sub.dropped:
+                continue
+            if not self._room_for(sub.spec.resources, sub.plan.elements):
+                log.info("deferring submission %d of %s: MaxSubmitJobs reached", sub.plan.sub, batch.store.name)
+                return
+            sub.job_id = self.backend.submit(sub.spec, sub.script_path, _log_pattern(batch.store))
+            sub.submitted_at = sub.last_seen = time.monotonic()
+            batch.store.record_job_id(sub.plan.sub, sub.job_id)
+            log.debug("submitted %s (%d elements) for %s", sub.job_id, sub.plan.elements, batch.store.name)
+
+    def _room_for(self, resources: Resources, elements: int) -> bool:
+        limit = self.backend.limits(resources).max_submit_jobs
+        if limit is None:
+            return True
+        if self._others_queued is None:
+            self._others_queued = max(0, self.backend.queued_jobs() - self._live_elements())
+        return self._others_queued + self._live_elements() + elements <= limit
+
+    def _live_elements(self) -> int:
+        return sum(s.live_elements for b in self._batches for s in b.subs)
+
+    # -- cancelling -----------------------------------------------------------------------------
+
+    def cancel_call(self, batch: BatchState, call: int) -> bool:
+        """Cancel one call that has not started; drop pending elements nobody needs."""
+        with self._lock:
+            if not batch.claim_for_client(call):
+                return False
+            batch.claimed |= batch.store.claimed()
+            self._release_idle(batch)
+        return True
+
+    def cancel_batches(self, batches: Iterable[BatchState]) -> None:
+        """Cancel everything of these batches: calls not started are cancelled, running jobs
+        are cancelled in the scheduler and their calls fail with JobCancelledError."""
+        running: list[Completion] = []
+        with self._lock:
+            for batch in batches:
+                if batch.done:
+                    continue
+                for call in batch.unclaimed():
+                    if batch.claim_for_client(call):
+                        concurrent.futures.Future.cancel(batch.futures[call])
+                self.backend.cancel(batch.live_job_ids())
+                for call in range(len(batch.futures)):
+                    if call not in batch.resolved:
+                        batch.resolved.add(call)
+                        error = JobCancelledError(
+                            state=JobState.CANCELLED, job_id=batch.job_id_of(call), call=call,
+                            batch=batch.store.name, reason="cancelled by the executor",
+                        )  # fmt: skip
+                        running.append((batch.futures[call], False, error))
+                self._batches = [b for b in self._batches if b is not batch]
+        _complete(running)
+
+    def _release_idle(self, batch: BatchState) -> None:
+        """Once every call is taken, pending elements have nothing to do: cancel them."""
+        if batch.unclaimed():
+            return
+        idle = [s for s in batch.subs if s.submitted and not s.all_final and not s.pending_cancelled]
+        for sub in idle:
+            sub.pending_cancelled = True
+        try:
+            self.backend.cancel([s.job_id for s in idle if s.job_id], pending_only=True)
+        except SchedulerError as exc:
+            log.warning("could not cancel idle pending elements: %s", exc)
+
+    # -- the poll loop --------------------------------------------------------------------------
+
+    def _ensure_loop(self) -> None:
+        if self._thread is None and any(not b.done for b in self._batches):
+            self._thread = threading.Thread(target=self._loop, name="corral-poll", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        policy = self.policy
+        files_wait, sched_wait, failures = policy.files_min, policy.scheduler_min, 0
+        next_query = time.monotonic() + sched_wait
+        while True:
+            with self._lock:
+                self._batches = [b for b in self._batches if not b.done]
+                if not self._batches:
+                    self._thread = None
+                    return
+                completions: list[Completion] = []
+                for batch in self._batches:
+                    completions += self._scan(batch)
+                now = time.monotonic()
+                if now >= next_query:
+                    try:
+                        changed = self._query(now)
+                        failures = 0
+                        sched_wait = policy.scheduler_min if changed else min(sched_wait * policy.growth, policy.scheduler_max)
+                    except SchedulerError as exc:
+                        failures += 1
+                        sched_wait = min(policy.scheduler_min * 2**failures, policy.backoff_max)
+                        log.warning("status query failed (%d in a row), next in %.0f s: %s", failures, sched_wait, exc)
+                    next_query = now + sched_wait * random.uniform(1 - policy.jitter, 1 + policy.jitter)
+                for batch in self._batches:
+                    completions += batch.failures(now, policy.outcome_grace)
+                    self._release_idle(batch)
+                    self._submit_deferred(batch)
+            _complete(completions)
+            files_wait = policy.files_min if completions else min(files_wait * policy.growth, policy.files_max)
+            with self._wake:
+                self._wake.wait(min(files_wait, max(0.0, next_query - time.monotonic())))
+
+    def _scan(self, batch: BatchState) -> list[Completion]:
+        try:
+            return batch.scan()
+        except OSError as exc:
+            log.warning("could not read %s: %s", batch.store.path, exc)
+            return []
+
+    def _query(self, now: float) -> bool:
+        """One bulk status query for every live job; True when any element changed state."""
+        job_ids = [j for b in self._batches for j in b.live_job_ids()]
+        if not job_ids:
+            return False
+        before = [dict(s.status) for b in self._batches for s in b.subs]
+        statuses = self.backend.poll(job_ids)
+        for batch in self._batches:
+            batch.update(statuses, now, self.policy.lost_after)
+        after = [s.status for b in self._batches for s in b.subs]
+        return before != after
+
+    def _submit_deferred(self, batch: BatchState) -> None:
+        if all(s.submitted or s.dropped for s in batch.subs):
+            return
+        if not batch.unclaimed():  # cancelled meanwhile: nothing left to submit for
+            for sub in batch.subs:
+                sub.dropped = sub.dropped or not sub.submitted
+            return
+        try:
+            self._submit_ready(batch)
+        except SchedulerError as exc:
+            log.error("a deferred submission of %s failed: %s", batch.store.name, exc)
+            self.cancel_batches([batch])
+
+    def close(self) -> None:
+        """Cancel all live work and release the backend."""
+        with self._lock:
+            batches = list(self._batches)
+        self.cancel_batches(batches)
+        self.backend.close()
+
+
+def guard_nested(allow_nested: bool) -> None:
+    element = inside_job()
+    if element and not allow_nested:
+        raise NestedSubmissionError(
+            f"this code runs inside corral job {element} and tried to submit more jobs; "
+            "pass allow_nested=True if that is what you want"
+        )
+
+
+def _pickle(fn: Callable[..., Any], calls: Sequence[Call]) -> tuple[bytes, list[bytes]]:
+    try:
+        function = pack_function(fn)
+    except Exception as exc:
+        raise SerializationError(f"cannot pickle the function {fn!r}: {exc}") from exc
+    payloads = []
+    for index, call in enumerate(calls):
+        try:
+            payloads.append(cloudpickle.dumps(call))
+        except Exception as exc:
+            raise SerializationError(f"cannot pickle the arguments of call {index}: {exc}") from exc
+    return function, payloads
+
+
+def _log_pattern(store: BatchStore) -> tuple[str, str]:
+    return store.element_log_pattern("out", "{job}", "{index}"), store.element_log_pattern("err", "{job}", "{index}")
+
+
+def _complete(completions: list[Completion]) -> None:
+    for future, ok, value in completions:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)

@@ -1,0 +1,166 @@
+"""The exceptions corral raises, drawn once::
+
+    CorralError
+    ├── ResourceError            a resource option is unknown or malformed (also a ValueError);
+    │                            raised before anything is submitted
+    ├── NestedSubmissionError    code running inside a job tried to submit jobs by accident
+    ├── SerializationError       a function or argument cannot be pickled (also a TypeError);
+    │                            raised before anything is submitted
+    ├── SchedulerError           a scheduler command failed or timed out
+    │   └── SubmissionError      the scheduler refused a submission (nothing is left half-submitted)
+    ├── JobError                 a call's job ended without an outcome; names job, state, node,
+    │   │                        and the tail of the call's stderr
+    │   ├── JobCancelledError    CANCELLED (from outside, or by the executor)
+    │   ├── JobFailedError       FAILED: the worker process itself died
+    │   ├── JobTimeoutError      TIMEOUT: the job hit its time limit
+    │   ├── JobOutOfMemoryError  OUT_OF_MEMORY
+    │   ├── NodeFailureError     NODE_FAIL or BOOT_FAIL: infrastructure, not the call's fault
+    │   ├── JobPreemptedError    PREEMPTED
+    │   └── JobLostError         the job left the scheduler and no outcome ever appeared
+    └── RemoteError              the call raised an exception that could not be sent back;
+                                 carries its type name and traceback as text
+
+A call that raises returns the user's *own* exception from ``Future.result()``; its
+``__cause__`` is a :class:`RemoteTraceback` holding the traceback formatted on the node.
+"""
+
+from __future__ import annotations
+
+from .job import JobState
+
+
+class CorralError(Exception):
+    """Base class of every error corral raises itself."""
+
+
+class ResourceError(CorralError, ValueError):
+    """A resource option is unknown or malformed; raised before anything is submitted."""
+
+
+class NestedSubmissionError(CorralError):
+    """A job tried to submit further jobs without saying so on purpose."""
+
+
+class SerializationError(CorralError, TypeError):
+    """A function or an argument cannot be pickled; raised before anything is submitted."""
+
+
+class SchedulerError(CorralError):
+    """A scheduler command failed, timed out, or printed something we cannot read."""
+
+    def __init__(self, message: str, *, argv: list[str] | None = None, stderr: str = "") -> None:
+        super().__init__(message)
+        self.argv = argv
+        self.stderr = stderr
+
+
+class SubmissionError(SchedulerError):
+    """The scheduler refused a submission. Parts already submitted were cancelled."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised on a compute node, attached as ``__cause__``."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb.rstrip()}\n"""'
+
+
+class RemoteError(CorralError):
+    """A call raised an exception that could not be pickled back to the client."""
+
+    def __init__(self, type_name: str, message: str, tb: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.tb = tb
+
+
+class JobError(CorralError):
+    """A call's job reached a final state without writing the call's outcome."""
+
+    def __init__(
+        self,
+        *,
+        state: JobState,
+        job_id: str | None,
+        call: int,
+        batch: str,
+        node: str | None = None,
+        reason: str = "",
+        stderr_tail: str = "",
+    ) -> None:
+        self.state = state
+        self.job_id = job_id
+        self.call = call
+        self.batch = batch
+        self.node = node
+        self.reason = reason
+        self.stderr_tail = stderr_tail
+        where = f" on {node}" if node else ""
+        why = f" ({reason})" if reason else ""
+        message = (
+            f"call {call} of batch {batch!r}: job {job_id or '(never started)'} "
+            f"ended {state.name}{where}{why} without a result"
+        )
+        if stderr_tail.strip():
+            indented = "\n".join("    " + line for line in stderr_tail.rstrip().splitlines())
+            message += f"\n  stderr (last lines):\n{indented}"
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:  # keyword-only __init__ needs help to pickle
+        return (_rebuild_job_error, (type(self), self.__dict__.copy()))
+
+
+def _rebuild_job_error(cls: type[JobError], state: dict[str, object]) -> JobError:
+    return cls(**state)  # type: ignore[arg-type]
+
+
+class JobCancelledError(JobError):
+    """The job was cancelled (``scancel``, or the executor cancelling its jobs)."""
+
+
+class JobFailedError(JobError):
+    """The job's worker process died without writing an outcome."""
+
+
+class JobTimeoutError(JobError):
+    """The job was stopped at its time limit."""
+
+
+class JobOutOfMemoryError(JobError):
+    """The job was killed for exceeding its memory limit."""
+
+
+class NodeFailureError(JobError):
+    """The node running the job failed (NODE_FAIL, BOOT_FAIL)."""
+
+
+class JobPreemptedError(JobError):
+    """The job was preempted by higher-priority work and not requeued."""
+
+
+class JobLostError(JobError):
+    """The job left the scheduler and its outcome never appeared."""
+
+
+#: Which error a call gets when its job ends in a given state without an outcome.
+ERROR_FOR_STATE: dict[JobState, type[JobError]] = {
+    JobState.CANCELLED: JobCancelledError,
+    JobState.FAILED: JobFailedError,
+    JobState.TIMEOUT: JobTimeoutError,
+    JobState.OUT_OF_MEMORY: JobOutOfMemoryError,
+    JobState.NODE_FAIL: NodeFailureError,
+    JobState.BOOT_FAIL: NodeFailureError,
+    JobState.PREEMPTED: JobPreemptedError,
+    JobState.DEADLINE: JobTimeoutError,
+    JobState.COMPLETED: JobLostError,  # the job ended fine, yet the call left no outcome
+    JobState.LOST: JobLostError,
+}
+
+
+def job_error(state: JobState, **details: object) -> JobError:
+    """Build the typed error for a call whose job ended in ``state``."""
+    return ERROR_FOR_STATE.get(state, JobLostError)(state=state, **details)  # type: ignore[arg-type]

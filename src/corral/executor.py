@@ -1,0 +1,151 @@
+"""The Executor front-end: ``concurrent.futures`` on a cluster.
+
+A thin layer: it turns calls into batches for the engine (:class:`~corral.cluster.Cluster`)
+and hands back its futures. ``submit`` is a batch of one call; ``map`` is one batch.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any
+
+from .backends import get_backend
+from .backends.base import Backend, Submission
+from .cluster import Call, Cluster
+from .futures import CorralFuture
+from .resources import Resources
+from .tracking import BatchState
+
+
+class Executor(concurrent.futures.Executor):
+    """Run calls as jobs on a cluster, or locally, behind the ``concurrent.futures`` API.
+
+    ``backend`` is ``"auto"`` (SLURM when a controller answers, else local), ``"slurm"``,
+    ``"local"`` (alias ``"multiprocessing"``), ``"sequential"``, or a Backend instance.
+    ``directory`` is the work dir (default ``$CORRAL_DIR`` or ``./.corral``). Resource
+    keywords (``time``, ``cpus``, ``memory``, ``gpus``, ``partition``, ``extra={...}``, ...)
+    apply to every job; an unknown or malformed one raises ResourceError right here.
+
+    Leaving a ``with`` block on an exception (Ctrl-C included) cancels the executor's jobs.
+    """
+
+    def __init__(
+        self,
+        backend: str | Backend = "auto",
+        directory: str | None = None,
+        *,
+        max_running: int | None = None,
+        allow_nested: bool = False,
+        cluster: Cluster | None = None,
+        **resources: Any,
+    ) -> None:
+        self.resources = Resources.from_options(**resources)
+        if max_running is not None and max_running < 1:
+            raise ValueError(f"max_running={max_running!r} must be at least 1")
+        if cluster is None:
+            cluster = Cluster(backend if isinstance(backend, Backend) else get_backend(backend), directory)
+        self.cluster = cluster
+        self.max_running = max_running
+        self.allow_nested = allow_nested
+        self._batches: list[BatchState] = []
+        self._lock = threading.Lock()
+        self._shutdown = False
+
+    @property
+    def backend(self) -> str:
+        """The name of the backend in use (``auto`` resolved)."""
+        return self.cluster.backend.name
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> CorralFuture:
+        """Run ``fn(*args, **kwargs)`` as a job; return its future."""
+        return self._submit(fn, [(args, kwargs)], None)[0]
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+    ) -> Iterator[Any]:
+        """Run ``fn`` over the iterables as ONE batch; yield results in order.
+
+        ``chunksize`` fixes the calls per array element; by default corral packs them itself
+        (elements pull calls until none are left). ``timeout`` counts from this call, as in
+        ``concurrent.futures``; the first failing call's exception is raised when reached.
+        """
+        end = None if timeout is None else time.monotonic() + timeout
+        calls: list[Call] = [(args, {}) for args in zip(*iterables)]
+        futures = self._submit(fn, calls, chunksize)
+
+        def results() -> Iterator[Any]:
+            try:
+                futures.reverse()
+                while futures:
+                    future = futures.pop()
+                    yield future.result(None if end is None else end - time.monotonic())
+            finally:
+                for future in futures:
+                    future.cancel()
+
+        return results()
+
+    def preview(self, *, calls: int = 1, chunksize: int | None = None) -> Submission:
+        """The exact job script and submit command a batch of ``calls`` calls would use."""
+        return self.cluster.preview(self.resources, calls=calls, chunksize=chunksize, max_running=self.max_running)
+
+    def _submit(self, fn: Callable[..., Any], calls: list[Call], chunksize: int | None) -> list[CorralFuture]:
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new calls after shutdown")
+        if not calls:
+            return []
+        batch = self.cluster.submit(
+            fn, calls, self.resources, chunksize=chunksize, max_running=self.max_running, allow_nested=self.allow_nested
+        )
+        with self._lock:
+            self._batches = [b for b in self._batches if not b.done]
+            self._batches.append(batch)
+        return list(batch.futures)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Accept no more calls; with ``cancel_futures``, cancel calls not yet started; with
+        ``wait``, return when every call has finished."""
+        with self._lock:
+            self._shutdown = True
+            batches = list(self._batches)
+        futures = [f for b in batches for f in b.futures]
+        if cancel_futures:
+            for future in futures:
+                future.cancel()
+        if wait:
+            concurrent.futures.wait(futures)
+
+    def cancel_all(self) -> None:
+        """Cancel every call of this executor: pending ones never start, running jobs are
+        cancelled in the scheduler (their futures raise JobCancelledError)."""
+        with self._lock:
+            batches = list(self._batches)
+        self.cluster.cancel_batches(batches)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if exc_type is not None:
+            self.cancel_all()
+            self.shutdown(wait=False)
+        else:
+            self.shutdown(wait=True)
+        return None
+
+
+def get_executor(name: str = "auto", **options: Any) -> Executor:
+    """An executor for a backend by name: ``slurm``, ``local``, ``sequential``, ``auto``, or
+    ``multiprocessing`` (another name for ``local``). ``options`` go to :class:`Executor`."""
+    return Executor(backend=name, **options)

@@ -1,0 +1,88 @@
+"""Futures handed back by the engine, and the decoding of outcomes into values or errors."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import sys
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from .errors import RemoteError, RemoteTraceback
+from .job import JobState
+from .store import Outcome
+
+if TYPE_CHECKING:
+    from .tracking import BatchState
+
+
+class CorralFuture(concurrent.futures.Future[Any]):
+    """A ``concurrent.futures.Future`` for one call, with the job behind it.
+
+    Works with ``concurrent.futures.wait`` and ``as_completed``. ``result()`` raises the call's
+    own exception type, its ``__cause__`` holding the traceback formatted on the node.
+    """
+
+    def __init__(self, batch: BatchState, call: int) -> None:
+        super().__init__()
+        self._batch = batch
+        self.call = call
+
+    @property
+    def job_id(self) -> str | None:
+        """The scheduler's id of the array element running (or that ran) this call; before
+        it starts, the array job's id; None while not yet submitted."""
+        return self._batch.job_id_of(self.call)
+
+    @property
+    def state(self) -> JobState:
+        """Where this call stands (PENDING, RUNNING, then a final state)."""
+        return self._batch.state_of(self.call)
+
+    @property
+    def batch(self) -> str:
+        """The name of the batch (its folder in the work dir)."""
+        return self._batch.store.name
+
+    def stdout(self) -> str:
+        """What the call printed to stdout so far."""
+        return self._batch.store.read_text(self._batch.store.call_log(self.call, self._batch.attempts[self.call], "out"))
+
+    def stderr(self) -> str:
+        """What the call printed to stderr so far."""
+        return self._batch.store.read_text(self._batch.store.call_log(self.call, self._batch.attempts[self.call], "err"))
+
+    def cancel(self) -> bool:
+        """Cancel the call if it has not started; its job leaves the queue when no other call
+        needs it. Returns False when it is running or done."""
+        if self.done():
+            return self.cancelled()
+        if not self._batch.cancel_call(self.call):
+            return False
+        return super().cancel()
+
+    def __repr__(self) -> str:
+        return f"<CorralFuture call {self.call} of {self.batch} job={self.job_id} state={self.state.name}>"
+
+
+def decode_outcome(outcome: Outcome, call: int, batch: str) -> tuple[bool, Any]:
+    """(True, value) or (False, exception) for an outcome the worker wrote."""
+    where = f"call {call} of batch {batch!r}, on {outcome.host} (job {outcome.element})"
+    if outcome.ok:
+        try:
+            return True, cloudpickle.loads(outcome.payload)
+        except Exception as exc:  # noqa: BLE001 - the value exists but not here
+            return False, RemoteError(type(exc).__name__, f"cannot unpickle the result of {where}: {exc}", "")
+    exc_value: BaseException | None = None
+    if outcome.payload:
+        try:
+            loaded = cloudpickle.loads(outcome.payload)
+            exc_value = loaded if isinstance(loaded, BaseException) else None
+        except Exception:  # noqa: BLE001 - fall back to the text below
+            exc_value = None
+    if exc_value is None:
+        exc_value = RemoteError(outcome.type_name, outcome.message, outcome.traceback)
+    exc_value.__cause__ = RemoteTraceback(outcome.traceback)
+    if sys.version_info >= (3, 11):
+        exc_value.add_note(f"(raised in {where})")
+    return False, exc_value

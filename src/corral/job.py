@@ -1,0 +1,48 @@
+"""Plain values shared by the engine and the backends: job states and status reports. No I/O."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class JobState(enum.Enum):
+    """Where a job (one array element) stands, in scheduler-neutral words."""
+
+    PENDING = "pending"  # queued, not yet started
+    RUNNING = "running"  # started on a node
+    SUSPENDED = "suspended"  # stopped by the scheduler, will resume
+    REQUEUED = "requeued"  # put back in the queue; it will run again
+    COMPLETED = "completed"  # the job script exited 0
+    FAILED = "failed"  # the job script exited non-zero
+    CANCELLED = "cancelled"  # cancelled by a user or an administrator
+    TIMEOUT = "timeout"  # killed at its time limit
+    OUT_OF_MEMORY = "out_of_memory"  # killed for exceeding its memory
+    NODE_FAIL = "node_fail"  # its node died under it
+    BOOT_FAIL = "boot_fail"  # its node failed to boot
+    PREEMPTED = "preempted"  # stopped for higher-priority work and not requeued
+    DEADLINE = "deadline"  # could not run before its deadline
+    LOST = "lost"  # gone from the scheduler with no record of how it ended
+
+    @property
+    def is_final(self) -> bool:
+        """True when the job will never run (again) under this id."""
+        return self not in _LIVE
+
+
+_LIVE = frozenset({JobState.PENDING, JobState.RUNNING, JobState.SUSPENDED, JobState.REQUEUED})
+
+
+@dataclass(frozen=True)
+class ElementStatus:
+    """One array element as the scheduler reported it."""
+
+    element_id: str  # "<array job id>_<index>"
+    state: JobState
+    node: str | None = None
+    reason: str = ""
+
+
+def element_id(job_id: str, index: int) -> str:
+    """The id of array element ``index`` of array job ``job_id``."""
+    return f"{job_id}_{index}"

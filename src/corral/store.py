@@ -1,0 +1,180 @@
+"""The work dir: the only code that knows corral's file names.
+
+Layout (every folder 0700, every file written atomically: temporary file, then rename)::
+
+    <root>/                       default ./.corral, or $CORRAL_DIR, or directory=...
+      <batch>/                    one folder per batch, e.g. square-20261121-140312-3fa2c1
+        manifest.json             what the batch is: function name, call count, creation time
+        function.pkl              the function, stored once (cloudpickle), with the client's sys.path
+        calls/<i>.pkl             one small payload per call: (args, kwargs)
+        subs/<s>.json             submission s: which calls its array elements may take, and how
+        subs/<s>.sh               the exact job script submitted
+        subs/<s>.job              the scheduler's job id for submission s
+        claims/<i>.<a>            who took attempt a of call i ("<element> <host> <pid>", or
+                                  "client-cancel"); created exclusively, so each attempt runs once
+        logs/<i>.<a>.out|err      the call's own stdout and stderr
+        logs/job-<job>_<k>.out|err   array element k's stdout and stderr, as the scheduler wrote them
+        results/<i>.<a>.pkl       the call's outcome: its value, or its exception with the traceback
+
+Nothing here is deleted by a job: a requeued job must be able to start again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .transports.base import Transport
+
+CLIENT_CANCEL = "client-cancel"
+
+
+def default_root() -> str:
+    """The work dir root: ``$CORRAL_DIR`` or ``./.corral``, as an absolute path."""
+    return os.path.abspath(os.environ.get("CORRAL_DIR") or ".corral")
+
+
+def task_name(call: int, attempt: int) -> str:
+    return f"{call}.{attempt}"
+
+
+def parse_task_name(name: str) -> tuple[int, int] | None:
+    """``"12.0"`` or ``"12.0.pkl"`` -> (12, 0); anything else (temporary files) -> None."""
+    parts = name.split(".")
+    if len(parts) < 2 or not parts[0].isdigit() or not parts[1].isdigit():
+        return None
+    if len(parts) > 3 or (len(parts) == 3 and parts[2] != "pkl"):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one call ended, as the worker recorded it. Pickles travel as bytes so that a
+    value or exception the client cannot unpickle is still reported, not lost."""
+
+    ok: bool
+    payload: bytes  # cloudpickled value (ok) or exception (not ok); may be b""
+    type_name: str = ""  # the exception's qualified type name
+    message: str = ""
+    traceback: str = ""
+    element: str = ""  # the array element that ran it
+    host: str = ""
+    started: float = 0.0
+    finished: float = 0.0
+
+
+class BatchStore:
+    """One batch folder, reached through a transport (local, or a remote host's)."""
+
+    def __init__(self, path: str, transport: Transport) -> None:
+        self.path = path
+        self.name = os.path.basename(path)
+        self.transport = transport
+
+    # -- creating -----------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, root: str, hint: str, transport: Transport) -> BatchStore:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in hint)[:40] or "batch"
+        path = os.path.join(root, f"{safe}-{stamp}-{secrets.token_hex(3)}")
+        transport.makedirs(root)
+        for sub in ("calls", "subs", "claims", "logs", "results"):
+            transport.makedirs(os.path.join(path, sub))
+        return cls(path, transport)
+
+    def write_batch(self, manifest: dict[str, Any], function: bytes, calls: list[bytes]) -> None:
+        items = [(self._p("function.pkl"), function)]
+        items += [(self._p("calls", f"{i}.pkl"), data) for i, data in enumerate(calls)]
+        items.append((self._p("manifest.json"), json.dumps(manifest, indent=1).encode()))
+        self.transport.write_many(items)
+
+    def write_submission(self, sub: int, plan: dict[str, Any], script: str) -> str:
+        """Store submission ``sub``'s plan and script; return the script's path."""
+        script_path = self._p("subs", f"{sub}.sh")
+        self.transport.write_many(
+            [
+                (self._p("subs", f"{sub}.json"), json.dumps(plan).encode()),
+                (script_path, script.encode()),
+            ]
+        )
+        return script_path
+
+    def record_job_id(self, sub: int, job_id: str) -> None:
+        self.transport.write_bytes(self._p("subs", f"{sub}.job"), job_id.encode())
+
+    # -- reading, for the worker --------------------------------------------------------------
+
+    def read_function(self) -> bytes:
+        return self.transport.read_bytes(self._p("function.pkl"))
+
+    def read_call(self, call: int) -> bytes:
+        return self.transport.read_bytes(self._p("calls", f"{call}.pkl"))
+
+    def read_plan(self, sub: int) -> dict[str, Any]:
+        plan: dict[str, Any] = json.loads(self.transport.read_bytes(self._p("subs", f"{sub}.json")))
+        return plan
+
+    # -- tasks: claims, logs, outcomes ---------------------------------------------------------
+
+    def claim(self, call: int, attempt: int, who: str) -> bool:
+        """Take attempt ``attempt`` of ``call`` for ``who``; False if someone already has."""
+        return self.transport.create_exclusive(
+            self._p("claims", task_name(call, attempt)), who.encode()
+        )
+
+    def claimant(self, call: int, attempt: int) -> str | None:
+        try:
+            return self.transport.read_bytes(self._p("claims", task_name(call, attempt))).decode()
+        except FileNotFoundError:
+            return None
+
+    def claimed(self) -> set[tuple[int, int]]:
+        return _task_names(self.transport.listdir(self._p("claims")))
+
+    def finished(self) -> set[tuple[int, int]]:
+        return _task_names(self.transport.listdir(self._p("results")))
+
+    def write_outcome(self, call: int, attempt: int, outcome: Outcome) -> None:
+        data = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        self.transport.write_bytes(self._p("results", f"{task_name(call, attempt)}.pkl"), data)
+
+    def read_outcome(self, call: int, attempt: int) -> Outcome:
+        data = self.transport.read_bytes(self._p("results", f"{task_name(call, attempt)}.pkl"))
+        outcome: Outcome = pickle.loads(data)
+        return outcome
+
+    def call_log(self, call: int, attempt: int, stream: str) -> str:
+        """Path of a call's own ``"out"`` or ``"err"`` stream."""
+        return self._p("logs", f"{task_name(call, attempt)}.{stream}")
+
+    def element_log(self, element: str, stream: str) -> str:
+        """Path of an array element's stream as the scheduler writes it."""
+        return self._p("logs", f"job-{element}.{stream}")
+
+    def element_log_pattern(self, stream: str, job_token: str, index_token: str) -> str:
+        """The element log path with the scheduler's placeholders (e.g. ``%A``, ``%a``)."""
+        return self._p("logs", f"job-{job_token}_{index_token}.{stream}")
+
+    def read_text(self, path: str) -> str:
+        try:
+            return self.transport.read_bytes(path).decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def tail(self, path: str, lines: int = 20) -> str:
+        return "\n".join(self.read_text(path).rstrip("\n").splitlines()[-lines:])
+
+    def _p(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+
+def _task_names(names: Iterable[str]) -> set[tuple[int, int]]:
+    return {t for t in map(parse_task_name, names) if t is not None}

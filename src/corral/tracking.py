@@ -1,0 +1,244 @@
+"""What the engine knows about one batch: its submissions, which calls were claimed, which
+finished, and which failed because their job ended without an outcome.
+
+A call is *resolved* once its future is done: by its outcome file, by a job error, or by a
+cancel. A call fails only after its job has been final for ``grace`` seconds with no outcome,
+so that outcome files delayed by a slow shared filesystem are still read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backends.base import ArraySpec
+from .errors import JobError, job_error
+from .futures import CorralFuture, decode_outcome
+from .job import ElementStatus, JobState, element_id
+from .planning import Plan, element_of_call
+from .store import CLIENT_CANCEL, BatchStore
+
+Completion = tuple[CorralFuture, bool, Any]  # future, ok, value or exception
+
+
+@dataclass
+class SubState:
+    """One submission of a batch and the scheduler's view of its elements."""
+
+    plan: Plan
+    spec: ArraySpec
+    script_path: str
+    job_id: str | None = None
+    submitted_at: float = 0.0
+    status: dict[int, ElementStatus] = field(default_factory=dict)
+    final_at: dict[int, float] = field(default_factory=dict)  # when we first saw it final
+    last_seen: float = 0.0
+    pending_cancelled: bool = False
+    dropped: bool = False  # deferred, then not needed any more (every call was cancelled)
+
+    @property
+    def submitted(self) -> bool:
+        return self.job_id is not None
+
+    @property
+    def all_final(self) -> bool:
+        return self.dropped or (self.submitted and len(self.final_at) == self.plan.elements)
+
+    @property
+    def live_elements(self) -> int:
+        return self.plan.elements - len(self.final_at) if self.submitted else 0
+
+    def element(self, index: int) -> str:
+        assert self.job_id is not None
+        return element_id(self.job_id, index)
+
+
+class BatchState:
+    """Bookkeeping of one batch. Every method is called with the cluster's lock held."""
+
+    def __init__(
+        self,
+        store: BatchStore,
+        n_calls: int,
+        subs: list[SubState],
+        cancel_call: Callable[[BatchState, int], bool],
+    ) -> None:
+        self.store = store
+        self.subs = subs
+        self.attempts = [0] * n_calls
+        self.futures = [CorralFuture(self, i) for i in range(n_calls)]
+        self.resolved: set[int] = set()
+        self.claimed: set[tuple[int, int]] = set()  # by elements or by the client
+        self.client_claims: set[tuple[int, int]] = set()
+        self._seen_results: set[tuple[int, int]] = set()
+        self._claimants: dict[tuple[int, int], str] = {}
+        self._cancel_call = cancel_call
+
+    # -- for the futures ------------------------------------------------------------------------
+
+    def cancel_call(self, call: int) -> bool:
+        return self._cancel_call(self, call)
+
+    def task(self, call: int) -> tuple[int, int]:
+        return call, self.attempts[call]
+
+    def claimant(self, call: int) -> str | None:
+        """The element that took the call's current attempt, if any."""
+        task = self.task(call)
+        if task not in self.claimed or task in self.client_claims:
+            return None
+        if task not in self._claimants:
+            who = self.store.claimant(*task)
+            if who is None:
+                return None
+            self._claimants[task] = who
+        return self._claimants[task].split(" ", 1)[0]
+
+    def job_id_of(self, call: int) -> str | None:
+        who = self.claimant(call)
+        if who is not None:
+            return who
+        sub, index = self.sub_of(call)
+        if sub is None or sub.job_id is None:
+            return next((s.job_id for s in self.subs if s.job_id), None)
+        return sub.element(index) if index is not None else sub.job_id
+
+    def state_of(self, call: int) -> JobState:
+        future = self.futures[call]
+        if future.cancelled():
+            return JobState.CANCELLED
+        if future.done():
+            error = future.exception()
+            if error is None:
+                return JobState.COMPLETED
+            return error.state if isinstance(error, JobError) else JobState.FAILED
+        return JobState.RUNNING if self.claimant(call) else JobState.PENDING
+
+    def sub_of(self, call: int) -> tuple[SubState | None, int | None]:
+        """For a static plan, the submission and element index that run ``call``."""
+        for sub in self.subs:
+            if sub.plan.mode == "static" and call in sub.plan.calls():
+                return sub, element_of_call(sub.plan, call)
+        return None, None
+
+    # -- reading the work dir -------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return len(self.resolved) == len(self.futures)
+
+    def unclaimed(self) -> list[int]:
+        return [c for c in range(len(self.futures)) if c not in self.resolved and self.task(c) not in self.claimed]
+
+    def scan(self) -> list[Completion]:
+        """Read new claims and outcomes; return the futures they complete."""
+        completions: list[Completion] = []
+        for task in self.store.claimed() - self.claimed:
+            self.claimed.add(task)
+            future = self.futures[task[0]]
+            if task not in self.client_claims and task == self.task(task[0]) and not future.done():
+                future.set_running_or_notify_cancel()
+        for task in self.store.finished() - self._seen_results:
+            self._seen_results.add(task)
+            call = task[0]
+            if call in self.resolved or task != self.task(call):
+                continue
+            ok, value = decode_outcome(self.store.read_outcome(*task), call, self.store.name)
+            self.resolved.add(call)
+            completions.append((self.futures[call], ok, value))
+        return completions
+
+    # -- the scheduler's view -------------------------------------------------------------------
+
+    def live_job_ids(self) -> list[str]:
+        return [s.job_id for s in self.subs if s.job_id is not None and not s.all_final]
+
+    def update(self, statuses: dict[str, ElementStatus], now: float, lost_after: float) -> None:
+        """Take in one bulk status report. An element the scheduler no longer knows at all,
+        for ``lost_after`` seconds, is LOST."""
+        for sub in self.subs:
+            if sub.job_id is None or sub.all_final:
+                continue
+            for index in range(sub.plan.elements):
+                if index in sub.final_at:
+                    continue
+                status = statuses.get(sub.element(index))
+                if status is None and now - max(sub.submitted_at, sub.last_seen) > lost_after:
+                    status = ElementStatus(sub.element(index), JobState.LOST, None, "unknown to the scheduler")
+                if status is None:
+                    continue
+                sub.last_seen = now
+                sub.status[index] = status
+                if status.state.is_final:
+                    sub.final_at[index] = now
+
+    def failures(self, now: float, grace: float) -> list[Completion]:
+        """Calls whose job has been final, with no outcome, for longer than ``grace``."""
+        by_element = {
+            sub.element(i): (sub, i) for sub in self.subs if sub.job_id is not None for i in sub.final_at
+        }
+        failed: list[Completion] = []
+        for call in range(len(self.futures)):
+            if call in self.resolved or self.task(call) in self.client_claims:
+                continue
+            who = self.claimant(call)
+            if who is not None:
+                found = by_element.get(who)
+            else:
+                found = self._unclaimed_end(call)
+            if found is None:
+                continue
+            sub, index = found
+            if now - sub.final_at[index] < grace:
+                continue
+            self.resolved.add(call)
+            failed.append((self.futures[call], False, self._error(call, sub, index, who)))
+        return failed
+
+    def _unclaimed_end(self, call: int) -> tuple[SubState, int] | None:
+        """Where an unclaimed call's chance to run ended: its own element (static), or the
+        last element of the batch to end (pull), preferring one that did not complete."""
+        sub, index = self.sub_of(call)
+        if sub is not None and index is not None:
+            return (sub, index) if index in sub.final_at else None
+        if not all(s.all_final for s in self.subs):
+            return None
+        ends = [(s, i) for s in self.subs if s.submitted for i in s.final_at]
+        if not ends:
+            return None
+        failing = [e for e in ends if e[0].status[e[1]].state is not JobState.COMPLETED]
+        return max(failing or ends, key=lambda e: e[0].final_at[e[1]])
+
+    def _error(self, call: int, sub: SubState, index: int, who: str | None) -> JobError:
+        status = sub.status[index]
+        streams = [self.store.call_log(*self.task(call), "err")] if who else []
+        streams.append(self.store.element_log(sub.element(index), "err"))
+        tail = next((t for t in map(self.store.tail, streams) if t.strip()), "")
+        return job_error(
+            status.state,
+            job_id=sub.element(index),
+            call=call,
+            batch=self.store.name,
+            node=status.node,
+            reason=status.reason,
+            stderr_tail=tail,
+        )
+
+    def claim_for_client(self, call: int) -> bool:
+        """Take the call's current attempt so no element will run it (a cancel)."""
+        task = self.task(call)
+        if call in self.resolved or task in self.claimed:
+            return False
+        if not self.store.claim(*task, CLIENT_CANCEL):
+            self.claimed.add(task)
+            return False
+        self.claimed.add(task)
+        self.client_claims.add(task)
+        self.resolved.add(call)
+        return True
+
+
+def now() -> float:
+    return time.monotonic()

@@ -1,0 +1,57 @@
+"""The Transport contract: run an argv on one host and read or write files there.
+
+A transport knows nothing of schedulers. Commands are argv lists, never shell strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one command printed and how it exited."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class CommandTimeout(TimeoutError):
+    """A command did not finish within its timeout (it was killed)."""
+
+
+class Transport(Protocol):
+    """Runs commands and touches files on one host."""
+
+    def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
+        """Run ``argv``; raise :class:`CommandTimeout` past ``timeout`` seconds and
+        ``FileNotFoundError`` when the program does not exist."""
+        ...
+
+    def makedirs(self, path: str) -> None:
+        """Create ``path`` and its parents, each new folder private (0700)."""
+        ...
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write a file atomically (temporary file, then rename), private to the user."""
+        ...
+
+    def write_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Write several files atomically each; a remote transport does it in one round trip."""
+        ...
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Create ``path`` holding ``data`` only if it does not exist; False if it did."""
+        ...
+
+    def read_bytes(self, path: str) -> bytes:
+        """Read a whole file; ``FileNotFoundError`` when it does not exist."""
+        ...
+
+    def listdir(self, path: str) -> list[str]:
+        """Names in a folder; an empty list when the folder does not exist."""
+        ...

@@ -1,0 +1,68 @@
+"""Transport for the machine corral runs on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Sequence
+
+from .base import CommandResult, CommandTimeout
+
+
+class LocalTransport:
+    """Runs commands with :mod:`subprocess` (no shell) and touches local files."""
+
+    def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
+        try:
+            proc = subprocess.run(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise CommandTimeout(f"{argv[0]} did not answer within {timeout:g} s") from exc
+        return CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        folder, name = os.path.split(path)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def write_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        for path, data in items:
+            self.write_bytes(path, data)
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return True
+
+    def read_bytes(self, path: str) -> bytes:
+        with open(path, "rb") as handle:
+            return handle.read()
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return os.listdir(path)
+        except FileNotFoundError:
+            return []

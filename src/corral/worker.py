@@ -1,0 +1,186 @@
+"""``python -m corral.worker BATCH_DIR SUB INDEX ELEMENT``: the only code that runs on nodes.
+
+One array element of submission SUB of the batch in BATCH_DIR. It reads its submission's plan
+and takes calls one by one, each by creating its claim file exclusively, so that no call runs
+twice however many elements pull from the same batch:
+
+* ``static`` plans give element k the calls ``tasks[k*chunk:(k+1)*chunk]``;
+* ``pull`` plans let every element take any unclaimed call, each starting at its own offset,
+  so that uneven or unknown durations balance themselves and late elements find little to do.
+
+Each call's stdout and stderr go to their own files, and its outcome (the value, or the
+exception with its formatted traceback) is written atomically. Inputs are never deleted: a
+requeued element starts again and re-runs the calls it had claimed but not finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import pickle
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import cloudpickle
+
+from .store import BatchStore, Outcome
+from .transports.local import LocalTransport
+
+#: Set while a call runs in this process (the sequential backend); the env var covers jobs.
+_current_element: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "corral_current_element", default=None
+)
+IN_JOB_ENV = "CORRAL_IN_JOB"
+
+
+def inside_job() -> str | None:
+    """The element id when this code runs inside a corral job, else None."""
+    return _current_element.get() or os.environ.get(IN_JOB_ENV) or None
+
+
+def pack_function(fn: Callable[..., Any]) -> bytes:
+    """Store a function with the client's ``sys.path``, so that modules found next to the
+    user's script are found on the node too."""
+    return pickle.dumps({"sys_path": list(sys.path), "fn": cloudpickle.dumps(fn)})
+
+
+def unpack_function(data: bytes) -> Callable[..., Any]:
+    blob = pickle.loads(data)
+    for entry in blob["sys_path"]:
+        if entry not in sys.path:
+            sys.path.append(entry)
+    fn: Callable[..., Any] = cloudpickle.loads(blob["fn"])
+    return fn
+
+
+def element_order(plan: dict[str, Any], index: int) -> list[tuple[int, int]]:
+    """The calls element ``index`` of a submission tries, in order."""
+    tasks = [(int(c), int(a)) for c, a in plan["tasks"]]
+    if plan["mode"] == "static":
+        chunk = int(plan["chunk"])
+        return tasks[index * chunk : (index + 1) * chunk]
+    total = max(1, int(plan["total_elements"]))
+    offset = (int(plan["first_element"]) + index) * len(tasks) // total
+    return tasks[offset:] + tasks[:offset]
+
+
+def run_element(batch_dir: str, sub: int, index: int, element: str, *, redirect: bool = True) -> int:
+    """Run every call element ``index`` of submission ``sub`` can claim; return how many ran."""
+    store = BatchStore(batch_dir, LocalTransport())
+    fn = unpack_function(store.read_function())
+    plan = store.read_plan(sub)
+    restarted = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+    who = f"{element} {socket.gethostname()} {os.getpid()}"
+    ran = 0
+    for call, attempt in element_order(plan, index):
+        if not store.claim(call, attempt, who):
+            # A requeued element re-runs what it had taken before it was stopped.
+            mine = restarted and (store.claimant(call, attempt) or "").startswith(element + " ")
+            if not mine or (call, attempt) in store.finished():
+                continue
+        token = _current_element.set(element)
+        try:
+            outcome = run_call(store, fn, call, attempt, element, redirect=redirect)
+        finally:
+            _current_element.reset(token)
+        store.write_outcome(call, attempt, outcome)
+        ran += 1
+    return ran
+
+
+def run_call(
+    store: BatchStore,
+    fn: Callable[..., Any],
+    call: int,
+    attempt: int,
+    element: str,
+    *,
+    redirect: bool = True,
+) -> Outcome:
+    """Run one call with its streams redirected (unless ``redirect`` is false, as in the
+    sequential backend, where a debugger needs the terminal); never raises for the call's
+    own errors."""
+    started = time.time()
+    host = socket.gethostname()
+    streams = (store.call_log(call, attempt, "out"), store.call_log(call, attempt, "err"))
+    with _redirected(*streams) if redirect else contextlib.nullcontext():
+        try:
+            args, kwargs = cloudpickle.loads(store.read_call(call))
+            value = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - every failure of the call is its outcome
+            tb = traceback.format_exc()
+            if redirect:  # keep it beside the call's output; in-process, the client reports it
+                sys.stderr.write(tb)
+            return _error_outcome(exc, tb, element, host, started)
+    try:
+        payload = cloudpickle.dumps(value)
+    except Exception as exc:  # noqa: BLE001
+        tb = traceback.format_exc()
+        return _error_outcome(exc, tb, element, host, started, what="the result")
+    return Outcome(True, payload, element=element, host=host, started=started, finished=time.time())
+
+
+def _error_outcome(
+    exc: BaseException, tb: str, element: str, host: str, started: float, what: str = ""
+) -> Outcome:
+    kind = type(exc)
+    message = str(exc)
+    if what:
+        message = f"could not pickle {what}: {message}"
+    try:
+        payload = b"" if what else cloudpickle.dumps(exc)
+    except Exception:  # noqa: BLE001 - the client gets a RemoteError with the text instead
+        payload = b""
+    return Outcome(
+        False,
+        payload,
+        type_name=f"{kind.__module__}.{kind.__qualname__}",
+        message=message,
+        traceback=tb,
+        element=element,
+        host=host,
+        started=started,
+        finished=time.time(),
+    )
+
+
+@contextlib.contextmanager
+def _redirected(out_path: str, err_path: str) -> Iterator[None]:
+    """Point file descriptors 1 and 2 (so child processes too) at the call's own files."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (out, err, *saved):
+            os.close(fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 4:
+        sys.stderr.write("usage: python -m corral.worker BATCH_DIR SUB INDEX ELEMENT\n")
+        return 2
+    batch_dir, sub, index, element = args
+    os.environ[IN_JOB_ENV] = element  # the nested-submission guard, for the calls and their children
+    os.umask(0o077)
+    run_element(batch_dir, int(sub), int(index), element)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
