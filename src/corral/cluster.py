@@ -15,7 +15,6 @@ One :class:`Cluster` per backend. Its poll loop runs in one thread for all batch
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import os
 import random
@@ -30,6 +29,7 @@ import cloudpickle
 
 from .backends.base import ArraySpec, Backend, Submission
 from .errors import JobCancelledError, NestedSubmissionError, SchedulerError, SerializationError
+from .futures import mark_cancelled
 from .job import JobState
 from .planning import plan_batch
 from .resources import Resources
@@ -182,7 +182,7 @@ class Cluster:
                     continue
                 for call in batch.unclaimed():
                     if batch.claim_for_client(call):
-                        concurrent.futures.Future.cancel(batch.futures[call])
+                        mark_cancelled(batch.futures[call])
                 self.backend.cancel(batch.live_job_ids())
                 for call in range(len(batch.futures)):
                     if call not in batch.resolved:

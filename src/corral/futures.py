@@ -59,10 +59,19 @@ class CorralFuture(concurrent.futures.Future[Any]):
             return self.cancelled()
         if not self._batch.cancel_call(self.call):
             return False
-        return super().cancel()
+        return mark_cancelled(self)
 
     def __repr__(self) -> str:
         return f"<CorralFuture call {self.call} of {self.batch} job={self.job_id} state={self.state.name}>"
+
+
+def mark_cancelled(future: concurrent.futures.Future[Any]) -> bool:
+    """Cancel a future and notify its waiters, as an executor must: ``wait`` and
+    ``as_completed`` count a cancelled future as done only once notified."""
+    if not concurrent.futures.Future.cancel(future):
+        return False
+    future.set_running_or_notify_cancel()
+    return True
 
 
 def decode_outcome(outcome: Outcome, call: int, batch: str) -> tuple[bool, Any]:

@@ -151,22 +151,27 @@ def _error_outcome(
 
 @contextlib.contextmanager
 def _redirected(out_path: str, err_path: str) -> Iterator[None]:
-    """Point file descriptors 1 and 2 (so child processes too) at the call's own files."""
+    """Point file descriptors 1 and 2 (so child processes too) and Python's own
+    ``sys.stdout``/``sys.stderr`` at the call's own files."""
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
+    saved_fds = os.dup(1), os.dup(2)
+    saved_streams = sys.stdout, sys.stderr
     out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     try:
-        os.dup2(out, 1)
-        os.dup2(err, 2)
         yield
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (out, err, *saved):
+        for stream in (sys.stdout, sys.stderr):
+            stream.close()
+        sys.stdout, sys.stderr = saved_streams
+        os.dup2(saved_fds[0], 1)
+        os.dup2(saved_fds[1], 2)
+        for fd in (out, err, *saved_fds):
             os.close(fd)
 
 

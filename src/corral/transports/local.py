@@ -28,7 +28,17 @@ class LocalTransport:
         return CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
 
     def makedirs(self, path: str) -> None:
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        # os.makedirs applies its mode to the last folder only: create each one ourselves.
+        missing = []
+        head = os.path.abspath(path)
+        while not os.path.isdir(head):
+            missing.append(head)
+            head = os.path.dirname(head)
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder, 0o700)
+            except FileExistsError:
+                pass
 
     def write_bytes(self, path: str, data: bytes) -> None:
         folder, name = os.path.split(path)
