@@ -75,7 +75,9 @@ class PollPolicy:
 class Cluster:
     """Submits batches of calls to one backend and watches them."""
 
-    def __init__(self, backend: Backend, directory: str | None = None, *, policy: PollPolicy | None = None) -> None:
+    def __init__(
+        self, backend: Backend, directory: str | None = None, *, policy: PollPolicy | None = None
+    ) -> None:
         self.backend = backend
         self.root = os.path.abspath(directory) if directory else default_root()
         self.policy = policy or PollPolicy.from_env()
@@ -102,10 +104,16 @@ class Cluster:
         refused submission cancels the parts already submitted."""
         guard_nested(allow_nested)
         function, payloads = _pickle(fn, calls)
-        plans = plan_batch(len(calls), self.backend.limits(resources), chunksize=chunksize, max_running=max_running)
+        plans = plan_batch(
+            len(calls), self.backend.limits(resources), chunksize=chunksize, max_running=max_running
+        )
         name = getattr(fn, "__name__", "call")
         store = BatchStore.create(self.root, name, self.backend.transport)
-        store.write_batch({"function": name, "calls": len(calls), "backend": self.backend.name, "created": time.time()}, function, payloads)
+        store.write_batch(
+            {"function": name, "calls": len(calls), "backend": self.backend.name, "created": time.time()},
+            function,
+            payloads,
+        )
         subs = []
         for plan in plans:
             spec = ArraySpec(
@@ -128,14 +136,34 @@ class Cluster:
         _complete(completions)
         return batch
 
-    def preview(self, resources: Resources, *, calls: int = 1, chunksize: int | None = None, max_running: int | None = None) -> Submission:
+    def preview(
+        self,
+        resources: Resources,
+        *,
+        calls: int = 1,
+        chunksize: int | None = None,
+        max_running: int | None = None,
+    ) -> Submission:
         """The script and command the first submission of such a batch would use."""
-        plan = plan_batch(calls, self.backend.limits(resources), chunksize=chunksize, max_running=max_running)[0]
+        plan = plan_batch(
+            calls, self.backend.limits(resources), chunksize=chunksize, max_running=max_running
+        )[0]
         batch_dir = os.path.join(self.root, "<batch>")
-        spec = ArraySpec(batch_dir, 0, plan.elements, resources, "corral-<function>", sys.executable, os.getcwd(), max_running if chunksize else None)
+        spec = ArraySpec(
+            batch_dir,
+            0,
+            plan.elements,
+            resources,
+            "corral-<function>",
+            sys.executable,
+            os.getcwd(),
+            max_running if chunksize else None,
+        )
         store = BatchStore(batch_dir, self.backend.transport)
         script_path = os.path.join(batch_dir, "subs", "0.sh")
-        return Submission(self.backend.render(spec), self.backend.submit_argv(spec, script_path, _log_pattern(store)))
+        return Submission(
+            self.backend.render(spec), self.backend.submit_argv(spec, script_path, _log_pattern(store))
+        )
 
     def _submit_ready(self, batch: BatchState) -> None:
         """Submit the batch's submissions that MaxSubmitJobs leaves room for; defer the rest."""
@@ -143,7 +171,9 @@ class Cluster:
             if sub.submitted or sub.dropped:
                 continue
             if not self._room_for(sub.spec.resources, sub.plan.elements):
-                log.info("deferring submission %d of %s: MaxSubmitJobs reached", sub.plan.sub, batch.store.name)
+                log.info(
+                    "deferring submission %d of %s: MaxSubmitJobs reached", sub.plan.sub, batch.store.name
+                )
                 return
             sub.job_id = self.backend.submit(sub.spec, sub.script_path, _log_pattern(batch.store))
             sub.submitted_at = sub.last_seen = time.monotonic()
@@ -232,18 +262,26 @@ class Cluster:
                     try:
                         changed = self._query(now)
                         failures = 0
-                        sched_wait = policy.scheduler_min if changed else min(sched_wait * policy.growth, policy.scheduler_max)
+                        sched_wait = (
+                            policy.scheduler_min
+                            if changed
+                            else min(sched_wait * policy.growth, policy.scheduler_max)
+                        )
                     except SchedulerError as exc:
                         failures += 1
                         sched_wait = min(policy.scheduler_min * 2**failures, policy.backoff_max)
-                        log.warning("status query failed (%d in a row), next in %.0f s: %s", failures, sched_wait, exc)
+                        log.warning(
+                            "status query failed (%d in a row), next in %.0f s: %s", failures, sched_wait, exc
+                        )
                     next_query = now + sched_wait * random.uniform(1 - policy.jitter, 1 + policy.jitter)
                 for batch in self._batches:
                     completions += batch.failures(now, policy.outcome_grace)
                     self._release_idle(batch)
                     self._submit_deferred(batch)
             _complete(completions)
-            files_wait = policy.files_min if completions else min(files_wait * policy.growth, policy.files_max)
+            files_wait = (
+                policy.files_min if completions else min(files_wait * policy.growth, policy.files_max)
+            )
             with self._wake:
                 self._wake.wait(min(files_wait, max(0.0, next_query - time.monotonic())))
 
@@ -311,7 +349,9 @@ def _pickle(fn: Callable[..., Any], calls: Sequence[Call]) -> tuple[bytes, list[
 
 
 def _log_pattern(store: BatchStore) -> tuple[str, str]:
-    return store.element_log_pattern("out", "{job}", "{index}"), store.element_log_pattern("err", "{job}", "{index}")
+    return store.element_log_pattern("out", "{job}", "{index}"), store.element_log_pattern(
+        "err", "{job}", "{index}"
+    )
 
 
 def _complete(completions: list[Completion]) -> None:

@@ -78,7 +78,7 @@ class Executor(concurrent.futures.Executor):
         ``concurrent.futures``; the first failing call's exception is raised when reached.
         """
         end = None if timeout is None else time.monotonic() + timeout
-        calls: list[Call] = [(args, {}) for args in zip(*iterables)]
+        calls: list[Call] = [(args, {}) for args in zip(*iterables)]  # noqa: B905 - map stops at the shortest, as the builtin does
         futures = self._submit(fn, calls, chunksize)
 
         def results() -> Iterator[Any]:
@@ -95,7 +95,9 @@ class Executor(concurrent.futures.Executor):
 
     def preview(self, *, calls: int = 1, chunksize: int | None = None) -> Submission:
         """The exact job script and submit command a batch of ``calls`` calls would use."""
-        return self.cluster.preview(self.resources, calls=calls, chunksize=chunksize, max_running=self.max_running)
+        return self.cluster.preview(
+            self.resources, calls=calls, chunksize=chunksize, max_running=self.max_running
+        )
 
     def _submit(self, fn: Callable[..., Any], calls: list[Call], chunksize: int | None) -> list[CorralFuture]:
         with self._lock:
@@ -104,7 +106,12 @@ class Executor(concurrent.futures.Executor):
         if not calls:
             return []
         batch = self.cluster.submit(
-            fn, calls, self.resources, chunksize=chunksize, max_running=self.max_running, allow_nested=self.allow_nested
+            fn,
+            calls,
+            self.resources,
+            chunksize=chunksize,
+            max_running=self.max_running,
+            allow_nested=self.allow_nested,
         )
         with self._lock:
             self._batches = [b for b in self._batches if not b.done]

@@ -76,7 +76,14 @@ def plan_batch(
         return plans
     total = max(1, min(n_calls, limits.slots, max_running or n_calls))
     return [
-        Plan(sub, min(cap, total - first), "pull", ((0, n_calls, 0),), first_element=first, total_elements=total)
+        Plan(
+            sub,
+            min(cap, total - first),
+            "pull",
+            ((0, n_calls, 0),),
+            first_element=first,
+            total_elements=total,
+        )
         for sub, first in enumerate(range(0, total, cap))
     ]
 

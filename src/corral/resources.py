@@ -93,9 +93,7 @@ class Resources:
     def __post_init__(self) -> None:
         for name in ("cpus", "nodes", "tasks", "memory"):
             value = getattr(self, name)
-            if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 1
-            ):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ResourceError(f"{name}={value!r} must be a positive whole number")
         for name in ("partition", "account", "qos", "constraint", "job_name"):
             value = getattr(self, name)
@@ -143,9 +141,7 @@ class Resources:
             extra = values["extra"]
             if not isinstance(extra, Mapping):
                 raise ResourceError("extra must be a mapping of option name to value (or None)")
-            values["extra"] = tuple(
-                (str(k), None if v is None else str(v)) for k, v in extra.items()
-            )
+            values["extra"] = tuple((str(k), None if v is None else str(v)) for k, v in extra.items())
         return cls(**values)  # type: ignore[arg-type]
 
     def merged(self, **options: object) -> Resources:

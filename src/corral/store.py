@@ -126,9 +126,7 @@ class BatchStore:
 
     def claim(self, call: int, attempt: int, who: str) -> bool:
         """Take attempt ``attempt`` of ``call`` for ``who``; False if someone already has."""
-        return self.transport.create_exclusive(
-            self._p("claims", task_name(call, attempt)), who.encode()
-        )
+        return self.transport.create_exclusive(self._p("claims", task_name(call, attempt)), who.encode())
 
     def claimant(self, call: int, attempt: int) -> str | None:
         try:

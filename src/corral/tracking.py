@@ -130,7 +130,9 @@ class BatchState:
         return len(self.resolved) == len(self.futures)
 
     def unclaimed(self) -> list[int]:
-        return [c for c in range(len(self.futures)) if c not in self.resolved and self.task(c) not in self.claimed]
+        return [
+            c for c in range(len(self.futures)) if c not in self.resolved and self.task(c) not in self.claimed
+        ]
 
     def scan(self) -> list[Completion]:
         """Read new claims and outcomes; return the futures they complete."""
@@ -166,7 +168,9 @@ class BatchState:
                     continue
                 status = statuses.get(sub.element(index))
                 if status is None and now - max(sub.submitted_at, sub.last_seen) > lost_after:
-                    status = ElementStatus(sub.element(index), JobState.LOST, None, "unknown to the scheduler")
+                    status = ElementStatus(
+                        sub.element(index), JobState.LOST, None, "unknown to the scheduler"
+                    )
                 if status is None:
                     continue
                 sub.last_seen = now

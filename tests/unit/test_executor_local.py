@@ -74,7 +74,7 @@ def test_the_users_own_exception_comes_back_with_the_remote_traceback(make_execu
         assert f"job {future.job_id}" in info.value.__notes__[0]
     cause = info.value.__cause__
     assert isinstance(cause, corral.RemoteTraceback)
-    assert 'raise ValueError(message)' in cause.tb
+    assert "raise ValueError(message)" in cause.tb
     assert future.state is JobState.FAILED
 
 
@@ -85,7 +85,15 @@ def test_lambdas_and_closures(make_executor, backend: str) -> None:
     assert ex.submit(lambda x: x + offset, 5).result(timeout=60) == 15
 
 
-ODD = ['it\'s "quoted"', "`touch /tmp/corral-pwned`", "$(touch /tmp/corral-pwned)", "new\nline", "grüße ☃ 日本", "a\\b", "; rm -rf /"]
+ODD = [
+    'it\'s "quoted"',
+    "`touch /tmp/corral-pwned`",
+    "$(touch /tmp/corral-pwned)",
+    "new\nline",
+    "grüße ☃ 日本",
+    "a\\b",
+    "; rm -rf /",
+]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -115,7 +123,9 @@ def test_functions_from_main_run(tmp_path) -> None:
             """
         )
     )
-    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "90"
 
@@ -189,7 +199,9 @@ def test_leaving_with_on_an_exception_cancels_the_jobs(make_executor) -> None:
 
 def test_shutdown_can_cancel_what_has_not_started(make_executor) -> None:
     ex = make_executor("local", max_running=1)
-    futures = [ex.submit(time.sleep, 0.5) for _ in range(3)] + list(ex._submit(square, [((i,), {}) for i in range(4)], 1))
+    futures = [ex.submit(time.sleep, 0.5) for _ in range(3)] + list(
+        ex._submit(square, [((i,), {}) for i in range(4)], 1)
+    )
     ex.shutdown(wait=True, cancel_futures=True)
     assert any(f.cancelled() for f in futures)
     assert all(f.done() for f in futures)
@@ -232,5 +244,13 @@ def test_work_dir_records_the_batch(make_executor, workdir) -> None:
     future.result(timeout=60)
     batch = os.path.join(workdir, future.batch)
     assert os.stat(workdir).st_mode & 0o777 == 0o700
-    assert sorted(os.listdir(batch)) == ["calls", "claims", "function.pkl", "logs", "manifest.json", "results", "subs"]
+    assert sorted(os.listdir(batch)) == [
+        "calls",
+        "claims",
+        "function.pkl",
+        "logs",
+        "manifest.json",
+        "results",
+        "subs",
+    ]
     assert sorted(os.listdir(os.path.join(batch, "subs"))) == ["0.job", "0.json", "0.sh"]

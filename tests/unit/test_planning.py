@@ -31,7 +31,11 @@ def test_chunksize_packs_statically_and_splits_at_max_array_size() -> None:
 def test_pull_elements_split_across_submissions_keep_global_offsets() -> None:
     limits = Limits(max_array_size=3, max_submit_jobs=None, slots=8)
     plans = plan_batch(100, limits)
-    assert [(p.elements, p.first_element, p.total_elements) for p in plans] == [(3, 0, 8), (3, 3, 8), (2, 6, 8)]
+    assert [(p.elements, p.first_element, p.total_elements) for p in plans] == [
+        (3, 0, 8),
+        (3, 3, 8),
+        (2, 6, 8),
+    ]
 
 
 def test_max_submit_jobs_bounds_each_submission() -> None:

@@ -29,7 +29,18 @@ def test_bad_time_is_a_clear_error(bad: object) -> None:
         parse_time(bad)
 
 
-@pytest.mark.parametrize(("text", "mb"), [("4G", 4096), ("512M", 512), ("512MB", 512), ("1.5g", 1536), (100, 100), ("2T", 2 * 1024 * 1024), ("1024K", 1)])
+@pytest.mark.parametrize(
+    ("text", "mb"),
+    [
+        ("4G", 4096),
+        ("512M", 512),
+        ("512MB", 512),
+        ("1.5g", 1536),
+        (100, 100),
+        ("2T", 2 * 1024 * 1024),
+        ("1024K", 1),
+    ],
+)
 def test_memory_forms(text: object, mb: int) -> None:
     assert parse_memory(text) == mb
 
@@ -62,7 +73,9 @@ def test_malformed_options_fail_before_submission(options: dict[str, object]) ->
 
 
 def test_friendly_forms_become_typed_values() -> None:
-    res = Resources.from_options(time="1:00:00", memory="2G", gpus=2, cpus=4, extra={"exclusive": None, "mail-type": "END"})
+    res = Resources.from_options(
+        time="1:00:00", memory="2G", gpus=2, cpus=4, extra={"exclusive": None, "mail-type": "END"}
+    )
     assert res.time == timedelta(hours=1)
     assert res.memory == 2048
     assert res.gpus == "2"

@@ -40,7 +40,9 @@ def test_static_order_is_the_elements_chunk() -> None:
 
 
 def test_each_call_runs_once_however_many_elements_pull(tmp_path) -> None:
-    store = make_batch(tmp_path, noisy, [((i,), {}) for i in range(5)], Plan(0, 2, "pull", ((0, 5, 0),), total_elements=2))
+    store = make_batch(
+        tmp_path, noisy, [((i,), {}) for i in range(5)], Plan(0, 2, "pull", ((0, 5, 0),), total_elements=2)
+    )
     ran = run_element(store.path, 0, 0, "J_0") + run_element(store.path, 0, 1, "J_1")
     assert ran == 5
     assert store.finished() == {(i, 0) for i in range(5)}
@@ -48,7 +50,9 @@ def test_each_call_runs_once_however_many_elements_pull(tmp_path) -> None:
 
 
 def test_outcomes_and_streams_per_call(tmp_path) -> None:
-    store = make_batch(tmp_path, noisy, [((i,), {}) for i in range(3)], Plan(0, 1, "static", ((0, 3, 0),), chunk=3))
+    store = make_batch(
+        tmp_path, noisy, [((i,), {}) for i in range(3)], Plan(0, 1, "static", ((0, 3, 0),), chunk=3)
+    )
     run_element(store.path, 0, 0, "J_0")
     ok = store.read_outcome(1, 0)
     assert ok.ok and cloudpickle.loads(ok.payload) == 2
@@ -90,7 +94,9 @@ def test_unpicklable_exception_and_result_are_reported_as_text(tmp_path) -> None
             raise Unpicklable("boom")
         return threading.Lock()
 
-    store = make_batch(tmp_path, f, [(("raise",), {}), (("file",), {})], Plan(0, 1, "static", ((0, 2, 0),), chunk=2))
+    store = make_batch(
+        tmp_path, f, [(("raise",), {}), (("file",), {})], Plan(0, 1, "static", ((0, 2, 0),), chunk=2)
+    )
     run_element(store.path, 0, 0, "J_0")
     raised = store.read_outcome(0, 0)
     assert (raised.ok, raised.payload, raised.message) == (False, b"", "boom")

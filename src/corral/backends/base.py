@@ -104,6 +104,7 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         """Release what the backend holds (the local backend's processes)."""
+        return None
 
     def run(self, argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT) -> CommandResult:
         """Run a scheduler command; a missing program or a time-out is a SchedulerError."""

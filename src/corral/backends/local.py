@@ -89,8 +89,19 @@ class LocalBackend(Backend):
             if spec.max_running:
                 self._throttle[job_id] = spec.max_running
             for index in range(spec.elements):
-                logs = (log_pattern[0].format(job=job_id, index=index), log_pattern[1].format(job=job_id, index=index))
-                element = _Element(job_id, index, self.submit_argv(spec, script_path, log_pattern), spec.chdir, logs, cpus, limit)
+                logs = (
+                    log_pattern[0].format(job=job_id, index=index),
+                    log_pattern[1].format(job=job_id, index=index),
+                )
+                element = _Element(
+                    job_id,
+                    index,
+                    self.submit_argv(spec, script_path, log_pattern),
+                    spec.chdir,
+                    logs,
+                    cpus,
+                    limit,
+                )
                 self._elements[element.element_id] = element
                 self._queue.append(element)
             if self._thread is None:
@@ -122,7 +133,9 @@ class LocalBackend(Backend):
             self._cond.notify_all()
 
     def limits(self, resources: Resources) -> Limits:
-        return Limits(max_array_size=1_000_000, max_submit_jobs=None, slots=max(1, self.slots // (resources.cpus or 1)))
+        return Limits(
+            max_array_size=1_000_000, max_submit_jobs=None, slots=max(1, self.slots // (resources.cpus or 1))
+        )
 
     def close(self) -> None:
         with self._cond:
@@ -176,7 +189,15 @@ class LocalBackend(Backend):
         out = open(el.logs[0], "ab")  # noqa: SIM115 - closed when the element is reaped
         err = open(el.logs[1], "ab")  # noqa: SIM115
         el.files = [out, err]
-        el.proc = subprocess.Popen(el.argv, cwd=el.chdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+        el.proc = subprocess.Popen(
+            el.argv,
+            cwd=el.chdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
         el.state = JobState.RUNNING
         if el.time_limit is not None:
             el.deadline = time.monotonic() + el.time_limit

@@ -64,11 +64,20 @@ class SlurmBackend(Backend):
 
     def submit_argv(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> list[str]:
         out, err = (p.format(job="%A", index="%a") for p in log_pattern)
-        return ["sbatch", "--parsable", f"--chdir={spec.chdir}", f"--output={out}", f"--error={err}", script_path]
+        return [
+            "sbatch",
+            "--parsable",
+            f"--chdir={spec.chdir}",
+            f"--output={out}",
+            f"--error={err}",
+            script_path,
+        ]
 
     def submit(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> str:
         if "%" in spec.batch_dir:
-            raise SubmissionError(f"the work dir {spec.batch_dir!r} contains '%', which sbatch reads as a pattern")
+            raise SubmissionError(
+                f"the work dir {spec.batch_dir!r} contains '%', which sbatch reads as a pattern"
+            )
         argv = self.submit_argv(spec, script_path, log_pattern)
         result = self.run(argv)
         if result.returncode != 0:
@@ -119,7 +128,15 @@ class SlurmBackend(Backend):
         max_array = env_int("CORRAL_MAX_ARRAY_SIZE") or config_int(self._config, "MaxArraySize") or 1001
         max_submit = env_int("CORRAL_MAX_SUBMIT_JOBS")
         if max_submit is None:
-            argv = ["sacctmgr", "-n", "-P", "show", "assoc", f"where user={getpass.getuser()}", "format=MaxSubmit"]
+            argv = [
+                "sacctmgr",
+                "-n",
+                "-P",
+                "show",
+                "assoc",
+                f"where user={getpass.getuser()}",
+                "format=MaxSubmit",
+            ]
             result = self.run(argv)
             max_submit = parse_max_submit(result.stdout) if result.returncode == 0 else None
         slots = env_int("CORRAL_SLOTS")
@@ -140,4 +157,3 @@ class SlurmBackend(Backend):
         except SchedulerError:
             return False
         return result.returncode == 0 and " is UP" in result.stdout
-

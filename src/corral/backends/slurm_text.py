@@ -179,7 +179,7 @@ def parse_sinfo_cpus(stdout: str) -> tuple[int, int, int, int]:
     for line in stdout.split():
         parts = line.split("/")
         if len(parts) == 4 and all(p.isdigit() for p in parts):
-            totals = [t + int(p) for t, p in zip(totals, parts)]
+            totals = [t + int(p) for t, p in zip(totals, parts, strict=True)]
     return totals[0], totals[1], totals[2], totals[3]
 
 
