@@ -1,0 +1,43 @@
+"""Count scheduler commands by putting logging shims first on PATH.
+
+Each shim appends its name to a log file and execs the real program, so corral (which looks
+commands up on PATH at each call) is measured without any change to its code.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import stat
+from pathlib import Path
+
+COMMANDS = ("sbatch", "squeue", "sacct", "scancel", "scontrol", "sinfo", "sacctmgr")
+
+
+class CommandLog:
+    """A folder of shims and the log they write."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.log = folder / "commands.log"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.log.write_text("")
+        for name in COMMANDS:
+            real = shutil.which(name)
+            if real is None:
+                continue
+            shim = folder / name
+            shim.write_text(f'#!/bin/sh\necho {name} >> "{self.log}"\nexec "{real}" "$@"\n')
+            shim.chmod(shim.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+    @property
+    def path(self) -> str:
+        """A PATH value with the shims first."""
+        return f"{self.folder}{os.pathsep}{os.environ.get('PATH', '')}"
+
+    def counts(self) -> collections.Counter[str]:
+        return collections.Counter(self.log.read_text().split())
+
+    def reset(self) -> None:
+        self.log.write_text("")

@@ -1,0 +1,222 @@
+"""The Executor against the real SLURM test cluster (4 nodes, 2 CPUs each)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import corral
+from corral.backends.slurm_text import parse_config
+
+from .helpers import cluster, squeue, wait_for, wait_running
+
+pytestmark = pytest.mark.usefixtures("fresh_queue")
+
+
+def where(x: int) -> tuple[int, str]:
+    return x * x, os.environ["SLURMD_NODENAME"]
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def echo(*args: object, **kwargs: object) -> tuple[object, ...]:
+    return args, kwargs
+
+
+def sleep_then(seconds: float, value: object = None) -> object:
+    time.sleep(seconds)
+    return value
+
+
+def test_map_of_1000_returns_in_order_across_nodes_with_one_sbatch(make_executor, commands) -> None:
+    ex = make_executor("slurm")
+    results = list(ex.map(where, range(1000)))
+    assert [r[0] for r in results] == [x * x for x in range(1000)]
+    assert len({node for _, node in results}) > 1, "all calls ran on one node"
+    assert commands.counts()["sbatch"] == 1
+
+
+def test_a_long_map_spreads_over_every_node(make_executor) -> None:
+    ex = make_executor("slurm")
+    results = list(ex.map(lambda x: (sleep_then(1), os.environ["SLURMD_NODENAME"])[1], range(16)))
+    assert set(results) == {"n1", "n2", "n3", "n4"}
+
+
+@pytest.fixture
+def max_array_size_4():
+    """Lower MaxArraySize to 4 in slurm.conf, then restore it."""
+    conf = Path("/etc/slurm/slurm.conf")
+    original = conf.read_text()
+    conf.write_text(re.sub(r"(?m)^MaxArraySize=.*$", "MaxArraySize=4", original))
+    subprocess.run(["scontrol", "reconfigure"], check=True, timeout=60)
+    try:
+        wait_for(lambda: _max_array_size() == "4", 30, "MaxArraySize=4")
+        yield
+    finally:
+        conf.write_text(original)
+        subprocess.run(["scontrol", "reconfigure"], check=True, timeout=60)
+        wait_for(lambda: _max_array_size() != "4", 30, "MaxArraySize restored")
+        cluster("start")
+
+
+def _max_array_size() -> str:
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    return parse_config(out)["MaxArraySize"]
+
+
+def test_a_map_larger_than_max_array_size_is_split(max_array_size_4, make_executor, commands) -> None:
+    ex = make_executor("slurm")
+    assert ex.cluster.backend.limits(ex.resources).max_array_size == 4  # discovered, not assumed
+    assert [r[0] for r in ex.map(where, range(10), chunksize=1)] == [x * x for x in range(10)]
+    assert commands.counts()["sbatch"] == 3  # 4 + 4 + 2 elements
+    commands.reset()
+    assert [r[0] for r in ex.map(where, range(50))] == [x * x for x in range(50)]
+    assert commands.counts()["sbatch"] == 2  # 8 pulling elements: 4 + 4
+
+
+def test_the_users_exception_comes_back_with_the_remote_traceback(make_executor) -> None:
+    ex = make_executor("slurm")
+    future = ex.submit(fail, "x")
+    with pytest.raises(ValueError) as info:
+        future.result(timeout=120)
+    assert str(info.value) == "x"
+    assert isinstance(info.value.__cause__, corral.RemoteTraceback)
+    assert "raise ValueError(message)" in info.value.__cause__.tb
+    assert re.fullmatch(r"\d+_0", future.job_id)
+
+
+def test_external_scancel_ends_the_future_with_a_clear_error(make_executor) -> None:
+    ex = make_executor("slurm")
+    future = ex.submit(sleep_then, 300)
+    wait_running(future)
+    started = time.monotonic()
+    subprocess.run(["scancel", future.job_id], check=True, timeout=30)
+    with pytest.raises(corral.JobCancelledError, match=rf"job {future.job_id} ended CANCELLED"):
+        future.result(timeout=60)
+    assert time.monotonic() - started < 60
+
+
+def test_a_node_dying_under_a_job_ends_its_future_with_node_fail(make_executor) -> None:
+    ex = make_executor("slurm")
+    future = ex.submit(sleep_then, 300)
+    wait_running(future)
+    node = squeue("-j", future.job_id, "-o", "%N").strip()
+    assert re.fullmatch(r"n[1-4]", node), node
+    started = time.monotonic()
+    cluster("stop-node", node[1:])
+    try:
+        with pytest.raises(corral.NodeFailureError, match=rf"job {future.job_id} ended NODE_FAIL on {node}"):
+            future.result(timeout=120)
+        assert time.monotonic() - started < 120
+    finally:
+        cluster("start-node", node[1:])
+
+
+def test_cancelling_a_pending_future_removes_its_job(make_executor) -> None:
+    ex = make_executor("slurm")
+    blockers = list(ex._submit(sleep_then, [((300,), {})] * 8, 1))  # fill all 8 slots
+    for blocker in blockers:
+        wait_running(blocker)
+    waiting = ex.submit(sleep_then, 0, "never")
+    job = waiting.job_id
+    wait_for(lambda: squeue("-j", job, "-o", "%T").strip() == "PENDING", 30, "the job to pend")
+    assert waiting.cancel()
+    assert waiting.cancelled()
+    wait_for(
+        lambda: squeue("-j", job, "-t", "PENDING", "-o", "%i").strip() == "", 30, "the job to leave the queue"
+    )
+    ex.cancel_all()
+
+
+def test_leaving_with_on_an_exception_cancels_the_jobs(make_executor) -> None:
+    ex = make_executor("slurm")
+    with pytest.raises(KeyboardInterrupt), ex:
+        futures = [ex.submit(sleep_then, 300) for _ in range(2)]
+        wait_running(futures[0])
+        raise KeyboardInterrupt
+    jobs = ",".join(f.job_id.split("_")[0] for f in futures)
+    wait_for(lambda: squeue("-j", jobs, "-t", "PENDING,RUNNING", "-o", "%i").strip() == "", 30, "jobs to go")
+    for future in futures:
+        with pytest.raises(corral.JobCancelledError):
+            future.result(timeout=10)
+
+
+ODD = [
+    'it\'s "quoted"',
+    "`touch /tmp/corral-pwned`",
+    "$(touch /tmp/corral-pwned)",
+    "new\nline",
+    "grüße ☃",
+    "%A %a %j",
+]
+
+
+def test_odd_arguments_arrive_intact_in_a_work_dir_with_spaces(make_executor, workdir) -> None:
+    assert " " in workdir
+    ex = make_executor("slurm")
+    assert ex.submit(echo, *ODD, key=ODD[1]).result(timeout=120) == (tuple(ODD), {"key": ODD[1]})
+    assert list(ex.map(echo, ODD)) == [((s,), {}) for s in ODD]
+    assert not os.path.exists("/tmp/corral-pwned")
+
+
+def test_bad_input_fails_clearly_and_leaves_nothing_in_the_queue(make_executor) -> None:
+    with pytest.raises(corral.ResourceError, match="unknown resource option 'partiton'"):
+        make_executor("slurm", partiton="debug")
+    ex = make_executor("slurm")
+    with pytest.raises(corral.SerializationError, match="call 2"):
+        list(ex.map(echo, [1, 2, threading.Lock()]))
+    nowhere = make_executor("slurm", partition="nosuch")
+    with pytest.raises(corral.SubmissionError, match="Invalid partition name"):
+        list(nowhere.map(echo, range(5)))
+    assert squeue("--name=corral-echo", "-o", "%i") == ""
+
+
+def test_resources_reach_the_scheduler(make_executor) -> None:
+    ex = make_executor(
+        "slurm",
+        time="0:10:00",
+        cpus=2,
+        memory="100M",
+        job_name="corral-res",
+        extra={"comment": "corral-test"},
+    )
+    future = ex.submit(sleep_then, 30)
+    wait_running(future)
+    fields = squeue("-j", future.job_id, "-o", "%l|%C|%m|%j|%k").strip()
+    assert fields == "10:00|2|100M|corral-res|corral-test"
+    ex.cancel_all()
+
+
+def test_a_main_script_runs_on_slurm(tmp_path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, corral
+            def node(i):
+                return os.environ["SLURMD_NODENAME"]
+            if __name__ == "__main__":
+                with corral.Executor("slurm", directory="work") as ex:
+                    print(len(list(ex.map(node, range(20)))), len(list(ex.map(lambda x: x, range(3)))))
+            """
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["20", "3"]
+
+
+def test_auto_picks_slurm_here(tmp_path) -> None:
+    assert corral.get_executor("auto", directory=str(tmp_path)).backend == "slurm"
