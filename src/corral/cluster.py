@@ -125,12 +125,13 @@ class Cluster:
             subs.append(SubState(plan, spec, path))
         batch = BatchState(store, len(calls), subs, self.cancel_call)
         with self._lock:
+            self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
             try:
                 self._submit_ready(batch)
             except BaseException:
+                self._batches.remove(batch)
                 self.backend.cancel(batch.live_job_ids())
                 raise
-            self._batches.append(batch)
             completions = self._scan(batch) if self.backend.synchronous else []
             self._ensure_loop()
         _complete(completions)

@@ -92,7 +92,8 @@ class SlurmBackend(Backend):
     def poll(self, job_ids: Sequence[str]) -> dict[str, ElementStatus]:
         if not job_ids:
             return {}
-        result = self.run(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", SQUEUE_FORMAT])
+        # -t all: elements that ended stay visible (for MinJobAge), each with its own state
+        result = self.run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(job_ids), "-o", SQUEUE_FORMAT])
         if result.returncode == 0:
             statuses = parse_squeue(result.stdout)
         elif squeue_says_unknown(result.returncode, result.stderr):

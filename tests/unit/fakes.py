@@ -1,0 +1,98 @@
+"""A transport that plays a small SLURM for fast engine tests: sbatch runs the array's
+elements in-process through the real worker (unless told to lose them), squeue and sacct
+answer from that record in SLURM's own output formats. The real cluster is tested in
+tests/slurm/; this fake only makes the engine's edge cases quick to reach."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+
+from corral.transports.base import CommandResult
+from corral.transports.local import LocalTransport
+from corral.worker import run_element
+
+
+class FakeSlurm(LocalTransport):
+    """Local files, scripted scheduler commands. ``calls`` records every argv."""
+
+    def __init__(
+        self, *, run_jobs: bool = True, fail_sbatch_after: int | None = None, forget: bool = False
+    ) -> None:
+        self.calls: list[list[str]] = []
+        self.run_jobs = run_jobs
+        self.fail_sbatch_after = fail_sbatch_after
+        self.forget = forget  # the scheduler forgets jobs at once: neither squeue nor sacct knows them
+        self.jobs: dict[str, list[str]] = {}  # job id -> state per element
+        self.max_queued = 0
+        self._next = 100
+
+    def names(self) -> list[str]:
+        return [argv[0] for argv in self.calls]
+
+    def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
+        argv = list(argv)
+        self.calls.append(argv)
+        handler = getattr(self, "_" + argv[0])
+        code, out, err = handler(argv)
+        return CommandResult(tuple(argv), code, out, err)
+
+    def _sbatch(self, argv: list[str]) -> tuple[int, str, str]:
+        submitted = sum(1 for a in self.calls if a[0] == "sbatch")
+        if self.fail_sbatch_after is not None and submitted > self.fail_sbatch_after:
+            return 1, "", "sbatch: error: Batch job submission failed: Invalid partition name specified\n"
+        script = argv[-1]
+        text = open(script).read()
+        elements = int(re.search(r"--array=0-(\d+)", text).group(1)) + 1  # type: ignore[union-attr]
+        job = str(self._next)
+        self._next += 1
+        self.jobs[job] = ["PENDING"] * elements
+        self.max_queued = max(self.max_queued, self.queued())
+        if self.run_jobs:
+            batch_dir = os.path.dirname(os.path.dirname(script))
+            sub = int(os.path.basename(script).split(".")[0])
+            for index in range(elements):
+                run_element(batch_dir, sub, index, f"{job}_{index}")
+                self.jobs[job][index] = "COMPLETED"
+        return 0, f"{job}\n", ""
+
+    def queued(self) -> int:
+        return sum(s in ("PENDING", "RUNNING") for states in self.jobs.values() for s in states)
+
+    def _lines(self, ids: str, form: str) -> str:
+        lines = []
+        for job in ids.split(","):
+            for index, state in enumerate(self.jobs.get(job, [])):
+                lines.append(form.format(id=f"{job}_{index}", state=state))
+        return "".join(lines)
+
+    def _squeue(self, argv: list[str]) -> tuple[int, str, str]:
+        if "-u" in argv:
+            return 0, "\n".join("x" for _ in range(self.queued())), ""
+        ids = argv[argv.index("-j") + 1]
+        if self.forget or not any(j in self.jobs for j in ids.split(",")):
+            return 1, "", "slurm_load_jobs error: Invalid job id specified\n"
+        return 0, self._lines(ids, "{id}|{state}|n1|None\n"), ""
+
+    def _sacct(self, argv: list[str]) -> tuple[int, str, str]:
+        ids = argv[argv.index("-j") + 1]
+        return 0, "" if self.forget else self._lines(ids, "{id}|{state}|0:0|n1\n"), ""
+
+    def _scancel(self, argv: list[str]) -> tuple[int, str, str]:
+        pending_only = "--state=PENDING" in argv
+        for job in (a for a in argv[1:] if not a.startswith("-")):
+            states = self.jobs.get(job, [])
+            for i, state in enumerate(states):
+                if state == "PENDING" or (state == "RUNNING" and not pending_only):
+                    states[i] = "CANCELLED"
+        return 0, "", ""
+
+    def _scontrol(self, argv: list[str]) -> tuple[int, str, str]:
+        return 0, "MaxArraySize            = 1001\nClusterName             = fake\n", ""
+
+    def _sinfo(self, argv: list[str]) -> tuple[int, str, str]:
+        return 0, "0/8/0/8\n", ""
+
+    def _sacctmgr(self, argv: list[str]) -> tuple[int, str, str]:
+        return 0, "\n", ""

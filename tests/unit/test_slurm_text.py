@@ -1,0 +1,147 @@
+"""The pure SLURM translators, on output recorded from the real SLURM 22.05 test cluster
+(tests/data/slurm/README.md says which command produced each file) and on golden scripts."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from corral import JobState, Resources
+from corral.backends.base import ArraySpec
+from corral.backends.slurm_text import (
+    SLURM_STATES,
+    expand_array_id,
+    format_time,
+    parse_config,
+    parse_max_submit,
+    parse_sacct,
+    parse_sbatch,
+    parse_sinfo_cpus,
+    parse_squeue,
+    render_script,
+    slurm_state,
+    squeue_says_unknown,
+)
+from corral.errors import SchedulerError
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def recorded(name: str) -> str:
+    return (DATA / "slurm" / name).read_text()
+
+
+def test_sbatch_parsable() -> None:
+    assert parse_sbatch(recorded("sbatch_parsable.txt")) == "85"
+    assert parse_sbatch("4242;other-cluster\n") == "4242"
+    with pytest.raises(SchedulerError, match="no job id"):
+        parse_sbatch("")
+
+
+def test_squeue_running_and_pending_elements_one_per_line() -> None:
+    statuses = {s.element_id: s for s in parse_squeue(recorded("squeue_array.txt"))}
+    assert statuses["84_0"].state is JobState.RUNNING and statuses["84_0"].node == "n1"
+    assert statuses["84_8"].state is JobState.PENDING and statuses["84_8"].reason == "Resources"
+    assert statuses["84_8"].node is None
+    assert statuses["85_3"].reason == "Priority"
+
+
+def test_squeue_with_all_states_shows_ended_elements() -> None:
+    states = {s.element_id: s.state for s in parse_squeue(recorded("squeue_all_states.txt"))}
+    assert states == {"199_0": JobState.COMPLETED, "199_1": JobState.FAILED, "199_2": JobState.RUNNING}
+
+
+def test_squeue_without_r_collapses_pending_ranges_which_we_expand() -> None:
+    ids = [s.element_id for s in parse_squeue(recorded("squeue_array_no_r.txt"))]
+    assert ids[:8] == ["84_8", "84_9", "84_10", "84_11", "85_0", "85_1", "85_2", "85_3"]
+
+
+def test_squeue_on_unknown_ids() -> None:
+    rc = int(recorded("squeue_invalid.rc"))
+    assert squeue_says_unknown(rc, recorded("squeue_invalid.stderr"))
+    assert not squeue_says_unknown(0, "")
+    assert not squeue_says_unknown(1, "slurm_load_jobs error: Unable to contact slurm controller")
+    assert {s.element_id for s in parse_squeue(recorded("squeue_mixed_invalid.txt"))} >= {"84_0", "84_11"}
+
+
+def test_sacct_final_states_exit_codes_and_pending_ranges() -> None:
+    statuses = {s.element_id: s for s in parse_sacct(recorded("sacct_array.txt"))}
+    assert statuses["74_0"].state is JobState.TIMEOUT
+    assert statuses["75_1"].state is JobState.FAILED and statuses["75_1"].reason == "exit code 3:0"
+    assert statuses["76_2"].state is JobState.CANCELLED and statuses["76_2"].node == "n4"
+    assert [statuses[f"77_{i}"].state for i in range(6)] == [JobState.PENDING] * 6
+    assert statuses["77_0"].node is None
+
+
+@pytest.mark.parametrize(
+    ("text", "ids"),
+    [
+        ("123", ["123"]),
+        ("123_4", ["123_4"]),
+        ("123_[0-2,7%4]", ["123_0", "123_1", "123_2", "123_7"]),
+        ("123_[1-7:3]", ["123_1", "123_4", "123_7"]),
+    ],
+)
+def test_array_ids(text: str, ids: list[str]) -> None:
+    assert expand_array_id(text) == ids
+
+
+def test_every_documented_state_is_in_the_table_and_unknown_is_lost() -> None:
+    for name in ("PENDING", "RUNNING", "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "REQUEUED", "SUSPENDED", "COMPLETING"):  # fmt: skip
+        assert name in SLURM_STATES
+    assert slurm_state("CANCELLED by 0") is JobState.CANCELLED
+    assert slurm_state("SOMETHING_NEW") is JobState.LOST
+    assert not JobState.REQUEUED.is_final and JobState.PREEMPTED.is_final
+
+
+def test_config_sinfo_and_sacctmgr() -> None:
+    config = parse_config(recorded("scontrol_show_config.txt"))
+    assert config["MaxArraySize"] == "1001"
+    assert config["ClusterName"] == "corral-test"
+    assert parse_sinfo_cpus(recorded("sinfo_cpus.txt")) == (8, 0, 0, 8)
+    assert parse_sinfo_cpus("3/5/0/8\n1/1/2/4\n") == (4, 6, 2, 12)
+    assert parse_max_submit(recorded("sacctmgr_assoc.txt")) is None
+    assert parse_max_submit(recorded("sacctmgr_assoc_limit.txt")) == 50
+
+
+def test_time_format() -> None:
+    assert format_time(timedelta(minutes=90)) == "0-01:30:00"
+    assert format_time(timedelta(days=2, seconds=1.2)) == "2-00:00:02"
+
+
+def spec(**resources: object) -> ArraySpec:
+    return ArraySpec(
+        batch_dir="/home/ana/my project/.corral/fit-20261121-140000-abcdef",
+        sub=1,
+        elements=8,
+        resources=Resources.from_options(**resources),
+        job_name="corral-fit",
+        python="/opt/venv/bin/python",
+        chdir="/home/ana/my project",
+        max_running=3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "resources"),
+    [
+        ("minimal", {}),
+        (
+            "everything",
+            {
+                "time": "1-12:00:00", "cpus": 4, "memory": "16G", "gpus": "a100:2", "nodes": 1, "tasks": 2,
+                "partition": "gpu", "account": "proj-42", "qos": "high", "constraint": "avx512&ib",
+                "job_name": "fit-run", "extra": {"mail-type": "END,FAIL", "exclusive": None},
+            },
+        ),
+    ],
+)  # fmt: skip
+def test_script_matches_golden_file(name: str, resources: dict[str, object]) -> None:
+    golden = DATA / "golden" / f"slurm_{name}.sh"
+    text = render_script(spec(**resources))
+    if os.environ.get("CORRAL_REGOLD"):
+        golden.write_text(text)
+    assert text == golden.read_text()
