@@ -13,32 +13,67 @@ The layers, top to bottom::
 On the nodes, ``python -m corral.worker`` (worker.py) runs the calls and writes their outcomes.
 """
 
-from .backends import NAMES as BACKENDS
-from .backends import get_backend
-from .backends.base import Submission
-from .cluster import Cluster, PollPolicy
-from .errors import (
-    CorralError,
-    JobCancelledError,
-    JobError,
-    JobFailedError,
-    JobLostError,
-    JobOutOfMemoryError,
-    JobPreemptedError,
-    JobTimeoutError,
-    NestedSubmissionError,
-    NodeFailureError,
-    RemoteError,
-    RemoteTraceback,
-    ResourceError,
-    SchedulerError,
-    SerializationError,
-    SubmissionError,
-)
-from .executor import Executor, get_executor
-from .futures import CorralFuture
-from .job import JobState
-from .resources import Resources
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .backends import NAMES as BACKENDS
+    from .backends import get_backend
+    from .backends.base import Submission
+    from .cluster import Cluster, PollPolicy
+    from .errors import (
+        CorralError,
+        JobCancelledError,
+        JobError,
+        JobFailedError,
+        JobLostError,
+        JobOutOfMemoryError,
+        JobPreemptedError,
+        JobTimeoutError,
+        NestedSubmissionError,
+        NodeFailureError,
+        RemoteError,
+        RemoteTraceback,
+        ResourceError,
+        SchedulerError,
+        SerializationError,
+        SubmissionError,
+    )
+    from .executor import Executor, get_executor
+    from .futures import CorralFuture
+    from .job import JobState
+    from .resources import Resources
+
+#: public name -> module that defines it. Loaded on first use, so that the worker, which
+#: imports this package on every compute node, starts as fast as a bare interpreter can.
+_LAZY = {
+    "BACKENDS": ("backends", "NAMES"),
+    "get_backend": ("backends", "get_backend"),
+    "Submission": ("backends.base", "Submission"),
+    "Cluster": ("cluster", "Cluster"),
+    "PollPolicy": ("cluster", "PollPolicy"),
+    "Executor": ("executor", "Executor"),
+    "get_executor": ("executor", "get_executor"),
+    "CorralFuture": ("futures", "CorralFuture"),
+    "JobState": ("job", "JobState"),
+    "Resources": ("resources", "Resources"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module, attr = _LAZY.get(name, ("errors", name))
+    if module == "errors" and not (name.endswith("Error") or name == "RemoteTraceback"):
+        raise AttributeError(f"module 'corral' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 

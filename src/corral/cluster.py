@@ -53,8 +53,9 @@ def _env_float(name: str, default: float) -> float:
 class PollPolicy:
     """How often the engine looks, in seconds."""
 
-    files_min: float = 0.05  # work-dir listing interval while outcomes keep coming
-    files_max: float = 2.0
+    files_min: float = 0.02  # work-dir listing interval while calls start and finish
+    files_max: float = 0.5  # (a listing is one readdir per folder: cheap even on NFS)
+    files_growth: float = 1.25
     scheduler_min: float = 1.0  # bulk status query interval, growing while nothing changes
     scheduler_max: float = 15.0
     growth: float = 1.5
@@ -256,8 +257,11 @@ class Cluster:
                     self._thread = None
                     return
                 completions: list[Completion] = []
+                claims = sum(len(b.claimed) for b in self._batches)
                 for batch in self._batches:
                     completions += self._scan(batch)
+                # A call that just started will finish soon: look again quickly.
+                progressed = bool(completions) or claims != sum(len(b.claimed) for b in self._batches)
                 now = time.monotonic()
                 if now >= next_query:
                     try:
@@ -281,7 +285,7 @@ class Cluster:
                     self._submit_deferred(batch)
             _complete(completions)
             files_wait = (
-                policy.files_min if completions else min(files_wait * policy.growth, policy.files_max)
+                policy.files_min if progressed else min(files_wait * policy.files_growth, policy.files_max)
             )
             with self._wake:
                 self._wake.wait(min(files_wait, max(0.0, next_query - time.monotonic())))

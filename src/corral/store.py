@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -82,6 +81,8 @@ class BatchStore:
 
     @classmethod
     def create(cls, root: str, hint: str, transport: Transport) -> BatchStore:
+        import secrets  # here, not at the top: the worker never creates batches
+
         stamp = time.strftime("%Y%m%d-%H%M%S")
         safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in hint)[:40] or "batch"
         path = os.path.join(root, f"{safe}-{stamp}-{secrets.token_hex(3)}")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
+import itertools
+import threading
 from collections.abc import Sequence
 
 from .base import CommandResult, CommandTimeout
+
+
+_tmp_ids = itertools.count()
 
 
 class LocalTransport:
@@ -42,7 +46,9 @@ class LocalTransport:
 
     def write_bytes(self, path: str, data: bytes) -> None:
         folder, name = os.path.split(path)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+        # A dot-name unique to this process and thread: readers skip it, no writer shares it.
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}-{threading.get_ident()}-{next(_tmp_ids)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
