@@ -56,6 +56,9 @@ class PollPolicy:
     files_min: float = 0.02  # work-dir listing interval while calls start and finish
     files_max: float = 0.5  # (a listing is one readdir per folder: cheap even on NFS)
     files_growth: float = 1.25
+    files_fast_for: float = 2.0  # keep the shortest interval this long after any activity
+    widen_after: float = 1.0  # widen a probing array when the work left would take longer
+    probe_for: float = 0.1  # watch the first element this long before judging its pace
     scheduler_min: float = 1.0  # bulk status query interval, growing while nothing changes
     scheduler_max: float = 15.0
     growth: float = 1.5
@@ -87,6 +90,7 @@ class Cluster:
         self._batches: list[BatchState] = []
         self._thread: threading.Thread | None = None
         self._others_queued: int | None = None
+        self._last_activity = 0.0  # when a batch was submitted or a call started or ended
 
     # -- submitting -----------------------------------------------------------------------------
 
@@ -116,17 +120,22 @@ class Cluster:
             payloads,
         )
         subs = []
+        # A lone pull array starts throttled to one element: one element starts about as fast
+        # as a plain job, eight take twice as long. It is widened once the calls turn out to
+        # be long enough to need more (see _widen); tiny calls are done by the first element.
+        probe = len(plans) == 1 and plans[0].mode == "pull" and plans[0].elements > 1
         for plan in plans:
             spec = ArraySpec(
                 batch_dir=store.path, sub=plan.sub, elements=plan.elements, resources=resources,
                 job_name=f"corral-{name}"[:64], python=sys.executable, chdir=os.getcwd(),
-                max_running=max_running if plan.mode == "static" else None,
+                max_running=1 if probe else max_running if plan.mode == "static" else None,
             )  # fmt: skip
             path = store.write_submission(plan.sub, plan.to_json(), self.backend.render(spec))
-            subs.append(SubState(plan, spec, path))
+            subs.append(SubState(plan, spec, path, probing=probe))
         batch = BatchState(store, len(calls), subs, self.cancel_call)
         with self._lock:
             self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
+            self._last_activity = time.monotonic()
             try:
                 self._submit_ready(batch)
             except BaseException:
@@ -229,9 +238,11 @@ class Cluster:
 
     def _release_idle(self, batch: BatchState) -> None:
         """Once every call is taken, pending elements have nothing to do: cancel them."""
-        if batch.unclaimed():
+        if batch.unclaimed_count():
             return
         idle = [s for s in batch.subs if s.submitted and not s.all_final and not s.pending_cancelled]
+        if len(idle) == 1 == len(batch.subs) == idle[0].plan.elements and batch.claimed - batch.client_claims:
+            idle = []  # its only element has started (it claimed a call): nothing is pending
         for sub in idle:
             sub.pending_cancelled = True
         try:
@@ -258,8 +269,10 @@ class Cluster:
                     return
                 completions: list[Completion] = []
                 claims = sum(len(b.claimed) for b in self._batches)
+                scan_started = time.monotonic()
                 for batch in self._batches:
                     completions += self._scan(batch)
+                scan_cost = time.monotonic() - scan_started
                 # A call that just started will finish soon: look again quickly.
                 progressed = bool(completions) or claims != sum(len(b.claimed) for b in self._batches)
                 now = time.monotonic()
@@ -281,14 +294,42 @@ class Cluster:
                     next_query = now + sched_wait * random.uniform(1 - policy.jitter, 1 + policy.jitter)
                 for batch in self._batches:
                     completions += batch.failures(now, policy.outcome_grace)
+                    self._widen(batch, now)
                     self._release_idle(batch)
                     self._submit_deferred(batch)
             _complete(completions)
+            if progressed:
+                self._last_activity = time.monotonic()
+            recent = time.monotonic() - self._last_activity < policy.files_fast_for
             files_wait = (
-                policy.files_min if progressed else min(files_wait * policy.files_growth, policy.files_max)
+                policy.files_min if recent else min(files_wait * policy.files_growth, policy.files_max)
             )
+            files_wait = max(files_wait, 2 * scan_cost)  # huge batches: listing stays under 1/3 of a core
             with self._wake:
                 self._wake.wait(min(files_wait, max(0.0, next_query - time.monotonic())))
+
+    def _widen(self, batch: BatchState, now: float) -> None:
+        """Lift a probing array's throttle when the work left, at the rate seen so far, would
+        take longer than ``widen_after``, or when one of its elements ended with work left."""
+        for sub in batch.subs:
+            if not sub.probing or sub.job_id is None:
+                continue
+            left = batch.unclaimed_count()
+            if left and not sub.final_at:
+                if batch.first_claim_at is None or now - batch.first_claim_at < self.policy.probe_for:
+                    continue
+                # Calls started so far tell the pace: a long call keeps this at one.
+                started = len(batch.claimed) - len(batch.client_claims)
+                if left * (now - batch.first_claim_at) / max(1, started) <= self.policy.widen_after:
+                    continue
+            sub.probing = False
+            if left:
+                log.debug("widening %s to %d elements (%d calls left)", sub.job_id, sub.plan.elements, left)
+                try:
+                    self.backend.widen(sub.job_id, sub.plan.elements)
+                except SchedulerError as exc:  # the array still runs, one element at a time
+                    sub.probing = True
+                    log.warning("could not widen %s: %s", sub.job_id, exc)
 
     def _scan(self, batch: BatchState) -> list[Completion]:
         try:
@@ -312,7 +353,7 @@ class Cluster:
     def _submit_deferred(self, batch: BatchState) -> None:
         if all(s.submitted or s.dropped for s in batch.subs):
             return
-        if not batch.unclaimed():  # cancelled meanwhile: nothing left to submit for
+        if not batch.unclaimed_count():  # cancelled meanwhile: nothing left to submit for
             for sub in batch.subs:
                 sub.dropped = sub.dropped or not sub.submitted
             return

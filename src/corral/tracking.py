@@ -37,6 +37,7 @@ class SubState:
     last_seen: float = 0.0
     pending_cancelled: bool = False
     dropped: bool = False  # deferred, then not needed any more (every call was cancelled)
+    probing: bool = False  # submitted throttled to one element, not yet widened
 
     @property
     def submitted(self) -> bool:
@@ -72,6 +73,7 @@ class BatchState:
         self.resolved: set[int] = set()
         self.claimed: set[tuple[int, int]] = set()  # by elements or by the client
         self.client_claims: set[tuple[int, int]] = set()
+        self.first_claim_at: float | None = None  # when we first saw a call start
         self._seen_results: set[tuple[int, int]] = set()
         self._claimants: dict[tuple[int, int], str] = {}
         self._cancel_call = cancel_call
@@ -129,6 +131,10 @@ class BatchState:
     def done(self) -> bool:
         return len(self.resolved) == len(self.futures)
 
+    def unclaimed_count(self) -> int:
+        """Calls no element (nor the client) has taken yet: each call has one claim per attempt."""
+        return len(self.futures) - len(self.claimed)
+
     def unclaimed(self) -> list[int]:
         return [
             c for c in range(len(self.futures)) if c not in self.resolved and self.task(c) not in self.claimed
@@ -139,6 +145,8 @@ class BatchState:
         completions: list[Completion] = []
         for task in self.store.claimed() - self.claimed:
             self.claimed.add(task)
+            if self.first_claim_at is None and task not in self.client_claims:
+                self.first_claim_at = time.monotonic()
             future = self.futures[task[0]]
             if task not in self.client_claims and task == self.task(task[0]) and not future.done():
                 future.set_running_or_notify_cancel()
@@ -183,6 +191,8 @@ class BatchState:
         by_element = {
             sub.element(i): (sub, i) for sub in self.subs if sub.job_id is not None for i in sub.final_at
         }
+        if not by_element:  # no element has ended: nothing can have failed (the common case)
+            return []
         failed: list[Completion] = []
         for call in range(len(self.futures)):
             if call in self.resolved or self.task(call) in self.client_claims:

@@ -97,6 +97,10 @@ class Backend(abc.ABC):
     def limits(self, resources: Resources) -> Limits:
         """The limits that apply to jobs asking for ``resources``."""
 
+    def widen(self, job_id: str, max_running: int) -> None:
+        """Let up to ``max_running`` elements of array ``job_id`` run at once (its throttle)."""
+        return None
+
     def queued_jobs(self) -> int:
         """How many jobs (array elements) the user has queued now, ours included; only asked
         when a MaxSubmitJobs limit applies."""

@@ -132,6 +132,11 @@ class LocalBackend(Backend):
             self._queue = collections.deque(e for e in self._queue if e.state is JobState.PENDING)
             self._cond.notify_all()
 
+    def widen(self, job_id: str, max_running: int) -> None:
+        with self._cond:
+            self._throttle[job_id] = max_running
+            self._cond.notify_all()
+
     def limits(self, resources: Resources) -> Limits:
         return Limits(
             max_array_size=1_000_000, max_submit_jobs=None, slots=max(1, self.slots // (resources.cpus or 1))

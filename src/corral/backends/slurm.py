@@ -23,6 +23,7 @@ from .slurm_text import (
     SACCT_FIELDS,
     SQUEUE_FORMAT,
     config_int,
+    enforces_limits,
     parse_config,
     parse_max_submit,
     parse_sacct,
@@ -30,13 +31,12 @@ from .slurm_text import (
     parse_sinfo_cpus,
     parse_squeue,
     render_script,
+    scancel_says_gone,
     squeue_says_unknown,
+    throttle_update_ok,
 )
 
 log = logging.getLogger(__name__)
-
-#: How far back sacct looks for jobs that have left the queue.
-SACCT_WINDOW = "now-14days"
 
 
 def env_int(name: str) -> int | None:
@@ -102,14 +102,24 @@ class SlurmBackend(Backend):
             raise SchedulerError(f"squeue failed: {result.stderr.strip()}", argv=list(result.argv))
         seen = {s.element_id.split("_", 1)[0] for s in statuses}
         gone = [j for j in job_ids if j not in seen]
-        if gone:  # left the queue: ask the accounting database how they ended
-            argv = ["sacct", "-X", "-n", "-P", "-S", SACCT_WINDOW, "-j", ",".join(gone), "-o", SACCT_FIELDS]
+        if gone:  # left the queue: ask the accounting database (with -j, sacct searches all time)
+            argv = ["sacct", "-X", "-n", "-P", "-j", ",".join(gone), "-o", SACCT_FIELDS]
             statuses += parse_sacct(self.check(argv).stdout)
         return {s.element_id: s for s in statuses}
 
     def cancel(self, job_ids: Sequence[str], *, pending_only: bool = False) -> None:
-        if job_ids:
-            self.check(["scancel", *(["--state=PENDING"] if pending_only else []), *job_ids])
+        if not job_ids:
+            return
+        argv = ["scancel", *(["--state=PENDING"] if pending_only else []), *job_ids]
+        result = self.run(argv)
+        if result.returncode != 0 and not scancel_says_gone(result.returncode, result.stderr):
+            raise SchedulerError(f"scancel failed: {result.stderr.strip()}", argv=argv, stderr=result.stderr)
+
+    def widen(self, job_id: str, max_running: int) -> None:
+        argv = ["scontrol", "update", f"JobId={job_id}", f"ArrayTaskThrottle={max_running}"]
+        result = self.run(argv)
+        if not throttle_update_ok(result.returncode, result.stderr):
+            raise SchedulerError(f"could not widen {job_id}: {result.stderr.strip()}", argv=argv)
 
     def queued_jobs(self) -> int:
         """How many jobs (array elements) the user has in the queue now."""
@@ -128,7 +138,7 @@ class SlurmBackend(Backend):
             self._config = parse_config(self.check(["scontrol", "show", "config"]).stdout)
         max_array = env_int("CORRAL_MAX_ARRAY_SIZE") or config_int(self._config, "MaxArraySize") or 1001
         max_submit = env_int("CORRAL_MAX_SUBMIT_JOBS")
-        if max_submit is None:
+        if max_submit is None and enforces_limits(self._config):
             argv = [
                 "sacctmgr",
                 "-n",

@@ -189,6 +189,30 @@ def parse_max_submit(stdout: str) -> int | None:
     return min(limits) if limits else None
 
 
+def enforces_limits(config: dict[str, str]) -> bool:
+    """Association limits such as MaxSubmitJobs apply only when AccountingStorageEnforce
+    includes ``limits`` (``safe`` implies it)."""
+    words = config.get("AccountingStorageEnforce", "").lower().replace(" ", "").split(",")
+    return "limits" in words or "safe" in words
+
+
+def scancel_says_gone(returncode: int, stderr: str) -> bool:
+    """scancel fails for jobs that have already ended; for a cancel, that is success."""
+    return returncode != 0 and all(
+        "Invalid job id" in line or "already completing or completed" in line
+        for line in stderr.strip().splitlines()
+    )
+
+
+def throttle_update_ok(returncode: int, stderr: str) -> bool:
+    """``scontrol update JobId=.. ArrayTaskThrottle=..`` exits non-zero when some elements
+    have already ended, while the others took the update ("No error")."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    return returncode == 0 or (
+        bool(lines) and all("No error" in line or "already finished" in line for line in lines)
+    )
+
+
 _INT = re.compile(r"\d+")
 
 

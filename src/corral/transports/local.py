@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
-import itertools
 import threading
 from collections.abc import Sequence
 
 from .base import CommandResult, CommandTimeout
-
 
 _tmp_ids = itertools.count()
 
