@@ -33,9 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.shims import CommandLog  # noqa: E402
-
 import corral  # noqa: E402
+from benchmarks.shims import CommandLog  # noqa: E402
 
 POLL = 0.02
 
@@ -78,9 +77,14 @@ def raw_array(n: int, workdir: Path) -> float:
     """N elements, each a bare interpreter writing one result file."""
     out = workdir / "out"
     out.mkdir()
-    code = "import os,sys; i=int(sys.argv[1]); t=f'{i}.tmp'; open(t,'w').write(str(i*i)); os.rename(t, f'{i}.out')"
+    code = (
+        "import os,sys; i=int(sys.argv[1]); t=f'{i}.tmp'; "
+        "open(t,'w').write(str(i*i)); os.rename(t, f'{i}.out')"
+    )
     index = '"$SLURM_ARRAY_TASK_ID"' if n > 1 else "0"
-    script = f"#!/bin/bash\ncd {shlex.quote(str(out))}\nexec {sys.executable} -c {shlex.quote(code)} {index}\n"
+    script = (
+        f"#!/bin/bash\ncd {shlex.quote(str(out))}\nexec {sys.executable} -c {shlex.quote(code)} {index}\n"
+    )
     start = time.monotonic()
     sbatch(script, workdir, f"0-{n - 1}" if n > 1 else None)
     wait_files(out, n)
@@ -91,7 +95,10 @@ def packed_floor(n: int, workdir: Path) -> float:
     """One job computing all N results."""
     out = workdir / "out"
     out.mkdir()
-    code = f"import os; open('all.tmp','w').write(repr([i*i for i in range({n})])); os.rename('all.tmp', 'all.out')"
+    code = (
+        f"import os; open('all.tmp','w').write(repr([i*i for i in range({n})])); "
+        "os.rename('all.tmp', 'all.out')"
+    )
     script = f"#!/bin/bash\ncd {shlex.quote(str(out))}\nexec {sys.executable} -c {shlex.quote(code)}\n"
     start = time.monotonic()
     sbatch(script, workdir, None)
@@ -116,18 +123,30 @@ def sleeping_through_corral(m: int, seconds: float, workdir: Path) -> float:
         return time.monotonic() - start
 
 
-def median_of(repeat: int, run: Callable[[Path], float], log: CommandLog | None = None) -> tuple[float, dict[str, int]]:
-    times = []
+def measure(run: Callable[[Path], float], log: CommandLog | None = None) -> tuple[float, dict[str, int]]:
+    """One timed run on an empty queue, with the scheduler commands it made."""
+    wait_idle()
+    if log is not None:
+        log.reset()
+    with tempfile.TemporaryDirectory(prefix="corral-bench-", dir=os.getcwd()) as tmp:
+        seconds = run(Path(tmp))
+    return seconds, dict(log.counts()) if log is not None else {}
+
+
+def interleaved(
+    runs: dict[str, tuple[int, Callable[[Path], float]]], log: CommandLog
+) -> tuple[dict[str, float], dict[str, int]]:
+    """Median seconds per contender (name -> (rounds, run)); contenders alternate within each
+    round, so that the scheduler's drift hits them alike. Also corral's last command counts."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
     counts: dict[str, int] = {}
-    for _ in range(repeat):
-        wait_idle()
-        if log is not None:
-            log.reset()
-        with tempfile.TemporaryDirectory(prefix="corral-bench-", dir=os.getcwd()) as tmp:
-            times.append(run(Path(tmp)))
-        if log is not None:
-            counts = dict(log.counts())
-    return statistics.median(times), counts
+    for round_ in range(max(rounds for rounds, _ in runs.values())):
+        for name, (rounds, run) in runs.items():
+            if round_ < rounds:
+                seconds, made = measure(run, log if name == "corral" else None)
+                times[name].append(seconds)
+                counts = made or counts
+    return {name: statistics.median(values) for name, values in times.items()}, counts
 
 
 def slots() -> int:
@@ -137,38 +156,55 @@ def slots() -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="1,100,1000", help="trivial-call counts (default 1,100,1000)")
     parser.add_argument("--sleep-calls", type=int, default=1000, help="calls that sleep (0: skip)")
     parser.add_argument("--sleep", type=float, default=0.5, help="seconds each of them sleeps")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
-    parser.add_argument("--raw-repeat-above", type=int, default=100, help="run raw arrays larger than this once")
+    parser.add_argument("--repeat", type=int, default=7, help="runs per figure (median)")
+    parser.add_argument(
+        "--raw-repeat-above", type=int, default=100, help="run raw arrays larger than this once"
+    )
     args = parser.parse_args()
 
     log = CommandLog(Path(tempfile.mkdtemp(prefix="corral-shims-")))
     os.environ["PATH"] = log.path
-    print(f"corral {corral.__version__}, Python {sys.version.split()[0]}, {slots()} slots on the test cluster")
+    print(
+        f"corral {corral.__version__}, Python {sys.version.split()[0]}, {slots()} slots on the test cluster"
+    )
     print()
-    header = f"{'N':>5} {'corral s':>9} {'raw s':>8} {'floor s':>8} {'/raw':>6} {'/floor':>7}   corral's commands"
+    header = (
+        f"{'N':>5} {'corral s':>9} {'raw s':>8} {'floor s':>8} {'/raw':>6} {'/floor':>7}   corral's commands"
+    )
     print(header)
     print("-" * len(header))
     for n in (int(s) for s in args.sizes.split(",")):
-        raw_repeat = 1 if n > args.raw_repeat_above else args.repeat
-        mine, counts = median_of(args.repeat, lambda d, n=n: through_corral(n, d), log)
-        raw, _ = median_of(raw_repeat, lambda d, n=n: raw_array(n, d))
-        floor, _ = median_of(args.repeat, lambda d, n=n: packed_floor(n, d))
+        medians, counts = interleaved(
+            {
+                "corral": (args.repeat, lambda d, n=n: through_corral(n, d)),
+                "raw": (1 if n > args.raw_repeat_above else args.repeat, lambda d, n=n: raw_array(n, d)),
+                "floor": (args.repeat, lambda d, n=n: packed_floor(n, d)),
+            },
+            log,
+        )
+        mine, raw, floor = medians["corral"], medians["raw"], medians["floor"]
         commands = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-        print(f"{n:>5} {mine:>9.2f} {raw:>8.2f} {floor:>8.2f} {mine / raw:>6.2f} {mine / floor:>7.2f}   {commands}")
+        ratios = f"{mine / raw:>6.2f} {mine / floor:>7.2f}"
+        print(f"{n:>5} {mine:>9.2f} {raw:>8.2f} {floor:>8.2f} {ratios}   {commands}")
     if args.sleep_calls:
         m, s = args.sleep_calls, args.sleep
         ideal = m * s / slots()
-        mine, counts = median_of(1, lambda d: sleeping_through_corral(m, s, d), log)
+        mine, counts = measure(lambda d: sleeping_through_corral(m, s, d), log)
         commands = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         print()
-        print(f"{m} calls x {s} s sleep: corral {mine:.2f} s, ideal {ideal:.2f} s ({m} x {s} / {slots()} slots), ratio {mine / ideal:.3f}")
+        print(f"{m} calls x {s} s sleep: corral {mine:.2f} s, ideal {ideal:.2f} s", end=" ")
+        print(f"({m} x {s} / {slots()} slots), ratio {mine / ideal:.3f}")
         print(f"  corral's commands: {commands}")
     print()
-    print("targets: N=1 /raw <= 1.10; N=1000 /floor <= 2.0; sleep ratio <= 1.15; squeue once per poll interval")
+    print(
+        "targets: N=1 /raw <= 1.10; N=1000 /floor <= 2.0; sleep ratio <= 1.15; squeue once per poll interval"
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ if __name__ == "__main__":
 
         # map: one batch, results in input order.
         limits = [10_000 * k for k in range(1, 9)]
-        for limit, count in zip(limits, executor.map(slow_prime_count, limits)):
+        for limit, count in zip(limits, executor.map(slow_prime_count, limits), strict=True):
             print(f"primes below {limit:>6}: {count}")
 
         # submit: a real concurrent.futures.Future per call.

@@ -57,8 +57,11 @@ class PollPolicy:
     files_max: float = 0.5  # (a listing is one readdir per folder: cheap even on NFS)
     files_growth: float = 1.25
     files_fast_for: float = 2.0  # keep the shortest interval this long after any activity
-    widen_after: float = 1.0  # widen a probing array when the work left would take longer
-    probe_for: float = 0.1  # watch the first element this long before judging its pace
+    # Widen a probing array when the work left, at the first element's pace, would take
+    # longer than this: well above the ~0.75 s it takes to launch the other elements, since
+    # the pace of a just-started element is underestimated.
+    widen_after: float = 2.0
+    probe_for: float = 0.2  # watch the first element this long before judging its pace
     scheduler_min: float = 1.0  # bulk status query interval, growing while nothing changes
     scheduler_max: float = 15.0
     growth: float = 1.5
@@ -324,7 +327,11 @@ class Cluster:
                     continue
             sub.probing = False
             if left:
-                log.debug("widening %s to %d elements (%d calls left)", sub.job_id, sub.plan.elements, left)
+                log.debug(
+                    "widening %s to %d elements: %d calls left, %d started in %.2f s, %d elements ended",
+                    sub.job_id, sub.plan.elements, left, len(batch.claimed) - len(batch.client_claims),
+                    now - (batch.first_claim_at or now), len(sub.final_at),
+                )  # fmt: skip
                 try:
                     self.backend.widen(sub.job_id, sub.plan.elements)
                 except SchedulerError as exc:  # the array still runs, one element at a time

@@ -19,10 +19,8 @@ import contextlib
 import contextvars
 import os
 import pickle
-import socket
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -75,7 +73,7 @@ def run_element(batch_dir: str, sub: int, index: int, element: str, *, redirect:
     fn = unpack_function(store.read_function())
     plan = store.read_plan(sub)
     restarted = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
-    who = f"{element} {socket.gethostname()} {os.getpid()}"
+    who = f"{element} {os.uname().nodename} {os.getpid()}"
     ran = 0
     for call, attempt in element_order(plan, index):
         if not store.claim(call, attempt, who):
@@ -106,13 +104,15 @@ def run_call(
     sequential backend, where a debugger needs the terminal); never raises for the call's
     own errors."""
     started = time.time()
-    host = socket.gethostname()
+    host = os.uname().nodename
     streams = (store.call_log(call, attempt, "out"), store.call_log(call, attempt, "err"))
     with _redirected(*streams) if redirect else contextlib.nullcontext():
         try:
             args, kwargs = cloudpickle.loads(store.read_call(call))
             value = fn(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - every failure of the call is its outcome
+            import traceback  # only on failure: a worker's start-up time is every job's
+
             tb = traceback.format_exc()
             if redirect:  # keep it beside the call's output; in-process, the client reports it
                 sys.stderr.write(tb)
@@ -120,6 +120,8 @@ def run_call(
     try:
         payload = cloudpickle.dumps(value)
     except Exception as exc:  # noqa: BLE001
+        import traceback
+
         tb = traceback.format_exc()
         return _error_outcome(exc, tb, element, host, started, what="the result")
     return Outcome(True, payload, element=element, host=host, started=started, finished=time.time())

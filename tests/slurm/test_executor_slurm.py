@@ -185,16 +185,20 @@ def test_odd_arguments_arrive_intact_in_a_work_dir_with_spaces(make_executor, wo
     assert not os.path.exists("/tmp/corral-pwned")
 
 
+def never_queued(*args: object) -> None:
+    """Its own name, so that its job name (corral-never_queued) is this test's alone."""
+
+
 def test_bad_input_fails_clearly_and_leaves_nothing_in_the_queue(make_executor) -> None:
     with pytest.raises(corral.ResourceError, match="unknown resource option 'partiton'"):
         make_executor("slurm", partiton="debug")
     ex = make_executor("slurm")
     with pytest.raises(corral.SerializationError, match="call 2"):
-        list(ex.map(echo, [1, 2, threading.Lock()]))
+        list(ex.map(never_queued, [1, 2, threading.Lock()]))
     nowhere = make_executor("slurm", partition="nosuch")
     with pytest.raises(corral.SubmissionError, match="Invalid partition name"):
-        list(nowhere.map(echo, range(5)))
-    assert squeue("--name=corral-echo", "-o", "%i") == ""
+        list(nowhere.map(never_queued, range(5)))
+    assert squeue("-t", "all", "--name=corral-never_queued", "-o", "%i") == ""
 
 
 def test_resources_reach_the_scheduler(make_executor) -> None:
