@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -123,13 +124,17 @@ def sleeping_through_corral(m: int, seconds: float, workdir: Path) -> float:
         return time.monotonic() - start
 
 
+#: Every run's files stay until the end: deleting thousands of files between runs keeps the
+#: disk busy (TRIM on a `discard` mount) during the next contender's run.
+SCRATCH = Path(tempfile.mkdtemp(prefix="corral-bench-", dir=os.getcwd()))
+
+
 def measure(run: Callable[[Path], float], log: CommandLog | None = None) -> tuple[float, dict[str, int]]:
     """One timed run on an empty queue, with the scheduler commands it made."""
     wait_idle()
     if log is not None:
         log.reset()
-    with tempfile.TemporaryDirectory(prefix="corral-bench-", dir=os.getcwd()) as tmp:
-        seconds = run(Path(tmp))
+    seconds = run(Path(tempfile.mkdtemp(dir=SCRATCH)))
     return seconds, dict(log.counts()) if log is not None else {}
 
 
@@ -205,6 +210,7 @@ def main() -> None:
     print(
         "targets: N=1 /raw <= 1.10; N=1000 /floor <= 2.0; sleep ratio <= 1.15; squeue once per poll interval"
     )
+    shutil.rmtree(SCRATCH)
 
 
 if __name__ == "__main__":

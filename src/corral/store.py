@@ -6,7 +6,8 @@ Layout (every folder 0700, every file written atomically: temporary file, then r
       <batch>/                    one folder per batch, e.g. square-20261121-140312-3fa2c1
         manifest.json             what the batch is: function name, call count, creation time
         function.pkl              the function, stored once (cloudpickle), with the client's sys.path
-        calls/<i>.pkl             one small payload per call: (args, kwargs)
+        calls.bin  calls.idx      one small payload per call, (args, kwargs), packed into one
+                                  file with an index of offsets: one file to create, not N
         subs/<s>.json             submission s: which calls its array elements may take, and how
         subs/<s>.sh               the exact job script submitted
         subs/<s>.job              the scheduler's job id for submission s
@@ -21,9 +22,11 @@ Nothing here is deleted by a job: a requeued job must be able to start again.
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import pickle
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -76,6 +79,7 @@ class BatchStore:
         self.path = path
         self.name = os.path.basename(path)
         self.transport = transport
+        self._offsets: array.array[int] | None = None
 
     # -- creating -----------------------------------------------------------------------------
 
@@ -87,15 +91,24 @@ class BatchStore:
         safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in hint)[:40] or "batch"
         path = os.path.join(root, f"{safe}-{stamp}-{secrets.token_hex(3)}")
         transport.makedirs(root)
-        for sub in ("calls", "subs", "claims", "logs", "results"):
+        for sub in ("subs", "claims", "logs", "results"):
             transport.makedirs(os.path.join(path, sub))
         return cls(path, transport)
 
     def write_batch(self, manifest: dict[str, Any], function: bytes, calls: list[bytes]) -> None:
-        items = [(self._p("function.pkl"), function)]
-        items += [(self._p("calls", f"{i}.pkl"), data) for i, data in enumerate(calls)]
-        items.append((self._p("manifest.json"), json.dumps(manifest, indent=1).encode()))
-        self.transport.write_many(items)
+        offsets = array.array("Q", [0])
+        for data in calls:
+            offsets.append(offsets[-1] + len(data))
+        if sys.byteorder != "little":
+            offsets.byteswap()
+        self.transport.write_many(
+            [
+                (self._p("function.pkl"), function),
+                (self._p("calls.bin"), b"".join(calls)),
+                (self._p("calls.idx"), offsets.tobytes()),
+                (self._p("manifest.json"), json.dumps(manifest, indent=1).encode()),
+            ]
+        )
 
     def write_submission(self, sub: int, plan: dict[str, Any], script: str) -> str:
         """Store submission ``sub``'s plan and script; return the script's path."""
@@ -117,7 +130,14 @@ class BatchStore:
         return self.transport.read_bytes(self._p("function.pkl"))
 
     def read_call(self, call: int) -> bytes:
-        return self.transport.read_bytes(self._p("calls", f"{call}.pkl"))
+        """Call ``call``'s payload alone, by its offsets in the packed file."""
+        if self._offsets is None:
+            offsets = array.array("Q", self.transport.read_bytes(self._p("calls.idx")))
+            if sys.byteorder != "little":
+                offsets.byteswap()
+            self._offsets = offsets
+        start, end = self._offsets[call], self._offsets[call + 1]
+        return self.transport.read_range(self._p("calls.bin"), start, end - start)
 
     def read_plan(self, sub: int) -> dict[str, Any]:
         plan: dict[str, Any] = json.loads(self.transport.read_bytes(self._p("subs", f"{sub}.json")))

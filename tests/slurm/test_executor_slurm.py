@@ -177,12 +177,15 @@ ODD = [
 ]
 
 
-def test_odd_arguments_arrive_intact_in_a_work_dir_with_spaces(make_executor, workdir) -> None:
+def test_odd_arguments_arrive_intact_in_a_work_dir_with_spaces(make_executor, workdir, monkeypatch) -> None:
     assert " " in workdir
+    monkeypatch.setenv("CORRAL_TEST_SECRET", "hunter2-token")
     ex = make_executor("slurm")
     assert ex.submit(echo, *ODD, key=ODD[1]).result(timeout=120) == (tuple(ODD), {"key": ODD[1]})
     assert list(ex.map(echo, ODD)) == [((s,), {}) for s in ODD]
     assert not os.path.exists("/tmp/corral-pwned")
+    scripts = list(Path(workdir).glob("*/subs/*.sh"))
+    assert scripts and not any("hunter2" in p.read_text() for p in scripts)  # no environment in scripts
 
 
 def never_queued(*args: object) -> None:

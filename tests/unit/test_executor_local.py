@@ -159,11 +159,18 @@ def timedelta_seconds(seconds: int) -> object:
     return timedelta(seconds=seconds)
 
 
-def test_a_worker_that_dies_reports_the_state(make_executor) -> None:
+def die_loudly() -> None:
+    print("about to die: disk quota exceeded", file=sys.stderr, flush=True)
+    os._exit(3)
+
+
+def test_a_worker_that_dies_reports_the_state_and_its_stderr(make_executor) -> None:
     ex = make_executor("local")
-    future = ex.submit(os._exit, 3)
-    with pytest.raises(corral.JobFailedError, match="FAILED"):
+    future = ex.submit(die_loudly)
+    with pytest.raises(corral.JobFailedError, match=r"(?s)ended FAILED.*about to die: disk quota") as info:
         future.result(timeout=60)
+    assert info.value.job_id == future.job_id
+    assert info.value.stderr_tail == "about to die: disk quota exceeded"
 
 
 def test_cancelling_a_pending_future_removes_its_job(make_executor) -> None:
@@ -245,7 +252,8 @@ def test_work_dir_records_the_batch(make_executor, workdir) -> None:
     batch = os.path.join(workdir, future.batch)
     assert os.stat(workdir).st_mode & 0o777 == 0o700
     assert sorted(os.listdir(batch)) == [
-        "calls",
+        "calls.bin",
+        "calls.idx",
         "claims",
         "function.pkl",
         "logs",

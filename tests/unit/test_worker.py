@@ -49,6 +49,13 @@ def test_each_call_runs_once_however_many_elements_pull(tmp_path) -> None:
     assert store.claimant(3, 0).startswith("J_0 ")
 
 
+def test_each_call_reads_its_own_payload(tmp_path) -> None:
+    calls = [((i, "x" * i), {"k": i}) for i in range(50)]
+    store = make_batch(tmp_path, noisy, calls, Plan(0, 1, "static", ((0, 50, 0),), chunk=50))
+    fresh = BatchStore(store.path, LocalTransport())
+    assert [cloudpickle.loads(fresh.read_call(i)) for i in (49, 0, 17)] == [calls[49], calls[0], calls[17]]
+
+
 def test_outcomes_and_streams_per_call(tmp_path) -> None:
     store = make_batch(
         tmp_path, noisy, [((i,), {}) for i in range(3)], Plan(0, 1, "static", ((0, 3, 0),), chunk=3)
@@ -68,11 +75,12 @@ def test_outcomes_and_streams_per_call(tmp_path) -> None:
 def test_inputs_are_kept_and_folders_private(tmp_path) -> None:
     store = make_batch(tmp_path, noisy, [((0,), {})], Plan(0, 1, "static", ((0, 1, 0),), chunk=1))
     run_element(store.path, 0, 0, "J_0")
-    assert os.path.exists(os.path.join(store.path, "calls", "0.pkl"))
+    assert os.path.exists(os.path.join(store.path, "calls.bin"))
     assert os.path.exists(os.path.join(store.path, "function.pkl"))
-    for folder in ("", "calls", "claims", "results", "logs"):
+    for folder in ("", "subs", "claims", "results", "logs"):
         assert os.stat(os.path.join(store.path, folder)).st_mode & 0o777 == 0o700
-    assert os.stat(os.path.join(store.path, "calls", "0.pkl")).st_mode & 0o077 == 0
+    for name in ("calls.bin", "calls.idx", "function.pkl"):
+        assert os.stat(os.path.join(store.path, name)).st_mode & 0o077 == 0
 
 
 def test_requeued_element_reruns_what_it_had_claimed(tmp_path, monkeypatch) -> None:

@@ -52,6 +52,10 @@ class Transport(Protocol):
         """Read a whole file; ``FileNotFoundError`` when it does not exist."""
         ...
 
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes of a file from ``offset``."""
+        ...
+
     def listdir(self, path: str) -> list[str]:
         """Names in a folder; an empty list when the folder does not exist."""
         ...

@@ -76,6 +76,14 @@ class LocalTransport:
         with open(path, "rb") as handle:
             return handle.read()
 
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read(length)
+        if len(data) != length:
+            raise OSError(f"{path} is shorter than its index says ({offset}+{length})")
+        return data
+
     def listdir(self, path: str) -> list[str]:
         try:
             return os.listdir(path)
