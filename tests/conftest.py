@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import corral
-from corral.cluster import PollPolicy
+from corral.policy import PollPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 

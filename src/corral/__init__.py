@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .backends import NAMES as BACKENDS
     from .backends import get_backend
     from .backends.base import Submission
-    from .cluster import Cluster, PollPolicy
+    from .cluster import Cluster
     from .errors import (
         CorralError,
         JobCancelledError,
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .executor import Executor, get_executor
     from .futures import CorralFuture
     from .job import JobState
+    from .policy import PollPolicy
     from .resources import Resources
 
 #: public name -> module that defines it. Loaded on first use, so that the worker, which
@@ -53,7 +54,7 @@ _LAZY = {
     "get_backend": ("backends", "get_backend"),
     "Submission": ("backends.base", "Submission"),
     "Cluster": ("cluster", "Cluster"),
-    "PollPolicy": ("cluster", "PollPolicy"),
+    "PollPolicy": ("policy", "PollPolicy"),
     "Executor": ("executor", "Executor"),
     "get_executor": ("executor", "get_executor"),
     "CorralFuture": ("futures", "CorralFuture"),

@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
@@ -30,8 +29,9 @@ import cloudpickle
 from .backends.base import ArraySpec, Backend, Submission
 from .errors import JobCancelledError, NestedSubmissionError, SchedulerError, SerializationError
 from .futures import mark_cancelled
-from .job import JobState
-from .planning import plan_batch
+from .job import ElementStatus, JobState
+from .planning import Plan, plan_batch
+from .policy import PollPolicy
 from .resources import Resources
 from .store import BatchStore, default_root
 from .tracking import BatchState, Completion, SubState
@@ -40,43 +40,6 @@ from .worker import inside_job, pack_function
 log = logging.getLogger(__name__)
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
-
-
-@dataclass(frozen=True)
-class PollPolicy:
-    """How often the engine looks, in seconds."""
-
-    files_min: float = 0.02  # work-dir listing interval while calls start and finish
-    files_max: float = 0.5  # (a listing is one readdir per folder: cheap even on NFS)
-    files_growth: float = 1.25
-    files_fast_for: float = 2.0  # keep the shortest interval this long after any activity
-    # Widen a probing array when the work left, at the first element's pace, would take
-    # longer than this: well above the ~0.75 s it takes to launch the other elements, since
-    # the pace of a just-started element is underestimated.
-    widen_after: float = 2.0
-    probe_for: float = 0.2  # watch the first element this long before judging its pace
-    scheduler_min: float = 1.0  # bulk status query interval, growing while nothing changes
-    scheduler_max: float = 15.0
-    growth: float = 1.5
-    jitter: float = 0.15  # +-15 %, so that many clients do not query in step
-    backoff_max: float = 60.0  # after failed queries
-    outcome_grace: float = 10.0  # a final job's outcome may appear this late (slow filesystems)
-    lost_after: float = 120.0  # a job unknown to the scheduler this long is LOST
-
-    @classmethod
-    def from_env(cls) -> PollPolicy:
-        """Defaults, with ``CORRAL_OUTCOME_GRACE`` and ``CORRAL_POLL_MAX`` applied."""
-        return cls(
-            outcome_grace=_env_float("CORRAL_OUTCOME_GRACE", cls.outcome_grace),
-            scheduler_max=_env_float("CORRAL_POLL_MAX", cls.scheduler_max),
-        )
 
 
 class Cluster:
@@ -123,18 +86,10 @@ class Cluster:
             payloads,
         )
         subs = []
-        # A lone pull array starts throttled to one element: one element starts about as fast
-        # as a plain job, eight take twice as long. It is widened once the calls turn out to
-        # be long enough to need more (see _widen); tiny calls are done by the first element.
-        probe = len(plans) == 1 and plans[0].mode == "pull" and plans[0].elements > 1
-        for plan in plans:
-            spec = ArraySpec(
-                batch_dir=store.path, sub=plan.sub, elements=plan.elements, resources=resources,
-                job_name=f"corral-{name}"[:64], python=sys.executable, chdir=os.getcwd(),
-                max_running=1 if probe else max_running if plan.mode == "static" else None,
-            )  # fmt: skip
+        for plan, spec in zip(plans, _specs(plans, store.path, name, resources, max_running), strict=True):
             path = store.write_submission(plan.sub, plan.to_json(), self.backend.render(spec))
-            subs.append(SubState(plan, spec, path, probing=probe))
+            probing = plan.mode == "pull" and spec.max_running == 1 and plan.elements > 1
+            subs.append(SubState(plan, spec, path, probing=probing))
         batch = BatchState(store, len(calls), subs, self.cancel_call)
         with self._lock:
             self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
@@ -143,7 +98,7 @@ class Cluster:
                 self._submit_ready(batch)
             except BaseException:
                 self._batches.remove(batch)
-                self.backend.cancel(batch.live_job_ids())
+                self._cancel_jobs(batch.live_job_ids())
                 raise
             completions = self._scan(batch) if self.backend.synchronous else []
             self._ensure_loop()
@@ -159,22 +114,13 @@ class Cluster:
         max_running: int | None = None,
     ) -> Submission:
         """The script and command the first submission of such a batch would use."""
-        plan = plan_batch(
+        plans = plan_batch(
             calls, self.backend.limits(resources), chunksize=chunksize, max_running=max_running
-        )[0]
-        batch_dir = os.path.join(self.root, "<batch>")
-        spec = ArraySpec(
-            batch_dir,
-            0,
-            plan.elements,
-            resources,
-            "corral-<function>",
-            sys.executable,
-            os.getcwd(),
-            max_running if chunksize else None,
         )
-        store = BatchStore(batch_dir, self.backend.transport)
+        batch_dir = os.path.join(self.root, "<batch>")
+        spec = _specs(plans, batch_dir, "<function>", resources, max_running)[0]
         script_path = os.path.join(batch_dir, "subs", "0.sh")
+        store = BatchStore(batch_dir, self.backend.transport)
         return Submission(
             self.backend.render(spec), self.backend.submit_argv(spec, script_path, _log_pattern(store))
         )
@@ -212,8 +158,9 @@ class Cluster:
         with self._lock:
             if not batch.claim_for_client(call):
                 return False
-            batch.claimed |= batch.store.claimed()
+            completions = self._scan(batch)  # a fresh view: are any calls left unclaimed?
             self._release_idle(batch)
+        _complete(completions)
         return True
 
     def cancel_batches(self, batches: Iterable[BatchState]) -> None:
@@ -227,7 +174,7 @@ class Cluster:
                 for call in batch.unclaimed():
                     if batch.claim_for_client(call):
                         mark_cancelled(batch.futures[call])
-                self.backend.cancel(batch.live_job_ids())
+                self._cancel_jobs(batch.live_job_ids())
                 for call in range(len(batch.futures)):
                     if call not in batch.resolved:
                         batch.resolved.add(call)
@@ -238,6 +185,13 @@ class Cluster:
                         running.append((batch.futures[call], False, error))
                 self._batches = [b for b in self._batches if b is not batch]
         _complete(running)
+
+    def _cancel_jobs(self, job_ids: list[str]) -> None:
+        """Cancel jobs on the way out of an error: a failure here must not hide that error."""
+        try:
+            self.backend.cancel(job_ids)
+        except SchedulerError as exc:
+            log.error("could not cancel jobs %s: %s", ", ".join(job_ids), exc)
 
     def _release_idle(self, batch: BatchState) -> None:
         """Once every call is taken, pending elements have nothing to do: cancel them."""
@@ -270,30 +224,32 @@ class Cluster:
                 if not self._batches:
                     self._thread = None
                     return
-                completions: list[Completion] = []
                 claims = sum(len(b.claimed) for b in self._batches)
                 scan_started = time.monotonic()
-                for batch in self._batches:
-                    completions += self._scan(batch)
+                completions = [c for batch in self._batches for c in self._scan(batch)]
                 scan_cost = time.monotonic() - scan_started
                 # A call that just started will finish soon: look again quickly.
                 progressed = bool(completions) or claims != sum(len(b.claimed) for b in self._batches)
+                due = time.monotonic() >= next_query
+                job_ids = [j for b in self._batches for j in b.live_job_ids()] if due else []
+            if due:  # the scheduler is asked without the lock: submit and cancel never wait on it
+                try:
+                    statuses = self.backend.poll(job_ids) if job_ids else {}
+                    failures = 0
+                except SchedulerError as exc:
+                    statuses = None
+                    failures += 1
+                    sched_wait = min(policy.scheduler_min * 2**failures, policy.backoff_max)
+                    log.warning(
+                        "status query failed (%d in a row), next in %.0f s: %s", failures, sched_wait, exc
+                    )
+            with self._lock:
                 now = time.monotonic()
-                if now >= next_query:
-                    try:
-                        changed = self._query(now)
-                        failures = 0
-                        sched_wait = (
-                            policy.scheduler_min
-                            if changed
-                            else min(sched_wait * policy.growth, policy.scheduler_max)
-                        )
-                    except SchedulerError as exc:
-                        failures += 1
-                        sched_wait = min(policy.scheduler_min * 2**failures, policy.backoff_max)
-                        log.warning(
-                            "status query failed (%d in a row), next in %.0f s: %s", failures, sched_wait, exc
-                        )
+                if due and statuses is not None:
+                    changed = self._apply(statuses, now)
+                    grown = min(sched_wait * policy.growth, policy.scheduler_max)
+                    sched_wait = policy.scheduler_min if changed else grown
+                if due:
                     next_query = now + sched_wait * random.uniform(1 - policy.jitter, 1 + policy.jitter)
                 for batch in self._batches:
                     completions += batch.failures(now, policy.outcome_grace)
@@ -345,17 +301,12 @@ class Cluster:
             log.warning("could not read %s: %s", batch.store.path, exc)
             return []
 
-    def _query(self, now: float) -> bool:
-        """One bulk status query for every live job; True when any element changed state."""
-        job_ids = [j for b in self._batches for j in b.live_job_ids()]
-        if not job_ids:
-            return False
+    def _apply(self, statuses: dict[str, ElementStatus], now: float) -> bool:
+        """Take in one bulk status report; True when any element changed state."""
         before = [dict(s.status) for b in self._batches for s in b.subs]
-        statuses = self.backend.poll(job_ids)
         for batch in self._batches:
             batch.update(statuses, now, self.policy.lost_after)
-        after = [s.status for b in self._batches for s in b.subs]
-        return before != after
+        return before != [s.status for b in self._batches for s in b.subs]
 
     def _submit_deferred(self, batch: BatchState) -> None:
         if all(s.submitted or s.dropped for s in batch.subs):
@@ -399,6 +350,28 @@ def _pickle(fn: Callable[..., Any], calls: Sequence[Call]) -> tuple[bytes, list[
         except Exception as exc:
             raise SerializationError(f"cannot pickle the arguments of call {index}: {exc}") from exc
     return function, payloads
+
+
+def _specs(
+    plans: list[Plan], batch_dir: str, name: str, resources: Resources, max_running: int | None
+) -> list[ArraySpec]:
+    """The submissions of a batch. A lone pull array starts throttled to one element (one
+    element starts about as fast as a plain job, eight take twice as long), and is widened
+    once its calls turn out long enough to need more (Cluster._widen)."""
+    probe = len(plans) == 1 and plans[0].mode == "pull" and plans[0].elements > 1
+    return [
+        ArraySpec(
+            batch_dir=batch_dir,
+            sub=plan.sub,
+            elements=plan.elements,
+            resources=resources,
+            job_name=f"corral-{name}"[:64],
+            python=sys.executable,
+            chdir=os.getcwd(),
+            max_running=1 if probe else max_running if plan.mode == "static" else None,
+        )  # fmt: skip
+        for plan in plans
+    ]
 
 
 def _log_pattern(store: BatchStore) -> tuple[str, str]:

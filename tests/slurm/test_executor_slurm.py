@@ -243,3 +243,16 @@ def test_a_main_script_runs_on_slurm(tmp_path) -> None:
 
 def test_auto_picks_slurm_here(tmp_path) -> None:
     assert corral.get_executor("auto", directory=str(tmp_path)).backend == "slurm"
+
+
+def test_preview_is_the_script_that_is_submitted(make_executor, workdir) -> None:
+    ex = make_executor("slurm", time="0:05:00", cpus=1)
+    preview = ex.preview(calls=20)
+    future = ex._submit(echo, [((i,), {}) for i in range(20)], None)[0]
+    future.result(timeout=120)
+    batch_dir = os.path.join(workdir, future.batch)
+    submitted = Path(batch_dir, "subs", "0.sh").read_text()
+    expected = preview.script.replace("<batch>", future.batch).replace("<function>", "echo")
+    assert "--array=0-7%1" in submitted  # the probe throttle shows in the preview too
+    assert submitted == expected
+    assert preview.argv[:2] == ["sbatch", "--parsable"]

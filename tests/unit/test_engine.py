@@ -9,7 +9,7 @@ import pytest
 
 import corral
 from corral.backends.slurm import SlurmBackend
-from corral.cluster import PollPolicy
+from corral.policy import PollPolicy
 
 from .fakes import FakeSlurm
 

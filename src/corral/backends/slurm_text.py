@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterator
 from datetime import timedelta
 
 from ..errors import SchedulerError
@@ -90,7 +91,7 @@ def render_script(spec: ArraySpec) -> str:
     command = shlex.join(spec.worker_argv())
     lines = [
         "#!/bin/bash",
-        f"# corral: batch {shlex.quote(spec.batch_dir.rsplit('/', 1)[-1])}, "
+        f"# corral: batch {spec.batch_dir.rsplit('/', 1)[-1]}, "  # a comment; names are sanitized
         f"submission {spec.sub}, {spec.elements} array element(s)",
         *(f"#SBATCH {option}" for option in sbatch_options(spec)),
         f'exec {command} "$SLURM_ARRAY_TASK_ID" "${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"',
@@ -128,19 +129,21 @@ def expand_array_id(text: str) -> list[str]:
     return ids
 
 
-def parse_squeue(stdout: str) -> list[ElementStatus]:
-    """Lines of ``squeue -h -r -o '%i|%T|%N|%r'``."""
-    statuses: list[ElementStatus] = []
+def _rows(stdout: str) -> Iterator[tuple[str, list[str]]]:
+    """(element id, the other fields) per element of ``|``-separated status lines."""
     for line in stdout.splitlines():
         fields = line.strip().split("|")
-        if len(fields) < 4:
-            continue
-        raw_id, state, node, reason = fields[:4]
-        for eid in expand_array_id(raw_id):
-            statuses.append(
-                ElementStatus(eid, slurm_state(state), node or None, "" if reason == "None" else reason)
-            )
-    return statuses
+        if len(fields) >= 4:
+            for eid in expand_array_id(fields[0]):
+                yield eid, fields[1:4]
+
+
+def parse_squeue(stdout: str) -> list[ElementStatus]:
+    """Lines of ``squeue -h -r -o '%i|%T|%N|%r'``."""
+    return [
+        ElementStatus(eid, slurm_state(state), node or None, "" if reason == "None" else reason)
+        for eid, (state, node, reason) in _rows(stdout)
+    ]
 
 
 def squeue_says_unknown(returncode: int, stderr: str) -> bool:
@@ -150,17 +153,15 @@ def squeue_says_unknown(returncode: int, stderr: str) -> bool:
 
 def parse_sacct(stdout: str) -> list[ElementStatus]:
     """Lines of ``sacct -X -n -P -o JobID,State,ExitCode,NodeList``."""
-    statuses: list[ElementStatus] = []
-    for line in stdout.splitlines():
-        fields = line.strip().split("|")
-        if len(fields) < 4:
-            continue
-        raw_id, state, exit_code, node = fields[:4]
-        reason = f"exit code {exit_code}" if exit_code not in ("", "0:0") else ""
-        node_name = None if node in ("", "None assigned") else node
-        for eid in expand_array_id(raw_id):
-            statuses.append(ElementStatus(eid, slurm_state(state), node_name, reason))
-    return statuses
+    return [
+        ElementStatus(
+            eid,
+            slurm_state(state),
+            None if node in ("", "None assigned") else node,
+            f"exit code {exit_code}" if exit_code not in ("", "0:0") else "",
+        )
+        for eid, (state, exit_code, node) in _rows(stdout)
+    ]
 
 
 def parse_config(stdout: str) -> dict[str, str]:
