@@ -144,11 +144,16 @@ class Executor(concurrent.futures.Executor):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        if exc_type is not None:
-            self.cancel_all()
-            self.shutdown(wait=False)
-        else:
-            self.shutdown(wait=True)
+        if exc_type is None:
+            try:
+                self.shutdown(wait=True)
+                return None
+            except BaseException:  # Ctrl-C while waiting at the end of the block
+                self.cancel_all()
+                self.shutdown(wait=False)
+                raise
+        self.cancel_all()
+        self.shutdown(wait=False)
         return None
 
 

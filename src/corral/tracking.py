@@ -57,7 +57,9 @@ class SubState:
 
 
 class BatchState:
-    """Bookkeeping of one batch. Every method is called with the cluster's lock held."""
+    """Bookkeeping of one batch. What changes it runs under the cluster's lock; the futures'
+    queries (``job_id_of``, ``state_of``) may run in user threads without it, and so only read
+    single values (a set lookup, a dict entry) that are whole at any moment."""
 
     def __init__(
         self,

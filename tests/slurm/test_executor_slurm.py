@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -256,3 +257,32 @@ def test_preview_is_the_script_that_is_submitted(make_executor, workdir) -> None
     assert "--array=0-7%1" in submitted  # the probe throttle shows in the preview too
     assert submitted == expected
     assert preview.argv[:2] == ["sbatch", "--parsable"]
+
+
+def test_ctrl_c_while_the_with_block_waits_cancels_the_jobs(tmp_path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import time, corral
+            def long_wait(seconds):
+                time.sleep(seconds)
+            if __name__ == "__main__":
+                with corral.Executor("slurm", directory="work") as ex:
+                    future = ex.submit(long_wait, 300)
+                    while future.state.name != "RUNNING":
+                        time.sleep(0.1)
+                    print("waiting at the end of the block", flush=True)
+            """
+        )
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "waiting at the end of the block"
+        assert squeue("--name=corral-long_wait", "-t", "RUNNING", "-o", "%i").strip()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) != 0
+    finally:
+        proc.kill()
+    wait_for(lambda: not squeue("--name=corral-long_wait", "-o", "%i").strip(), 30, "the job to be cancelled")
