@@ -27,7 +27,8 @@ if __name__ == "__main__":
 
         # submit: a real concurrent.futures.Future per call.
         future = executor.submit(slow_prime_count, 1000)
-        print(f"job {future.job_id}: {future.result()} primes below 1000")
+        count = future.result()
+        print(f"job {future.job_id}: {count} primes below 1000")
 
         # A failing call raises its own exception type, with the remote traceback attached.
         try:

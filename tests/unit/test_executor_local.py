@@ -262,3 +262,20 @@ def test_work_dir_records_the_batch(make_executor, workdir) -> None:
         "subs",
     ]
     assert sorted(os.listdir(os.path.join(batch, "subs"))) == ["0.job", "0.json", "0.sh"]
+
+
+def test_a_module_the_nodes_cannot_import_is_explained(make_executor, tmp_path, monkeypatch) -> None:
+    # Functions from modules travel by reference; a node without the module cannot even start.
+    (tmp_path / "only_here.py").write_text("def work(x):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import only_here  # type: ignore[import-not-found]
+
+    ex = make_executor("local")
+    monkeypatch.setattr(
+        sys, "path", [p for p in sys.path if p != str(tmp_path)]
+    )  # the client's path, as shipped
+    (tmp_path / "only_here.py").unlink()
+    futures = ex._submit(only_here.work, [((i,), {}) for i in range(3)], None)
+    for future in futures:
+        with pytest.raises(corral.JobFailedError, match=r"(?s)FAILED.*No module named 'only_here'"):
+            future.result(timeout=60)
