@@ -34,6 +34,7 @@ class SubState:
     submitted_at: float = 0.0
     status: dict[int, ElementStatus] = field(default_factory=dict)
     final_at: dict[int, float] = field(default_factory=dict)  # when we first saw it final
+    missing: dict[int, int] = field(default_factory=dict)  # reports in a row without it
     last_seen: float = 0.0
     pending_cancelled: bool = False
     dropped: bool = False  # deferred, then not needed any more (every call was cancelled)
@@ -168,16 +169,23 @@ class BatchState:
         return [s.job_id for s in self.subs if s.job_id is not None and not s.all_final]
 
     def update(self, statuses: dict[str, ElementStatus], now: float, lost_after: float) -> None:
-        """Take in one bulk status report. An element the scheduler no longer knows at all,
-        for ``lost_after`` seconds, is LOST."""
+        """Take in one bulk status report. An element missing from two reports in a row that
+        show other elements of its array was cancelled before it started (SLURM keeps no
+        record of those); an element whose whole array the scheduler has not known for
+        ``lost_after`` seconds is LOST."""
         for sub in self.subs:
             if sub.job_id is None or sub.all_final:
                 continue
+            array_known = any(sub.element(i) in statuses for i in range(sub.plan.elements))
             for index in range(sub.plan.elements):
                 if index in sub.final_at:
                     continue
                 status = statuses.get(sub.element(index))
-                if status is None and now - max(sub.submitted_at, sub.last_seen) > lost_after:
+                sub.missing[index] = sub.missing.get(index, 0) + 1 if status is None and array_known else 0
+                if sub.missing[index] >= 2:
+                    reason = "cancelled before it started: the scheduler no longer lists it"
+                    status = ElementStatus(sub.element(index), JobState.CANCELLED, None, reason)
+                elif status is None and now - max(sub.submitted_at, sub.last_seen) > lost_after:
                     status = ElementStatus(
                         sub.element(index), JobState.LOST, None, "unknown to the scheduler"
                     )

@@ -286,3 +286,16 @@ def test_ctrl_c_while_the_with_block_waits_cancels_the_jobs(tmp_path) -> None:
     finally:
         proc.kill()
     wait_for(lambda: not squeue("--name=corral-long_wait", "-o", "%i").strip(), 30, "the job to be cancelled")
+
+
+def test_scancel_of_an_array_with_pending_elements_ends_every_future_quickly(make_executor) -> None:
+    ex = make_executor("slurm")
+    futures = ex._submit(sleep_then, [((300,), {})] * 12, 1)  # 12 elements on 8 slots: 4 pend
+    wait_for(lambda: sum(f.state is corral.JobState.RUNNING for f in futures) == 8, 60, "8 calls to run")
+    job = futures[0].job_id.split("_")[0]
+    started = time.monotonic()
+    subprocess.run(["scancel", job], check=True, timeout=30)
+    for future in futures:  # SLURM keeps no record of the pending ones: they must not wait for LOST
+        with pytest.raises(corral.JobCancelledError, match="ended CANCELLED"):
+            future.result(timeout=60)
+    assert time.monotonic() - started < 60

@@ -90,3 +90,16 @@ def test_a_job_the_scheduler_forgot_is_lost_not_waited_for(workdir) -> None:
     with pytest.raises(corral.JobLostError, match="ended LOST"):
         future.result(timeout=30)
     assert future.state is corral.JobState.LOST
+
+
+def test_pending_elements_cancelled_from_outside_are_not_waited_for(workdir) -> None:
+    # SLURM forgets an array element cancelled before it started: no squeue line, no sacct row.
+    fake = FakeSlurm(run_jobs=False)
+    ex = executor(fake, workdir, PollPolicy(scheduler_min=0.05, scheduler_max=0.05, outcome_grace=0.2))
+    futures = ex._submit(square, [((i,), {}) for i in range(4)], 1)  # 4 elements, one call each
+    job = futures[0].job_id.split("_")[0]
+    fake.jobs[job] = ["CANCELLED", "CANCELLED"]  # elements 2 and 3 vanished while pending
+    for future in futures:
+        with pytest.raises(corral.JobCancelledError, match="ended CANCELLED"):
+            future.result(timeout=10)  # far sooner than lost_after (120 s)
+    assert "cancelled before it started" in str(futures[3].exception())
