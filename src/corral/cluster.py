@@ -86,9 +86,9 @@ class Cluster:
             payloads,
         )
         subs = []
+        probing = _probes(plans)
         for plan, spec in zip(plans, _specs(plans, store.path, name, resources, max_running), strict=True):
             path = store.write_submission(plan.sub, plan.to_json(), self.backend.render(spec))
-            probing = plan.mode == "pull" and spec.max_running == 1 and plan.elements > 1
             subs.append(SubState(plan, spec, path, probing=probing))
         batch = BatchState(store, len(calls), subs, self.cancel_call)
         with self._lock:
@@ -274,18 +274,18 @@ class Cluster:
             if not sub.probing or sub.job_id is None:
                 continue
             left = batch.unclaimed_count()
+            # Calls started so far tell the pace: a long call keeps this at one.
+            started = len(batch.claimed) - len(batch.client_claims)
             if left and not sub.final_at:
                 if batch.first_claim_at is None or now - batch.first_claim_at < self.policy.probe_for:
                     continue
-                # Calls started so far tell the pace: a long call keeps this at one.
-                started = len(batch.claimed) - len(batch.client_claims)
                 if left * (now - batch.first_claim_at) / max(1, started) <= self.policy.widen_after:
                     continue
             sub.probing = False
             if left:
                 log.debug(
                     "widening %s to %d elements: %d calls left, %d started in %.2f s, %d elements ended",
-                    sub.job_id, sub.plan.elements, left, len(batch.claimed) - len(batch.client_claims),
+                    sub.job_id, sub.plan.elements, left, started,
                     now - (batch.first_claim_at or now), len(sub.final_at),
                 )  # fmt: skip
                 try:
@@ -352,13 +352,18 @@ def _pickle(fn: Callable[..., Any], calls: Sequence[Call]) -> tuple[bytes, list[
     return function, payloads
 
 
+def _probes(plans: list[Plan]) -> bool:
+    """A lone pull array starts throttled to one element (one element starts about as fast as
+    a plain job, eight take twice as long), and is widened once its calls turn out long enough
+    to need more (Cluster._widen)."""
+    return len(plans) == 1 and plans[0].mode == "pull" and plans[0].elements > 1
+
+
 def _specs(
     plans: list[Plan], batch_dir: str, name: str, resources: Resources, max_running: int | None
 ) -> list[ArraySpec]:
-    """The submissions of a batch. A lone pull array starts throttled to one element (one
-    element starts about as fast as a plain job, eight take twice as long), and is widened
-    once its calls turn out long enough to need more (Cluster._widen)."""
-    probe = len(plans) == 1 and plans[0].mode == "pull" and plans[0].elements > 1
+    """The submissions of a batch (see _probes for the first one's throttle)."""
+    probe = _probes(plans)
     return [
         ArraySpec(
             batch_dir=batch_dir,

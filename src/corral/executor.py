@@ -149,12 +149,15 @@ class Executor(concurrent.futures.Executor):
                 self.shutdown(wait=True)
                 return None
             except BaseException:  # Ctrl-C while waiting at the end of the block
-                self.cancel_all()
-                self.shutdown(wait=False)
+                self._abandon()
                 raise
+        self._abandon()
+        return None
+
+    def _abandon(self) -> None:
+        """Leave on an error: cancel every job, and wait for none."""
         self.cancel_all()
         self.shutdown(wait=False)
-        return None
 
 
 def get_executor(name: str = "auto", **options: Any) -> Executor:

@@ -46,15 +46,15 @@ class CorralFuture(concurrent.futures.Future[Any]):
 
     def stdout(self) -> str:
         """What the call printed to stdout so far."""
-        return self._batch.store.read_text(
-            self._batch.store.call_log(self.call, self._batch.attempts[self.call], "out")
-        )
+        return self._stream("out")
 
     def stderr(self) -> str:
         """What the call printed to stderr so far."""
-        return self._batch.store.read_text(
-            self._batch.store.call_log(self.call, self._batch.attempts[self.call], "err")
-        )
+        return self._stream("err")
+
+    def _stream(self, name: str) -> str:
+        store = self._batch.store
+        return store.read_text(store.call_log(*self._batch.task(self.call), name))
 
     def cancel(self) -> bool:
         """Cancel the call if it has not started; its job leaves the queue when no other call
