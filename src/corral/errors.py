@@ -48,10 +48,14 @@ class SerializationError(CorralError, TypeError):
 class SchedulerError(CorralError):
     """A scheduler command failed, timed out, or printed something we cannot read."""
 
-    def __init__(self, message: str, *, argv: list[str] | None = None, stderr: str = "") -> None:
+    def __init__(
+        self, message: str, *, argv: list[str] | None = None, stderr: str = "", transient: bool = False
+    ) -> None:
         super().__init__(message)
         self.argv = argv
         self.stderr = stderr
+        #: True when the scheduler was busy or out of reach: the same command may work later.
+        self.transient = transient
 
 
 class SubmissionError(SchedulerError):

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
+import random
 import shlex
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -22,6 +25,19 @@ from ..transports.base import CommandResult, CommandTimeout, Transport
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT = 60.0  # seconds; a scheduler command that takes longer is killed
+#: A command that fails for a transient reason (the controller busy, restarting or out of
+#: reach) is run again after these pauses (seconds, +-25 % jitter); then the failure stands.
+RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def env_int(name: str) -> int | None:
+    """A positive whole number from the environment variable ``name``, or None when unset."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise SchedulerError(f"{name}={value!r} must be a positive whole number")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -110,15 +126,45 @@ class Backend(abc.ABC):
         """Release what the backend holds (the local backend's processes)."""
         return None
 
-    def run(self, argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT) -> CommandResult:
-        """Run a scheduler command; a missing program or a time-out is a SchedulerError."""
-        log.debug("running %s", shlex.join(argv))
-        try:
-            return self.transport.run(argv, timeout=timeout)
-        except FileNotFoundError as exc:
-            raise SchedulerError(f"{argv[0]} is not installed or not on PATH", argv=list(argv)) from exc
-        except CommandTimeout as exc:
-            raise SchedulerError(str(exc), argv=list(argv)) from exc
+    def transient(self, result: CommandResult) -> bool:
+        """True when a failed command's output says the scheduler is busy, restarting or out
+        of reach, so that running the same command again may well succeed. Pure; each
+        backend reads its own scheduler's messages."""
+        return False
+
+    def run(
+        self, argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT, idempotent: bool = True
+    ) -> CommandResult:
+        """Run a scheduler command. A transient failure (see :meth:`transient`) or, for an
+        ``idempotent`` command, a time-out is retried after each of RETRY_PAUSES; a missing
+        program, a time-out that cannot be retried, or the last transient failure is a
+        SchedulerError with ``transient`` set accordingly."""
+        pauses = list(RETRY_PAUSES)
+        while True:
+            log.debug("running %s", shlex.join(argv))
+            try:
+                result = self.transport.run(argv, timeout=timeout)
+            except FileNotFoundError as exc:
+                raise SchedulerError(f"{argv[0]} is not installed or not on PATH", argv=list(argv)) from exc
+            except CommandTimeout as exc:
+                if not idempotent or not pauses:
+                    raise SchedulerError(str(exc), argv=list(argv), transient=True) from exc
+                reason = str(exc)
+            else:
+                if result.returncode == 0 or not self.transient(result):
+                    return result
+                if not pauses:
+                    raise SchedulerError(
+                        f"{shlex.join(argv)} failed (exit {result.returncode}) after "
+                        f"{len(RETRY_PAUSES) + 1} tries: {result.stderr.strip()}",
+                        argv=list(argv),
+                        stderr=result.stderr,
+                        transient=True,
+                    )
+                reason = result.stderr.strip()
+            pause = pauses.pop(0) * random.uniform(0.75, 1.25)
+            log.warning("%s: %s; trying again in %.1f s", argv[0], reason, pause)
+            time.sleep(pause)
 
     def check(self, argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT) -> CommandResult:
         """Run a command that must succeed."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import getpass
 import logging
-import os
 import shlex
 import threading
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from ..errors import SchedulerError, SubmissionError
 from ..job import ElementStatus
 from ..resources import Resources
 from ..transports.base import Transport
-from .base import ArraySpec, Backend, Limits
+from .base import ArraySpec, Backend, Limits, env_int
 from .slurm_text import (
     SACCT_FIELDS,
     SQUEUE_FORMAT,
@@ -37,15 +36,6 @@ from .slurm_text import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def env_int(name: str) -> int | None:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise SchedulerError(f"{name}={value!r} must be a positive whole number")
-    return int(value)
 
 
 class SlurmBackend(Backend):
