@@ -18,28 +18,24 @@ from __future__ import annotations
 import logging
 import os
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import cloudpickle
-
-from .backends.base import ArraySpec, Backend, Submission
-from .errors import JobCancelledError, NestedSubmissionError, SchedulerError, SerializationError
+from .backends.base import Backend, Submission
+from .errors import CorralError, JobCancelledError, SchedulerError
 from .futures import mark_cancelled
 from .job import ElementStatus, JobState
-from .planning import Plan, plan_batch
+from .planning import plan_batch
 from .policy import PollPolicy
 from .resources import Resources
+from .retry import RetryPolicy
 from .store import BatchStore, default_root
+from .submitting import Call, array_specs, guard_nested, log_pattern, pickle_calls, probes, retry_plans
 from .tracking import BatchState, Completion, SubState
-from .worker import inside_job, pack_function
 
 log = logging.getLogger(__name__)
-
-Call = tuple[tuple[Any, ...], dict[str, Any]]
 
 
 class Cluster:
@@ -57,6 +53,7 @@ class Cluster:
         self._thread: threading.Thread | None = None
         self._others_queued: int | None = None
         self._last_activity = 0.0  # when a batch was submitted or a call started or ended
+        self._submit_after = 0.0  # after a transient submission failure, wait till then
 
     # -- submitting -----------------------------------------------------------------------------
 
@@ -69,12 +66,14 @@ class Cluster:
         chunksize: int | None = None,
         max_running: int | None = None,
         allow_nested: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> BatchState:
         """Write the calls to a new batch folder and submit them as array jobs. Everything
         that can fail before the scheduler sees the batch (pickling, limits) fails here, and a
-        refused submission cancels the parts already submitted."""
+        refused submission cancels the parts already submitted. ``retry`` says which failed
+        calls are resubmitted (none by default)."""
         guard_nested(allow_nested)
-        function, payloads = _pickle(fn, calls)
+        function, payloads = pickle_calls(fn, calls)
         plans = plan_batch(
             len(calls), self.backend.limits(resources), chunksize=chunksize, max_running=max_running
         )
@@ -86,11 +85,13 @@ class Cluster:
             payloads,
         )
         subs = []
-        probing = _probes(plans)
-        for plan, spec in zip(plans, _specs(plans, store.path, name, resources, max_running), strict=True):
+        probing = probes(plans)
+        specs = array_specs(plans, store.path, name, resources, max_running)
+        for plan, spec in zip(plans, specs, strict=True):
             path = store.write_submission(plan.sub, plan.to_json(), self.backend.render(spec))
             subs.append(SubState(plan, spec, path, probing=probing))
-        batch = BatchState(store, len(calls), subs, self.cancel_call)
+        batch = BatchState(store, len(calls), subs, self.cancel_call, retry)
+        batch.max_running = max_running
         with self._lock:
             self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
             self._last_activity = time.monotonic()
@@ -118,11 +119,11 @@ class Cluster:
             calls, self.backend.limits(resources), chunksize=chunksize, max_running=max_running
         )
         batch_dir = os.path.join(self.root, "<batch>")
-        spec = _specs(plans, batch_dir, "<function>", resources, max_running)[0]
+        spec = array_specs(plans, batch_dir, "<function>", resources, max_running)[0]
         script_path = os.path.join(batch_dir, "subs", "0.sh")
         store = BatchStore(batch_dir, self.backend.transport)
         return Submission(
-            self.backend.render(spec), self.backend.submit_argv(spec, script_path, _log_pattern(store))
+            self.backend.render(spec), self.backend.submit_argv(spec, script_path, log_pattern(store))
         )
 
     def _submit_ready(self, batch: BatchState) -> None:
@@ -135,7 +136,7 @@ class Cluster:
                     "deferring submission %d of %s: MaxSubmitJobs reached", sub.plan.sub, batch.store.name
                 )
                 return
-            sub.job_id = self.backend.submit(sub.spec, sub.script_path, _log_pattern(batch.store))
+            sub.job_id = self.backend.submit(sub.spec, sub.script_path, log_pattern(batch.store))
             sub.submitted_at = sub.last_seen = time.monotonic()
             batch.store.record_job_id(sub.plan.sub, sub.job_id)
             log.debug("submitted %s (%d elements) for %s", sub.job_id, sub.plan.elements, batch.store.name)
@@ -215,6 +216,19 @@ class Cluster:
             self._thread.start()
 
     def _loop(self) -> None:
+        """The poll thread. Should it ever fail, every live call fails with the reason rather
+        than waiting forever."""
+        try:
+            self._watch()
+        except BaseException as exc:
+            log.exception("corral's poll loop failed")
+            with self._lock:
+                batches, self._batches, self._thread = self._batches, [], None
+            error = CorralError(f"corral's poll loop failed, so this call's outcome is unknown: {exc!r}")
+            _complete([(f, False, error) for b in batches for f in b.futures if not f.done()])
+            raise
+
+    def _watch(self) -> None:
         policy = self.policy
         files_wait, sched_wait, failures = policy.files_min, policy.scheduler_min, 0
         next_query = time.monotonic() + sched_wait
@@ -251,11 +265,12 @@ class Cluster:
                     sched_wait = policy.scheduler_min if changed else grown
                 if due:
                     next_query = now + sched_wait * random.uniform(1 - policy.jitter, 1 + policy.jitter)
-                for batch in self._batches:
+                for batch in list(self._batches):
                     completions += batch.failures(now, policy.outcome_grace)
+                    completions += self._resubmit(batch)
                     self._widen(batch, now)
                     self._release_idle(batch)
-                    self._submit_deferred(batch)
+                    completions += self._submit_deferred(batch, now)
             _complete(completions)
             if progressed:
                 self._last_activity = time.monotonic()
@@ -308,18 +323,59 @@ class Cluster:
             batch.update(statuses, now, self.policy.lost_after)
         return before != [s.status for b in self._batches for s in b.subs]
 
-    def _submit_deferred(self, batch: BatchState) -> None:
-        if all(s.submitted or s.dropped for s in batch.subs):
-            return
+    def _resubmit(self, batch: BatchState) -> list[Completion]:
+        """Turn the batch's calls waiting for another attempt into new (unsubmitted) arrays,
+        which ``_submit_deferred`` then submits."""
+        if not batch.retries:
+            return []
+        waiting = [(c, batch.attempts[c], r) for c, r in batch.retries if c not in batch.resolved]
+        batch.retries.clear()
+        try:
+            plans = retry_plans(len(batch.subs), waiting, self.backend.limits, batch.max_running)
+        except SchedulerError as exc:  # the limits could not be read: try again next tick
+            batch.retries.extend((c, r) for c, _, r in waiting)
+            log.warning("cannot plan the resubmission for %s yet: %s", batch.store.name, exc)
+            return []
+        name = batch.store.name.rsplit("-", 3)[0]
+        for plan, resources in plans:
+            spec = array_specs([plan], batch.store.path, name, resources, batch.max_running)[0]
+            try:
+                path = batch.store.write_submission(plan.sub, plan.to_json(), self.backend.render(spec))
+            except OSError as exc:
+                return self._refuse(batch, SubState(plan, spec, ""), exc)
+            batch.subs.append(SubState(plan, spec, path))
+        return []
+
+    def _submit_deferred(self, batch: BatchState, now: float) -> list[Completion]:
+        """Submit what MaxSubmitJobs held back and the arrays of resubmitted calls. While the
+        scheduler is out of reach they wait; a refused one fails its own calls only."""
+        waiting = [s for s in batch.subs if not (s.submitted or s.dropped)]
+        if not waiting or now < self._submit_after:
+            return []
         if not batch.unclaimed_count():  # cancelled meanwhile: nothing left to submit for
-            for sub in batch.subs:
-                sub.dropped = sub.dropped or not sub.submitted
-            return
+            for sub in waiting:
+                sub.dropped = True
+            return []
         try:
             self._submit_ready(batch)
         except SchedulerError as exc:
-            log.error("a deferred submission of %s failed: %s", batch.store.name, exc)
-            self.cancel_batches([batch])
+            sub = next(s for s in batch.subs if not (s.submitted or s.dropped))
+            if exc.transient:
+                self._submit_after = now + self.policy.scheduler_max
+                log.warning("cannot submit %s yet, trying again later: %s", batch.store.name, exc)
+                return []
+            return self._refuse(batch, sub, exc)
+        return []
+
+    def _refuse(self, batch: BatchState, sub: SubState, error: Exception) -> list[Completion]:
+        """A submission that cannot be made fails the calls it was for, with the reason."""
+        log.error("submission %d of %s failed: %s", sub.plan.sub, batch.store.name, error)
+        sub.dropped = True
+        failed = []
+        for call in batch.unclaimed():
+            if sub.covers(batch.task(call)) and batch.claim_for_client(call):
+                failed.append((batch.futures[call], False, error))
+        return failed
 
     def close(self) -> None:
         """Cancel all live work and release the backend."""
@@ -327,62 +383,6 @@ class Cluster:
             batches = list(self._batches)
         self.cancel_batches(batches)
         self.backend.close()
-
-
-def guard_nested(allow_nested: bool) -> None:
-    element = inside_job()
-    if element and not allow_nested:
-        raise NestedSubmissionError(
-            f"this code runs inside corral job {element} and tried to submit more jobs; "
-            "pass allow_nested=True if that is what you want"
-        )
-
-
-def _pickle(fn: Callable[..., Any], calls: Sequence[Call]) -> tuple[bytes, list[bytes]]:
-    try:
-        function = pack_function(fn)
-    except Exception as exc:
-        raise SerializationError(f"cannot pickle the function {fn!r}: {exc}") from exc
-    payloads = []
-    for index, call in enumerate(calls):
-        try:
-            payloads.append(cloudpickle.dumps(call))
-        except Exception as exc:
-            raise SerializationError(f"cannot pickle the arguments of call {index}: {exc}") from exc
-    return function, payloads
-
-
-def _probes(plans: list[Plan]) -> bool:
-    """A lone pull array starts throttled to one element (one element starts about as fast as
-    a plain job, eight take twice as long), and is widened once its calls turn out long enough
-    to need more (Cluster._widen)."""
-    return len(plans) == 1 and plans[0].mode == "pull" and plans[0].elements > 1
-
-
-def _specs(
-    plans: list[Plan], batch_dir: str, name: str, resources: Resources, max_running: int | None
-) -> list[ArraySpec]:
-    """The submissions of a batch (see _probes for the first one's throttle)."""
-    probe = _probes(plans)
-    return [
-        ArraySpec(
-            batch_dir=batch_dir,
-            sub=plan.sub,
-            elements=plan.elements,
-            resources=resources,
-            job_name=f"corral-{name}"[:64],
-            python=sys.executable,
-            chdir=os.getcwd(),
-            max_running=1 if probe else max_running if plan.mode == "static" else None,
-        )  # fmt: skip
-        for plan in plans
-    ]
-
-
-def _log_pattern(store: BatchStore) -> tuple[str, str]:
-    return store.element_log_pattern("out", "{job}", "{index}"), store.element_log_pattern(
-        "err", "{job}", "{index}"
-    )
 
 
 def _complete(completions: list[Completion]) -> None:

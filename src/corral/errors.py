@@ -26,7 +26,7 @@ A call that raises returns the user's *own* exception from ``Future.result()``; 
 
 from __future__ import annotations
 
-from .job import JobState
+from .job import Attempt, JobState, describe_attempts
 
 
 class CorralError(Exception):
@@ -95,6 +95,8 @@ class JobError(CorralError):
         node: str | None = None,
         reason: str = "",
         stderr_tail: str = "",
+        attempts: tuple[Attempt, ...] = (),
+        work_dir: str = "",
     ) -> None:
         self.state = state
         self.job_id = job_id
@@ -103,6 +105,9 @@ class JobError(CorralError):
         self.node = node
         self.reason = reason
         self.stderr_tail = stderr_tail
+        #: Every attempt of the call, when it was resubmitted (the last one is this error's).
+        self.attempts = attempts
+        self.work_dir = work_dir  # the batch's folder, which keeps the call's logs
         where = f" on {node}" if node else ""
         why = f" ({reason})" if reason else ""
         message = (
@@ -112,6 +117,10 @@ class JobError(CorralError):
         if stderr_tail.strip():
             indented = "\n".join("    " + line for line in stderr_tail.rstrip().splitlines())
             message += f"\n  stderr (last lines):\n{indented}"
+        if len(attempts) > 1:
+            message += "\n  " + describe_attempts(attempts).replace("\n", "\n  ")
+        if work_dir:
+            message += f"\n  work dir: {work_dir}"
         super().__init__(message)
 
     def __reduce__(self) -> tuple[object, ...]:  # keyword-only __init__ needs help to pickle

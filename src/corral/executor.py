@@ -15,9 +15,11 @@ from typing import Any
 
 from .backends import get_backend
 from .backends.base import Backend, Submission
-from .cluster import Call, Cluster
+from .cluster import Cluster
 from .futures import CorralFuture
 from .resources import Resources
+from .retry import RetryPolicy
+from .submitting import Call
 from .tracking import BatchState
 
 
@@ -30,6 +32,11 @@ class Executor(concurrent.futures.Executor):
     keywords (``time``, ``cpus``, ``memory``, ``gpus``, ``partition``, ``extra={...}``, ...)
     apply to every job; an unknown or malformed one raises ResourceError right here.
 
+    A call whose job died of something that is not its fault (node failure, preemption, a
+    job lost by the scheduler) is resubmitted, up to ``max_retries`` times. Its own exception
+    is retried only when its type is in ``retry_on``; a time limit or out-of-memory only when
+    ``time_factor`` or ``memory_factor`` say how much more to ask for (see :mod:`corral.retry`).
+
     Leaving a ``with`` block on an exception (Ctrl-C included) cancels the executor's jobs.
     """
 
@@ -40,10 +47,16 @@ class Executor(concurrent.futures.Executor):
         *,
         max_running: int | None = None,
         allow_nested: bool = False,
+        max_retries: int = 3,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
+        time_factor: float | None = None,
+        memory_factor: float | None = None,
         cluster: Cluster | None = None,
         **resources: Any,
     ) -> None:
         self.resources = Resources.from_options(**resources)
+        retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+        self.retry = RetryPolicy(max_retries, retry_types, time_factor, memory_factor)
         if max_running is not None and max_running < 1:
             raise ValueError(f"max_running={max_running!r} must be at least 1")
         if cluster is None:
@@ -112,6 +125,7 @@ class Executor(concurrent.futures.Executor):
             chunksize=chunksize,
             max_running=self.max_running,
             allow_nested=self.allow_nested,
+            retry=self.retry,
         )
         with self._lock:
             self._batches = [b for b in self._batches if not b.done]

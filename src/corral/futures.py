@@ -78,8 +78,9 @@ def mark_cancelled(future: concurrent.futures.Future[Any]) -> bool:
     return True
 
 
-def decode_outcome(outcome: Outcome, call: int, batch: str) -> tuple[bool, Any]:
-    """(True, value) or (False, exception) for an outcome the worker wrote."""
+def decode_outcome(outcome: Outcome, call: int, batch: str, path: str = "") -> tuple[bool, Any]:
+    """(True, value) or (False, exception) for an outcome the worker wrote. An exception gets
+    a note naming the call, its node and job, and the work dir ``path`` that keeps its logs."""
     where = f"call {call} of batch {batch!r}, on {outcome.host} (job {outcome.element})"
     if outcome.ok:
         try:
@@ -97,5 +98,5 @@ def decode_outcome(outcome: Outcome, call: int, batch: str) -> tuple[bool, Any]:
         exc_value = RemoteError(outcome.type_name, outcome.message, outcome.traceback)
     exc_value.__cause__ = RemoteTraceback(outcome.traceback)
     if sys.version_info >= (3, 11):
-        exc_value.add_note(f"(raised in {where})")
+        exc_value.add_note(f"(raised in {where}{'; its files are in ' + path if path else ''})")
     return False, exc_value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 
 class JobState(enum.Enum):
@@ -46,3 +47,33 @@ class ElementStatus:
 def element_id(job_id: str, index: int) -> str:
     """The id of array element ``index`` of array job ``job_id``."""
     return f"{job_id}_{index}"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one attempt of a call ended without a result (what the error lists)."""
+
+    attempt: int
+    job_id: str | None
+    state: str  # a JobState name, or the exception type for a retried exception
+    node: str | None = None
+    reason: str = ""
+
+    def __str__(self) -> str:
+        where = f" on {self.node}" if self.node else ""
+        why = f": {self.reason}" if self.reason else ""
+        return f"attempt {self.attempt + 1}: job {self.job_id or '(never started)'} {self.state}{where}{why}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "job_id": self.job_id,
+            "state": self.state,
+            "node": self.node,
+            "reason": self.reason,
+        }
+
+
+def describe_attempts(attempts: list[Attempt] | tuple[Attempt, ...]) -> str:
+    """``tried N times:`` and one line per attempt, for error messages."""
+    return "tried {} times:\n{}".format(len(attempts), "\n".join(f"  {a}" for a in attempts))

@@ -43,6 +43,10 @@ class Plan:
             "total_elements": self.total_elements,
         }
 
+    def covers(self, call: int, attempt: int) -> bool:
+        """True when this submission's elements may run attempt ``attempt`` of ``call``."""
+        return any(start <= call < end and a == attempt for start, end, a in self.ranges)
+
     def calls(self) -> range | list[int]:
         if len(self.ranges) == 1:
             return range(self.ranges[0][0], self.ranges[0][1])
@@ -93,3 +97,15 @@ def element_of_call(plan: Plan, call: int) -> int | None:
     if plan.mode != "static":
         return None
     return (call - plan.ranges[0][0]) // plan.chunk
+
+
+def plan_tasks(
+    sub: int, tasks: list[tuple[int, int]], limits: Limits, *, max_running: int | None = None
+) -> Plan:
+    """A pull submission for a few scattered calls, each at its own attempt: how failed
+    calls are resubmitted (only those calls, in as few elements as the slots allow)."""
+    elements = max(
+        1, min(len(tasks), limits.slots, max_running or len(tasks), elements_per_submission(limits))
+    )
+    ranges = tuple((call, call + 1, attempt) for call, attempt in sorted(tasks))
+    return Plan(sub, elements, "pull", ranges, first_element=0, total_elements=elements)

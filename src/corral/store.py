@@ -16,6 +16,8 @@ Layout (every folder 0700, every file written atomically: temporary file, then r
         logs/<i>.<a>.out|err      the call's own stdout and stderr
         logs/job-<job>_<k>.out|err   array element k's stdout and stderr, as the scheduler wrote them
         results/<i>.<a>.pkl       the call's outcome: its value, or its exception with the traceback
+        attempts/<i>.<a>.json     how attempt a of call i ended without a result (job, state, node),
+                                  written by the client when it resubmits or fails the call
 
 Nothing here is deleted by a job: a requeued job must be able to start again.
 """
@@ -91,7 +93,7 @@ class BatchStore:
         safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in hint)[:40] or "batch"
         path = os.path.join(root, f"{safe}-{stamp}-{secrets.token_hex(3)}")
         transport.makedirs(root)
-        for sub in ("subs", "claims", "logs", "results"):
+        for sub in ("subs", "claims", "logs", "results", "attempts"):
             transport.makedirs(os.path.join(path, sub))
         return cls(path, transport)
 
@@ -169,6 +171,20 @@ class BatchStore:
         data = self.transport.read_bytes(self._p("results", f"{task_name(call, attempt)}.pkl"))
         outcome: Outcome = pickle.loads(data)
         return outcome
+
+    def record_attempt(self, call: int, attempt: int, record: dict[str, Any]) -> None:
+        """Keep how an attempt ended (see :class:`corral.job.Attempt`)."""
+        path = self._p("attempts", f"{task_name(call, attempt)}.json")
+        self.transport.write_bytes(path, json.dumps(record).encode())
+
+    def attempts(self) -> dict[tuple[int, int], dict[str, Any]]:
+        """Every recorded attempt, by (call, attempt)."""
+        found: dict[tuple[int, int], dict[str, Any]] = {}
+        for name in self.transport.listdir(self._p("attempts")):
+            task = parse_task_name(name.removesuffix(".json"))
+            if task is not None and name.endswith(".json"):
+                found[task] = json.loads(self.transport.read_bytes(self._p("attempts", name)))
+        return found
 
     def call_log(self, call: int, attempt: int, stream: str) -> str:
         """Path of a call's own ``"out"`` or ``"err"`` stream."""

@@ -4,10 +4,16 @@ finished, and which failed because their job ended without an outcome.
 A call is *resolved* once its future is done: by its outcome file, by a job error, or by a
 cancel. A call fails only after its job has been final for ``grace`` seconds with no outcome,
 so that outcome files delayed by a slow shared filesystem are still read.
+
+A failure the retry policy forgives (see :mod:`corral.retry`) does not resolve the call: the
+call moves on to its next attempt, which waits in ``retries`` until the engine submits it in
+a new small array; each failed attempt is recorded in the work dir.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,9 +22,13 @@ from typing import Any
 from .backends.base import ArraySpec
 from .errors import JobError, job_error
 from .futures import CorralFuture, decode_outcome
-from .job import ElementStatus, JobState, element_id
+from .job import Attempt, ElementStatus, JobState, element_id
 from .planning import Plan, element_of_call
-from .store import CLIENT_CANCEL, BatchStore
+from .resources import Resources
+from .retry import RetryPolicy, attempts_note
+from .store import CLIENT_CANCEL, BatchStore, Outcome
+
+log = logging.getLogger(__name__)
 
 Completion = tuple[CorralFuture, bool, Any]  # future, ok, value or exception
 
@@ -56,6 +66,9 @@ class SubState:
         assert self.job_id is not None
         return element_id(self.job_id, index)
 
+    def covers(self, task: tuple[int, int]) -> bool:
+        return self.plan.covers(*task)
+
 
 class BatchState:
     """Bookkeeping of one batch. What changes it runs under the cluster's lock; the futures'
@@ -68,6 +81,7 @@ class BatchState:
         n_calls: int,
         subs: list[SubState],
         cancel_call: Callable[[BatchState, int], bool],
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.store = store
         self.subs = subs
@@ -80,6 +94,11 @@ class BatchState:
         self._seen_results: set[tuple[int, int]] = set()
         self._claimants: dict[tuple[int, int], str] = {}
         self._cancel_call = cancel_call
+        self.retry = retry or RetryPolicy(max_retries=0)
+        self.history: dict[int, list[Attempt]] = {}  # failed attempts, by call
+        self.retries: list[tuple[int, Resources]] = []  # next attempts waiting to be submitted
+        self._unclaimed = set(range(n_calls))  # calls whose current attempt nobody took
+        self.max_running: int | None = None  # the throttle its arrays (and resubmissions) get
 
     # -- for the futures ------------------------------------------------------------------------
 
@@ -106,8 +125,11 @@ class BatchState:
         if who is not None:
             return who
         sub, index = self.sub_of(call)
-        if sub is None or sub.job_id is None:
-            return next((s.job_id for s in self.subs if s.job_id), None)
+        if sub is None:
+            task = self.task(call)
+            return next((s.job_id for s in self.subs if s.job_id and s.covers(task)), None)
+        if sub.job_id is None:
+            return None
         return sub.element(index) if index is not None else sub.job_id
 
     def state_of(self, call: int) -> JobState:
@@ -123,10 +145,16 @@ class BatchState:
 
     def sub_of(self, call: int) -> tuple[SubState | None, int | None]:
         """For a static plan, the submission and element index that run ``call``."""
+        task = self.task(call)
         for sub in self.subs:
-            if sub.plan.mode == "static" and call in sub.plan.calls():
+            if sub.plan.mode == "static" and sub.covers(task):
                 return sub, element_of_call(sub.plan, call)
         return None, None
+
+    def sub_of_job(self, job_id: str) -> SubState | None:
+        """The submission of an array job, or of one of its elements (``"<job>_<index>"``)."""
+        job = job_id.split("_", 1)[0]
+        return next((s for s in self.subs if s.job_id == job), None)
 
     # -- reading the work dir -------------------------------------------------------------------
 
@@ -135,33 +163,79 @@ class BatchState:
         return len(self.resolved) == len(self.futures)
 
     def unclaimed_count(self) -> int:
-        """Calls no element (nor the client) has taken yet: each call has one claim per attempt."""
-        return len(self.futures) - len(self.claimed)
+        """Calls whose current attempt no element (nor the client) has taken yet."""
+        return len(self._unclaimed)
 
     def unclaimed(self) -> list[int]:
-        return [
-            c for c in range(len(self.futures)) if c not in self.resolved and self.task(c) not in self.claimed
-        ]
+        return sorted(self._unclaimed)
 
     def scan(self) -> list[Completion]:
         """Read new claims and outcomes; return the futures they complete."""
         completions: list[Completion] = []
         for task in self.store.claimed() - self.claimed:
             self.claimed.add(task)
+            if task != self.task(task[0]):
+                continue
+            self._unclaimed.discard(task[0])
             if self.first_claim_at is None and task not in self.client_claims:
                 self.first_claim_at = time.monotonic()
             future = self.futures[task[0]]
-            if task not in self.client_claims and task == self.task(task[0]) and not future.done():
+            if task not in self.client_claims and not (future.running() or future.done()):
                 future.set_running_or_notify_cancel()
-        for task in self.store.finished() - self._seen_results:
+        for task in sorted(self.store.finished() - self._seen_results):
             self._seen_results.add(task)
             call = task[0]
-            if call in self.resolved or task != self.task(call):
+            if call in self.resolved:
                 continue
-            ok, value = decode_outcome(self.store.read_outcome(*task), call, self.store.name)
-            self.resolved.add(call)
+            outcome = self.store.read_outcome(*task)
+            current = task == self.task(call)
+            if not current and not outcome.ok:
+                continue  # a late failure of an attempt already given up on
+            ok, value = decode_outcome(outcome, call, self.store.name, self.store.path)
+            if not ok and self._forgiven(call, value, outcome):
+                continue
+            if not current:  # an earlier attempt succeeded after all: the next need not run
+                self.claim_for_client(call)
+            self._resolve(call)
+            if not ok and len(self.history.get(call, ())) > 1 and sys.version_info >= (3, 11):
+                value.add_note(attempts_note(self.history[call]))
             completions.append((self.futures[call], ok, value))
         return completions
+
+    def _forgiven(self, call: int, error: BaseException, outcome: Outcome) -> bool:
+        """Record the call's exception as a failed attempt; True when it is retried."""
+        kind = type(error)
+        record = Attempt(
+            self.attempts[call], outcome.element or None, f"raised {kind.__qualname__}", outcome.host,
+            str(error)[:200],
+        )  # fmt: skip
+        sub = self.sub_of_job(outcome.element) if outcome.element else None
+        return self._next_attempt(call, record, error, sub)
+
+    def _next_attempt(self, call: int, record: Attempt, error: BaseException, sub: SubState | None) -> bool:
+        """Keep ``record``; when the retry policy allows, queue the call's next attempt."""
+        self.history.setdefault(call, []).append(record)
+        try:
+            self.store.record_attempt(call, record.attempt, record.to_json())
+        except OSError as exc:
+            log.warning("could not record attempt %s of call %d: %s", record.attempt, call, exc)
+        if sub is None:
+            return False
+        resources = self.retry.next_resources(error, self.attempts[call] + 1, sub.spec.resources)
+        if resources is None:
+            return False
+        self.attempts[call] += 1
+        self._unclaimed.add(call)
+        self.retries.append((call, resources))
+        log.warning(
+            "call %d of %s: %s; resubmitting it (attempt %d of at most %d)",
+            call, self.store.name, record, self.attempts[call] + 1, self.retry.max_retries + 1,
+        )  # fmt: skip
+        return True
+
+    def _resolve(self, call: int) -> None:
+        self.resolved.add(call)
+        self._unclaimed.discard(call)
 
     # -- the scheduler's view -------------------------------------------------------------------
 
@@ -217,8 +291,14 @@ class BatchState:
             sub, index = found
             if now - sub.final_at[index] < grace:
                 continue
-            self.resolved.add(call)
-            failed.append((self.futures[call], False, self._error(call, sub, index, who)))
+            error = self._error(call, sub, index, who)
+            record = Attempt(self.attempts[call], error.job_id, error.state.name, error.node, error.reason)
+            if self._next_attempt(call, record, error, sub):
+                continue
+            if len(self.history[call]) > 1:
+                error = self._error(call, sub, index, who, tuple(self.history[call]))
+            self._resolve(call)
+            failed.append((self.futures[call], False, error))
         return failed
 
     def _unclaimed_end(self, call: int) -> tuple[SubState, int] | None:
@@ -227,15 +307,19 @@ class BatchState:
         sub, index = self.sub_of(call)
         if sub is not None and index is not None:
             return (sub, index) if index in sub.final_at else None
-        if not all(s.all_final for s in self.subs):
+        task = self.task(call)
+        subs = [s for s in self.subs if s.covers(task)]
+        if not subs or not all(s.all_final for s in subs):
             return None
-        ends = [(s, i) for s in self.subs if s.submitted for i in s.final_at]
+        ends = [(s, i) for s in subs if s.submitted for i in s.final_at]
         if not ends:
             return None
         failing = [e for e in ends if e[0].status[e[1]].state is not JobState.COMPLETED]
         return max(failing or ends, key=lambda e: e[0].final_at[e[1]])
 
-    def _error(self, call: int, sub: SubState, index: int, who: str | None) -> JobError:
+    def _error(
+        self, call: int, sub: SubState, index: int, who: str | None, attempts: tuple[Attempt, ...] = ()
+    ) -> JobError:
         status = sub.status[index]
         streams = [self.store.call_log(*self.task(call), "err")] if who else []
         streams.append(self.store.element_log(sub.element(index), "err"))
@@ -248,6 +332,8 @@ class BatchState:
             node=status.node,
             reason=status.reason,
             stderr_tail=tail,
+            attempts=attempts,
+            work_dir=self.store.path,
         )
 
     def claim_for_client(self, call: int) -> bool:
@@ -260,7 +346,7 @@ class BatchState:
             return False
         self.claimed.add(task)
         self.client_claims.add(task)
-        self.resolved.add(call)
+        self._resolve(call)
         return True
 
 

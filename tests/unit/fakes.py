@@ -9,16 +9,25 @@ import os
 import re
 from collections.abc import Sequence
 
+from corral.store import BatchStore
 from corral.transports.base import CommandResult
 from corral.transports.local import LocalTransport
-from corral.worker import run_element
+from corral.worker import element_order, run_element
+
+DOWN = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)\n"
 
 
 class FakeSlurm(LocalTransport):
     """Local files, scripted scheduler commands. ``calls`` records every argv."""
 
     def __init__(
-        self, *, run_jobs: bool = True, fail_sbatch_after: int | None = None, forget: bool = False
+        self,
+        *,
+        run_jobs: bool = True,
+        fail_sbatch_after: int | None = None,
+        forget: bool = False,
+        node_fail: int = 0,
+        down_for: int = 0,
     ) -> None:
         self.calls: list[list[str]] = []
         self.run_jobs = run_jobs
@@ -26,6 +35,8 @@ class FakeSlurm(LocalTransport):
         self.forget = forget  # the scheduler forgets jobs at once: neither squeue nor sacct knows them
         self.jobs: dict[str, list[str]] = {}  # job id -> state per element
         self.max_queued = 0
+        self.node_fail = node_fail  # this many elements take a call, then their node dies
+        self.down_for = down_for  # this many sbatch commands find the controller down
         self._next = 100
 
     def names(self) -> list[str]:
@@ -42,6 +53,9 @@ class FakeSlurm(LocalTransport):
         submitted = sum(1 for a in self.calls if a[0] == "sbatch")
         if self.fail_sbatch_after is not None and submitted > self.fail_sbatch_after:
             return 1, "", "sbatch: error: Batch job submission failed: Invalid partition name specified\n"
+        if self.down_for > 0:
+            self.down_for -= 1
+            return 1, "", DOWN
         script = argv[-1]
         text = open(script).read()
         elements = int(re.search(r"--array=0-(\d+)", text).group(1)) + 1  # type: ignore[union-attr]
@@ -53,9 +67,22 @@ class FakeSlurm(LocalTransport):
             batch_dir = os.path.dirname(os.path.dirname(script))
             sub = int(os.path.basename(script).split(".")[0])
             for index in range(elements):
+                if self.node_fail > 0:
+                    self.node_fail -= 1
+                    self._die(batch_dir, sub, index, f"{job}_{index}")
+                    self.jobs[job][index] = "NODE_FAIL"
+                    continue
                 run_element(batch_dir, sub, index, f"{job}_{index}")
                 self.jobs[job][index] = "COMPLETED"
         return 0, f"{job}\n", ""
+
+    @staticmethod
+    def _die(batch_dir: str, sub: int, index: int, element: str) -> None:
+        """Take the element's first free call, then die with the node (no outcome)."""
+        store = BatchStore(batch_dir, LocalTransport())
+        for call, attempt in element_order(store.read_plan(sub), index):
+            if store.claim(call, attempt, f"{element} n1 0"):
+                return
 
     def queued(self) -> int:
         return sum(s in ("PENDING", "RUNNING") for states in self.jobs.values() for s in states)

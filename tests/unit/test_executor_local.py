@@ -252,6 +252,7 @@ def test_work_dir_records_the_batch(make_executor, workdir) -> None:
     batch = os.path.join(workdir, future.batch)
     assert os.stat(workdir).st_mode & 0o777 == 0o700
     assert sorted(os.listdir(batch)) == [
+        "attempts",
         "calls.bin",
         "calls.idx",
         "claims",

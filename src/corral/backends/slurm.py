@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ..errors import SchedulerError, SubmissionError
 from ..job import ElementStatus
 from ..resources import Resources
-from ..transports.base import Transport
+from ..transports.base import CommandResult, Transport
 from .base import ArraySpec, Backend, Limits, env_int
 from .slurm_text import (
     SACCT_FIELDS,
@@ -24,6 +24,7 @@ from .slurm_text import (
     config_int,
     enforces_limits,
     parse_config,
+    parse_job_commands,
     parse_max_submit,
     parse_sacct,
     parse_sbatch,
@@ -32,7 +33,9 @@ from .slurm_text import (
     render_script,
     scancel_says_gone,
     squeue_says_unknown,
+    submission_unknown,
     throttle_update_ok,
+    transient_failure,
 )
 
 log = logging.getLogger(__name__)
@@ -69,15 +72,38 @@ class SlurmBackend(Backend):
                 f"the work dir {spec.batch_dir!r} contains '%', which sbatch reads as a pattern"
             )
         argv = self.submit_argv(spec, script_path, log_pattern)
-        result = self.run(argv)
+        try:
+            result = self.run(argv, idempotent=False)
+        except SchedulerError as exc:  # timed out: the job may exist all the same
+            if exc.transient and (job := self._submitted(script_path)):
+                return job
+            raise SubmissionError(str(exc), argv=argv, transient=exc.transient) from exc
         if result.returncode != 0:
+            if submission_unknown(result.stderr) and (job := self._submitted(script_path)):
+                return job
             raise SubmissionError(
                 f"sbatch refused submission {spec.sub} of {spec.batch_dir}: {result.stderr.strip()}\n"
                 f"  command: {shlex.join(argv)}",
                 argv=argv,
                 stderr=result.stderr,
+                transient=transient_failure(result.stderr),
             )
         return parse_sbatch(result.stdout)
+
+    def _submitted(self, script_path: str) -> str | None:
+        """After an sbatch whose answer was lost: the job that runs ``script_path``, if the
+        controller did take it (each submission has its own script file)."""
+        try:
+            result = self.check(["squeue", "-h", "-u", getpass.getuser(), "-o", "%F|%o"])
+        except SchedulerError:
+            return None
+        jobs = [job for job, command in parse_job_commands(result.stdout).items() if command == script_path]
+        return jobs[0] if jobs else None
+
+    def transient(self, result: CommandResult) -> bool:
+        if result.argv[:1] == ("sbatch",) and submission_unknown(result.stderr):
+            return False  # retried only once we know the job was not created (see submit)
+        return transient_failure(result.stderr)
 
     def poll(self, job_ids: Sequence[str]) -> dict[str, ElementStatus]:
         if not job_ids:

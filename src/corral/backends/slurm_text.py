@@ -220,3 +220,42 @@ _INT = re.compile(r"\d+")
 def config_int(config: dict[str, str], key: str) -> int | None:
     match = _INT.match(config.get(key, ""))
     return int(match.group()) if match else None
+
+
+#: Messages of SLURM's client commands that mean the controller (or slurmdbd) is busy,
+#: restarting or out of reach: the same command may work a little later.
+TRANSIENT_MESSAGES = (
+    "Unable to contact slurm controller",
+    "Socket timed out on send/recv",
+    "Zero Bytes were transmitted or received",
+    "Resource temporarily unavailable",
+    "temporarily unable to accept job",
+    "Transport endpoint is not connected",
+    "backup controller in standby mode",
+    "Communication connection failure",
+    "slurm_persist_conn_open",
+    "Connection refused",
+    "Unexpected message received",  # scontrol update, while slurmctld is down
+)
+#: Of those, the ones after which a submission may still have reached the controller.
+AMBIGUOUS_MESSAGES = ("Socket timed out on send/recv", "Zero Bytes were transmitted or received")
+
+
+def transient_failure(stderr: str) -> bool:
+    """True when a failed command's stderr says SLURM is busy or out of reach."""
+    return any(message in stderr for message in TRANSIENT_MESSAGES)
+
+
+def submission_unknown(stderr: str) -> bool:
+    """True when a failed sbatch may nevertheless have submitted its job (the reply was lost)."""
+    return any(message in stderr for message in AMBIGUOUS_MESSAGES)
+
+
+def parse_job_commands(stdout: str) -> dict[str, str]:
+    """``squeue -h -o %F|%o`` lines -> {array job id: the script it runs}."""
+    found: dict[str, str] = {}
+    for line in stdout.splitlines():
+        job, sep, command = line.partition("|")
+        if sep and job.strip().isdigit():
+            found.setdefault(job.strip(), command.strip())
+    return found
