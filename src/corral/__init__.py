@@ -2,7 +2,7 @@
 
 The layers, top to bottom::
 
-    Executor  (Pool · task · sweep to come)     front-ends: turn calls into batches, hand back futures
+    Executor · Pool  (task · sweep to come)     front-ends: turn calls into batches, hand back futures
                 │ batches of calls
              Cluster ── BatchStore               engine: write calls, submit arrays, poll in bulk,
                 │ script text, job ids           complete futures       (cluster.py, store.py)
@@ -45,7 +45,9 @@ if TYPE_CHECKING:
     from .futures import CorralFuture
     from .job import JobState
     from .policy import PollPolicy
+    from .pool import AsyncResult, Pool
     from .resources import Resources
+    from .retry import RetryPolicy
 
 #: public name -> module that defines it. Loaded on first use, so that the worker, which
 #: imports this package on every compute node, starts as fast as a bare interpreter can.
@@ -56,6 +58,9 @@ _LAZY = {
     "Cluster": ("cluster", "Cluster"),
     "PollPolicy": ("policy", "PollPolicy"),
     "Executor": ("executor", "Executor"),
+    "Pool": ("pool", "Pool"),
+    "AsyncResult": ("pool", "AsyncResult"),
+    "RetryPolicy": ("retry", "RetryPolicy"),
     "get_executor": ("executor", "get_executor"),
     "CorralFuture": ("futures", "CorralFuture"),
     "JobState": ("job", "JobState"),
@@ -79,6 +84,7 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncResult",
     "BACKENDS",
     "Cluster",
     "CorralError",
@@ -95,10 +101,12 @@ __all__ = [
     "NestedSubmissionError",
     "NodeFailureError",
     "PollPolicy",
+    "Pool",
     "RemoteError",
     "RemoteTraceback",
     "ResourceError",
     "Resources",
+    "RetryPolicy",
     "SchedulerError",
     "SerializationError",
     "Submission",

@@ -67,11 +67,13 @@ class Cluster:
         max_running: int | None = None,
         allow_nested: bool = False,
         retry: RetryPolicy | None = None,
+        after: BatchState | None = None,
     ) -> BatchState:
         """Write the calls to a new batch folder and submit them as array jobs. Everything
         that can fail before the scheduler sees the batch (pickling, limits) fails here, and a
         refused submission cancels the parts already submitted. ``retry`` says which failed
-        calls are resubmitted (none by default)."""
+        calls are resubmitted (none by default). A batch submitted ``after`` another waits in
+        the work dir until that one is done (how a Pool keeps to its ``processes``)."""
         guard_nested(allow_nested)
         function, payloads = pickle_calls(fn, calls)
         plans = plan_batch(
@@ -92,6 +94,7 @@ class Cluster:
             subs.append(SubState(plan, spec, path, probing=probing))
         batch = BatchState(store, len(calls), subs, self.cancel_call, retry)
         batch.max_running = max_running
+        batch.after = after
         with self._lock:
             self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
             self._last_activity = time.monotonic()
@@ -128,6 +131,8 @@ class Cluster:
 
     def _submit_ready(self, batch: BatchState) -> None:
         """Submit the batch's submissions that MaxSubmitJobs leaves room for; defer the rest."""
+        if batch.after is not None and not batch.after.done:
+            return
         for sub in batch.subs:
             if sub.submitted or sub.dropped:
                 continue

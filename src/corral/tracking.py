@@ -99,6 +99,7 @@ class BatchState:
         self.retries: list[tuple[int, Resources]] = []  # next attempts waiting to be submitted
         self._unclaimed = set(range(n_calls))  # calls whose current attempt nobody took
         self.max_running: int | None = None  # the throttle its arrays (and resubmissions) get
+        self.after: BatchState | None = None  # not submitted before this batch is done
 
     # -- for the futures ------------------------------------------------------------------------
 
