@@ -100,6 +100,7 @@ class BatchState:
         self._unclaimed = set(range(n_calls))  # calls whose current attempt nobody took
         self.max_running: int | None = None  # the throttle its arrays (and resubmissions) get
         self.after: BatchState | None = None  # not submitted before this batch is done
+        self._ended_at: list[float] = []  # when elements turned final, until their grace is over
 
     # -- for the futures ------------------------------------------------------------------------
 
@@ -270,9 +271,14 @@ class BatchState:
                 sub.status[index] = status
                 if status.state.is_final:
                     sub.final_at[index] = now
+                    self._ended_at.append(now)
 
     def failures(self, now: float, grace: float) -> list[Completion]:
-        """Calls whose job has been final, with no outcome, for longer than ``grace``."""
+        """Calls whose job has been final, with no outcome, for longer than ``grace``. Only
+        looked for when an element's grace period is over, not on every tick."""
+        if not self._ended_at or min(self._ended_at) + grace > now:
+            return []
+        self._ended_at = [t for t in self._ended_at if t + grace > now]
         by_element = {
             sub.element(i): (sub, i) for sub in self.subs if sub.job_id is not None for i in sub.final_at
         }

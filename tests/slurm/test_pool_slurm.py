@@ -115,3 +115,16 @@ def test_a_multiprocessing_script_runs_on_the_cluster_with_only_its_import_chang
     assert len(batches) == 5  # map, starmap, imap, imap_unordered, apply_async: one batch each
     for batch in batches:
         assert (batch / "subs" / "0.job").read_text().strip().isdigit()  # each went through sbatch
+
+
+def test_no_job_before_there_is_work_and_none_idles_after(tmp_path: Path, fresh_queue: None) -> None:
+    p = pool(tmp_path)
+    assert squeue("-u", "root", "-o", "%i").strip() == ""  # a pool alone asks for nothing
+    assert p.map(abs, range(-300, 0)) == list(range(300, 0, -1))
+    # its elements leave as soon as the calls are taken: none waits in the queue for work
+    wait_for(
+        lambda: squeue("-u", "root", "-t", "PENDING,RUNNING", "-o", "%i").strip() == "",
+        30,
+        "idle elements to go",
+    )
+    p.terminate()

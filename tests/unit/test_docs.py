@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = [ROOT / "docs" / "executor.md"]
+PAGES = [ROOT / "docs" / "executor.md", ROOT / "docs" / "pool.md"]
 BLOCKS = [
     pytest.param(code, id=f"{page.name}:{n}")
     for page in PAGES
