@@ -80,13 +80,25 @@ class AsyncResult(Generic[T]):
             self._finish()
 
     def _finish(self) -> None:
+        """Run the callback, then mark the result ready (so that ``get`` returning means the
+        callback has run, as in multiprocessing). Callbacks get a thread of their own: one
+        that blocks, or waits on this pool, must not stall corral's poll loop."""
+        callback, error_callback = self._callbacks
+        if callback is None and error_callback is None:
+            self._done.set()
+        else:
+            threading.Thread(target=self._call_back, name="corral-pool-callback", daemon=True).start()
+
+    def _call_back(self) -> None:
         callback, error_callback = self._callbacks
         error = self._first_error()
-        self._done.set()
-        if error is None and callback is not None:
-            callback(self._value())
-        elif error is not None and error_callback is not None:
-            error_callback(error)
+        try:
+            if error is None and callback is not None:
+                callback(self._value())
+            elif error is not None and error_callback is not None:
+                error_callback(error)
+        finally:
+            self._done.set()
 
     def _first_error(self) -> BaseException | None:
         for future in self._futures:

@@ -116,3 +116,12 @@ def test_bad_arguments_fail_before_anything_runs(workdir: str) -> None:
     with corral.Pool(backend="local", directory=workdir) as pool, pytest.raises(corral.SerializationError):
         pool.map(square, [threading.Lock()])
     assert not os.path.exists(workdir)  # pickling fails before the work dir is made
+
+
+def test_a_callback_may_use_the_pool_itself(pool: corral.Pool) -> None:
+    follow_ups: list[list[int]] = []
+    first = pool.map_async(
+        square, range(3), callback=lambda values: follow_ups.append(pool.map(square, values))
+    )
+    first.get(timeout=60)  # returns once the callback, which waited on a second map, is done
+    assert follow_ups == [[0, 1, 16]]
