@@ -273,6 +273,8 @@ class Cluster:
                 for batch in list(self._batches):
                     completions += batch.failures(now, policy.outcome_grace)
                     completions += self._resubmit(batch)
+                    if failures:  # the scheduler is out of reach: no commands under the lock
+                        continue
                     self._widen(batch, now)
                     self._release_idle(batch)
                     completions += self._submit_deferred(batch, now)

@@ -1,5 +1,6 @@
-"""corral.Pool against multiprocessing.Pool, on every backend: the same calls give the same
-results, the same order and the same errors. The real clusters are started by the fixtures."""
+"""corral.Pool against multiprocessing.Pool, on every backend (local, the real SLURM cluster and
+the real SGE cell, which the fixtures start): the same calls give the same results, the same
+order and the same errors, and ``processes`` bounds the calls running at once."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import pytest
 import corral
 from corral.policy import PollPolicy
 
+from ..sge.helpers import cell
 from ..slurm.helpers import cluster
 
-BACKENDS = ["local", "slurm"]
+BACKENDS = ["local", "slurm", "sge"]
 QUICK = PollPolicy(outcome_grace=1.0, scheduler_min=0.5, scheduler_max=2.0)
 
 
@@ -53,6 +55,8 @@ def reference() -> Iterator[multiprocessing.pool.Pool]:
 def backend_name(request: pytest.FixtureRequest) -> str:
     if request.param == "slurm":
         cluster("start")
+    elif request.param == "sge":
+        cell("start")
     return str(request.param)
 
 

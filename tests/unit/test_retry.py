@@ -14,6 +14,7 @@ import pytest
 
 import corral
 from corral.backends import base
+from corral.backends.slurm import SlurmBackend
 from corral.errors import JobError, job_error
 from corral.job import JobState
 from corral.resources import Resources
@@ -174,3 +175,10 @@ def test_a_controller_down_for_good_is_a_clear_transient_error(workdir: str, mon
     with pytest.raises(corral.SubmissionError, match="Unable to contact slurm controller") as caught:
         ex.submit(square, 1)
     assert caught.value.transient and fake.names().count("sbatch") == 2
+
+
+def test_slurmdbd_away_leaves_squeue_answers_standing(monkeypatch) -> None:
+    monkeypatch.setattr(base, "RETRY_PAUSES", (0.01,))
+    fake = FakeSlurm(run_jobs=False)
+    fake._sacct = lambda argv: (1, "", "sacct: error: Sending PersistInit msg: Connection refused\n")  # type: ignore[method-assign]
+    assert SlurmBackend(fake).poll(["4242"]) == {}  # gone from squeue, sacct away: no error

@@ -24,6 +24,8 @@ from corral.backends.slurm_text import (
     render_script,
     slurm_state,
     squeue_says_unknown,
+    submission_unknown,
+    transient_failure,
 )
 from corral.errors import SchedulerError
 
@@ -146,3 +148,26 @@ def test_script_matches_golden_file(name: str, resources: dict[str, object]) -> 
     if os.environ.get("CORRAL_REGOLD"):
         golden.write_text(text)
     assert text == golden.read_text()
+
+
+@pytest.mark.parametrize(
+    "name", ["squeue_ctld_down", "sbatch_ctld_down", "scancel_ctld_down", "scontrol_update_ctld_down",
+             "sinfo_ctld_down", "sacct_dbd_down"],
+)  # fmt: skip
+def test_an_unreachable_controller_is_transient(name: str) -> None:
+    stderr = (DATA / "slurm" / f"{name}.stderr").read_text()
+    assert transient_failure(stderr)
+    assert not submission_unknown(stderr)  # a refused connection submitted nothing
+
+
+@pytest.mark.parametrize(
+    "name", ["sbatch_bad_partition", "sbatch_bad_option", "squeue_invalid", "scancel_invalid_verbose"]
+)
+def test_a_refusal_is_not_transient(name: str) -> None:
+    assert not transient_failure((DATA / "slurm" / f"{name}.stderr").read_text())
+
+
+def test_a_lost_sbatch_answer_may_have_submitted() -> None:
+    assert submission_unknown(
+        "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
+    )

@@ -120,7 +120,10 @@ class SlurmBackend(Backend):
         gone = [j for j in job_ids if j not in seen]
         if gone:  # left the queue: ask the accounting database (with -j, sacct searches all time)
             argv = ["sacct", "-X", "-n", "-P", "-j", ",".join(gone), "-o", SACCT_FIELDS]
-            statuses += parse_sacct(self.check(argv).stdout)
+            try:
+                statuses += parse_sacct(self.check(argv).stdout)
+            except SchedulerError as exc:  # slurmdbd away: report what squeue knows; ask again later
+                log.warning("sacct failed, the jobs %s stay unreported for now: %s", ",".join(gone), exc)
         return {s.element_id: s for s in statuses}
 
     def cancel(self, job_ids: Sequence[str], *, pending_only: bool = False) -> None:
