@@ -26,7 +26,9 @@
 #   4. configures, only what differs from the wanted state:
 #      global config: min_uid/min_gid 0 (root may run jobs), accounting on and
 #        flushed at once (accounting_flush_time=0: qacct sees a job as soon as
-#        it ends), load_report_time 10 s;
+#        it ends), load_report_time 10 s, login_shells none (job shells do not
+#        read root's dotfiles: a job killed at its h_rt while pyenv's rehash ran
+#        in ~/.bashrc left a lock that then held every job for 60 s);
 #      scheduler: schedule_interval 0:0:1, flush_submit_sec/flush_finish_sec 1;
 #      this host as submit and execution host; parallel environment "smp"
 #        ($pe_slots: all slots on one host); queue all.q on this host with 4
@@ -37,13 +39,13 @@
 #      left by an earlier run).
 #
 # Timings measured on this 2-CPU VM (gVisor, SGE 8.1.9):
-#   start, first ever (apt-get install included)  ~15 s;
-#   start from stopped daemons ~1.5 s; start when already running ~0.15 s;
-#   status ~0.05 s; stop ~2 s.
-#   qsub of a trivial job -> running 0.1-1.2 s (schedule_interval 1 s) ->
-#   gone from qstat ~1 s later; qacct shows it the moment it leaves qstat
-#   (accounting_flush_time=0).  h_rt is enforced to the second or so: a job
-#   with h_rt=3 is killed 3-4 s after it started.
+#   start from nothing (apt-get install included) ~10 s; from stopped daemons
+#   ~3 s; when already running ~0.6 s (a dozen qconf look-ups); status ~0.2 s;
+#   stop ~8-10 s (qmaster takes that long to shut down after qconf -km).
+#   qsub returns in 0.05-0.1 s; the job runs 0.1-1.2 s after qsub (the
+#   scheduler runs every second); a finished job leaves qstat 0-1 s after it
+#   ends, and qacct knows it at once (accounting_flush_time=0).  h_rt is
+#   enforced to about a second: a job with h_rt=3 is killed after 3-4 s.
 #
 # Files: cell in /var/lib/gridengine/default (common/: bootstrap, act_qmaster,
 #   host_aliases, accounting), spool in /var/spool/gridengine (qmaster/messages,
@@ -86,6 +88,12 @@ show_log() {
 # the execd's message files (its spool dir is named after the name it gave itself)
 execd_logs() { compgen -G "$EXECD_SPOOL/*/messages" || true; }
 all_logs() { echo "$SPOOL/qmaster/messages" $(execd_logs); }
+
+# quiet CMD...: run CMD (qconf prints "added ..." on stderr); on failure die with its output
+quiet() {
+    local out
+    out=$("$@" 2>&1) || die "$* failed: $out"
+}
 
 # wait_for SECONDS "description" CMD...: poll CMD every 0.1 s; on time-out die with the logs
 wait_for() {
@@ -172,7 +180,7 @@ ensure_packages() {
     done
     ((${#missing[@]} == 0)) && return 0
     log "installing missing packages: ${missing[*]}"
-    local q
+    local q name type value
     for q in gridengineconfig:boolean:true gridenginecell:string:$SGE_CELL gridenginemaster:string:$HOST; do
         IFS=: read -r name type value <<<"$q"
         echo "gridengine-common shared/$name $type $value"
@@ -182,8 +190,9 @@ ensure_packages() {
     if [[ ! -e $prc ]]; then
         printf '#!/bin/sh\nexit 101\n' >"$prc"; chmod 755 "$prc"; created=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" ||
-        { ((created)) && rm -f "$prc"; die "apt-get install ${PACKAGES[*]} failed"; }
+    local out=/tmp/test-sge-apt.log
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >"$out" 2>&1 ||
+        { ((created)) && rm -f "$prc"; show_log "$out"; die "apt-get install ${PACKAGES[*]} failed"; }
     ((created)) && rm -f "$prc"
     return 0
 }
@@ -282,31 +291,32 @@ apply() {
     if [[ $current != "$wanted" ]]; then
         log "configuring $what"
         printf '%s\n' "$wanted" >"$dir/$name"
-        qconf "$opt" "$dir/$name" >/dev/null || { rm -rf "$dir"; die "qconf $opt ($what) failed"; }
+        quiet qconf "$opt" "$dir/$name"
     fi
     rm -rf "$dir"
 }
 
 configure() {
     apply "the global configuration" "-sconf global" -Mconf global \
-        min_uid=0 min_gid=0 load_report_time=00:00:10 \
+        min_uid=0 min_gid=0 load_report_time=00:00:10 login_shells=none \
         "reporting_params=accounting=true reporting=false flush_time=00:00:01 joblog=false sharelog=00:00:00 accounting_flush_time=00:00:00"
     apply "the scheduler" -ssconf -Msconf sched schedule_interval=0:0:1 flush_submit_sec=1 flush_finish_sec=1
-    qconf -ss 2>/dev/null | grep -qx "$HOST" || qconf -as "$HOST" >/dev/null
+    qconf -ss 2>/dev/null | grep -qx "$HOST" || quiet qconf -as "$HOST"
     local dir
     dir=$(mktemp -d)
     if ! qconf -se "$HOST" >/dev/null 2>&1; then
         log "adding execution host $HOST"
-        printf 'hostname %s\ncomplex_values NONE\nuser_lists NONE\nxuser_lists NONE\nprojects NONE\nxprojects NONE\n' \
-            "$HOST" >"$dir/host"
-        qconf -Ae "$dir/host" >/dev/null || die "qconf -Ae $HOST failed"
+        printf '%s\n' "hostname $HOST" "load_scaling NONE" "complex_values NONE" "user_lists NONE" \
+            "xuser_lists NONE" "projects NONE" "xprojects NONE" "usage_scaling NONE" "report_variables NONE" \
+            >"$dir/host"
+        quiet qconf -Ae "$dir/host"
     fi
     if ! qconf -sp smp >/dev/null 2>&1; then
         log "adding parallel environment smp"
         printf '%s\n' "pe_name smp" "slots 999" "user_lists NONE" "xuser_lists NONE" "start_proc_args NONE" \
             "stop_proc_args NONE" 'allocation_rule $pe_slots' "control_slaves FALSE" "job_is_first_task TRUE" \
             "urgency_slots min" "accounting_summary FALSE" "qsort_args NONE" >"$dir/smp"
-        qconf -Ap "$dir/smp" >/dev/null || die "qconf -Ap smp failed"
+        quiet qconf -Ap "$dir/smp"
     fi
     if ! qconf -sq "$QUEUE" >/dev/null 2>&1; then
         log "adding queue $QUEUE"
@@ -315,7 +325,7 @@ configure() {
         EDITOR=$dir/copy qconf -aq "$QUEUE" >/dev/null 2>&1 || true  # fails on PEs we do not have
         [[ -s $dir/template ]] || die "could not get a queue template from qconf -aq"
         normalise <"$dir/template" | set_keys "hostlist=$HOST" pe_list=smp >"$dir/$QUEUE"
-        qconf -Aq "$dir/$QUEUE" >/dev/null || die "qconf -Aq $QUEUE failed"
+        quiet qconf -Aq "$dir/$QUEUE"
     fi
     rm -rf "$dir"
     apply "queue $QUEUE" "-sq $QUEUE" -Mq "$QUEUE" "hostlist=$HOST" "slots=$SLOTS" pe_list=smp \

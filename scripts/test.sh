@@ -18,6 +18,7 @@ fi
 .venv/bin/python -m pip install -q -e '.[test]'
 
 bash scripts/test-cluster.sh start
+bash scripts/test-sge.sh start
 
 .venv/bin/ruff check src tests benchmarks examples
 .venv/bin/ruff format --check src tests benchmarks examples

@@ -6,7 +6,7 @@ The layers, top to bottom::
                 │ batches of calls
              Cluster ── BatchStore               engine: write calls, submit arrays, poll in bulk,
                 │ script text, job ids           complete futures       (cluster.py, store.py)
-      Backend (local │ sequential │ slurm)       speaks one scheduler: render text, build argv,
+      Backend (local │ seq. │ slurm │ sge)       speaks one scheduler: render text, build argv,
                 │ argv, bytes                    parse output           (backends/)
       Transport (local)                          runs a command, reads and writes files on one host
 

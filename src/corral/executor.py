@@ -26,8 +26,9 @@ from .tracking import BatchState
 class Executor(concurrent.futures.Executor):
     """Run calls as jobs on a cluster, or locally, behind the ``concurrent.futures`` API.
 
-    ``backend`` is ``"auto"`` (SLURM when a controller answers, else local), ``"slurm"``,
-    ``"local"`` (alias ``"multiprocessing"``), ``"sequential"``, or a Backend instance.
+    ``backend`` is ``"auto"`` (SLURM when a controller answers, else Grid Engine when a
+    qmaster answers, else local), ``"slurm"``, ``"sge"``, ``"local"`` (alias
+    ``"multiprocessing"``), ``"sequential"``, or a Backend instance.
     ``directory`` is the work dir (default ``$CORRAL_DIR`` or ``./.corral``). Resource
     keywords (``time``, ``cpus``, ``memory``, ``gpus``, ``partition``, ``extra={...}``, ...)
     apply to every job; an unknown or malformed one raises ResourceError right here.

@@ -31,7 +31,8 @@ class CorralFuture(concurrent.futures.Future[Any]):
     @property
     def job_id(self) -> str | None:
         """The scheduler's id of the array element running (or that ran) this call; before
-        it starts, the array job's id; None while not yet submitted."""
+        it starts, the element that will run it when that is known (``"4242_0"``), else the
+        array job's id (``"4242"``); None while not yet submitted."""
         return self._batch.job_id_of(self.call)
 
     @property

@@ -129,7 +129,10 @@ class BatchState:
         sub, index = self.sub_of(call)
         if sub is None:
             task = self.task(call)
-            return next((s.job_id for s in self.subs if s.job_id and s.covers(task)), None)
+            sub = next((s for s in self.subs if s.job_id and s.covers(task)), None)
+            if sub is None:
+                return None
+            index = 0 if sub.plan.elements == 1 else None  # a lone element is the call's own
         if sub.job_id is None:
             return None
         return sub.element(index) if index is not None else sub.job_id

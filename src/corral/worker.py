@@ -72,7 +72,8 @@ def run_element(batch_dir: str, sub: int, index: int, element: str, *, redirect:
     store = BatchStore(batch_dir, LocalTransport())
     fn = unpack_function(store.read_function())
     plan = store.read_plan(sub)
-    restarted = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+    # SLURM counts restarts of a requeued job; Grid Engine sets RESTARTED=1 on a rerun.
+    restarted = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 or os.environ.get("RESTARTED") == "1"
     who = f"{element} {os.uname().nodename} {os.getpid()}"
     ran = 0
     for call, attempt in element_order(plan, index):

@@ -1,7 +1,8 @@
 """Backends by name. Modules are imported only when their backend is asked for.
 
-``auto`` picks ``slurm`` when ``sbatch`` exists and the controller answers, else ``local``,
-and logs which. ``multiprocessing`` is another name for ``local``.
+``auto`` picks ``slurm`` when ``sbatch`` exists and the controller answers, else ``sge`` when
+the Grid Engine tools exist and qmaster answers, else ``local``, and logs which.
+``multiprocessing`` is another name for ``local``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 #: name -> "module:Class", relative to this package.
 REGISTRY: dict[str, str] = {
     "slurm": "slurm:SlurmBackend",
+    "sge": "sge:SgeBackend",
     "local": "local:LocalBackend",
     "sequential": "sequential:SequentialBackend",
 }
@@ -42,12 +44,17 @@ def resolve_name(name: str, transport: Transport | None = None) -> str:
     if name != "auto":
         backend_class(name)  # fails early on a typo
         return ALIASES.get(name, name)
+    from .sge import SgeBackend
     from .slurm import SlurmBackend
 
-    if SlurmBackend.available(transport or LocalTransport()):
+    here = transport or LocalTransport()
+    if SlurmBackend.available(here):
         log.info("backend 'auto' chose slurm: the controller answers")
         return "slurm"
-    log.info("backend 'auto' chose local: no SLURM controller answers here")
+    if SgeBackend.available(here):
+        log.info("backend 'auto' chose sge: no SLURM controller answers here, an SGE qmaster does")
+        return "sge"
+    log.info("backend 'auto' chose local: neither a SLURM controller nor an SGE qmaster answers here")
     return "local"
 
 

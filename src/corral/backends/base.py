@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import shlex
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,6 +88,8 @@ class Backend(abc.ABC):
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
+        self._limits: dict[tuple[str | None, int], Limits] = {}
+        self._limits_lock = threading.Lock()
 
     @abc.abstractmethod
     def render(self, spec: ArraySpec) -> str:
@@ -109,9 +112,18 @@ class Backend(abc.ABC):
     def cancel(self, job_ids: Sequence[str], *, pending_only: bool = False) -> None:
         """Cancel these jobs (only their pending elements when ``pending_only``)."""
 
-    @abc.abstractmethod
     def limits(self, resources: Resources) -> Limits:
-        """The limits that apply to jobs asking for ``resources``."""
+        """The limits that apply to jobs asking for ``resources``: discovered once per
+        partition (queue) and CPU count, then remembered."""
+        key = (resources.partition, resources.cpus or 1)
+        with self._limits_lock:
+            if key not in self._limits:
+                self._limits[key] = self.discover_limits(resources)
+            return self._limits[key]
+
+    def discover_limits(self, resources: Resources) -> Limits:
+        """Ask the scheduler for the limits that apply to ``resources`` (see ``limits``)."""
+        raise NotImplementedError(f"the {self.name} backend must define limits or discover_limits")
 
     def widen(self, job_id: str, max_running: int) -> None:
         """Let up to ``max_running`` elements of array ``job_id`` run at once (its throttle)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import getpass
 import logging
 import shlex
-import threading
 from collections.abc import Sequence
 
 from ..errors import SchedulerError, SubmissionError
@@ -49,8 +48,6 @@ class SlurmBackend(Backend):
     def __init__(self, transport: Transport) -> None:
         super().__init__(transport)
         self._config: dict[str, str] | None = None
-        self._limits: dict[tuple[str | None, int], Limits] = {}
-        self._lock = threading.Lock()
 
     def render(self, spec: ArraySpec) -> str:
         return render_script(spec)
@@ -145,14 +142,7 @@ class SlurmBackend(Backend):
         result = self.check(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i"])
         return len(result.stdout.split())
 
-    def limits(self, resources: Resources) -> Limits:
-        key = (resources.partition, resources.cpus or 1)
-        with self._lock:
-            if key not in self._limits:
-                self._limits[key] = self._discover(resources)
-            return self._limits[key]
-
-    def _discover(self, resources: Resources) -> Limits:
+    def discover_limits(self, resources: Resources) -> Limits:
         if self._config is None:
             self._config = parse_config(self.check(["scontrol", "show", "config"]).stdout)
         max_array = env_int("CORRAL_MAX_ARRAY_SIZE") or config_int(self._config, "MaxArraySize") or 1001

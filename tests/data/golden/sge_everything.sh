@@ -1,0 +1,19 @@
+#!/bin/bash
+# corral: batch fit-20261121-140000-abcdef, submission 1, 8 array element(s)
+#$ -S /bin/bash
+#$ -N fit_run
+#$ -t 1-8
+#$ -tc 3
+#$ -l h_rt=129600
+#$ -l h_vmem=4096M
+#$ -pe smp 4
+#$ -q gpu.q
+#$ -A proj-42
+#$ -l gpu=2
+#$ -notify
+index=$((SGE_TASK_ID - 1))  # SGE counts tasks from 1, corral its elements from 0
+out=${1//"{job}"/$JOB_ID} err=${2//"{job}"/$JOB_ID}
+exec >>"${out//"{index}"/$index}" 2>>"${err//"{index}"/$index}" || exit 1
+# SGE's own file keeps what went wrong before this point; empty, it is not needed
+[[ -f $SGE_STDOUT_PATH && ! -s $SGE_STDOUT_PATH ]] && rm -f -- "$SGE_STDOUT_PATH"
+exec /opt/venv/bin/python -m corral.worker '/home/ana/my project/.corral/fit-20261121-140000-abcdef' 1 "$index" "${JOB_ID}_$index"
