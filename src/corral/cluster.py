@@ -92,9 +92,9 @@ class Cluster:
         for plan, spec in zip(plans, specs, strict=True):
             path = store.write_submission(plan.sub, plan.to_json(), self.backend.render(spec))
             subs.append(SubState(plan, spec, path, probing=probing))
-        batch = BatchState(store, len(calls), subs, self.cancel_call, retry)
-        batch.max_running = max_running
-        batch.after = after
+        batch = BatchState(
+            store, len(calls), subs, self.cancel_call, retry, name=name, max_running=max_running, after=after
+        )
         with self._lock:
             self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
             self._last_activity = time.monotonic()
@@ -343,9 +343,8 @@ class Cluster:
             batch.retries.extend((c, r) for c, _, r in waiting)
             log.warning("cannot plan the resubmission for %s yet: %s", batch.store.name, exc)
             return []
-        name = batch.store.name.rsplit("-", 3)[0]
         for plan, resources in plans:
-            spec = array_specs([plan], batch.store.path, name, resources, batch.max_running)[0]
+            spec = array_specs([plan], batch.store.path, batch.name, resources, batch.max_running)[0]
             try:
                 path = batch.store.write_submission(plan.sub, plan.to_json(), self.backend.render(spec))
             except OSError as exc:

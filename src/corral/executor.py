@@ -56,8 +56,7 @@ class Executor(concurrent.futures.Executor):
         **resources: Any,
     ) -> None:
         self.resources = Resources.from_options(**resources)
-        retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
-        self.retry = RetryPolicy(max_retries, retry_types, time_factor, memory_factor)
+        self.retry = RetryPolicy(max_retries, retry_on, time_factor, memory_factor)
         if max_running is not None and max_running < 1:
             raise ValueError(f"max_running={max_running!r} must be at least 1")
         if cluster is None:

@@ -211,8 +211,7 @@ class Pool:
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         self.resources = Resources.from_options(**resources)
-        retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
-        self.retry = RetryPolicy(max_retries, retry_types, time_factor, memory_factor)
+        self.retry = RetryPolicy(max_retries, retry_on, time_factor, memory_factor)
         self._owns_cluster = cluster is None and not isinstance(backend, Backend)
         if cluster is None:
             chosen = backend if isinstance(backend, Backend) else get_backend(backend)

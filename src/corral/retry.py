@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from .errors import CorralError, JobError
-from .job import Attempt, JobState, describe_attempts
+from .job import JobState
 from .resources import Resources
 
 #: Job states that say nothing about the call itself: its attempt is simply run again.
@@ -39,7 +39,7 @@ class RetryPolicy:
     """
 
     max_retries: int = 3
-    retry_on: tuple[type[BaseException], ...] = ()
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = ()
     time_factor: float | None = None
     memory_factor: float | None = None
 
@@ -50,10 +50,7 @@ class RetryPolicy:
             or self.max_retries < 0
         ):
             raise CorralError(f"max_retries={self.max_retries!r} must be a whole number >= 0")
-        retry_on = self.retry_on
-        if isinstance(retry_on, type):
-            retry_on = (retry_on,)
-            object.__setattr__(self, "retry_on", retry_on)
+        retry_on = self.retry_on if isinstance(self.retry_on, tuple) else (self.retry_on,)
         if not all(isinstance(t, type) and issubclass(t, BaseException) for t in retry_on):
             raise CorralError(f"retry_on={self.retry_on!r} must be exception types")
         for name in ("time_factor", "memory_factor"):
@@ -68,18 +65,12 @@ class RetryPolicy:
         ``attempts_made - 1``, or None when the call must fail with ``error``."""
         if attempts_made > self.max_retries:
             return None
-        if not isinstance(error, JobError):
-            return resources if self.retry_on and isinstance(error, self.retry_on) else None
-        if error.state in INFRASTRUCTURE:
+        state = error.state if isinstance(error, JobError) else None
+        if state in INFRASTRUCTURE:
             return resources
-        if error.state is JobState.TIMEOUT and self.time_factor and resources.time:
+        if state is JobState.TIMEOUT and self.time_factor and resources.time:
             seconds = math.ceil(resources.time.total_seconds() * self.time_factor)
             return replace(resources, time=timedelta(seconds=seconds))
-        if error.state is JobState.OUT_OF_MEMORY and self.memory_factor and resources.memory:
+        if state is JobState.OUT_OF_MEMORY and self.memory_factor and resources.memory:
             return replace(resources, memory=math.ceil(resources.memory * self.memory_factor))
-        return resources if self.retry_on and isinstance(error, self.retry_on) else None
-
-
-def attempts_note(attempts: list[Attempt]) -> str:
-    """The lines an exception gets when its call was tried more than once."""
-    return describe_attempts(attempts)
+        return resources if isinstance(error, self.retry_on) else None

@@ -22,10 +22,10 @@ from typing import Any
 from .backends.base import ArraySpec
 from .errors import JobError, job_error
 from .futures import CorralFuture, decode_outcome
-from .job import Attempt, ElementStatus, JobState, element_id
+from .job import Attempt, ElementStatus, JobState, describe_attempts, element_id
 from .planning import Plan, element_of_call
 from .resources import Resources
-from .retry import RetryPolicy, attempts_note
+from .retry import RetryPolicy
 from .store import CLIENT_CANCEL, BatchStore, Outcome
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,15 @@ class BatchState:
         subs: list[SubState],
         cancel_call: Callable[[BatchState, int], bool],
         retry: RetryPolicy | None = None,
+        *,
+        name: str = "call",
+        max_running: int | None = None,
+        after: BatchState | None = None,
     ) -> None:
         self.store = store
+        self.name = name  # the function's name, which its jobs carry
+        self.max_running = max_running  # the throttle its arrays (and resubmissions) get
+        self.after = after  # not submitted before this batch is done
         self.subs = subs
         self.attempts = [0] * n_calls
         self.futures = [CorralFuture(self, i) for i in range(n_calls)]
@@ -98,8 +105,6 @@ class BatchState:
         self.history: dict[int, list[Attempt]] = {}  # failed attempts, by call
         self.retries: list[tuple[int, Resources]] = []  # next attempts waiting to be submitted
         self._unclaimed = set(range(n_calls))  # calls whose current attempt nobody took
-        self.max_running: int | None = None  # the throttle its arrays (and resubmissions) get
-        self.after: BatchState | None = None  # not submitted before this batch is done
         self._ended_at: list[float] = []  # when elements turned final, until their grace is over
 
     # -- for the futures ------------------------------------------------------------------------
@@ -203,7 +208,7 @@ class BatchState:
                 self.claim_for_client(call)
             self._resolve(call)
             if not ok and len(self.history.get(call, ())) > 1 and sys.version_info >= (3, 11):
-                value.add_note(attempts_note(self.history[call]))
+                value.add_note(describe_attempts(self.history[call]))
             completions.append((self.futures[call], ok, value))
         return completions
 
