@@ -55,6 +55,8 @@
 # ignored and /run/gridengine is recreated.
 # =============================================================================
 set -euo pipefail
+# shellcheck source=lib/daemons.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/daemons.sh"
 
 export SGE_ROOT=/var/lib/gridengine
 export SGE_CELL=default
@@ -74,16 +76,6 @@ CLEAN_ENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 # ----------------------------------------------------------------------------- helpers
 log()  { printf '[test-sge] %s\n' "$*" >&2; }
 die()  { printf '[test-sge] ERROR: %s\n' "$*" >&2; exit 1; }
-
-show_log() {
-    local f
-    for f in "$@"; do
-        if [[ -f $f ]]; then
-            printf -- '----- last lines of %s -----\n' "$f" >&2
-            tail -n 25 "$f" >&2 || true
-        fi
-    done
-}
 
 # the execd's message files (its spool dir is named after the name it gave itself)
 execd_logs() { compgen -G "$EXECD_SPOOL/*/messages" || true; }
@@ -109,23 +101,6 @@ wait_for() {
     done
 }
 
-proc_running() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat:0:1} != Z ]]
-}
-
-# pid_alive PIDFILE COMM: PIDFILE holds the pid of a live process named COMM
-pid_alive() {
-    local pid c
-    [[ -s $1 ]] || return 1
-    pid=$(<"$1") && pid=${pid//[^0-9]/}
-    [[ -n $pid ]] || return 1
-    c=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-    [[ $c == "$2" ]] && proc_running "$pid"
-}
-
 # the pid file of the running execd, if any
 execd_pidfile() {
     local f
@@ -135,41 +110,12 @@ execd_pidfile() {
     return 1
 }
 
-# stop_pid PIDFILE COMM NAME: SIGTERM, wait up to 20 s, then SIGKILL
-stop_pid() {
-    local pidfile=$1 comm=$2 name=$3 pid i
-    pid_alive "$pidfile" "$comm" || return 0
-    pid=$(<"$pidfile") && pid=${pid//[^0-9]/}
-    log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 200; i++)); do
-        proc_running "$pid" || return 0
-        sleep 0.1
-    done
-    log "$name did not exit, sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-}
-
 # wait_exit PIDFILE SECONDS: wait until the process of PIDFILE has exited
 wait_exit() {
     local pid i
-    pid=$(<"$1") && pid=${pid//[^0-9]/}
+    pid=$(pid_of "$1")
     [[ -n $pid ]] || return 0
     for ((i = 0; i < $2 * 10; i++)); do proc_running "$pid" || return 0; sleep 0.1; done
-}
-
-# write_if_changed FILE: stdin -> FILE (owned by the admin user); rc 0 iff it changed
-write_if_changed() {
-    local file=$1 tmp
-    tmp=$(mktemp "$file.XXXXXX")
-    cat >"$tmp"
-    chmod 0644 "$tmp"
-    chown "$ADMIN:$ADMIN" "$tmp"
-    if [[ -f $file ]] && cmp -s "$tmp" "$file"; then
-        rm -f "$tmp"
-        return 1
-    fi
-    mv -f "$tmp" "$file"
 }
 
 # ----------------------------------------------------------------------------- install
@@ -210,14 +156,14 @@ ensure_cell() {
         runuser -u "$ADMIN" -- /usr/share/gridengine/scripts/init_cluster \
             "$SGE_ROOT" "$SGE_CELL" "$SPOOL/spooldb" "$ADMIN" >/dev/null || die "init_cluster failed"
     fi
-    echo "$HOST" | write_if_changed "$COMMON/act_qmaster" || true
+    echo "$HOST" | write_if_changed "$COMMON/act_qmaster" 0644 "$ADMIN:$ADMIN" || true
     # SGE insists that a host's name, resolved forwards then backwards, is the same
     local addr rname
     addr=$(getent hosts "$HOST" | awk '{print $1; exit}')
     [[ -n $addr ]] || die "the host name $HOST does not resolve (add it to /etc/hosts)"
     rname=$(getent hosts "$addr" | awk '{print $2; exit}')
     if [[ -n $rname && $rname != "$HOST" ]]; then
-        echo "$HOST $rname" | write_if_changed "$COMMON/host_aliases" || true
+        echo "$HOST $rname" | write_if_changed "$COMMON/host_aliases" 0644 "$ADMIN:$ADMIN" || true
     fi
 }
 
@@ -356,8 +302,8 @@ cmd_stop() {
         qconf -km >/dev/null 2>&1 || true
         wait_exit "$QMASTER_PID" 20
     fi
-    if f=$(execd_pidfile); then stop_pid "$f" sge_execd sge_execd; fi
-    stop_pid "$QMASTER_PID" sge_qmaster sge_qmaster
+    if f=$(execd_pidfile); then stop_pidfile "$f" sge_execd sge_execd; fi
+    stop_pidfile "$QMASTER_PID" sge_qmaster sge_qmaster
     log "stopped"
 }
 

@@ -1,6 +1,6 @@
 """The contract every scheduler backend honours, run against each of them: local here, the
 real SLURM test cluster (started by tests/slurm/helpers.cluster) and the real SGE test cell
-(tests/sge/helpers.cell). A new backend joins by adding its name to BACKENDS."""
+(tests/sge/helpers.cell). A new backend joins by adding its name to schedulers.BACKENDS."""
 
 from __future__ import annotations
 
@@ -22,10 +22,8 @@ from corral.planning import Plan
 from corral.store import BatchStore
 from corral.worker import pack_function
 
-from ..sge.helpers import cell
-from ..slurm.helpers import cluster
+from .schedulers import BACKENDS, start
 
-BACKENDS = ["local", "slurm", "sge"]
 #: The shortest time limit each backend enforces: SLURM counts whole minutes; SGE's h_rt is
 #: in seconds and its execd checks it about every second.
 SHORTEST_LIMIT = {"local": timedelta(seconds=2), "slurm": timedelta(minutes=1), "sge": timedelta(seconds=3)}
@@ -33,10 +31,7 @@ SHORTEST_LIMIT = {"local": timedelta(seconds=2), "slurm": timedelta(minutes=1), 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> Backend:
-    if request.param == "slurm":
-        cluster("start")
-    elif request.param == "sge":
-        cell("start")
+    start(request.param)
     made = corral.get_backend(request.param)
     yield made
     made.close()

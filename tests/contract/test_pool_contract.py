@@ -15,10 +15,8 @@ import pytest
 import corral
 from corral.policy import PollPolicy
 
-from ..sge.helpers import cell
-from ..slurm.helpers import cluster
+from .schedulers import BACKENDS, start
 
-BACKENDS = ["local", "slurm", "sge"]
 QUICK = PollPolicy(outcome_grace=1.0, scheduler_min=0.5, scheduler_max=2.0)
 
 
@@ -53,10 +51,7 @@ def reference() -> Iterator[multiprocessing.pool.Pool]:
 
 @pytest.fixture(params=BACKENDS)
 def backend_name(request: pytest.FixtureRequest) -> str:
-    if request.param == "slurm":
-        cluster("start")
-    elif request.param == "sge":
-        cell("start")
+    start(request.param)
     return str(request.param)
 
 
