@@ -3,6 +3,9 @@
     CorralError
     ├── ResourceError            a resource option is unknown or malformed (also a ValueError);
     │                            raised before anything is submitted
+    ├── ConfigError              a config file, profile or CORRAL_* variable is wrong (also a
+    │                            ValueError); names the file or variable and the key
+    ├── SubmissionBudgetError    this process reached its submission budget (a runaway loop?)
     ├── NestedSubmissionError    code running inside a job tried to submit jobs by accident
     ├── SerializationError       a function or argument cannot be pickled (also a TypeError);
     │                            raised before anything is submitted
@@ -11,6 +14,7 @@
     ├── JobError                 a call's job ended without an outcome; names job, state, node,
     │   │                        and the tail of the call's stderr
     │   ├── JobCancelledError    CANCELLED (from outside, or by the executor)
+    │   │   └── DependencyError  never ran: the jobs it was to follow did not end as asked
     │   ├── JobFailedError       FAILED: the worker process itself died
     │   ├── JobTimeoutError      TIMEOUT: the job hit its time limit
     │   ├── JobOutOfMemoryError  OUT_OF_MEMORY
@@ -35,6 +39,15 @@ class CorralError(Exception):
 
 class ResourceError(CorralError, ValueError):
     """A resource option is unknown or malformed; raised before anything is submitted."""
+
+
+class ConfigError(CorralError, ValueError):
+    """A configuration file, profile or environment variable holds something wrong; the
+    message names the file (or variable) and the key."""
+
+
+class SubmissionBudgetError(CorralError):
+    """This process has made as many scheduler submissions as its budget allows."""
 
 
 class NestedSubmissionError(CorralError):
@@ -157,6 +170,11 @@ class JobPreemptedError(JobError):
 
 class JobLostError(JobError):
     """The job left the scheduler and its outcome never appeared."""
+
+
+class DependencyError(JobCancelledError):
+    """The job never ran: the jobs it was to run after did not end as its condition asks
+    (``after(..., condition="ok")`` on a job that failed), so the scheduler dropped it."""
 
 
 #: Which error a call gets when its job ends in a given state without an outcome.
