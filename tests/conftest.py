@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 import corral
+import corral.budget
+import corral.config
 from corral.policy import PollPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,9 +43,22 @@ def make_executor(workdir: str) -> Iterator[object]:
 
 
 @pytest.fixture(autouse=True)
-def _no_inherited_job_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests themselves never run inside a corral job."""
+def _no_inherited_job_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests themselves never run inside a corral job, and each starts from a clean
+    configuration: no user config file, no CORRAL_* settings, nothing set_defaults set, and
+    a fresh submission budget (each test is its own little process, as far as corral knows)."""
     monkeypatch.delenv("CORRAL_IN_JOB", raising=False)
-    for name in ("CORRAL_MAX_ARRAY_SIZE", "CORRAL_MAX_SUBMIT_JOBS", "CORRAL_SLOTS", "CORRAL_DIR"):
+    for name in ("CORRAL_MAX_ARRAY_SIZE", "CORRAL_MAX_SUBMIT_JOBS", "CORRAL_SLOTS", *CONFIG_ENV):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    corral.config.reset_defaults()
+    corral.budget.reset()
+
+
+#: The environment variables corral's configuration reads (see docs/configuration.md).
+CONFIG_ENV = (
+    "CORRAL_DIR", "CORRAL_BACKEND", "CORRAL_PROFILE", "CORRAL_MAX_RETRIES", "CORRAL_SUBMIT_BUDGET",
+    "CORRAL_TIME", "CORRAL_CPUS", "CORRAL_MEMORY", "CORRAL_GPUS", "CORRAL_NODES", "CORRAL_TASKS",
+    "CORRAL_PARTITION", "CORRAL_ACCOUNT", "CORRAL_QOS", "CORRAL_CONSTRAINT", "CORRAL_JOB_NAME",
+)  # fmt: skip

@@ -2,7 +2,7 @@
 
 The layers, top to bottom::
 
-    Executor · Pool  (task · sweep to come)     front-ends: turn calls into batches, hand back futures
+    Executor · Pool · task  (sweep to come)     front-ends: turn calls into batches, hand back futures
                 │ batches of calls
              Cluster ── BatchStore               engine: write calls, submit arrays, poll in bulk,
                 │ script text, job ids           complete futures       (cluster.py, store.py)
@@ -22,9 +22,14 @@ if TYPE_CHECKING:
     from .backends import NAMES as BACKENDS
     from .backends import get_backend
     from .backends.base import Submission
+    from .batching import Batch
     from .cluster import Cluster
+    from .commands import ShellCommandError, ShellResult
+    from .config import set_defaults
     from .errors import (
+        ConfigError,
         CorralError,
+        DependencyError,
         JobCancelledError,
         JobError,
         JobFailedError,
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
         ResourceError,
         SchedulerError,
         SerializationError,
+        SubmissionBudgetError,
         SubmissionError,
     )
     from .executor import Executor, get_executor
@@ -48,6 +54,7 @@ if TYPE_CHECKING:
     from .pool import AsyncResult, Pool
     from .resources import Resources
     from .retry import RetryPolicy
+    from .tasks import JobRef, TaskFunction, sbatch, srun, task
 
 #: public name -> module that defines it. Loaded on first use, so that the worker, which
 #: imports this package on every compute node, starts as fast as a bare interpreter can.
@@ -65,6 +72,15 @@ _LAZY = {
     "CorralFuture": ("futures", "CorralFuture"),
     "JobState": ("job", "JobState"),
     "Resources": ("resources", "Resources"),
+    "Batch": ("batching", "Batch"),
+    "JobRef": ("tasks", "JobRef"),
+    "TaskFunction": ("tasks", "TaskFunction"),
+    "task": ("tasks", "task"),
+    "sbatch": ("tasks", "sbatch"),
+    "srun": ("tasks", "srun"),
+    "ShellResult": ("commands", "ShellResult"),
+    "ShellCommandError": ("commands", "ShellCommandError"),
+    "set_defaults": ("config", "set_defaults"),
 }
 
 
@@ -86,12 +102,16 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncResult",
     "BACKENDS",
+    "Batch",
     "Cluster",
+    "ConfigError",
     "CorralError",
     "CorralFuture",
+    "DependencyError",
     "Executor",
     "JobCancelledError",
     "JobError",
+    "JobRef",
     "JobFailedError",
     "JobLostError",
     "JobOutOfMemoryError",
@@ -109,8 +129,16 @@ __all__ = [
     "RetryPolicy",
     "SchedulerError",
     "SerializationError",
+    "ShellCommandError",
+    "ShellResult",
     "Submission",
+    "SubmissionBudgetError",
     "SubmissionError",
+    "TaskFunction",
     "get_backend",
     "get_executor",
+    "sbatch",
+    "set_defaults",
+    "srun",
+    "task",
 ]

@@ -21,12 +21,15 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from .backends.base import Backend, Submission
-from .errors import CorralError, JobCancelledError, SchedulerError
+from .dependencies import Needs
+from .dependencies import resolve as resolve_needs
+from .errors import CorralError, DependencyError, JobCancelledError, SchedulerError, SubmissionError
 from .futures import mark_cancelled
-from .job import ElementStatus, JobState
+from .job import Condition, ElementStatus, JobState
 from .planning import plan_batch
 from .policy import PollPolicy
 from .resources import Resources
@@ -68,43 +71,61 @@ class Cluster:
         allow_nested: bool = False,
         retry: RetryPolicy | None = None,
         after: BatchState | None = None,
+        needs: Needs | None = None,
+        strict: bool = False,
+        command: str | None = None,
+        name: str | None = None,
     ) -> BatchState:
         """Write the calls to a new batch folder and submit them as array jobs. Everything
         that can fail before the scheduler sees the batch (pickling, limits) fails here, and a
         refused submission cancels the parts already submitted. ``retry`` says which failed
         calls are resubmitted (none by default). A batch submitted ``after`` another waits in
-        the work dir until that one is done (how a Pool keeps to its ``processes``)."""
+        the work dir until that one is done (how a Pool keeps to its ``processes``); one with
+        ``needs`` is submitted with the scheduler's dependency on those calls' jobs (see
+        :mod:`corral.dependencies`). With ``strict``, an element whose call failed exits
+        non-zero, so that the scheduler sees the failure. ``command`` is a shell command,
+        written into the job script, that the worker hands to ``fn`` as its first argument."""
         guard_nested(allow_nested)
+        if needs is not None and needs.condition not in self.backend.conditions:
+            raise SubmissionError(
+                f"the {self.backend.name} backend cannot wait for jobs with "
+                f"condition={needs.condition.value!r}; it can with: "
+                + ", ".join(repr(c.value) for c in Condition if c in self.backend.conditions)
+            )
         function, payloads = pickle_calls(fn, calls)
         plans = plan_batch(
             len(calls), self.backend.limits(resources), chunksize=chunksize, max_running=max_running
         )
-        name = getattr(fn, "__name__", "call")
+        name = name or str(getattr(fn, "__name__", "call"))
         store = BatchStore.create(self.root, name, self.backend.transport)
         store.write_batch(
             {"function": name, "calls": len(calls), "backend": self.backend.name, "created": time.time()},
             function,
             payloads,
         )
-        subs = []
-        probing = probes(plans)
-        specs = array_specs(plans, store.path, name, resources, max_running)
-        for plan, spec in zip(plans, specs, strict=True):
-            path = store.write_submission(plan.sub, plan.to_json(), self.backend.render(spec))
-            subs.append(SubState(plan, spec, path, probing=probing))
+        options: dict[str, Any] = {"strict": True} if strict else {}
+        if command is not None:
+            options["stdin"] = True
         batch = BatchState(
-            store, len(calls), subs, self.cancel_call, retry, name=name, max_running=max_running, after=after
-        )
+            store, len(calls), [], self.cancel_call, retry, name=name, max_running=max_running,
+            after=after, needs=needs, worker_options=options,
+        )  # fmt: skip
+        probing = probes(plans)
+        specs = array_specs(plans, store.path, name, resources, max_running, command)
+        for plan, spec in zip(plans, specs, strict=True):
+            path = store.write_submission(plan.sub, batch.plan_json(plan), self.backend.render(spec))
+            batch.subs.append(SubState(plan, spec, path, probing=probing))
         with self._lock:
             self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
             self._last_activity = time.monotonic()
             try:
-                self._submit_ready(batch)
+                completions = self._submit_ready(batch)
             except BaseException:
                 self._batches.remove(batch)
                 self._cancel_jobs(batch.live_job_ids())
                 raise
-            completions = self._scan(batch) if self.backend.synchronous else []
+            if self.backend.synchronous:
+                completions += self._scan(batch)
             self._ensure_loop()
         _complete(completions)
         return batch
@@ -129,10 +150,20 @@ class Cluster:
             self.backend.render(spec), self.backend.submit_argv(spec, script_path, log_pattern(store))
         )
 
-    def _submit_ready(self, batch: BatchState) -> None:
-        """Submit the batch's submissions that MaxSubmitJobs leaves room for; defer the rest."""
+    def _submit_ready(self, batch: BatchState) -> list[Completion]:
+        """Submit the batch's submissions that MaxSubmitJobs leaves room for; defer the rest.
+        A batch waiting for calls whose jobs have no id yet waits; one whose dependency can
+        never be met is not submitted, and its calls fail."""
         if batch.after is not None and not batch.after.done:
-            return
+            return []
+        dependency = None
+        if batch.needs is not None:
+            settled = resolve_needs(batch.needs)
+            if settled.unmet:
+                return self._unmet(batch, settled.unmet)
+            if not settled.ready:
+                return []
+            dependency = settled.dependency
         for sub in batch.subs:
             if sub.submitted or sub.dropped:
                 continue
@@ -140,11 +171,32 @@ class Cluster:
                 log.info(
                     "deferring submission %d of %s: MaxSubmitJobs reached", sub.plan.sub, batch.store.name
                 )
-                return
+                return []
+            if dependency != sub.spec.dependency:  # known only now: write it into the script
+                sub.spec = replace(sub.spec, dependency=dependency)
+                batch.store.write_submission(
+                    sub.plan.sub, batch.plan_json(sub.plan), self.backend.render(sub.spec)
+                )
             sub.job_id = self.backend.submit(sub.spec, sub.script_path, log_pattern(batch.store))
             sub.submitted_at = sub.last_seen = time.monotonic()
             batch.store.record_job_id(sub.plan.sub, sub.job_id)
             log.debug("submitted %s (%d elements) for %s", sub.job_id, sub.plan.elements, batch.store.name)
+        return []
+
+    def _unmet(self, batch: BatchState, why: str) -> list[Completion]:
+        """A batch whose dependency can never be met is never submitted: its calls fail."""
+        log.warning("not submitting %s: %s", batch.store.name, why)
+        for sub in batch.subs:
+            sub.dropped = sub.dropped or not sub.submitted
+        failed: list[Completion] = []
+        for call in batch.unclaimed():
+            if batch.claim_for_client(call):
+                error = DependencyError(
+                    state=JobState.CANCELLED, job_id=None, call=call, batch=batch.store.name,
+                    reason=f"never submitted: {why}", work_dir=batch.store.path,
+                )  # fmt: skip
+                failed.append((batch.futures[call], False, error))
+        return failed
 
     def _room_for(self, resources: Resources, elements: int) -> bool:
         limit = self.backend.limits(resources).max_submit_jobs
@@ -167,6 +219,22 @@ class Cluster:
             completions = self._scan(batch)  # a fresh view: are any calls left unclaimed?
             self._release_idle(batch)
         _complete(completions)
+        return True
+
+    def cancel_job_of(self, batch: BatchState, call: int) -> bool:
+        """Cancel the array element that runs ``call`` (static plans): the call, if it has
+        not started, is cancelled; if it has, it and any call bundled with it in that element
+        fail with JobCancelledError. False when the call had already finished."""
+        with self._lock:
+            future = batch.futures[call]
+            if future.done():
+                return False
+            sub, index = batch.sub_of(call)
+            not_started = batch.claim_for_client(call)
+            if sub is not None and sub.job_id is not None and index is not None:
+                self._cancel_jobs([sub.element(index)])
+        if not_started:
+            mark_cancelled(future)
         return True
 
     def cancel_batches(self, batches: Iterable[BatchState]) -> None:
@@ -344,9 +412,12 @@ class Cluster:
             log.warning("cannot plan the resubmission for %s yet: %s", batch.store.name, exc)
             return []
         for plan, resources in plans:
-            spec = array_specs([plan], batch.store.path, batch.name, resources, batch.max_running)[0]
+            command = batch.subs[0].spec.command
+            spec = array_specs([plan], batch.store.path, batch.name, resources, batch.max_running, command)[0]
             try:
-                path = batch.store.write_submission(plan.sub, plan.to_json(), self.backend.render(spec))
+                path = batch.store.write_submission(
+                    plan.sub, batch.plan_json(plan), self.backend.render(spec)
+                )
             except OSError as exc:
                 return self._refuse(batch, SubState(plan, spec, ""), exc)
             batch.subs.append(SubState(plan, spec, path))
@@ -363,7 +434,7 @@ class Cluster:
                 sub.dropped = True
             return []
         try:
-            self._submit_ready(batch)
+            return self._submit_ready(batch)
         except SchedulerError as exc:
             sub = next(s for s in batch.subs if not (s.submitted or s.dropped))
             if exc.transient:

@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
+from . import budget
 from .backends import get_backend
 from .backends.base import Backend, Submission
 from .cluster import Cluster
+from .config import resolve
 from .futures import CorralFuture
-from .resources import Resources
 from .retry import RetryPolicy
 from .submitting import Call
 from .tracking import BatchState
@@ -31,7 +32,9 @@ class Executor(concurrent.futures.Executor):
     ``"multiprocessing"``), ``"sequential"``, or a Backend instance.
     ``directory`` is the work dir (default ``$CORRAL_DIR`` or ``./.corral``). Resource
     keywords (``time``, ``cpus``, ``memory``, ``gpus``, ``partition``, ``extra={...}``, ...)
-    apply to every job; an unknown or malformed one raises ResourceError right here.
+    apply to every job; an unknown or malformed one raises ResourceError right here. What is
+    not given here comes from the configuration, with ``profile`` if named (see
+    :mod:`corral.config`; the backend is ``"auto"`` when nothing sets it).
 
     A call whose job died of something that is not its fault (node failure, preemption, a
     job lost by the scheduler) is resubmitted, up to ``max_retries`` times. Its own exception
@@ -43,24 +46,29 @@ class Executor(concurrent.futures.Executor):
 
     def __init__(
         self,
-        backend: str | Backend = "auto",
+        backend: str | Backend | None = None,
         directory: str | None = None,
         *,
+        profile: str | None = None,
         max_running: int | None = None,
         allow_nested: bool = False,
-        max_retries: int = 3,
+        max_retries: int | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
         time_factor: float | None = None,
         memory_factor: float | None = None,
         cluster: Cluster | None = None,
         **resources: Any,
     ) -> None:
-        self.resources = Resources.from_options(**resources)
-        self.retry = RetryPolicy(max_retries, retry_on, time_factor, memory_factor)
+        named = backend if isinstance(backend, str) else None
+        settings = resolve(profile, backend=named, directory=directory, max_retries=max_retries, **resources)
+        self.resources = settings.resources
+        self.submit_budget = settings.submit_budget
+        self.retry = RetryPolicy(settings.max_retries, retry_on, time_factor, memory_factor)
         if max_running is not None and max_running < 1:
             raise ValueError(f"max_running={max_running!r} must be at least 1")
         if cluster is None:
-            cluster = Cluster(backend if isinstance(backend, Backend) else get_backend(backend), directory)
+            chosen = backend if isinstance(backend, Backend) else get_backend(settings.backend)
+            cluster = Cluster(chosen, settings.directory)
         self.cluster = cluster
         self.max_running = max_running
         self.allow_nested = allow_nested
@@ -118,6 +126,7 @@ class Executor(concurrent.futures.Executor):
                 raise RuntimeError("cannot schedule new calls after shutdown")
         if not calls:
             return []
+        budget.charge(self.submit_budget, "call" if len(calls) == 1 else "map")
         batch = self.cluster.submit(
             fn,
             calls,

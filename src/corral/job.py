@@ -44,6 +44,30 @@ class ElementStatus:
     reason: str = ""
 
 
+class Condition(enum.Enum):
+    """How a job's dependencies must end for it to run (SLURM's afterok, afterany, afternotok).
+    Every dependency must meet it; if one cannot, the job is dropped and never runs."""
+
+    OK = "ok"  # each dependency completed successfully
+    ANY = "any"  # each dependency ended, however
+    NOTOK = "notok"  # each dependency ended in failure (failed, cancelled, timed out, ...)
+
+    def met_by(self, state: JobState) -> bool:
+        """True when a dependency that ended in ``state`` lets the job run."""
+        if self is Condition.ANY:
+            return True
+        return (state is JobState.COMPLETED) == (self is Condition.OK)
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """What a submission waits for: scheduler ids of whole jobs (``"4242"``) or of array
+    elements (``"4242_3"``), and the condition each must meet."""
+
+    condition: Condition
+    job_ids: tuple[str, ...]
+
+
 def element_id(job_id: str, index: int) -> str:
     """The id of array element ``index`` of array job ``job_id``."""
     return f"{job_id}_{index}"

@@ -19,12 +19,13 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from . import budget
 from .backends import get_backend
 from .backends.base import Backend
 from .backends.local import LocalBackend
 from .cluster import Cluster
+from .config import resolve
 from .futures import CorralFuture
-from .resources import Resources
 from .retry import RetryPolicy
 from .submitting import Call
 from .tracking import BatchState
@@ -183,7 +184,7 @@ class Pool:
     ``processes``: the most calls running at once (default: no limit on a cluster, the CPU
     count locally). ``initializer(*initargs)`` runs once in each process that runs calls.
     ``maxtasksperchild`` and ``context`` are accepted for compatibility and have no effect.
-    ``backend``, ``directory``, ``max_retries``, ``retry_on``, ``time_factor``,
+    ``backend``, ``directory``, ``profile``, ``max_retries``, ``retry_on``, ``time_factor``,
     ``memory_factor`` and resource keywords (``time``, ``memory``, ``cpus``, ...) are as for
     :class:`corral.Executor`. Leaving a ``with`` block terminates the pool, as in
     multiprocessing: collect results inside it.
@@ -197,9 +198,10 @@ class Pool:
         maxtasksperchild: int | None = None,
         context: object | None = None,
         *,
-        backend: str | Backend = "auto",
+        backend: str | Backend | None = None,
         directory: str | None = None,
-        max_retries: int = 3,
+        profile: str | None = None,
+        max_retries: int | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
         time_factor: float | None = None,
         memory_factor: float | None = None,
@@ -210,14 +212,17 @@ class Pool:
             raise ValueError("Number of processes must be at least 1")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        self.resources = Resources.from_options(**resources)
-        self.retry = RetryPolicy(max_retries, retry_on, time_factor, memory_factor)
+        named = backend if isinstance(backend, str) else None
+        settings = resolve(profile, backend=named, directory=directory, max_retries=max_retries, **resources)
+        self.resources = settings.resources
+        self.submit_budget = settings.submit_budget
+        self.retry = RetryPolicy(settings.max_retries, retry_on, time_factor, memory_factor)
         self._owns_cluster = cluster is None and not isinstance(backend, Backend)
         if cluster is None:
-            chosen = backend if isinstance(backend, Backend) else get_backend(backend)
+            chosen = backend if isinstance(backend, Backend) else get_backend(settings.backend)
             if isinstance(chosen, LocalBackend) and processes is not None:
                 chosen.slots = processes
-            cluster = Cluster(chosen, directory)
+            cluster = Cluster(chosen, settings.directory)
         self.cluster = cluster
         self.processes = processes
         self._init = (initializer, tuple(initargs), uuid.uuid4().hex)
@@ -341,6 +346,7 @@ class Pool:
             return []
         initializer, initargs, key = self._init
         fn = func if initializer is None else _Initialized(func, key, initializer, initargs)
+        budget.charge(self.submit_budget, "map")
         batch = self.cluster.submit(
             fn,
             calls,

@@ -51,7 +51,12 @@ def probes(plans: list[Plan]) -> bool:
 
 
 def array_specs(
-    plans: list[Plan], batch_dir: str, name: str, resources: Resources, max_running: int | None
+    plans: list[Plan],
+    batch_dir: str,
+    name: str,
+    resources: Resources,
+    max_running: int | None,
+    command: str | None = None,
 ) -> list[ArraySpec]:
     """The submissions of a batch (see probes for the first one's throttle)."""
     probe = probes(plans)
@@ -65,6 +70,7 @@ def array_specs(
             python=sys.executable,
             chdir=os.getcwd(),
             max_running=1 if probe else max_running if plan.mode == "static" else None,
+            command=command,
         )  # fmt: skip
         for plan in plans
     ]

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends.base import ArraySpec
-from .errors import JobError, job_error
+from .dependencies import Needs, explain
+from .errors import DependencyError, JobError, job_error
 from .futures import CorralFuture, decode_outcome
 from .job import Attempt, ElementStatus, JobState, describe_attempts, element_id
 from .planning import Plan, element_of_call
@@ -86,11 +87,15 @@ class BatchState:
         name: str = "call",
         max_running: int | None = None,
         after: BatchState | None = None,
+        needs: Needs | None = None,
+        worker_options: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.name = name  # the function's name, which its jobs carry
         self.max_running = max_running  # the throttle its arrays (and resubmissions) get
         self.after = after  # not submitted before this batch is done
+        self.needs = needs  # calls of other batches it runs after (the scheduler's dependency)
+        self.worker_options = worker_options or {}  # added to each submission's plan
         self.subs = subs
         self.attempts = [0] * n_calls
         self.futures = [CorralFuture(self, i) for i in range(n_calls)]
@@ -111,6 +116,10 @@ class BatchState:
 
     def cancel_call(self, call: int) -> bool:
         return self._cancel_call(self, call)
+
+    def plan_json(self, plan: Plan) -> dict[str, Any]:
+        """What the worker reads for one submission: its plan and the batch's options."""
+        return {**plan.to_json(), **self.worker_options}
 
     def task(self, call: int) -> tuple[int, int]:
         return call, self.attempts[call]
@@ -160,6 +169,18 @@ class BatchState:
             if sub.plan.mode == "static" and sub.covers(task):
                 return sub, element_of_call(sub.plan, call)
         return None, None
+
+    def dependency_of(self, call: int) -> list[tuple[str, int | None]] | None:
+        """The jobs a batch waiting on ``call`` must wait for: the element that runs it
+        (static plans), else every array that may run it, as (job id, element index or
+        None); None while one of them has no job id yet."""
+        sub, index = self.sub_of(call)
+        if sub is not None:
+            return [(sub.job_id, index)] if sub.job_id is not None else None
+        subs = [s for s in self.subs if s.covers(self.task(call))]
+        if not subs or any(s.job_id is None for s in subs):
+            return None
+        return [(s.job_id, None) for s in subs if s.job_id is not None]
 
     def sub_of_job(self, job_id: str) -> SubState | None:
         """The submission of an array job, or of one of its elements (``"<job>_<index>"``)."""
@@ -339,6 +360,12 @@ class BatchState:
         streams = [self.store.call_log(*self.task(call), "err")] if who else []
         streams.append(self.store.element_log(sub.element(index), "err"))
         tail = next((t for t in map(self.store.tail, streams) if t.strip()), "")
+        unmet = explain(self.needs) if self.needs and status.state is JobState.CANCELLED else ""
+        if unmet and who is None:
+            return DependencyError(
+                state=status.state, job_id=sub.element(index), call=call, batch=self.store.name,
+                reason=f"never ran: {unmet}", work_dir=self.store.path,
+            )  # fmt: skip
         return job_error(
             status.state,
             job_id=sub.element(index),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import os
 import pickle
 import sys
@@ -67,15 +68,28 @@ def element_order(plan: dict[str, Any], index: int) -> list[tuple[int, int]]:
     return tasks[offset:] + tasks[:offset]
 
 
-def run_element(batch_dir: str, sub: int, index: int, element: str, *, redirect: bool = True) -> int:
-    """Run every call element ``index`` of submission ``sub`` can claim; return how many ran."""
+def run_element(
+    batch_dir: str,
+    sub: int,
+    index: int,
+    element: str,
+    *,
+    redirect: bool = True,
+    stdin: str | None = None,
+) -> tuple[int, int]:
+    """Run every call element ``index`` of submission ``sub`` can claim; return how many ran
+    and how many of those failed. A plan marked ``stdin`` (a shell command written into the
+    job script) gets the script's input as every call's first argument: ``stdin``, or else
+    what the worker reads from its standard input."""
     store = BatchStore(batch_dir, LocalTransport())
     fn = unpack_function(store.read_function())
     plan = store.read_plan(sub)
+    if plan.get("stdin"):
+        fn = functools.partial(fn, sys.stdin.read().removesuffix("\n") if stdin is None else stdin)
     # SLURM counts restarts of a requeued job; Grid Engine sets RESTARTED=1 on a rerun.
     restarted = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 or os.environ.get("RESTARTED") == "1"
     who = f"{element} {os.uname().nodename} {os.getpid()}"
-    ran = 0
+    ran = failed = 0
     for call, attempt in element_order(plan, index):
         if not store.claim(call, attempt, who):
             # A requeued element re-runs what it had taken before it was stopped.
@@ -89,7 +103,8 @@ def run_element(batch_dir: str, sub: int, index: int, element: str, *, redirect:
             _current_element.reset(token)
         store.write_outcome(call, attempt, outcome)
         ran += 1
-    return ran
+        failed += not outcome.ok
+    return ran, failed
 
 
 def run_call(
@@ -186,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     batch_dir, sub, index, element = args
     os.environ[IN_JOB_ENV] = element  # the nested-submission guard, for the calls and their children
     os.umask(0o077)
-    run_element(batch_dir, int(sub), int(index), element)
-    return 0
+    _, failed = run_element(batch_dir, int(sub), int(index), element)
+    # A strict plan (jobs others wait for with afterok) reports a failed call to the scheduler.
+    return 1 if failed and BatchStore(batch_dir, LocalTransport()).read_plan(int(sub)).get("strict") else 0
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def test_each_call_runs_once_however_many_elements_pull(tmp_path) -> None:
     store = make_batch(
         tmp_path, noisy, [((i,), {}) for i in range(5)], Plan(0, 2, "pull", ((0, 5, 0),), total_elements=2)
     )
-    ran = run_element(store.path, 0, 0, "J_0") + run_element(store.path, 0, 1, "J_1")
+    ran = run_element(store.path, 0, 0, "J_0")[0] + run_element(store.path, 0, 1, "J_1")[0]
     assert ran == 5
     assert store.finished() == {(i, 0) for i in range(5)}
     assert store.claimant(3, 0).startswith("J_0 ")
@@ -88,7 +88,7 @@ def test_requeued_element_reruns_what_it_had_claimed(tmp_path, monkeypatch) -> N
     assert store.claim(0, 0, "J_0 oldhost 1")  # taken before a requeue, never finished
     assert store.claim(1, 0, "K_0 otherhost 1")  # somebody else's
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    assert run_element(store.path, 0, 0, "J_0") == 1
+    assert run_element(store.path, 0, 0, "J_0") == (1, 0)
     assert store.finished() == {(0, 0)}
 
 

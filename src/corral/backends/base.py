@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..errors import SchedulerError
-from ..job import ElementStatus
+from ..job import Condition, Dependency, ElementStatus
 from ..resources import Resources
 from ..transports.base import CommandResult, CommandTimeout, Transport
 
@@ -53,10 +53,24 @@ class ArraySpec:
     python: str  # the interpreter that runs the worker on the node
     chdir: str  # the working directory of the job
     max_running: int | None = None  # at most this many elements at once (%M)
+    dependency: Dependency | None = None  # run only after these jobs ended as it asks
+    command: str | None = None  # a shell command (corral.sbatch): the worker runs it from stdin
 
     def worker_argv(self) -> list[str]:
         """The worker command, without the element's index and id (the backend adds those)."""
         return [self.python, "-m", "corral.worker", self.batch_dir, str(self.sub)]
+
+    def worker_stdin(self) -> str:
+        """What follows the worker command in the script: for a shell command, a quoted
+        here-document holding it exactly as the user wrote it, which bash does not expand;
+        the worker runs it with bash on the node."""
+        if self.command is None:
+            return ""
+        delimiter = "CORRAL_COMMAND"
+        lines = set(self.command.splitlines())
+        while delimiter in lines:
+            delimiter += "_"
+        return f" <<'{delimiter}'\n{self.command.rstrip(chr(10))}\n{delimiter}"
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,11 @@ class Backend(abc.ABC):
     name: ClassVar[str]
     #: True when ``submit`` runs the work itself before returning (the sequential backend).
     synchronous: ClassVar[bool] = False
+    #: True when jobs live on in the scheduler after this process exits (not so for the
+    #: local backend, whose elements are this process's children).
+    detached: ClassVar[bool] = False
+    #: The dependency conditions the scheduler can enforce itself (see ArraySpec.dependency).
+    conditions: ClassVar[frozenset[Condition]] = frozenset(Condition)
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
@@ -110,7 +129,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def cancel(self, job_ids: Sequence[str], *, pending_only: bool = False) -> None:
-        """Cancel these jobs (only their pending elements when ``pending_only``)."""
+        """Cancel these jobs (``"4242"``) or array elements (``"4242_3"``); with
+        ``pending_only``, only the pending elements of these jobs."""
 
     def limits(self, resources: Resources) -> Limits:
         """The limits that apply to jobs asking for ``resources``: discovered once per

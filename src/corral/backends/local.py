@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
-from ..job import ElementStatus, JobState
+from ..errors import SubmissionError
+from ..job import Dependency, ElementStatus, JobState
 from ..resources import Resources
 from ..transports.base import Transport
 from ..transports.local import LocalTransport
@@ -36,7 +37,9 @@ class _Element:
     logs: tuple[str, str]
     cpus: int
     time_limit: float | None
+    dependency: Dependency | None = None  # held until these jobs ended as it asks
     state: JobState = JobState.PENDING
+    reason: str = ""
     proc: subprocess.Popen[bytes] | None = None
     deadline: float = float("inf")
     kill_state: JobState | None = None  # why we are killing it
@@ -73,7 +76,8 @@ class LocalBackend(Backend):
             [
                 "#!/bin/bash",
                 f"# corral local job: submission {spec.sub}, {spec.elements} element(s), {limit}",
-                f'exec {shlex.join(spec.worker_argv())} "$CORRAL_ARRAY_TASK_ID" "$CORRAL_ELEMENT_ID"',
+                f'exec {shlex.join(spec.worker_argv())} "$CORRAL_ARRAY_TASK_ID" "$CORRAL_ELEMENT_ID"'
+                + spec.worker_stdin(),
                 "",
             ]
         )
@@ -82,6 +86,10 @@ class LocalBackend(Backend):
         return ["/bin/bash", script_path]
 
     def submit(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> str:
+        if spec.dependency is not None:
+            unknown = [j for j in spec.dependency.job_ids if not self._elements_of(j)]
+            if unknown:
+                raise SubmissionError(f"the local backend knows no job {', '.join(unknown)} to wait for")
         job_id = f"L{next(self._ids)}"
         limit = spec.resources.time.total_seconds() if spec.resources.time else None
         cpus = min(spec.resources.cpus or 1, self.slots)
@@ -101,6 +109,7 @@ class LocalBackend(Backend):
                     logs,
                     cpus,
                     limit,
+                    spec.dependency,
                 )
                 self._elements[element.element_id] = element
                 self._queue.append(element)
@@ -114,7 +123,7 @@ class LocalBackend(Backend):
         wanted = set(job_ids)
         with self._cond:
             return {
-                eid: ElementStatus(eid, el.state, "localhost")
+                eid: ElementStatus(eid, el.state, "localhost", el.reason)
                 for eid, el in self._elements.items()
                 if el.job_id in wanted
             }
@@ -123,7 +132,7 @@ class LocalBackend(Backend):
         wanted = set(job_ids)
         with self._cond:
             for el in self._elements.values():
-                if el.job_id not in wanted:
+                if el.job_id not in wanted and el.element_id not in wanted:
                     continue
                 if el.state is JobState.PENDING:
                     el.state = JobState.CANCELLED
@@ -176,10 +185,35 @@ class LocalBackend(Backend):
             elif now >= el.kill_at:
                 _signal(el, signal.SIGKILL)
 
+    def _elements_of(self, job_id: str) -> list[_Element]:
+        """The elements a dependency names: one (``"L3_2"``) or a whole array (``"L3"``)."""
+        if job_id in self._elements:
+            return [self._elements[job_id]]
+        return [el for el in self._elements.values() if el.job_id == job_id]
+
+    def _held(self, el: _Element) -> bool:
+        """True while ``el`` waits for its dependencies; one that can never be met (as
+        ``--kill-on-invalid-dep`` does in SLURM) cancels it."""
+        if el.dependency is None:
+            return False
+        needed = [d for j in el.dependency.job_ids for d in self._elements_of(j)]
+        if any(not d.state.is_final for d in needed):
+            return True
+        missed = next((d for d in needed if not el.dependency.condition.met_by(d.state)), None)
+        if missed is not None:
+            el.state = JobState.CANCELLED
+            el.reason = f"dependency never satisfied: {missed.element_id} ended {missed.state.name}"
+            self._queue.remove(el)
+            return True
+        el.dependency = None
+        return False
+
     def _start_what_fits(self) -> None:
         busy = sum(el.cpus for el in self._running)
         per_job = collections.Counter(el.job_id for el in self._running)
         for el in list(self._queue):
+            if self._held(el):
+                continue  # waiting for other jobs does not hold up those behind it
             if busy + el.cpus > self.slots:
                 break  # first come, first served: no overtaking
             if per_job[el.job_id] >= self._throttle.get(el.job_id, 1 << 30):

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from ..job import ElementStatus, JobState
 from ..resources import Resources
+from ..store import BatchStore
 from ..transports.base import Transport
 from ..transports.local import LocalTransport
 from ..worker import run_element
@@ -24,7 +25,7 @@ class SequentialBackend(Backend):
     def __init__(self, transport: Transport | None = None) -> None:
         super().__init__(transport or LocalTransport())
         self._ids = itertools.count(1)
-        self._done: dict[str, int] = {}
+        self._done: dict[str, list[JobState]] = {}
 
     def render(self, spec: ArraySpec) -> str:
         return f"# corral sequential: submission {spec.sub} runs in the calling process\n"
@@ -34,16 +35,21 @@ class SequentialBackend(Backend):
 
     def submit(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> str:
         job_id = f"S{next(self._ids)}"
+        strict = bool(BatchStore(spec.batch_dir, self.transport).read_plan(spec.sub).get("strict"))
+        states = []
         for index in range(spec.elements):
-            run_element(spec.batch_dir, spec.sub, index, f"{job_id}_{index}", redirect=False)
-        self._done[job_id] = spec.elements
+            _, failed = run_element(
+                spec.batch_dir, spec.sub, index, f"{job_id}_{index}", redirect=False, stdin=spec.command
+            )
+            states.append(JobState.FAILED if failed and strict else JobState.COMPLETED)
+        self._done[job_id] = states
         return job_id
 
     def poll(self, job_ids: Sequence[str]) -> dict[str, ElementStatus]:
         return {
-            f"{job}_{i}": ElementStatus(f"{job}_{i}", JobState.COMPLETED, "localhost")
+            f"{job}_{i}": ElementStatus(f"{job}_{i}", state, "localhost")
             for job in job_ids
-            for i in range(self._done.get(job, 0))
+            for i, state in enumerate(self._done.get(job, []))
         }
 
     def cancel(self, job_ids: Sequence[str], *, pending_only: bool = False) -> None:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 
 from ..errors import SchedulerError, SubmissionError
-from ..job import ElementStatus, JobState, element_id
+from ..job import Condition, ElementStatus, JobState, element_id
 from ..resources import Resources
 from ..transports.base import CommandResult, CommandTimeout, Transport
 from .base import ArraySpec, Backend, Limits, env_int
@@ -60,6 +60,9 @@ class SgeBackend(Backend):
     """Speaks to Sun Grid Engine through its command-line tools."""
 
     name = "sge"
+    detached = True
+    #: ``-hold_jid`` waits for jobs to end, however they end: no afterok or afternotok.
+    conditions = frozenset({Condition.ANY})
 
     def __init__(self, transport: Transport) -> None:
         super().__init__(transport)
@@ -158,7 +161,9 @@ class SgeBackend(Backend):
     def cancel(self, job_ids: Sequence[str], *, pending_only: bool = False) -> None:
         if not job_ids:
             return
-        targets, marks = list(job_ids), set(job_ids)
+        # An element "<job>_<index>" is SGE's task <job>.<index + 1>.
+        targets = [j if "_" not in j else "{}.{}".format(*_job_task(j)) for j in job_ids]
+        marks = set(job_ids)
         if pending_only:
             pending = self._pending_tasks(job_ids)
             targets = [f"{job}.{r}" for job, tasks in pending.items() for r in task_ranges(tasks)]
@@ -227,3 +232,8 @@ class SgeBackend(Backend):
         except (FileNotFoundError, CommandTimeout):
             return False
         return result.returncode == 0 and bool(result.stdout.strip())
+
+
+def _job_task(element_id: str) -> tuple[str, int]:
+    job, _, index = element_id.partition("_")
+    return job, int(index) + 1

@@ -90,6 +90,9 @@ def qsub_options(spec: ArraySpec, parallel_env: str = "smp") -> list[str]:
         options.append(f"-pe {parallel_env} {cpus}")
     options += [f"-{flag} {value}" for flag, value in (("q", res.partition), ("A", res.account)) if value]
     options += [f"-{key}" if value is None else f"-{key} {value}" for key, value in res.extra]
+    if spec.dependency is not None:  # SGE holds for whole jobs, whatever their end
+        jobs = dict.fromkeys(j.split("_", 1)[0] for j in spec.dependency.job_ids)
+        options.append(f"-hold_jid {','.join(jobs)}")
     return options
 
 
@@ -108,7 +111,7 @@ def render_script(spec: ArraySpec, parallel_env: str = "smp") -> str:
         'exec >>"${out//"{index}"/$index}" 2>>"${err//"{index}"/$index}" || exit 1',
         "# SGE's own file keeps what went wrong before this point; empty, it is not needed",
         '[[ -f $SGE_STDOUT_PATH && ! -s $SGE_STDOUT_PATH ]] && rm -f -- "$SGE_STDOUT_PATH"',
-        f'exec {command} "$index" "${{JOB_ID}}_$index"',
+        f'exec {command} "$index" "${{JOB_ID}}_$index"{spec.worker_stdin()}',
         "",
     ]
     return "\n".join(lines)

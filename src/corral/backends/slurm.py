@@ -44,6 +44,7 @@ class SlurmBackend(Backend):
     """Speaks to SLURM through its command-line tools."""
 
     name = "slurm"
+    detached = True
 
     def __init__(self, transport: Transport) -> None:
         super().__init__(transport)

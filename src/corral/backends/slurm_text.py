@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from ..errors import SchedulerError
-from ..job import ElementStatus, JobState
+from ..job import Condition, ElementStatus, JobState
 from .base import ArraySpec
 
 #: SLURM's long state names (squeue %T, sacct State) -> corral's states.
@@ -42,6 +42,8 @@ SLURM_STATES: dict[str, JobState] = {
     "BOOT_FAIL": JobState.BOOT_FAIL,
     "PREEMPTED": JobState.PREEMPTED,
 }
+
+DEPENDENCY_TYPES = {Condition.OK: "afterok", Condition.ANY: "afterany", Condition.NOTOK: "afternotok"}
 
 SQUEUE_FORMAT = "%i|%T|%N|%r"
 SACCT_FIELDS = "JobID,State,ExitCode,NodeList"
@@ -82,6 +84,10 @@ def sbatch_options(spec: ArraySpec) -> list[str]:
     ]
     options += [f"--{name}={value}" for name, value in pairs if value is not None]
     options += [f"--{name}" if value is None else f"--{name}={value}" for name, value in res.extra]
+    if spec.dependency is not None:
+        kind = DEPENDENCY_TYPES[spec.dependency.condition]
+        # A dependency that can never be met drops the job instead of leaving it pending forever.
+        options += [f"--dependency={kind}:{':'.join(spec.dependency.job_ids)}", "--kill-on-invalid-dep=yes"]
     return options
 
 
@@ -94,7 +100,8 @@ def render_script(spec: ArraySpec) -> str:
         f"# corral: batch {spec.batch_dir.rsplit('/', 1)[-1]}, "  # a comment; names are sanitized
         f"submission {spec.sub}, {spec.elements} array element(s)",
         *(f"#SBATCH {option}" for option in sbatch_options(spec)),
-        f'exec {command} "$SLURM_ARRAY_TASK_ID" "${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"',
+        f'exec {command} "$SLURM_ARRAY_TASK_ID" "${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"'
+        + spec.worker_stdin(),
         "",
     ]
     return "\n".join(lines)
