@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import cloudpickle
+
 from . import budget, sessions
 from .bundle import Bundle
 from .commands import run_command
 from .config import resolve
 from .dependencies import Needs
-from .errors import CorralError
+from .errors import CorralError, SerializationError
 from .job import Condition
-from .submitting import Call, guard_nested
+from .submitting import Call, guard_nested, pickle_calls
 
 if TYPE_CHECKING:
     from .tasks import JobRef, TaskFunction
@@ -61,6 +63,7 @@ class Batch:
         self.refs: list[JobRef[Any]] = []  # every ref flushed so far, in order
         self._entries: list[tuple[Entry, Any]] = []  # (entry, resolved settings)
         self._token: contextvars.Token[Batch | None] | None = None
+        self._checked: set[int] = set()  # task functions known to pickle
 
     def __enter__(self) -> Batch:
         if self._token is not None:
@@ -78,6 +81,18 @@ class Batch:
             self.discard(f"the Batch block raised {exc!r}")
             return
         self.flush()
+
+    def check(self, entry: Entry) -> None:
+        """Pickle what the flush will pickle, so that a bad argument (or function) fails at
+        its own ``distribute`` line, not at the end of the block."""
+        function = entry.function
+        if function is not None and id(function._base) not in self._checked:
+            pickle_calls(function, [])
+            self._checked.add(id(function._base))
+        try:
+            cloudpickle.dumps(entry.call)
+        except Exception as exc:
+            raise SerializationError(f"cannot pickle the arguments of {entry.ref.name}: {exc}") from exc
 
     def add(self, entry: Entry, settings: Any) -> None:
         entry.ref._batch = self
@@ -123,6 +138,7 @@ def distribute(entry: Entry) -> None:
                 "flush() on that batch first"
             )
     if batch is not None:
+        batch.check(entry)
         batch.add(entry, settings)
         return
     budget.charge(settings.submit_budget, "job")

@@ -40,6 +40,9 @@ def import_function(module: str, qualname: str) -> Callable[..., Any]:
     return plain
 
 
-def same(value: Any) -> Any:
-    """Unpickles to the value itself (a task function travelling by value)."""
-    return value
+def rebuild_task(fn: Callable[..., Any], options: dict[str, Any]) -> Any:
+    """A task function that travelled by value (defined in ``__main__``): still a task on
+    the node, so that a task may distribute another one from the same script."""
+    from .tasks import TaskFunction  # only for such tasks: the worker's start stays light
+
+    return TaskFunction(fn, options)

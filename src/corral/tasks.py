@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from . import batching
-from .bundle import import_function, same
+from .bundle import import_function, rebuild_task
 from .commands import ShellCommandError, ShellResult
 from .errors import CorralError
 from .futures import CorralFuture
@@ -177,7 +177,7 @@ class TaskFunction(Generic[P, R]):
         module = sys.modules.get(base.__module__)
         if base.__module__ != "__main__" and _lookup(module, base.__qualname__) is base:
             return (import_function, (base.__module__, base.__qualname__))
-        return (same, (self._fn,))
+        return (rebuild_task, (self._fn, self._options))
 
     def __repr__(self) -> str:
         extra = f" after {len(self._after)} job(s)" if self._after else ""

@@ -225,9 +225,32 @@ def test_a_job_does_not_distribute_by_accident() -> None:
     assert distribute_inside.distribute(True).result(timeout=60) == 49
 
 
+def test_a_task_of_a_script_may_distribute_another_task_of_that_script(tmp_path: Path) -> None:
+    script = tmp_path / "nested.py"
+    script.write_text(
+        "import corral\n\n"
+        "@corral.task\n"
+        "def inner(x):\n    return x + 1\n\n"
+        "@corral.task\n"
+        "def outer(x):\n    return inner.options(allow_nested=True).distribute(x).result(timeout=60) * 10\n\n"
+        "if __name__ == '__main__':\n    print(outer.distribute(4).result(timeout=120))\n"
+    )
+    env = {**os.environ, "CORRAL_BACKEND": "local", "CORRAL_DIR": str(tmp_path / "work")}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "50"
+
+
+def test_an_argument_that_cannot_be_pickled_fails_at_its_own_line_in_a_batch(local: str) -> None:
+    with pytest.raises(corral.SerializationError, match="arguments of square"), corral.Batch():
+        square.distribute(1)
+        square.distribute(threading.Lock())  # type: ignore[arg-type]
+    assert batches(local) == []
+
+
 def test_sbatch_runs_the_command_as_written_on_the_node(tmp_path: Path, local: str) -> None:
     out = tmp_path / "host.txt"
-    command = f'echo "$HOSTNAME" > {out}; echo \'`not run here` $(nor this)\''
+    command = f"echo \"$HOSTNAME\" > {out}; echo '`not run here` $(nor this)'"
     ref = corral.sbatch(command)
     result = ref.result(timeout=60)
     assert isinstance(result, corral.ShellResult)
