@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = [ROOT / "docs" / "executor.md", ROOT / "docs" / "pool.md"]
+PAGES = [
+    ROOT / "docs" / "executor.md",
+    ROOT / "docs" / "pool.md",
+    ROOT / "docs" / "task.md",
+    ROOT / "docs" / "configuration.md",
+]
 BLOCKS = [
     pytest.param(code, id=f"{page.name}:{n}")
     for page in PAGES
