@@ -21,8 +21,9 @@ import corral
 def record(out_dir: str, name: str, **values: object) -> None:
     """Write one step's record atomically, so that a reader never sees half of it."""
     path = os.path.join(out_dir, f"{name}.json")
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("CORRAL_ELEMENT_ID")  # SLURM's, or local
     with open(path + ".tmp", "w") as handle:
-        json.dump({**values, "job": os.environ.get("SLURM_JOB_ID") or os.environ.get("CORRAL_ELEMENT_ID")}, handle)
+        json.dump({**values, "job": job}, handle)
     os.replace(path + ".tmp", path)
 
 
