@@ -172,3 +172,16 @@ def test_a_typo_in_the_config_file_is_a_clear_error_before_anything_is_submitted
     assert str(config) in str(caught.value) and "'tmie'" in str(caught.value)
     assert "did you mean 'time'" in str(caught.value)
     assert not (tmp_path / "work").exists() and not squeue("-u", "root")
+
+
+def test_an_exception_in_a_batch_submits_nothing_to_slurm(tmp_path: Path) -> None:
+    refs = []
+    with pytest.raises(KeyError), corral.Batch():
+        refs = [touch.distribute(str(tmp_path / f"t{i}")) for i in range(10)]
+        raise KeyError("stop")
+    del refs
+    import gc
+
+    gc.collect()
+    time.sleep(2)
+    assert not squeue("-u", "root") and not (tmp_path / "work").exists() and corral.budget.spent() == 0
