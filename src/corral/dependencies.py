@@ -66,7 +66,11 @@ def resolve(needs: Needs) -> Resolution:
     words: list[str] = []
     for job, indexes in ids.items():
         elements = _elements_of(needs, job)
-        if indexes is None or (elements is not None and len(indexes) == elements):
+        # SLURM reads afternotok on a whole array as "some element failed", not "each one".
+        whole = (
+            elements is not None and len(indexes or ()) == elements and needs.condition is not Condition.NOTOK
+        )
+        if indexes is None or whole:
             words.append(job)
         else:
             words += [f"{job}_{i}" for i in sorted(indexes)]

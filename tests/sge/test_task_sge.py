@@ -54,3 +54,10 @@ def test_sbatch_runs_a_command_on_the_cell_and_conditions_sge_cannot_keep_are_re
     with pytest.raises(corral.SubmissionError, match="condition='ok'.*it can with: 'any'"):
         stamp.after(ref).distribute(str(tmp_path / "never"), 0)
     assert not (tmp_path / "never").exists()
+
+
+def test_an_sge_script_given_as_the_command_keeps_its_directives_to_itself(tmp_path: Path) -> None:
+    # qsub reads "#$" lines anywhere in a script: this one must not give the job a 2 s limit
+    result = corral.srun('#$ -l h_rt=2\nsleep 5; echo "task ${SGE_TASK_ID}" >> tasks.txt')
+    assert result.returncode == 0
+    assert (tmp_path / "tasks.txt").read_text() == "task 1\n"

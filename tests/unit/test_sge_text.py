@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,9 +13,11 @@ import pytest
 
 from corral import JobState, Resources
 from corral.backends.base import ArraySpec
+from corral.backends.sge import SgeBackend
 from corral.backends.sge_text import (
     DELETING,
     config_int,
+    directive_prefix,
     done_or_gone,
     expand_tasks,
     job_name,
@@ -33,6 +36,8 @@ from corral.backends.sge_text import (
     transient,
 )
 from corral.errors import ResourceError, SchedulerError
+from corral.job import Condition, Dependency
+from corral.transports.local import LocalTransport
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -332,3 +337,71 @@ def test_the_script_sends_the_0_based_element_to_its_own_files(tmp_path: Path) -
     assert worker == f"-m corral.worker {spec().batch_dir} 1 2 7_2\n"
     assert (tmp_path / "logs dir" / "job-7_2.err").read_text() == ""
     assert not own.exists()
+
+
+# -- dependencies and shell commands ----------------------------------------------------------
+
+
+def test_a_dependency_holds_for_whole_jobs_each_named_once() -> None:
+    waiting = replace(spec(), dependency=Dependency(Condition.ANY, ("42_1", "42_3", "43", "44_0", "42_7")))
+    options = qsub_options(waiting)
+    assert options[-1] == "-hold_jid 42,43,44"
+    assert sum(o.startswith("-hold_jid") for o in options) == 1
+    assert "#$ -hold_jid 42,43,44\n" in render_script(waiting)
+    one = replace(spec(), dependency=Dependency(Condition.ANY, ("7_0",)))
+    assert qsub_options(one)[-1] == "-hold_jid 7"
+
+
+def test_no_dependency_no_hold() -> None:
+    assert "hold_jid" not in render_script(spec())
+    assert not any("hold" in option for option in qsub_options(spec(cpus=2)))
+
+
+def test_with_a_command_the_exec_line_ends_with_the_here_document() -> None:
+    command = 'echo $JOB_ID `hostname` "$HOME"\nCORRAL_COMMAND'
+    text = render_script(replace(spec(), command=command))
+    plain = render_script(spec())
+    exec_line = next(line for line in plain.splitlines() if line.startswith("exec /opt"))
+    assert text == plain.replace(
+        exec_line, exec_line + " <<'CORRAL_COMMAND_'\n" + command + "\nCORRAL_COMMAND_"
+    )
+
+
+def test_the_sge_script_gives_the_command_to_the_worker_on_stdin(tmp_path: Path) -> None:
+    """Run the rendered script as an SGE task would; the stand-in python prints its
+    arguments and then its stdin to the element's own file."""
+    python = tmp_path / "python"
+    python.write_text('#!/bin/bash\necho "$*"\ncat\n')
+    python.chmod(0o755)
+    command = "echo $JOB_ID '$SGE_TASK_ID' \"`hostname`\" \\\\\nexit 3\nCORRAL_COMMAND_"
+    script = tmp_path / "job.sh"
+    script.write_text(render_script(replace(spec(python=str(python)), command=command)))
+    pattern = str(tmp_path / "job-{job}_{index}.{stream}")
+    env = {"PATH": os.environ["PATH"], "SGE_TASK_ID": "2", "JOB_ID": "8", "SGE_STDOUT_PATH": ""}
+    argv = ["bash", str(script), pattern.replace("{stream}", "out"), pattern.replace("{stream}", "err")]
+    subprocess.run(argv, env=env, check=True, timeout=30)
+    out = (tmp_path / "job-8_1.out").read_text()
+    assert out == f"-m corral.worker {spec().batch_dir} 1 1 8_1\n{command}\n"
+    assert (tmp_path / "job-8_1.err").read_text() == ""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "#$ -t 1-100\necho hi",  # an SGE script given as the command keeps its own directives
+        "echo start\n#$ -l h_rt=1\n#$ -hold_jid 99",
+        "#$Id: build.sh,v 1.2$\nmake",
+    ],
+)
+def test_a_command_line_starting_with_hash_dollar_is_no_qsub_directive(command: str) -> None:
+    """qsub reads every line of the script that starts with "#$" as options, the here-document
+    included (Grid Engine's parse_script_file scans the whole file, unlike sbatch, which stops
+    at the first command): the directives qsub sees must be corral's own, whatever the command."""
+    waiting = replace(spec(), command=command)
+    prefix = directive_prefix(waiting)
+    assert prefix != "#$" and not any(line.startswith(prefix) for line in command.splitlines())
+    directives = [line for line in render_script(waiting).splitlines() if line.startswith(prefix)]
+    assert directives == [f"{prefix} {option}" for option in qsub_options(waiting)]
+    argv = SgeBackend(LocalTransport()).submit_argv(waiting, "/w/subs/0.sh", ("o", "e"))
+    assert argv[argv.index("-C") + 1] == prefix  # qsub reads only these lines as options
+    assert "-C" not in SgeBackend(LocalTransport()).submit_argv(spec(), "/w/subs/0.sh", ("o", "e"))

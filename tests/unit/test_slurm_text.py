@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from corral import JobState, Resources
 from corral.backends.base import ArraySpec
 from corral.backends.slurm_text import (
+    DEPENDENCY_TYPES,
     SLURM_STATES,
     expand_array_id,
     format_time,
@@ -22,12 +25,14 @@ from corral.backends.slurm_text import (
     parse_sinfo_cpus,
     parse_squeue,
     render_script,
+    sbatch_options,
     slurm_state,
     squeue_says_unknown,
     submission_unknown,
     transient_failure,
 )
 from corral.errors import SchedulerError
+from corral.job import Condition, Dependency
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -171,3 +176,66 @@ def test_a_lost_sbatch_answer_may_have_submitted() -> None:
     assert submission_unknown(
         "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
     )
+
+
+# -- dependencies and shell commands ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("condition", "kind"),
+    [(Condition.OK, "afterok"), (Condition.ANY, "afterany"), (Condition.NOTOK, "afternotok")],
+)
+def test_a_dependency_becomes_dependency_and_kill_on_invalid_dep(condition: Condition, kind: str) -> None:
+    assert DEPENDENCY_TYPES[condition] == kind
+    on_elements = replace(spec(), dependency=Dependency(condition, ("42_1", "42_3")))
+    options = sbatch_options(on_elements)
+    assert options[-2:] == [f"--dependency={kind}:42_1:42_3", "--kill-on-invalid-dep=yes"]
+    assert sum(o.startswith("--dependency") for o in options) == 1
+    on_jobs = replace(spec(), dependency=Dependency(condition, ("42", "43_0", "44")))
+    assert f"--dependency={kind}:42:43_0:44" in sbatch_options(on_jobs)
+    script = render_script(on_elements)
+    lines = script.splitlines()
+    assert f"#SBATCH --dependency={kind}:42_1:42_3" in lines
+    assert lines.index("#SBATCH --kill-on-invalid-dep=yes") < next(
+        i for i, line in enumerate(lines) if line.startswith("exec ")
+    )
+
+
+def test_every_condition_has_a_slurm_dependency_type() -> None:
+    assert set(DEPENDENCY_TYPES) == set(Condition)
+
+
+def test_no_dependency_no_dependency_options() -> None:
+    text = render_script(spec(extra={"mail-type": "END"}))
+    assert "dependency" not in text and "kill-on-invalid-dep" not in text
+    assert not any("dep" in option for option in sbatch_options(spec()))
+
+
+def test_with_a_command_the_exec_line_ends_with_the_here_document() -> None:
+    command = "echo \"$HOSTNAME\" `date`\nCORRAL_COMMAND\necho 'done'"
+    with_command = replace(spec(), command=command)
+    text = render_script(with_command)
+    plain = render_script(spec())
+    exec_line = next(line for line in plain.splitlines() if line.startswith("exec "))
+    assert text == plain.replace(
+        exec_line, exec_line + " <<'CORRAL_COMMAND_'\n" + command + "\nCORRAL_COMMAND_"
+    )
+    assert text.endswith(f"\n{command}\nCORRAL_COMMAND_\n")
+
+
+def test_the_slurm_script_gives_the_command_to_the_worker_on_stdin(tmp_path: Path) -> None:
+    python = tmp_path / "python"
+    python.write_text('#!/bin/bash\necho "$*"\ncat\n')
+    python.chmod(0o755)
+    command = "echo $SLURM_JOB_ID '$x' \"`hostname`\" \\\\\nexit 3"
+    script = tmp_path / "job.sh"
+    script.write_text(render_script(replace(spec(), python=str(python), command=command)))
+    env = {
+        "PATH": os.environ["PATH"],
+        "SLURM_ARRAY_TASK_ID": "5",
+        "SLURM_ARRAY_JOB_ID": "9",
+        "SLURM_JOB_ID": "14",
+    }
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"-m corral.worker {spec().batch_dir} 1 5 9_5\n{command}\n"

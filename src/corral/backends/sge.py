@@ -31,6 +31,7 @@ from .base import ArraySpec, Backend, Limits, env_int
 from .sge_text import (
     DELETING,
     config_int,
+    directive_prefix,
     done_or_gone,
     element,
     parse_cluster_queues,
@@ -81,7 +82,9 @@ class SgeBackend(Backend):
         out, err = log_pattern
         # SGE's own stream file, for errors before the script hands over to the element's files
         own = err.format(job="$JOB_ID", index="task$TASK_ID")
-        return ["qsub", "-terse", "-wd", spec.chdir, "-j", "y", "-o", own, script_path, out, err]
+        prefix = directive_prefix(spec)
+        options = [] if prefix == "#$" else ["-C", prefix]
+        return ["qsub", "-terse", *options, "-wd", spec.chdir, "-j", "y", "-o", own, script_path, out, err]
 
     def submit(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> str:
         if any(c in log_pattern[1] for c in ":,$"):

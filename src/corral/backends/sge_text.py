@@ -96,6 +96,20 @@ def qsub_options(spec: ArraySpec, parallel_env: str = "smp") -> list[str]:
     return options
 
 
+def directive_prefix(spec: ArraySpec) -> str:
+    """What starts the script's option lines: SGE's ``#$``, unless a line of the job's shell
+    command starts with it (qsub reads options from every line of the script, the command's
+    here-document included); then a prefix none of its lines starts with, which the submit
+    command names with ``qsub -C``."""
+    lines = (spec.command or "").splitlines()
+    prefix = "#$"
+    if any(line.startswith(prefix) for line in lines):
+        prefix = "#corral$"
+        while any(line.startswith(prefix) for line in lines):
+            prefix += "$"
+    return prefix
+
+
 def render_script(spec: ArraySpec, parallel_env: str = "smp") -> str:
     """The job script. It takes the element's stdout and stderr paths, with ``{job}`` and
     ``{index}`` in them, as $1 and $2 (SGE's own ``-o`` knows only 1-based task ids), and
@@ -105,7 +119,7 @@ def render_script(spec: ArraySpec, parallel_env: str = "smp") -> str:
         "#!/bin/bash",
         f"# corral: batch {spec.batch_dir.rsplit('/', 1)[-1]}, "
         f"submission {spec.sub}, {spec.elements} array element(s)",
-        *(f"#$ {option}" for option in qsub_options(spec, parallel_env)),
+        *(f"{directive_prefix(spec)} {option}" for option in qsub_options(spec, parallel_env)),
         "index=$((SGE_TASK_ID - 1))  # SGE counts tasks from 1, corral its elements from 0",
         'out=${1//"{job}"/$JOB_ID} err=${2//"{job}"/$JOB_ID}',
         'exec >>"${out//"{index}"/$index}" 2>>"${err//"{index}"/$index}" || exit 1',
