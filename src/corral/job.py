@@ -53,7 +53,10 @@ class Condition(enum.Enum):
     NOTOK = "notok"  # each dependency ended in failure (failed, cancelled, timed out, ...)
 
     def met_by(self, state: JobState) -> bool:
-        """True when a dependency that ended in ``state`` lets the job run."""
+        """True when a dependency that ended in ``state`` lets the job run (one that has not
+        ended lets nothing run yet)."""
+        if not state.is_final:
+            return False
         if self is Condition.ANY:
             return True
         return (state is JobState.COMPLETED) == (self is Condition.OK)
