@@ -32,12 +32,12 @@ class Bundle:
 
 
 def import_function(module: str, qualname: str) -> Callable[..., Any]:
-    """The plain function behind the task function ``module.qualname``, imported."""
+    """The task function ``module.qualname``, imported on the node (still a task there)."""
     found: Any = importlib.import_module(module)
     for part in qualname.split("."):
         found = getattr(found, part)
-    plain: Callable[..., Any] = getattr(found, "__wrapped__", found)
-    return plain
+    function: Callable[..., Any] = found
+    return function
 
 
 def rebuild_task(fn: Callable[..., Any], options: dict[str, Any]) -> Any:

@@ -4,6 +4,7 @@ configuration profiles."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -180,8 +181,6 @@ def test_an_exception_in_a_batch_submits_nothing_to_slurm(tmp_path: Path) -> Non
         refs = [touch.distribute(str(tmp_path / f"t{i}")) for i in range(10)]
         raise KeyError("stop")
     del refs
-    import gc
-
     gc.collect()
     time.sleep(2)
     assert not squeue("-u", "root") and not (tmp_path / "work").exists() and corral.budget.spent() == 0
