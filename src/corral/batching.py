@@ -27,7 +27,7 @@ import cloudpickle
 from . import budget, sessions
 from .bundle import Bundle
 from .commands import run_command
-from .config import resolve
+from .config import Settings, resolve
 from .dependencies import Needs
 from .errors import CorralError, SerializationError
 from .job import Condition
@@ -61,7 +61,7 @@ class Batch:
             raise ValueError(f"max_size={max_size!r} must be a positive whole number")
         self.max_size = max_size
         self.refs: list[JobRef[Any]] = []  # every ref flushed so far, in order
-        self._entries: list[tuple[Entry, Any]] = []  # (entry, resolved settings)
+        self._entries: list[tuple[Entry, Settings]] = []  # (entry, resolved settings)
         self._token: contextvars.Token[Batch | None] | None = None
         self._checked: set[int] = set()  # task functions known to pickle
 
@@ -94,7 +94,7 @@ class Batch:
         except Exception as exc:
             raise SerializationError(f"cannot pickle the arguments of {entry.ref.name}: {exc}") from exc
 
-    def add(self, entry: Entry, settings: Any) -> None:
+    def add(self, entry: Entry, settings: Settings) -> None:
         entry.ref._batch = self
         self._entries.append((entry, settings))
 
@@ -154,16 +154,16 @@ def resume(token: contextvars.Token[Batch | None]) -> None:
     _current.reset(token)
 
 
-def submit_groups(entries: list[tuple[Entry, Any]], max_size: int) -> None:
+def submit_groups(entries: list[tuple[Entry, Settings]], max_size: int) -> None:
     """Group entries (module doc) and submit each group as one array of static chunks."""
-    groups: dict[tuple[Any, ...], list[tuple[Entry, Any]]] = {}
+    groups: dict[tuple[Any, ...], list[tuple[Entry, Settings]]] = {}
     for entry, settings in entries:
         key = (
             settings.backend,
             settings.directory,
             settings.resources,
             entry.condition,
-            tuple(id(ref) for ref in entry.after),
+            frozenset(id(ref) for ref in entry.after),
             bool(entry.options.get("allow_nested")),
             id(entry) if entry.command is not None else None,
         )
@@ -177,7 +177,7 @@ def submit_groups(entries: list[tuple[Entry, Any]], max_size: int) -> None:
             raise
 
 
-def _submit(group: list[tuple[Entry, Any]], max_size: int) -> None:
+def _submit(group: list[tuple[Entry, Settings]], max_size: int) -> None:
     first, settings = group[0]
     cluster = sessions.cluster_for(settings.backend, settings.directory)
     needs = None
@@ -218,7 +218,7 @@ def _submit(group: list[tuple[Entry, Any]], max_size: int) -> None:
     sessions.track(cluster, batch)
 
 
-def _discard(entries: list[tuple[Entry, Any]], why: str) -> None:
+def _discard(entries: list[tuple[Entry, Settings]], why: str) -> None:
     for entry, _ in entries:
         if entry.ref._future is None:
             entry.ref._unsent = why
