@@ -17,7 +17,7 @@ from . import budget
 from .backends import get_backend
 from .backends.base import Backend, Submission
 from .cluster import Cluster
-from .config import resolve
+from .config import Settings, resolve
 from .futures import CorralFuture
 from .retry import RetryPolicy
 from .submitting import Call
@@ -59,11 +59,12 @@ class Executor(concurrent.futures.Executor):
         cluster: Cluster | None = None,
         **resources: Any,
     ) -> None:
-        named = backend if isinstance(backend, str) else None
-        settings = resolve(profile, backend=named, directory=directory, max_retries=max_retries, **resources)
+        settings, self.retry = configure(
+            backend, directory, profile, resources,
+            max_retries=max_retries, retry_on=retry_on, time_factor=time_factor, memory_factor=memory_factor,
+        )  # fmt: skip
         self.resources = settings.resources
         self.submit_budget = settings.submit_budget
-        self.retry = RetryPolicy(settings.max_retries, retry_on, time_factor, memory_factor)
         if max_running is not None and max_running < 1:
             raise ValueError(f"max_running={max_running!r} must be at least 1")
         if cluster is None:
@@ -181,6 +182,24 @@ class Executor(concurrent.futures.Executor):
         """Leave on an error: cancel every job, and wait for none."""
         self.cancel_all()
         self.shutdown(wait=False)
+
+
+def configure(
+    backend: str | Backend | None,
+    directory: str | None,
+    profile: str | None,
+    resources: dict[str, Any],
+    *,
+    max_retries: int | None,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...],
+    time_factor: float | None,
+    memory_factor: float | None,
+) -> tuple[Settings, RetryPolicy]:
+    """What an Executor or a Pool takes from its keywords and the configuration: the merged
+    settings (see :mod:`corral.config`) and the retry policy."""
+    named = backend if isinstance(backend, str) else None
+    settings = resolve(profile, backend=named, directory=directory, max_retries=max_retries, **resources)
+    return settings, RetryPolicy(settings.max_retries, retry_on, time_factor, memory_factor)
 
 
 def get_executor(name: str = "auto", **options: Any) -> Executor:

@@ -24,9 +24,8 @@ from .backends import get_backend
 from .backends.base import Backend
 from .backends.local import LocalBackend
 from .cluster import Cluster
-from .config import resolve
+from .executor import configure
 from .futures import CorralFuture
-from .retry import RetryPolicy
 from .submitting import Call
 from .tracking import BatchState
 
@@ -212,11 +211,12 @@ class Pool:
             raise ValueError("Number of processes must be at least 1")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        named = backend if isinstance(backend, str) else None
-        settings = resolve(profile, backend=named, directory=directory, max_retries=max_retries, **resources)
+        settings, self.retry = configure(
+            backend, directory, profile, resources,
+            max_retries=max_retries, retry_on=retry_on, time_factor=time_factor, memory_factor=memory_factor,
+        )  # fmt: skip
         self.resources = settings.resources
         self.submit_budget = settings.submit_budget
-        self.retry = RetryPolicy(settings.max_retries, retry_on, time_factor, memory_factor)
         self._owns_cluster = cluster is None and not isinstance(backend, Backend)
         if cluster is None:
             chosen = backend if isinstance(backend, Backend) else get_backend(settings.backend)
