@@ -23,7 +23,7 @@ import pickle
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import cloudpickle
 
@@ -57,6 +57,14 @@ def unpack_function(data: bytes) -> Callable[..., Any]:
     return fn
 
 
+class ElementRun(NamedTuple):
+    """What one array element did."""
+
+    ran: int  # calls it ran
+    failed: int  # of those, calls that failed
+    exit_code: int  # 1 when one failed and its plan is strict, else 0
+
+
 def element_order(plan: dict[str, Any], index: int) -> list[tuple[int, int]]:
     """The calls element ``index`` of a submission tries, in order."""
     tasks = [(int(c), int(a)) for c, a in plan["tasks"]]
@@ -76,11 +84,11 @@ def run_element(
     *,
     redirect: bool = True,
     stdin: str | None = None,
-) -> tuple[int, int]:
-    """Run every call element ``index`` of submission ``sub`` can claim; return how many ran
-    and how many of those failed. A plan marked ``stdin`` (a shell command written into the
-    job script) gets the script's input as every call's first argument: ``stdin``, or else
-    what the worker reads from its standard input."""
+) -> ElementRun:
+    """Run every call element ``index`` of submission ``sub`` can claim; say how many ran,
+    how many of those failed, and the element's exit code. A plan marked ``stdin`` (a shell
+    command written into the job script) gets the script's input as every call's first
+    argument: ``stdin``, or else what the worker reads from its standard input."""
     store = BatchStore(batch_dir, LocalTransport())
     fn = unpack_function(store.read_function())
     plan = store.read_plan(sub)
@@ -104,7 +112,8 @@ def run_element(
         store.write_outcome(call, attempt, outcome)
         ran += 1
         failed += not outcome.ok
-    return ran, failed
+    # A strict plan (jobs others wait for with afterok) reports a failed call to the scheduler.
+    return ElementRun(ran, failed, 1 if failed and plan.get("strict") else 0)
 
 
 def run_call(
@@ -201,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     batch_dir, sub, index, element = args
     os.environ[IN_JOB_ENV] = element  # the nested-submission guard, for the calls and their children
     os.umask(0o077)
-    _, failed = run_element(batch_dir, int(sub), int(index), element)
-    # A strict plan (jobs others wait for with afterok) reports a failed call to the scheduler.
-    return 1 if failed and BatchStore(batch_dir, LocalTransport()).read_plan(int(sub)).get("strict") else 0
+    return run_element(batch_dir, int(sub), int(index), element).exit_code
 
 
 if __name__ == "__main__":

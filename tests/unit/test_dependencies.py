@@ -472,7 +472,7 @@ def test_the_worker_wants_four_arguments(as_a_job: None) -> None:
 def test_a_stdin_plan_passes_the_command_as_first_argument(tmp_path: Path) -> None:
     command = 'echo "$HOSTNAME" `id -u` \\\nCORRAL_COMMAND\n'
     store = make_batch(tmp_path, with_command, [((1,), {}), ((2,), {})], stdin=True)
-    assert run_element(store.path, 0, 0, "J_0", stdin=command) == (2, 0)
+    assert run_element(store.path, 0, 0, "J_0", stdin=command) == (2, 0, 0)
     assert value(store, 0) == (command, 1) and value(store, 1) == (command, 2)
 
 
@@ -497,13 +497,13 @@ def test_a_shell_command_runs_on_the_node_through_the_worker(
     monkeypatch.setenv("NODE_VALUE", "on the node")
     command = "echo \"$NODE_VALUE\" 'it''s'\necho err >&2"
     store = make_batch(tmp_path, run_command, [((), {})], stdin=True)
-    assert run_element(store.path, 0, 0, "J_0", stdin=command) == (1, 0)
+    assert run_element(store.path, 0, 0, "J_0", stdin=command) == (1, 0, 0)
     result = value(store, 0)
     assert result == ShellResult(command, 0, "on the node its\n", "err\n")
     assert store.read_text(store.call_log(0, 0, "out")) == "on the node its\n"  # copied as it came
     assert store.read_text(store.call_log(0, 0, "err")) == "err\n"
     failing = make_batch(tmp_path, run_command, [((), {})], stdin=True)
-    assert run_element(failing.path, 0, 0, "J_0", stdin="echo no >&2; exit 3") == (1, 1)
+    assert run_element(failing.path, 0, 0, "J_0", stdin="echo no >&2; exit 3") == (1, 1, 0)  # not strict
     outcome = failing.read_outcome(0, 0)
     assert not outcome.ok and outcome.type_name == "corral.commands.ShellCommandError"
     error = cloudpickle.loads(outcome.payload)

@@ -88,7 +88,7 @@ def test_requeued_element_reruns_what_it_had_claimed(tmp_path, monkeypatch) -> N
     assert store.claim(0, 0, "J_0 oldhost 1")  # taken before a requeue, never finished
     assert store.claim(1, 0, "K_0 otherhost 1")  # somebody else's
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    assert run_element(store.path, 0, 0, "J_0") == (1, 0)
+    assert run_element(store.path, 0, 0, "J_0") == (1, 0, 0)
     assert store.finished() == {(0, 0)}
 
 

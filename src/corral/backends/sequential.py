@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 from ..job import ElementStatus, JobState
 from ..resources import Resources
-from ..store import BatchStore
 from ..transports.base import Transport
 from ..transports.local import LocalTransport
 from ..worker import run_element
@@ -35,13 +34,12 @@ class SequentialBackend(Backend):
 
     def submit(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> str:
         job_id = f"S{next(self._ids)}"
-        strict = bool(BatchStore(spec.batch_dir, self.transport).read_plan(spec.sub).get("strict"))
         states = []
         for index in range(spec.elements):
-            _, failed = run_element(
+            run = run_element(
                 spec.batch_dir, spec.sub, index, f"{job_id}_{index}", redirect=False, stdin=spec.command
             )
-            states.append(JobState.FAILED if failed and strict else JobState.COMPLETED)
+            states.append(JobState.FAILED if run.exit_code else JobState.COMPLETED)
         self._done[job_id] = states
         return job_id
 
