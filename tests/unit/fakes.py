@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from corral.store import BatchStore
 from corral.transports.base import CommandResult
@@ -123,3 +124,12 @@ class FakeSlurm(LocalTransport):
 
     def _sacctmgr(self, argv: list[str]) -> tuple[int, str, str]:
         return 0, "\n", ""
+
+
+def stand_in_python(folder: Path) -> Path:
+    """An executable that job scripts can run as their python: it prints its arguments on
+    one line, then what it reads on stdin (so the worker's argv and input can be checked)."""
+    python = folder / "python"
+    python.write_text('#!/bin/bash\necho "$*"\ncat\n')
+    python.chmod(0o755)
+    return python

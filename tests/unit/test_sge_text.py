@@ -39,6 +39,8 @@ from corral.errors import ResourceError, SchedulerError
 from corral.job import Condition, Dependency
 from corral.transports.local import LocalTransport
 
+from .fakes import stand_in_python
+
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
@@ -370,9 +372,7 @@ def test_with_a_command_the_exec_line_ends_with_the_here_document() -> None:
 def test_the_sge_script_gives_the_command_to_the_worker_on_stdin(tmp_path: Path) -> None:
     """Run the rendered script as an SGE task would; the stand-in python prints its
     arguments and then its stdin to the element's own file."""
-    python = tmp_path / "python"
-    python.write_text('#!/bin/bash\necho "$*"\ncat\n')
-    python.chmod(0o755)
+    python = stand_in_python(tmp_path)
     command = "echo $JOB_ID '$SGE_TASK_ID' \"`hostname`\" \\\\\nexit 3\nCORRAL_COMMAND_"
     script = tmp_path / "job.sh"
     script.write_text(render_script(replace(spec(python=str(python)), command=command)))

@@ -34,6 +34,8 @@ from corral.backends.slurm_text import (
 from corral.errors import SchedulerError
 from corral.job import Condition, Dependency
 
+from .fakes import stand_in_python
+
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
@@ -224,9 +226,7 @@ def test_with_a_command_the_exec_line_ends_with_the_here_document() -> None:
 
 
 def test_the_slurm_script_gives_the_command_to_the_worker_on_stdin(tmp_path: Path) -> None:
-    python = tmp_path / "python"
-    python.write_text('#!/bin/bash\necho "$*"\ncat\n')
-    python.chmod(0o755)
+    python = stand_in_python(tmp_path)
     command = "echo $SLURM_JOB_ID '$x' \"`hostname`\" \\\\\nexit 3"
     script = tmp_path / "job.sh"
     script.write_text(render_script(replace(spec(), python=str(python), command=command)))
