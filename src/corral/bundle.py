@@ -33,11 +33,17 @@ class Bundle:
 
 def import_function(module: str, qualname: str) -> Callable[..., Any]:
     """The task function ``module.qualname``, imported on the node (still a task there)."""
-    found: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        found = getattr(found, part)
-    function: Callable[..., Any] = found
+    function: Callable[..., Any] | None = lookup(importlib.import_module(module), qualname)
+    if function is None:
+        raise ImportError(f"module {module!r} on this node has no task {qualname!r}")
     return function
+
+
+def lookup(scope: Any, qualname: str) -> Any:
+    """What the dotted ``qualname`` names inside ``scope`` (a module), or None."""
+    for part in qualname.split("."):
+        scope = getattr(scope, part, None)
+    return scope
 
 
 def rebuild_task(fn: Callable[..., Any], options: dict[str, Any]) -> Any:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from . import batching
-from .bundle import import_function, rebuild_task
+from .bundle import import_function, lookup, rebuild_task
 from .commands import ShellCommandError, ShellResult
 from .errors import CorralError
 from .futures import CorralFuture
@@ -175,7 +175,7 @@ class TaskFunction(Generic[P, R]):
         function can be imported there, else by value (see :mod:`corral.bundle`)."""
         base = self._base
         module = sys.modules.get(base.__module__)
-        if base.__module__ != "__main__" and _lookup(module, base.__qualname__) is base:
+        if base.__module__ != "__main__" and lookup(module, base.__qualname__) is base:
             return (import_function, (base.__module__, base.__qualname__))
         return (rebuild_task, (self._fn, self._options))
 
@@ -272,10 +272,3 @@ def to_condition(condition: str | Condition) -> Condition:
             f"condition={condition!r}: use 'ok' (each job completed successfully), "
             "'any' (each job ended) or 'notok' (each job failed)"
         ) from None
-
-
-def _lookup(module: Any, qualname: str) -> Any:
-    found = module
-    for part in qualname.split("."):
-        found = getattr(found, part, None)
-    return found
