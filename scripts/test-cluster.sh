@@ -338,19 +338,31 @@ MaxArraySize=1001
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2,bf_interval=1,sched_min_interval=0,batch_sched_delay=0,bf_resolution=1
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+# CR_Core_Memory: memory is allocated too, which gives each step the memory limit
+# that OverMemoryKill enforces; a job without --mem gets DefMemPerCPU per CPU.
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=500
 
 # accounting
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
 JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=30
+# OverMemoryKill: a step found using more memory than it asked for (--mem) is
+# killed and the job ends OUT_OF_MEMORY; usage is sampled every 2 s.
+JobAcctGatherFrequency=task=2
+JobAcctGatherParams=OverMemoryKill
 JobCompType=jobcomp/none
 MailProg=/bin/true
 
 NodeName=n[1-4] NodeHostname=$host NodeAddr=127.0.0.1 Port=$((NODE_PORT0 + 1))-$((NODE_PORT0 + ${#NODES[@]})) CPUs=2 RealMemory=4000 State=UNKNOWN
-PartitionName=debug Nodes=n[1-4] Default=YES MaxTime=INFINITE State=UP
+# Preemption: jobs of "urgent" (higher PriorityTier) preempt jobs of "debug" on the
+# same nodes. A preempted job gets SIGTERM, GraceTime seconds to finish, then is
+# requeued if it may be (--requeue; JobRequeue=0 above) and cancelled otherwise.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+PartitionName=debug Nodes=n[1-4] Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=10
+PartitionName=urgent Nodes=n[1-4] MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 EOF
 }
 

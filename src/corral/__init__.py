@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .backends import get_backend
     from .backends.base import Submission
     from .batching import Batch
+    from .checkpoint import Checkpointable, Resume
     from .cluster import Cluster
     from .commands import ShellCommandError, ShellResult
     from .config import set_defaults
@@ -73,6 +74,8 @@ _LAZY = {
     "JobState": ("job", "JobState"),
     "Resources": ("resources", "Resources"),
     "Batch": ("batching", "Batch"),
+    "Checkpointable": ("checkpoint", "Checkpointable"),
+    "Resume": ("checkpoint", "Resume"),
     "JobRef": ("tasks", "JobRef"),
     "TaskFunction": ("tasks", "TaskFunction"),
     "task": ("tasks", "task"),
@@ -103,6 +106,7 @@ __all__ = [
     "AsyncResult",
     "BACKENDS",
     "Batch",
+    "Checkpointable",
     "Cluster",
     "ConfigError",
     "CorralError",
@@ -125,6 +129,7 @@ __all__ = [
     "RemoteError",
     "RemoteTraceback",
     "ResourceError",
+    "Resume",
     "Resources",
     "RetryPolicy",
     "SchedulerError",

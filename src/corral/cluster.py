@@ -94,7 +94,7 @@ class Cluster:
         plans = plan_batch(
             len(calls), self.backend.limits(resources), chunksize=chunksize, max_running=max_running
         )
-        name = name or str(getattr(fn, "__name__", "call"))
+        name = name or str(getattr(fn, "__name__", None) or type(fn).__name__)  # a callable object: its class
         store = BatchStore.create(self.root, name, self.backend.transport)
         store.write_batch(
             {"function": name, "calls": len(calls), "backend": self.backend.name, "created": time.time()},
@@ -104,14 +104,18 @@ class Cluster:
         options: dict[str, Any] = {"strict": True} if strict else {}
         if command is not None:
             options["stdin"] = True
+        if self.backend.requeue_method is not None:
+            options["requeue"] = self.backend.requeue_method
         batch = BatchState(
             store, len(calls), [], self.cancel_call, retry, name=name, max_running=max_running,
-            after=after, needs=needs, worker_options=options,
+            after=after, needs=needs, worker_options=options, explain=self.backend.explain_end,
         )  # fmt: skip
         probing = probes(plans)
         specs = array_specs(plans, store.path, name, resources, max_running, command)
         for plan, spec in zip(plans, specs, strict=True):
-            path = store.write_submission(plan.sub, batch.plan_json(plan), self.backend.render(spec))
+            path = store.write_submission(
+                plan.sub, batch.plan_json(plan, resources), self.backend.render(spec)
+            )
             batch.subs.append(SubState(plan, spec, path, probing=probing))
         with self._lock:
             self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
@@ -216,10 +220,19 @@ class Cluster:
         idle = [s for s in batch.subs if s.submitted and not s.all_final and not s.pending_cancelled]
         if len(idle) == 1 == len(batch.subs) == idle[0].plan.elements and batch.claimed - batch.client_claims:
             idle = []  # its only element has started (it claimed a call): nothing is pending
+        if not idle:
+            return
+        holders = batch.holders()  # requeued elements pending with a call to finish
+        targets: list[str] = []
         for sub in idle:
             sub.pending_cancelled = True
+            elements = [sub.element(i) for i in range(sub.plan.elements) if i not in sub.final_at]
+            if any(e in holders for e in elements):
+                targets += [e for e in elements if e not in holders]
+            elif sub.job_id:
+                targets.append(sub.job_id)
         try:
-            self.backend.cancel([s.job_id for s in idle if s.job_id], pending_only=True)
+            self.backend.cancel(targets, pending_only=True)
         except SchedulerError as exc:
             log.warning("could not cancel idle pending elements: %s", exc)
 

@@ -48,7 +48,9 @@ KEYS = (*_RESOURCE_KEYS, "backend", "directory", "max_retries", "submit_budget")
 _BUILT_IN: dict[str, object] = {"backend": "auto", "directory": None, "max_retries": 3, "submit_budget": 500}
 #: The only CORRAL_* variables read here: the others (CORRAL_IN_JOB, ...) belong to other parts.
 _ENV = {k: "CORRAL_DIR" if k == "directory" else f"CORRAL_{k.upper()}" for k in KEYS if k != "extra"}
-_INT_KEYS = frozenset({"cpus", "nodes", "tasks", "max_retries", "submit_budget"})
+_INT_KEYS = frozenset(
+    {"cpus", "nodes", "tasks", "max_retries", "submit_budget", "max_requeues", "signal_grace"}
+)
 
 _defaults: dict[str, object] = {}  # set_defaults(), values already converted
 _defaults_lock = threading.Lock()

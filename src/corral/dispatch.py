@@ -62,7 +62,7 @@ class Dispatcher:
             if dependency != sub.spec.dependency:  # known only now: write it into the script
                 sub.spec = replace(sub.spec, dependency=dependency)
                 batch.store.write_submission(
-                    sub.plan.sub, batch.plan_json(sub.plan), self.backend.render(sub.spec)
+                    sub.plan.sub, batch.plan_json(sub.plan, sub.spec.resources), self.backend.render(sub.spec)
                 )
             sub.job_id = self.backend.submit(sub.spec, sub.script_path, log_pattern(batch.store))
             sub.submitted_at = sub.last_seen = time.monotonic()
@@ -111,7 +111,7 @@ class Dispatcher:
             spec = array_specs([plan], batch.store.path, batch.name, resources, batch.max_running, command)[0]
             try:
                 path = batch.store.write_submission(
-                    plan.sub, batch.plan_json(plan), self.backend.render(spec)
+                    plan.sub, batch.plan_json(plan, resources), self.backend.render(spec)
                 )
             except OSError as exc:
                 return self._refuse(batch, SubState(plan, spec, ""), exc)

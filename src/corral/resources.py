@@ -32,6 +32,13 @@ RESERVED_OPTIONS = frozenset(
 )  # fmt: skip
 
 
+#: A call resumes from its checkpoint after at most this many time limits, unless set.
+DEFAULT_MAX_REQUEUES = 3
+#: Seconds before the time limit that a job is warned, unless set (SLURM may send the signal
+#: up to a minute late: it looks at time limits about every 30 s).
+DEFAULT_SIGNAL_GRACE = 120
+
+
 def parse_time(value: object) -> timedelta:
     """Read a time limit: a ``timedelta``, whole minutes (int), or SLURM's text forms
     ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``."""
@@ -88,6 +95,9 @@ class Resources:
     qos: str | None = None
     constraint: str | None = None  # node features, e.g. "avx512&ib"
     job_name: str | None = None
+    # Requeues from a checkpoint at the time limit, per call (0: jobs are never requeued)
+    max_requeues: int | None = None
+    signal_grace: int | None = None  # seconds before the time limit the warning signal comes
     extra: tuple[tuple[str, str | None], ...] = ()  # verbatim options: (name, value or None)
 
     def __post_init__(self) -> None:
@@ -95,6 +105,10 @@ class Resources:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ResourceError(f"{name}={value!r} must be a positive whole number")
+        for name in ("max_requeues", "signal_grace"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ResourceError(f"{name}={value!r} must be a whole number >= 0")
         for name in ("partition", "account", "qos", "constraint", "job_name"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, str) and _WORD.fullmatch(value)):
@@ -117,6 +131,19 @@ class Resources:
                 )
             if value is not None and not _WORD.fullmatch(value):
                 raise ResourceError(f"extra option {key}={value!r} has blanks or quotes")
+
+    @property
+    def requeues(self) -> int:
+        """``max_requeues``, or its default."""
+        return DEFAULT_MAX_REQUEUES if self.max_requeues is None else self.max_requeues
+
+    def warning_seconds(self) -> int | None:
+        """How long before the time limit the job asks to be warned: ``signal_grace`` (default
+        DEFAULT_SIGNAL_GRACE), at most half the limit; None without a limit or requeues."""
+        if self.time is None or not self.requeues:
+            return None
+        grace = DEFAULT_SIGNAL_GRACE if self.signal_grace is None else self.signal_grace
+        return max(1, min(grace, int(self.time.total_seconds()) // 2))
 
     @classmethod
     def from_options(cls, **options: object) -> Resources:

@@ -18,6 +18,8 @@ Layout (every folder 0700, every file written atomically: temporary file, then r
         results/<i>.<a>.pkl       the call's outcome: its value, or its exception with the traceback
         attempts/<i>.<a>.json     how attempt a of call i ended without a result (job, state, node),
                                   written by the client when it resubmits or fails the call
+        checkpoints/<i>.pkl       what to run in place of call i when it runs again: written by
+                                  the worker when a Checkpointable call is interrupted
 
 Nothing here is deleted by a job: a requeued job must be able to start again.
 """
@@ -93,7 +95,7 @@ class BatchStore:
         safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in hint)[:40] or "batch"
         path = os.path.join(root, f"{safe}-{stamp}-{secrets.token_hex(3)}")
         transport.makedirs(root)
-        for sub in ("subs", "claims", "logs", "results", "attempts"):
+        for sub in ("subs", "claims", "logs", "results", "attempts", "checkpoints"):
             transport.makedirs(os.path.join(path, sub))
         return cls(path, transport)
 
@@ -186,6 +188,21 @@ class BatchStore:
                 found[task] = json.loads(self.transport.read_bytes(self._p("attempts", name)))
         return found
 
+    def write_checkpoint(self, call: int, data: bytes, requeues: int) -> None:
+        """Keep what call ``call`` runs next (a pickled :class:`corral.checkpoint.Resume`) and
+        how many times it was requeued from a checkpoint at a time limit."""
+        record = pickle.dumps({"resume": data, "requeues": requeues}, protocol=pickle.HIGHEST_PROTOCOL)
+        self.transport.makedirs(self._p("checkpoints"))
+        self.transport.write_bytes(self._p("checkpoints", f"{call}.pkl"), record)
+
+    def read_checkpoint(self, call: int) -> tuple[bytes, int] | None:
+        """(pickled Resume, requeues) of call ``call``, or None when it has no checkpoint."""
+        try:
+            record = pickle.loads(self.transport.read_bytes(self._p("checkpoints", f"{call}.pkl")))
+        except FileNotFoundError:
+            return None
+        return record["resume"], int(record["requeues"])
+
     def call_log(self, call: int, attempt: int, stream: str) -> str:
         """Path of a call's own ``"out"`` or ``"err"`` stream."""
         return self._p("logs", f"{task_name(call, attempt)}.{stream}")
@@ -210,6 +227,43 @@ class BatchStore:
     def _p(self, *parts: str) -> str:
         return os.path.join(self.path, *parts)
 
+    # -- reading, for the command line (corral.records) ----------------------------------------
+
+    def read_manifest(self) -> dict[str, Any]:
+        """The batch's manifest (``FileNotFoundError`` when it has none yet)."""
+        manifest: dict[str, Any] = json.loads(self.transport.read_bytes(self._p("manifest.json")))
+        return manifest
+
+    def submissions(self) -> list[int]:
+        """The numbers of the submissions whose plan was written, in order."""
+        return sorted(_numbered(self.transport.listdir(self._p("subs")), "json"))
+
+    def job_ids(self) -> dict[int, str]:
+        """The scheduler's job id of each submission that got one, by submission number."""
+        subs = sorted(_numbered(self.transport.listdir(self._p("subs")), "job"))
+        return {s: self.transport.read_bytes(self._p("subs", f"{s}.job")).decode().strip() for s in subs}
+
+    def recorded(self) -> set[tuple[int, int]]:
+        """The (call, attempt) pairs with a record in ``attempts/``, without reading them."""
+        names = self.transport.listdir(self._p("attempts"))
+        return _task_names(n.removesuffix(".json") for n in names if n.endswith(".json"))
+
+    def read_attempt(self, call: int, attempt: int) -> dict[str, Any]:
+        """The record of one attempt (see :meth:`record_attempt`)."""
+        path = self._p("attempts", f"{task_name(call, attempt)}.json")
+        record: dict[str, Any] = json.loads(self.transport.read_bytes(path))
+        return record
+
 
 def _task_names(names: Iterable[str]) -> set[tuple[int, int]]:
     return {t for t in map(parse_task_name, names) if t is not None}
+
+
+def _numbered(names: Iterable[str], suffix: str) -> list[int]:
+    """``["0.json", "1.sh", ".2.json.tmp"]``, ``"json"`` -> ``[0]``: temporary files are skipped."""
+    found = []
+    for name in names:
+        stem, dot, ext = name.partition(".")
+        if dot and ext == suffix and stem.isdigit():
+            found.append(int(stem))
+    return found

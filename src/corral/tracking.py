@@ -89,6 +89,7 @@ class BatchState:
         after: BatchState | None = None,
         needs: Needs | None = None,
         worker_options: dict[str, Any] | None = None,
+        explain: Callable[[ElementStatus, str], ElementStatus] | None = None,
     ) -> None:
         self.store = store
         self.name = name  # the function's name, which its jobs carry
@@ -96,6 +97,8 @@ class BatchState:
         self.after = after  # not submitted before this batch is done
         self.needs = needs  # calls of other batches it runs after (the scheduler's dependency)
         self.worker_options = worker_options or {}  # added to each submission's plan
+        # How the backend reads an element's end from its stderr (a memory kill, say).
+        self.explain = explain or (lambda status, stderr: status)
         self.subs = subs
         self.attempts = [0] * n_calls
         self.futures = [CorralFuture(self, i) for i in range(n_calls)]
@@ -117,9 +120,10 @@ class BatchState:
     def cancel_call(self, call: int) -> bool:
         return self._cancel_call(self, call)
 
-    def plan_json(self, plan: Plan) -> dict[str, Any]:
-        """What the worker reads for one submission: its plan and the batch's options."""
-        return {**plan.to_json(), **self.worker_options}
+    def plan_json(self, plan: Plan, resources: Resources) -> dict[str, Any]:
+        """What the worker reads for one submission: its plan, the batch's options, and how
+        often a call may be requeued from a checkpoint."""
+        return {**plan.to_json(), **self.worker_options, "max_requeues": resources.requeues}
 
     def task(self, call: int) -> tuple[int, int]:
         return call, self.attempts[call]
@@ -135,6 +139,19 @@ class BatchState:
                 return None
             self._claimants[task] = who
         return self._claimants[task].split(" ", 1)[0]
+
+    def holders(self) -> set[str]:
+        """Elements that took a call which has not ended: one that was requeued (pending
+        again) will run it again, so it must not be cancelled as idle."""
+        held: set[str] = set()
+        for task in self.claimed - self.client_claims - self._seen_results:
+            if task[0] in self.resolved:
+                continue
+            if task not in self._claimants and (who := self.store.claimant(*task)) is not None:
+                self._claimants[task] = who
+            if task in self._claimants:
+                held.add(self._claimants[task].split(" ", 1)[0])
+        return held
 
     def job_id_of(self, call: int) -> str | None:
         who = self.claimant(call)
@@ -356,9 +373,9 @@ class BatchState:
     def _error(
         self, call: int, sub: SubState, index: int, who: str | None, attempts: tuple[Attempt, ...] = ()
     ) -> JobError:
-        status = sub.status[index]
         streams = [self.store.call_log(*self.task(call), "err")] if who else []
         streams.append(self.store.element_log(sub.element(index), "err"))
+        status = self.explain(sub.status[index], self.store.tail(streams[-1]))
         tail = next((t for t in map(self.store.tail, streams) if t.strip()), "")
         unmet = explain(self.needs) if self.needs and status.state is JobState.CANCELLED else ""
         if unmet and who is None:
@@ -366,17 +383,35 @@ class BatchState:
                 state=status.state, job_id=sub.element(index), call=call, batch=self.store.name,
                 reason=f"never ran: {unmet}", work_dir=self.store.path,
             )  # fmt: skip
+        reason = status.reason
+        resources = sub.spec.resources
+        if status.state is JobState.TIMEOUT and resources.time is not None:
+            reason = "; ".join(filter(None, [reason, self._time_limit(call, resources)]))
+        if status.state is JobState.OUT_OF_MEMORY and "requested" not in reason:
+            asked = f"{resources.memory} MB requested" if resources.memory else "no memory requested"
+            reason = "; ".join(filter(None, [reason, asked]))
         return job_error(
             status.state,
             job_id=sub.element(index),
             call=call,
             batch=self.store.name,
             node=status.node,
-            reason=status.reason,
+            reason=reason,
             stderr_tail=tail,
             attempts=attempts,
             work_dir=self.store.path,
         )
+
+    def _time_limit(self, call: int, resources: Resources) -> str:
+        """What a time-limit error says about the limit and the call's checkpoints."""
+        text = f"time limit {resources.time}"
+        try:
+            saved = self.store.read_checkpoint(call)
+        except OSError:
+            saved = None
+        if saved is None:
+            return text + "; the call has no checkpoint to resume from (see corral.Checkpointable)"
+        return text + f"; requeued from a checkpoint {saved[1]} time(s), max_requeues={resources.requeues}"
 
     def claim_for_client(self, call: int) -> bool:
         """Take the call's current attempt so no element will run it (a cancel)."""

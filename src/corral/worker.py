@@ -20,6 +20,7 @@ import contextvars
 import functools
 import os
 import pickle
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
+from .checkpoint import REQUEUE_EXIT, Checkpointable, Interrupted, Resume, StopSignals
 from .store import BatchStore, Outcome
 from .transports.local import LocalTransport
 
@@ -35,6 +37,7 @@ _current_element: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "corral_current_element", default=None
 )
 IN_JOB_ENV = "CORRAL_IN_JOB"
+RESTART_ENV = "CORRAL_RESTART_COUNT"  # set by the local backend when it runs an element again
 
 
 def inside_job() -> str | None:
@@ -84,21 +87,34 @@ def run_element(
     *,
     redirect: bool = True,
     stdin: str | None = None,
+    signals: StopSignals | None = None,
 ) -> ElementRun:
     """Run every call element ``index`` of submission ``sub`` can claim; say how many ran,
     how many of those failed, and the element's exit code. A plan marked ``stdin`` (a shell
     command written into the job script) gets the script's input as every call's first
-    argument: ``stdin``, or else what the worker reads from its standard input."""
+    argument: ``stdin``, or else what the worker reads from its standard input. With
+    ``signals`` (a job, not the sequential backend), the scheduler's warning and SIGTERM stop
+    the element between calls, or interrupt a checkpointable call (see
+    :mod:`corral.checkpoint`); an element with work left after a warning asks to be requeued."""
     store = BatchStore(batch_dir, LocalTransport())
     fn = unpack_function(store.read_function())
     plan = store.read_plan(sub)
     if plan.get("stdin"):
         fn = functools.partial(fn, sys.stdin.read().removesuffix("\n") if stdin is None else stdin)
-    # SLURM counts restarts of a requeued job; Grid Engine sets RESTARTED=1 on a rerun.
-    restarted = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 or os.environ.get("RESTARTED") == "1"
+    signals = signals or StopSignals()
+    # SLURM counts restarts of a requeued job; Grid Engine sets RESTARTED=1 on a rerun; the
+    # local backend sets CORRAL_RESTART_COUNT.
+    restarted = any(
+        (os.environ.get(name) or "0") not in ("", "0")
+        for name in ("SLURM_RESTART_COUNT", "RESTARTED", RESTART_ENV)
+    )
     who = f"{element} {os.uname().nodename} {os.getpid()}"
     ran = failed = 0
+    left = False  # a call of this element was interrupted, or never started for lack of time
     for call, attempt in element_order(plan, index):
+        if signals.stopping:
+            left = left or (call, attempt) not in store.claimed()
+            continue
         if not store.claim(call, attempt, who):
             # A requeued element re-runs what it had taken before it was stopped.
             mine = restarted and (store.claimant(call, attempt) or "").startswith(element + " ")
@@ -106,14 +122,43 @@ def run_element(
                 continue
         token = _current_element.set(element)
         try:
-            outcome = run_call(store, fn, call, attempt, element, redirect=redirect)
+            outcome = run_call(
+                store, fn, call, attempt, element, redirect=redirect, signals=signals,
+                max_requeues=int(plan.get("max_requeues", 0)),
+            )  # fmt: skip
         finally:
             _current_element.reset(token)
+        if outcome is None:  # interrupted: its checkpoint is saved, it runs again later
+            left = True
+            continue
         store.write_outcome(call, attempt, outcome)
         ran += 1
         failed += not outcome.ok
     # A strict plan (jobs others wait for with afterok) reports a failed call to the scheduler.
-    return ElementRun(ran, failed, 1 if failed and plan.get("strict") else 0)
+    exit_code = 1 if failed and plan.get("strict") else 0
+    if signals.warned and not signals.terminated and left and plan.get("requeue"):
+        exit_code = _requeue(str(plan["requeue"]), element)
+    elif signals.terminated:
+        exit_code = 128 + signal.SIGTERM
+    return ElementRun(ran, failed, exit_code)
+
+
+def _requeue(how: str, element: str) -> int:
+    """Ask the scheduler to run this element again; return the exit code to end with."""
+    if how != "scontrol":
+        return REQUEUE_EXIT  # the local backend and Grid Engine rerun an element that exits so
+    job = os.environ.get("SLURM_JOB_ID", "")  # the element's own id
+    sys.stderr.write(f"corral: time limit near; requeueing {element} (job {job}) to finish its calls\n")
+    sys.stderr.flush()
+    import subprocess
+
+    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    if result.returncode == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the requeue's SIGTERM may end us now
+        time.sleep(120)  # the requeue stops this process; if it has not yet, end anyway
+        return 0
+    sys.stderr.write(f"corral: could not requeue {element}: {result.stderr.strip()}\n")
+    return 1
 
 
 def run_call(
@@ -124,17 +169,36 @@ def run_call(
     element: str,
     *,
     redirect: bool = True,
-) -> Outcome:
+    signals: StopSignals | None = None,
+    max_requeues: int = 0,
+) -> Outcome | None:
     """Run one call with its streams redirected (unless ``redirect`` is false, as in the
     sequential backend, where a debugger needs the terminal); never raises for the call's
-    own errors."""
+    own errors. A call with a checkpoint runs from it. None when a signal interrupted a
+    checkpointable call and its checkpoint was saved."""
     started = time.time()
     host = os.uname().nodename
     streams = (store.call_log(call, attempt, "out"), store.call_log(call, attempt, "err"))
+    signals = signals or StopSignals()
     with _redirected(*streams) if redirect else contextlib.nullcontext():
         try:
-            args, kwargs = cloudpickle.loads(store.read_call(call))
-            value = fn(*args, **kwargs)
+            saved = store.read_checkpoint(call)
+            requeues = 0
+            if saved is None:
+                args, kwargs = cloudpickle.loads(store.read_call(call))
+            else:
+                resume, requeues = cloudpickle.loads(saved[0]), saved[1]
+                fn, args, kwargs = resume.fn, resume.args, resume.kwargs
+                print(f"corral: call {call} resumes from its checkpoint", file=sys.stderr)
+            checkpointable = isinstance(fn, Checkpointable)
+            try:
+                with signals.running(checkpointable, on_warning=requeues < max_requeues):
+                    value = fn(*args, **kwargs)
+            except Interrupted as stop:
+                assert isinstance(fn, Checkpointable)
+                _save_checkpoint(store, fn, call, args, kwargs, requeues + (not signals.terminated))
+                print(f"corral: call {call} stopped ({stop.why}); checkpoint saved", file=sys.stderr)
+                return None
         except BaseException as exc:  # noqa: BLE001 - every failure of the call is its outcome
             import traceback  # only on failure: a worker's start-up time is every job's
 
@@ -150,6 +214,18 @@ def run_call(
         tb = traceback.format_exc()
         return _error_outcome(exc, tb, element, host, started, what="the result")
     return Outcome(True, payload, element=element, host=host, started=started, finished=time.time())
+
+
+def _save_checkpoint(
+    store: BatchStore, fn: Checkpointable, call: int, args: Any, kwargs: Any, requeues: int
+) -> None:
+    """Ask the interrupted call for what to run next and keep it."""
+    resume = fn.checkpoint(*args, **kwargs)
+    if not isinstance(resume, Resume):
+        raise TypeError(
+            f"{type(fn).__qualname__}.checkpoint() must return a corral.Resume, not {type(resume).__name__}"
+        )
+    store.write_checkpoint(call, cloudpickle.dumps(resume), requeues)
 
 
 def _error_outcome(
@@ -184,8 +260,9 @@ def _redirected(out_path: str, err_path: str) -> Iterator[None]:
     sys.stderr.flush()
     saved_fds = os.dup(1), os.dup(2)
     saved_streams = sys.stdout, sys.stderr
-    out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Appended to: a call that runs again after a requeue keeps the output of its first run.
+    out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(out, 1)
     os.dup2(err, 2)
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
@@ -210,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     batch_dir, sub, index, element = args
     os.environ[IN_JOB_ENV] = element  # the nested-submission guard, for the calls and their children
     os.umask(0o077)
-    return run_element(batch_dir, int(sub), int(index), element).exit_code
+    signals = StopSignals()
+    signals.install()
+    return run_element(batch_dir, int(sub), int(index), element, signals=signals).exit_code
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ class FakeSlurm(LocalTransport):
         return 0, "MaxArraySize            = 1001\nClusterName             = fake\n", ""
 
     def _sinfo(self, argv: list[str]) -> tuple[int, str, str]:
-        return 0, "0/8/0/8\n", ""
+        return 0, "debug*|0/8/0/8\n", ""
 
     def _sacctmgr(self, argv: list[str]) -> tuple[int, str, str]:
         return 0, "\n", ""

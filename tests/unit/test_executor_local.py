@@ -255,6 +255,7 @@ def test_work_dir_records_the_batch(make_executor, workdir) -> None:
         "attempts",
         "calls.bin",
         "calls.idx",
+        "checkpoints",
         "claims",
         "function.pkl",
         "logs",

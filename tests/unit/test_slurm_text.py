@@ -113,6 +113,12 @@ def test_config_sinfo_and_sacctmgr() -> None:
     assert config["ClusterName"] == "corral-test"
     assert parse_sinfo_cpus(recorded("sinfo_cpus.txt")) == (8, 0, 0, 8)
     assert parse_sinfo_cpus("3/5/0/8\n1/1/2/4\n") == (4, 6, 2, 12)
+    # two partitions over the same 8 CPUs: the default one's, or the one asked for
+    both = recorded("sinfo_partitions_cpus.txt")
+    assert parse_sinfo_cpus(both) == (0, 8, 0, 8)
+    assert parse_sinfo_cpus("debug*|3/5/0/8\nurgent|1/1/2/4\n", "urgent") == (1, 1, 2, 4)
+    assert parse_sinfo_cpus("a|3/5/0/8\nb|1/1/2/4\n") == (3, 5, 0, 8)  # none marked: the first
+    assert parse_sinfo_cpus("a|3/5/0/8\n", "missing") == (0, 0, 0, 0)
     assert parse_max_submit(recorded("sacctmgr_assoc.txt")) is None
     assert parse_max_submit(recorded("sacctmgr_assoc_limit.txt")) == 50
 

@@ -73,6 +73,14 @@ class ArraySpec:
         return f" <<'{delimiter}'\n{self.command.rstrip(chr(10))}\n{delimiter}"
 
 
+def warning_trap(spec: ArraySpec) -> list[str]:
+    """For a job warned before its time limit: ignore the warning until the worker catches
+    it (an ignored signal stays ignored across exec), so an early one cannot kill it."""
+    if spec.resources.warning_seconds() is None:
+        return []
+    return ["trap '' USR1  # until the worker catches it"]
+
+
 @dataclass(frozen=True)
 class Limits:
     """What the cluster allows, as discovered (or overridden by environment variables)."""
@@ -104,6 +112,10 @@ class Backend(abc.ABC):
     detached: ClassVar[bool] = False
     #: The dependency conditions the scheduler can enforce itself (see ArraySpec.dependency).
     conditions: ClassVar[frozenset[Condition]] = frozenset(Condition)
+    #: How a worker has its element run again after a time-limit warning (see
+    #: :mod:`corral.checkpoint`): "scontrol" (SLURM's requeue), "exit" (it exits with
+    #: REQUEUE_EXIT), or None when the backend sends no warning.
+    requeue_method: ClassVar[str | None] = None
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
@@ -131,6 +143,11 @@ class Backend(abc.ABC):
     def cancel(self, job_ids: Sequence[str], *, pending_only: bool = False) -> None:
         """Cancel these jobs (``"4242"``) or array elements (``"4242_3"``); with
         ``pending_only``, only the pending elements of these jobs."""
+
+    def explain_end(self, status: ElementStatus, stderr: str) -> ElementStatus:
+        """A final status made more precise by the end of the element's stderr, where the
+        scheduler may have said why it stopped the job (a memory limit, say). Pure."""
+        return status
 
     def limits(self, resources: Resources) -> Limits:
         """The limits that apply to jobs asking for ``resources``: discovered once per

@@ -17,12 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
+from ..checkpoint import REQUEUE_EXIT, WARNING_SIGNAL
 from ..errors import SubmissionError
 from ..job import Dependency, ElementStatus, JobState
 from ..resources import Resources
 from ..transports.base import Transport
 from ..transports.local import LocalTransport
-from .base import ArraySpec, Backend, Limits
+from ..worker import RESTART_ENV
+from .base import ArraySpec, Backend, Limits, warning_trap
 
 KILL_WAIT = 2.0  # seconds between SIGTERM and SIGKILL, like SLURM's KillWait
 TICK = 0.02  # how often running processes are checked
@@ -44,6 +46,9 @@ class _Element:
     deadline: float = float("inf")
     kill_state: JobState | None = None  # why we are killing it
     kill_at: float = float("inf")  # when SIGKILL follows SIGTERM
+    warning: float | None = None  # seconds before the time limit that it gets SIGUSR1
+    warn_at: float = float("inf")
+    restarts: int = 0  # times it asked to run again (exit REQUEUE_EXIT)
     files: list[IO[bytes]] = field(default_factory=list)
 
     @property
@@ -55,6 +60,7 @@ class LocalBackend(Backend):
     """Runs array elements as local processes under a small scheduler thread."""
 
     name = "local"
+    requeue_method = "exit"
 
     def __init__(self, transport: Transport | None = None, slots: int | None = None) -> None:
         super().__init__(transport or LocalTransport())
@@ -76,6 +82,7 @@ class LocalBackend(Backend):
             [
                 "#!/bin/bash",
                 f"# corral local job: submission {spec.sub}, {spec.elements} element(s), {limit}",
+                *warning_trap(spec),
                 f'exec {shlex.join(spec.worker_argv())} "$CORRAL_ARRAY_TASK_ID" "$CORRAL_ELEMENT_ID"'
                 + spec.worker_stdin(),
                 "",
@@ -110,6 +117,7 @@ class LocalBackend(Backend):
                     cpus,
                     limit,
                     spec.dependency,
+                    warning=spec.resources.warning_seconds(),
                 )
                 self._elements[element.element_id] = element
                 self._queue.append(element)
@@ -180,8 +188,15 @@ class LocalBackend(Backend):
                 for handle in el.files:
                     handle.close()
                 self._running.remove(el)
+                if code == REQUEUE_EXIT and el.kill_state is None:  # it asked to run again
+                    el.state, el.proc, el.restarts = JobState.PENDING, None, el.restarts + 1
+                    el.deadline = el.warn_at = float("inf")
+                    self._queue.appendleft(el)
             elif el.kill_state is None and now >= el.deadline:
                 self._kill(el, JobState.TIMEOUT)
+            elif now >= el.warn_at:  # like SLURM's --signal=B:USR1@grace: the worker alone
+                el.warn_at = float("inf")
+                el.proc.send_signal(WARNING_SIGNAL)
             elif now >= el.kill_at:
                 _signal(el, signal.SIGKILL)
 
@@ -224,7 +239,12 @@ class LocalBackend(Backend):
             per_job[el.job_id] += 1
 
     def _start(self, el: _Element) -> None:
-        env = {**os.environ, "CORRAL_ARRAY_TASK_ID": str(el.index), "CORRAL_ELEMENT_ID": el.element_id}
+        env = {
+            **os.environ,
+            "CORRAL_ARRAY_TASK_ID": str(el.index),
+            "CORRAL_ELEMENT_ID": el.element_id,
+            RESTART_ENV: str(el.restarts),
+        }
         out = open(el.logs[0], "ab")  # noqa: SIM115 - closed when the element is reaped
         err = open(el.logs[1], "ab")  # noqa: SIM115
         el.files = [out, err]
@@ -240,6 +260,8 @@ class LocalBackend(Backend):
         el.state = JobState.RUNNING
         if el.time_limit is not None:
             el.deadline = time.monotonic() + el.time_limit
+            if el.warning is not None:
+                el.warn_at = el.deadline - el.warning
         self._running.append(el)
 
     def _kill(self, el: _Element, why: JobState) -> None:

@@ -22,6 +22,7 @@ from .slurm_text import (
     SQUEUE_FORMAT,
     config_int,
     enforces_limits,
+    explain_memory_kill,
     parse_config,
     parse_job_commands,
     parse_max_submit,
@@ -45,6 +46,7 @@ class SlurmBackend(Backend):
 
     name = "slurm"
     detached = True
+    requeue_method = "scontrol"
 
     def __init__(self, transport: Transport) -> None:
         super().__init__(transport)
@@ -102,6 +104,9 @@ class SlurmBackend(Backend):
         if result.argv[:1] == ("sbatch",) and submission_unknown(result.stderr):
             return False  # retried only once we know the job was not created (see submit)
         return transient_failure(result.stderr)
+
+    def explain_end(self, status: ElementStatus, stderr: str) -> ElementStatus:
+        return explain_memory_kill(status, stderr)
 
     def poll(self, job_ids: Sequence[str]) -> dict[str, ElementStatus]:
         if not job_ids:
@@ -163,7 +168,8 @@ class SlurmBackend(Backend):
         slots = env_int("CORRAL_SLOTS")
         if slots is None:
             part = ["-p", resources.partition] if resources.partition else []
-            allocated, idle, _, _ = parse_sinfo_cpus(self.check(["sinfo", "-h", *part, "-o", "%C"]).stdout)
+            output = self.check(["sinfo", "-h", *part, "-o", "%P|%C"]).stdout
+            allocated, idle, _, _ = parse_sinfo_cpus(output, resources.partition)
             slots = max(1, (allocated + idle) // (resources.cpus or 1))
         limits = Limits(max_array_size=max_array, max_submit_jobs=max_submit, slots=slots)
         log.info("SLURM limits for %s: %s", resources.partition or "the default partition", limits)

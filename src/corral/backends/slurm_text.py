@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from ..errors import SchedulerError
 from ..job import Condition, ElementStatus, JobState
-from .base import ArraySpec
+from .base import ArraySpec, warning_trap
 
 #: SLURM's long state names (squeue %T, sacct State) -> corral's states.
 SLURM_STATES: dict[str, JobState] = {
@@ -83,6 +83,12 @@ def sbatch_options(spec: ArraySpec) -> list[str]:
         ("constraint", res.constraint),
     ]
     options += [f"--{name}={value}" for name, value in pairs if value is not None]
+    # Requeueable, so that a preempted job is requeued rather than cancelled and a worker
+    # can requeue its element from a checkpoint; warned (SIGUSR1, to the worker the batch
+    # shell execs) before the time limit.
+    options.append("--requeue" if res.requeues else "--no-requeue")
+    if (warning := res.warning_seconds()) is not None:
+        options.append(f"--signal=B:USR1@{warning}")
     options += [f"--{name}" if value is None else f"--{name}={value}" for name, value in res.extra]
     if spec.dependency is not None:
         kind = DEPENDENCY_TYPES[spec.dependency.condition]
@@ -100,6 +106,7 @@ def render_script(spec: ArraySpec) -> str:
         f"# corral: batch {spec.batch_dir.rsplit('/', 1)[-1]}, "  # a comment; names are sanitized
         f"submission {spec.sub}, {spec.elements} array element(s)",
         *(f"#SBATCH {option}" for option in sbatch_options(spec)),
+        *warning_trap(spec),
         f'exec {command} "$SLURM_ARRAY_TASK_ID" "${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"'
         + spec.worker_stdin(),
         "",
@@ -181,13 +188,22 @@ def parse_config(stdout: str) -> dict[str, str]:
     return config
 
 
-def parse_sinfo_cpus(stdout: str) -> tuple[int, int, int, int]:
-    """``sinfo -h -o %C`` -> (allocated, idle, other, total) CPUs, summed over lines."""
-    totals = [0, 0, 0, 0]
+def parse_sinfo_cpus(stdout: str, partition: str | None = None) -> tuple[int, int, int, int]:
+    """``sinfo -h -o %P|%C`` -> (allocated, idle, other, total) CPUs of ``partition``, or of
+    the default partition (marked ``*``) when None. Partitions often share nodes, so adding
+    up every line would count those nodes' CPUs once per partition. Lines of a bare ``%C``
+    (no partition name) are summed."""
+    rows: list[tuple[str | None, list[int]]] = []
     for line in stdout.split():
-        parts = line.split("/")
+        name, _, cpus = line.rpartition("|")
+        parts = cpus.split("/")
         if len(parts) == 4 and all(p.isdigit() for p in parts):
-            totals = [t + int(p) for t, p in zip(totals, parts, strict=True)]
+            rows.append((name or None, [int(p) for p in parts]))
+    named = [r for r in rows if r[0] is not None]
+    if named:
+        wanted = [r for r in named if r[0] == partition or (partition is None and str(r[0]).endswith("*"))]
+        rows = wanted or ([] if partition else named[:1])
+    totals = [sum(r[1][i] for r in rows) for i in range(4)]
     return totals[0], totals[1], totals[2], totals[3]
 
 
@@ -266,3 +282,26 @@ def parse_job_commands(stdout: str) -> dict[str, str]:
         if sep and job.strip().isdigit():
             found.setdefault(job.strip(), command.strip())
     return found
+
+
+#: slurmstepd's words when JobAcctGatherParams=OverMemoryKill stops a step (bytes used > limit).
+_MEMORY_KILL = re.compile(r"exceeded memory limit \((\d+) > (\d+)\), being killed")
+#: ... and when the cgroup's OOM killer did (task/cgroup with ConstrainRAMSpace).
+_OOM_KILL = re.compile(r"Detected \d+ oom[-_]kill event")
+
+
+def explain_memory_kill(status: ElementStatus, stderr: str) -> ElementStatus:
+    """An element that SLURM stopped for its memory ends FAILED or CANCELLED when the
+    accounting plugin (not the cgroup) killed it: read slurmstepd's message in its stderr
+    and report OUT_OF_MEMORY, with the memory used and the limit. Pure."""
+    if not status.state.is_final or status.state is JobState.COMPLETED:
+        return status
+    if match := _MEMORY_KILL.search(stderr):
+        used, limit = (int(g) / 2**20 for g in match.groups())
+        reason = f"used {used:.0f} MB of memory, {limit:.0f} MB requested"
+        return ElementStatus(status.element_id, JobState.OUT_OF_MEMORY, status.node, reason)
+    if status.state is not JobState.OUT_OF_MEMORY and _OOM_KILL.search(stderr):
+        return ElementStatus(
+            status.element_id, JobState.OUT_OF_MEMORY, status.node, "killed by the OOM killer"
+        )
+    return status

@@ -12,6 +12,9 @@
 #SBATCH --account=proj-42
 #SBATCH --qos=high
 #SBATCH --constraint=avx512&ib
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@120
 #SBATCH --mail-type=END,FAIL
 #SBATCH --exclusive
+trap '' USR1  # until the worker catches it
 exec /opt/venv/bin/python -m corral.worker '/home/ana/my project/.corral/fit-20261121-140000-abcdef' 1 "$SLURM_ARRAY_TASK_ID" "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"

@@ -1,0 +1,222 @@
+"""Time-limit warnings, checkpoints and requeues on the local backend, which sends SIGUSR1
+``signal_grace`` seconds before its enforced time limit and runs an element again when its
+worker asks (see corral.checkpoint). The same path on real SLURM is in tests/faults/."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+import corral
+from corral.backends.slurm_text import explain_memory_kill, sbatch_options
+from corral.checkpoint import Interrupted, StopSignals
+from corral.job import ElementStatus, JobState
+from corral.store import BatchStore
+from corral.transports.local import LocalTransport
+
+DATA = Path(__file__).parent.parent / "data"
+
+
+class Count(corral.Checkpointable):
+    """Counts to ``n`` in steps of 0.1 s, keeping its progress in ``self``."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.runs = 0
+
+    def __call__(self, n: int) -> tuple[int, int]:
+        self.runs += 1
+        while self.done < n:
+            time.sleep(0.1)
+            self.done += 1
+        return self.done, self.runs
+
+
+class SavesToFile(corral.Checkpointable):
+    """Keeps its state in a file of its own and resumes with another function."""
+
+    def __call__(self, path: str, n: int) -> int:
+        for i in range(n):
+            with open(path, "w") as out:
+                out.write(str(i))
+            time.sleep(0.1)
+        return n
+
+    def checkpoint(self, path: str, n: int) -> corral.Resume:
+        return corral.Resume(finish_from_file, path, n)
+
+
+def finish_from_file(path: str, n: int) -> str:
+    with open(path) as saved:
+        return f"resumed at {saved.read()} of {n}"
+
+
+def marks(folder: str, x: int, seconds: float) -> int:
+    """An ordinary call that records each time it finished."""
+    time.sleep(seconds)
+    with open(os.path.join(folder, f"{x}.{os.getpid()}"), "w"):
+        pass
+    return x
+
+
+def test_a_checkpointable_call_needing_three_time_limits_completes_through_requeues(make_executor) -> None:
+    ex = make_executor("local", time="0:03", max_requeues=10)  # warned 1.5 s in: about 1 s of work a run
+    future = ex.submit(Count(), 40)  # 4 s of work, at most 1.5 s a run: three runs at least
+    done, runs = future.result(timeout=120)
+    assert done == 40 and runs >= 3  # each run counts itself: the object came back with its progress
+    store = BatchStore(os.path.join(ex.cluster.root, future.batch), LocalTransport())
+    saved = store.read_checkpoint(0)
+    assert saved is not None and saved[1] == runs - 1  # requeued once per extra run
+    log = Path(store.call_log(0, 0, "err")).read_text()
+    assert log.count("resumes from its checkpoint") == runs - 1
+    assert log.count("stopped (time limit near); checkpoint saved") == runs - 1
+
+
+def test_without_a_checkpoint_a_time_limit_names_the_limit(make_executor) -> None:
+    ex = make_executor("local", time="0:02")
+    future = ex.submit(time.sleep, 30)
+    with pytest.raises(corral.JobTimeoutError) as caught:
+        future.result(timeout=60)
+    message = str(caught.value)
+    assert "time limit 0:00:02" in message and "no checkpoint to resume from" in message
+
+
+def test_requeues_stop_at_max_requeues_and_the_error_says_so(make_executor) -> None:
+    ex = make_executor("local", time="0:02", max_requeues=1)
+    future = ex.submit(Count(), 1000)
+    with pytest.raises(
+        corral.JobTimeoutError, match=r"requeued from a checkpoint 1 time\(s\), max_requeues=1"
+    ):
+        future.result(timeout=60)
+
+
+def test_checkpoint_may_resume_with_another_function(make_executor, tmp_path: Path) -> None:
+    ex = make_executor("local", time="0:02", max_requeues=2)
+    state = tmp_path / "state.txt"
+    result = ex.submit(SavesToFile(), str(state), 1000).result(timeout=60)
+    assert result.startswith("resumed at ") and result.endswith(" of 1000")
+    assert 0 < int(result.split()[2]) < 1000
+
+
+def test_after_a_warning_an_element_requeues_itself_for_calls_it_has_not_started(
+    make_executor, tmp_path: Path
+) -> None:
+    ex = make_executor("local", time="0:03")  # warned at 1.5 s
+    folder = tmp_path / "marks"
+    folder.mkdir()
+    # one element takes all six calls of 0.5 s in turn: 3 s of work in a 3 s limit
+    futures = ex.map(marks, [str(folder)] * 6, range(6), [0.5] * 6, chunksize=6)
+    assert list(futures) == list(range(6))
+    finished = sorted(int(name.split(".")[0]) for name in os.listdir(folder))
+    assert finished == list(range(6))  # each ran to the end once: nothing lost, nothing twice
+    assert len({name.split(".")[1] for name in os.listdir(folder)}) >= 2  # in two processes or more
+
+
+def test_max_requeues_zero_asks_for_no_requeue_and_no_warning() -> None:
+    from corral.backends.base import ArraySpec
+    from corral.resources import Resources
+
+    def options(**resources: object) -> list[str]:
+        spec = ArraySpec("/w/b", 0, 2, Resources.from_options(**resources), "j", "python", "/w")
+        return sbatch_options(spec)
+
+    assert "--requeue" in options() and not any(o.startswith("--signal") for o in options())
+    assert "--signal=B:USR1@120" in options(time=60)
+    assert "--signal=B:USR1@30" in options(time=1)  # at most half the limit
+    assert "--signal=B:USR1@45" in options(time=60, signal_grace=45)
+    assert options(time=60, max_requeues=0)[-1] == "--no-requeue"
+    with pytest.raises(corral.ResourceError, match="max_requeues=-1"):
+        options(max_requeues=-1)
+
+
+def test_a_memory_kill_is_read_from_the_recorded_stderr() -> None:
+    stderr = (DATA / "slurm" / "job_stderr_memory_kill.txt").read_text()
+    failed = ElementStatus("19172_0", JobState.FAILED, "n1")
+    explained = explain_memory_kill(failed, stderr)
+    assert explained.state is JobState.OUT_OF_MEMORY
+    assert explained.reason == "used 313 MB of memory, 100 MB requested"
+    assert explain_memory_kill(failed, "some other error") == failed
+    running = ElementStatus("19172_0", JobState.RUNNING, "n1")
+    assert explain_memory_kill(running, stderr) == running
+    oom = ElementStatus("7_0", JobState.FAILED, "n2")
+    assert explain_memory_kill(oom, "Detected 1 oom-kill event(s) in StepId=7.batch").state is (
+        JobState.OUT_OF_MEMORY
+    )
+
+
+def test_signals_interrupt_only_checkpointable_calls_and_only_while_they_run() -> None:
+    signals = StopSignals()
+    previous = signal.getsignal(signal.SIGUSR1), signal.getsignal(signal.SIGTERM)
+    signals.install()
+    try:
+        with pytest.raises(Interrupted, match="time limit near"):
+            with signals.running(checkpointable=True, on_warning=True):
+                os.kill(os.getpid(), signal.SIGUSR1)
+                time.sleep(5)
+        assert signals.warned and not signals.terminated
+        with signals.running(checkpointable=True, on_warning=False):  # no requeues left: runs on
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.05)
+        with pytest.raises(Interrupted):  # a warning that came earlier interrupts at once
+            with signals.running(checkpointable=True, on_warning=True):
+                pass
+        os.kill(os.getpid(), signal.SIGTERM)  # between calls: only noted
+        assert signals.terminated
+    finally:
+        signal.signal(signal.SIGUSR1, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+
+
+def test_sigterm_ends_an_ordinary_call_at_once_and_saves_a_checkpointable_one(tmp_path: Path) -> None:
+    script = tmp_path / "victim.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, time
+            from corral.checkpoint import Interrupted, StopSignals
+            signals = StopSignals()
+            signals.install()
+            try:
+                with signals.running(checkpointable=sys.argv[1] == "yes", on_warning=True):
+                    print("ready", flush=True)
+                    time.sleep(30)
+            except Interrupted as stop:
+                print("interrupted", stop.why, flush=True)
+            """
+        )
+    )
+    for checkpointable, expected in [("yes", (0, "interrupted SIGTERM")), ("no", (-signal.SIGTERM, ""))]:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), checkpointable], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        started = time.monotonic()
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+        assert (proc.returncode, out.strip()) == expected
+        assert time.monotonic() - started < 10
+
+
+def test_a_checkpoint_that_fails_is_the_calls_error(make_executor) -> None:
+    class Broken(Count):
+        def checkpoint(self, n: int) -> corral.Resume:
+            raise RuntimeError("disk full")
+
+    ex = make_executor("local", time="0:02")
+    with pytest.raises(RuntimeError, match="disk full"):
+        ex.submit(Broken(), 1000).result(timeout=60)
+
+
+def test_resume_needs_a_callable() -> None:
+    with pytest.raises(TypeError, match="needs a callable"):
+        corral.Resume(42)  # type: ignore[arg-type]
+    resume = cloudpickle.loads(cloudpickle.dumps(corral.Resume(max, 1, 2, default=0)))
+    assert (resume.fn, resume.args, resume.kwargs) == (max, (1, 2), {"default": 0})
