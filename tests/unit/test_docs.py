@@ -14,6 +14,7 @@ PAGES = [
     ROOT / "docs" / "pool.md",
     ROOT / "docs" / "task.md",
     ROOT / "docs" / "configuration.md",
+    ROOT / "docs" / "cli.md",
 ]
 BLOCKS = [
     pytest.param(code, id=f"{page.name}:{n}")

@@ -1,0 +1,195 @@
+"""The ``corral`` command: look at batches in the work dir without writing a line of Python.
+
+::
+
+    corral status [BATCH] [--dir DIR]          every batch, or one batch in detail
+    corral logs BATCH CALL [--attempt N] [--out | --err] [--dir DIR]
+
+BATCH is a batch folder's name, a unique prefix of one, or a path. The work dir is ``--dir``,
+else the configured ``directory`` (``$CORRAL_DIR``, config files), else ``./.corral``.
+Nothing here asks the scheduler: it reads the files only (see :mod:`corral.records`).
+
+Exit codes: 0 done, 1 an error explained on stderr, 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from . import records
+from .errors import CorralError
+from .records import BatchSummary, CallStatus
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``corral`` command with ``argv`` (default ``sys.argv[1:]``); return its exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # argparse exits on usage errors (2) and on --help (0)
+        return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    command: Callable[[argparse.Namespace], int] = args.command
+    try:
+        return command(args)
+    except BrokenPipeError:
+        # `corral logs ... | head` closed our output: stop quietly, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        _silence_stdout()
+        return 1
+    except (CorralError, OSError) as exc:
+        print(f"corral: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="corral", description="Look at corral batches in the work dir (no scheduler is asked)."
+    )
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="the work dir (default: the configured directory, $CORRAL_DIR, else ./.corral)",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    status = commands.add_parser(
+        "status", parents=[shared], help="how the batches, or one batch, stand",
+        description="Without BATCH, one line per batch in the work dir; with BATCH, its counts, "
+        "job ids and failed calls.",
+    )  # fmt: skip
+    status.add_argument("batch", nargs="?", metavar="BATCH", help="a batch name, unique prefix, or path")
+    status.set_defaults(command=_status)
+
+    logs = commands.add_parser(
+        "logs", parents=[shared], help="a call's stdout, stderr and traceback",
+        description="The call's own stdout and stderr, and why it failed if it did.",
+    )  # fmt: skip
+    logs.add_argument("batch", metavar="BATCH", help="a batch name, unique prefix, or path")
+    logs.add_argument("call", metavar="CALL", type=int, help="the call's index in the batch, from 0")
+    logs.add_argument("--attempt", type=int, metavar="N", help="which attempt, from 0 (default: the latest)")
+    only = logs.add_mutually_exclusive_group()
+    only.add_argument("--out", action="store_true", help="print only the call's stdout, as it is")
+    only.add_argument("--err", action="store_true", help="print only the call's stderr, as it is")
+    logs.set_defaults(command=_logs)
+    return parser
+
+
+# -- corral status ------------------------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace) -> int:
+    if args.batch is not None:
+        _show_batch(records.summarize(records.find_batch(args.batch, args.dir)))
+        return 0
+    root = records.work_root(args.dir)
+    paths = records.list_batches(root)
+    if not paths:
+        print(f"no batches in {root}")
+        return 0
+    print(f"{len(paths)} batch{'es' if len(paths) > 1 else ''} in {root}")
+    rows = [("BATCH", "FUNCTION", "BACKEND", "CREATED", "CALLS")]
+    for path in paths:
+        try:
+            s = records.summarize(path)
+        except (CorralError, OSError) as exc:  # one broken folder must not hide the others
+            rows.append((os.path.basename(path), "?", "?", "?", f"unreadable: {exc}"))
+            continue
+        rows.append((s.name, s.function, s.backend, _when(s.created), _counts(s.counts)))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+    return 0
+
+
+def _show_batch(s: BatchSummary) -> None:
+    fields = [
+        ("batch", s.name),
+        ("folder", s.path),
+        ("function", s.function),
+        ("backend", s.backend),
+        ("created", _when(s.created)),
+        ("calls", f"{s.calls}: {_counts(s.counts)}"),
+        ("jobs", ", ".join(s.job_ids) or "none submitted yet"),
+    ]
+    for label, value in fields:
+        print(f"{label:<9} {value}")
+    if s.counts[CallStatus.RUNNING]:
+        print("          (running: started; the scheduler is not asked whether their jobs still run)")
+    if s.failures:
+        print("failed calls:")
+        width = len(str(s.failures[-1].call))
+        for f in s.failures:
+            again = f" (attempt {f.attempt})" if f.attempt else ""
+            print(f"  call {f.call:>{width}}{again}  {_short(f.type_name)}: {_first_line(f.message)}")
+
+
+def _counts(counts: dict[CallStatus, int]) -> str:
+    """``12 completed · 1 failed · 3 running · 0 pending`` (cancelled only when there are some)."""
+    shown = [f"{n} {status.value}" for status, n in counts.items() if n or status is not CallStatus.CANCELLED]
+    return _separator().join(shown)
+
+
+# -- corral logs --------------------------------------------------------------------------------
+
+
+def _logs(args: argparse.Namespace) -> int:
+    logs = records.call_logs(records.find_batch(args.batch, args.dir), args.call, args.attempt)
+    if args.out or args.err:  # the stream alone, as the call wrote it, for pipes and files
+        sys.stdout.write(logs.stdout if args.out else logs.stderr)
+        sys.stdout.flush()
+        return 0
+    # Attempts count from 0 here, as in the file names the headers show.
+    print(f"call {logs.call} of {logs.batch}, attempt {logs.attempt}: {logs.status.value}")
+    streams = [("stdout", logs.stdout_path, logs.stdout), ("stderr", logs.stderr_path, logs.stderr)]
+    for title, path, text in streams:
+        print(f"== {title} ({path}) ==")
+        print(text.rstrip("\n") if text else "(empty)")
+    if logs.traceback:
+        print("== traceback ==")
+        if logs.traceback.strip() in logs.stderr:  # the worker also writes it to the call's stderr
+            print("(the end of stderr, above)")
+        else:
+            print(logs.traceback.rstrip("\n"))
+    elif logs.failure is not None:
+        print("== failure ==")
+        print(f"{_short(logs.failure.type_name)}: {logs.failure.message}")
+    return 0
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _when(created: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) if created else "?"
+
+
+def _short(type_name: str) -> str:
+    """``builtins.ValueError`` -> ``ValueError``; other modules stay, they say where it is from."""
+    return type_name.removeprefix("builtins.")
+
+
+def _first_line(message: str) -> str:
+    lines = message.strip().splitlines()
+    return lines[0] + (" ..." if len(lines) > 1 else "") if lines else "(no message)"
+
+
+def _separator() -> str:
+    """`` · `` where the terminal can show it, else ``, ``."""
+    try:
+        " · ".encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return ", "
+    return " · "
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no real file (a test's capture): nothing to do
+        pass
