@@ -19,6 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .attach import Attached, attach
     from .backends import NAMES as BACKENDS
     from .backends import get_backend
     from .backends.base import Submission
@@ -74,6 +75,8 @@ _LAZY = {
     "JobState": ("job", "JobState"),
     "Resources": ("resources", "Resources"),
     "Batch": ("batching", "Batch"),
+    "attach": ("attach", "attach"),
+    "Attached": ("attach", "Attached"),
     "Checkpointable": ("checkpoint", "Checkpointable"),
     "Resume": ("checkpoint", "Resume"),
     "JobRef": ("tasks", "JobRef"),
@@ -104,6 +107,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncResult",
+    "Attached",
     "BACKENDS",
     "Batch",
     "Checkpointable",
@@ -140,6 +144,7 @@ __all__ = [
     "SubmissionBudgetError",
     "SubmissionError",
     "TaskFunction",
+    "attach",
     "get_backend",
     "get_executor",
     "sbatch",

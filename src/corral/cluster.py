@@ -34,7 +34,15 @@ from .policy import PollPolicy
 from .resources import Resources
 from .retry import RetryPolicy
 from .store import BatchStore, default_root
-from .submitting import Call, array_specs, guard_nested, log_pattern, pickle_calls, probes
+from .submitting import (
+    Call,
+    array_specs,
+    guard_nested,
+    log_pattern,
+    pack_engine,
+    pickle_calls,
+    probes,
+)
 from .tracking import BatchState, Completion, SubState
 
 log = logging.getLogger(__name__)
@@ -110,12 +118,11 @@ class Cluster:
             store, len(calls), [], self.cancel_call, retry, name=name, max_running=max_running,
             after=after, needs=needs, worker_options=options, explain=self.backend.explain_end,
         )  # fmt: skip
+        store.write_engine(pack_engine(batch))
         probing = probes(plans)
         specs = array_specs(plans, store.path, name, resources, max_running, command)
         for plan, spec in zip(plans, specs, strict=True):
-            path = store.write_submission(
-                plan.sub, batch.plan_json(plan, resources), self.backend.render(spec)
-            )
+            path = batch.save_submission(plan, spec, self.backend.render(spec))
             batch.subs.append(SubState(plan, spec, path, probing=probing))
         with self._lock:
             self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
@@ -128,6 +135,20 @@ class Cluster:
                 raise
             if self.backend.synchronous:
                 completions += self._scan(batch)
+            self._ensure_loop()
+        _complete(completions)
+        return batch
+
+    def adopt(
+        self, batch: BatchState, settle: Callable[[BatchState], list[Completion]] | None = None
+    ) -> BatchState:
+        """Watch a batch rebuilt from its folder (see :mod:`corral.attach`): its outcomes are
+        read now, then ``settle`` decides what the first look leaves open."""
+        with self._lock:
+            completions = self._scan(batch)
+            completions += settle(batch) if settle else []
+            self._batches.append(batch)
+            self._last_activity = time.monotonic()
             self._ensure_loop()
         _complete(completions)
         return batch

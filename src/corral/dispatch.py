@@ -61,9 +61,7 @@ class Dispatcher:
                 return []
             if dependency != sub.spec.dependency:  # known only now: write it into the script
                 sub.spec = replace(sub.spec, dependency=dependency)
-                batch.store.write_submission(
-                    sub.plan.sub, batch.plan_json(sub.plan, sub.spec.resources), self.backend.render(sub.spec)
-                )
+                batch.save_submission(sub.plan, sub.spec, self.backend.render(sub.spec))
             sub.job_id = self.backend.submit(sub.spec, sub.script_path, log_pattern(batch.store))
             sub.submitted_at = sub.last_seen = time.monotonic()
             batch.store.record_job_id(sub.plan.sub, sub.job_id)
@@ -110,9 +108,7 @@ class Dispatcher:
             command = batch.subs[0].spec.command
             spec = array_specs([plan], batch.store.path, batch.name, resources, batch.max_running, command)[0]
             try:
-                path = batch.store.write_submission(
-                    plan.sub, batch.plan_json(plan, resources), self.backend.render(spec)
-                )
+                path = batch.save_submission(plan, spec, self.backend.render(spec))
             except OSError as exc:
                 return self._refuse(batch, SubState(plan, spec, ""), exc)
             batch.subs.append(SubState(plan, spec, path))

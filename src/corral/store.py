@@ -4,12 +4,15 @@ Layout (every folder 0700, every file written atomically: temporary file, then r
 
     <root>/                       default ./.corral, or $CORRAL_DIR, or directory=...
       <batch>/                    one folder per batch, e.g. square-20261121-140312-3fa2c1
-        manifest.json             what the batch is: function name, call count, creation time
+        manifest.json             what the batch is: function name, call count, backend, creation time
+        engine.pkl                the engine's settings for it (retry policy, worker options), so
+                                  that corral.attach can watch it from another process
         function.pkl              the function, stored once (cloudpickle), with the client's sys.path
         calls.bin  calls.idx      one small payload per call, (args, kwargs), packed into one
                                   file with an index of offsets: one file to create, not N
         subs/<s>.json             submission s: which calls its array elements may take, and how
         subs/<s>.sh               the exact job script submitted
+        subs/<s>.pkl              submission s as the engine knows it (plan and spec), for attach
         subs/<s>.job              the scheduler's job id for submission s
         claims/<i>.<a>            who took attempt a of call i ("<element> <host> <pid>", or
                                   "client-cancel"); created exclusively, so each attempt runs once
@@ -114,16 +117,26 @@ class BatchStore:
             ]
         )
 
-    def write_submission(self, sub: int, plan: dict[str, Any], script: str) -> str:
-        """Store submission ``sub``'s plan and script; return the script's path."""
+    def write_submission(self, sub: int, plan: dict[str, Any], script: str, engine: bytes = b"") -> str:
+        """Store submission ``sub``'s plan and script, and what the engine needs to watch it
+        again from another process (``engine``, pickled); return the script's path."""
         script_path = self._p("subs", f"{sub}.sh")
-        self.transport.write_many(
-            [
-                (self._p("subs", f"{sub}.json"), json.dumps(plan).encode()),
-                (script_path, script.encode()),
-            ]
-        )
+        files = [(self._p("subs", f"{sub}.json"), json.dumps(plan).encode()), (script_path, script.encode())]
+        if engine:
+            files.append((self._p("subs", f"{sub}.pkl"), engine))
+        self.transport.write_many(files)
         return script_path
+
+    def read_submission_engine(self, sub: int) -> bytes:
+        """What :meth:`write_submission` kept for the engine."""
+        return self.transport.read_bytes(self._p("subs", f"{sub}.pkl"))
+
+    def write_engine(self, data: bytes) -> None:
+        """The batch's own settings for the engine (retry policy, worker options), pickled."""
+        self.transport.write_bytes(self._p("engine.pkl"), data)
+
+    def read_engine(self) -> bytes:
+        return self.transport.read_bytes(self._p("engine.pkl"))
 
     def record_job_id(self, sub: int, job_id: str) -> None:
         self.transport.write_bytes(self._p("subs", f"{sub}.job"), job_id.encode())

@@ -4,9 +4,10 @@ batch, and the small arrays that carry resubmitted calls. Pure, apart from pickl
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
@@ -16,6 +17,9 @@ from .planning import Plan, plan_tasks
 from .resources import Resources
 from .store import BatchStore
 from .worker import inside_job, pack_function
+
+if TYPE_CHECKING:
+    from .tracking import BatchState
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]
 
@@ -99,3 +103,19 @@ def retry_plans(
         plan = plan_tasks(first_sub + offset, tasks, limits_of(resources), max_running=max_running)
         plans.append((plan, resources))
     return plans
+
+
+def pack_engine(batch: BatchState) -> bytes:
+    """The batch settings :func:`attach` needs (cloudpickle: ``retry_on`` may name classes
+    defined in ``__main__``)."""
+    settings = {
+        "name": batch.name,
+        "max_running": batch.max_running,
+        "retry": batch.retry,
+        "worker_options": batch.worker_options,
+    }
+    return bytes(cloudpickle.dumps(settings))
+
+
+def pack_submission(plan: Plan, spec: ArraySpec) -> bytes:
+    return pickle.dumps({"plan": plan, "spec": spec}, protocol=pickle.HIGHEST_PROTOCOL)

@@ -125,6 +125,15 @@ class BatchState:
         often a call may be requeued from a checkpoint."""
         return {**plan.to_json(), **self.worker_options, "max_requeues": resources.requeues}
 
+    def save_submission(self, plan: Plan, spec: ArraySpec, script: str) -> str:
+        """Write a submission's plan (with the batch's options), script, and what attach
+        needs; return the script's path."""
+        from .submitting import pack_submission
+
+        return self.store.write_submission(
+            plan.sub, self.plan_json(plan, spec.resources), script, pack_submission(plan, spec)
+        )
+
     def task(self, call: int) -> tuple[int, int]:
         return call, self.attempts[call]
 
@@ -258,9 +267,9 @@ class BatchState:
             str(error)[:200],
         )  # fmt: skip
         sub = self.sub_of_job(outcome.element) if outcome.element else None
-        return self._next_attempt(call, record, error, sub)
+        return self.next_attempt(call, record, error, sub)
 
-    def _next_attempt(self, call: int, record: Attempt, error: BaseException, sub: SubState | None) -> bool:
+    def next_attempt(self, call: int, record: Attempt, error: BaseException, sub: SubState | None) -> bool:
         """Keep ``record``; when the retry policy allows, queue the call's next attempt."""
         self.history.setdefault(call, []).append(record)
         try:
@@ -346,7 +355,7 @@ class BatchState:
                 continue
             error = self._error(call, sub, index, who)
             record = Attempt(self.attempts[call], error.job_id, error.state.name, error.node, error.reason)
-            if self._next_attempt(call, record, error, sub):
+            if self.next_attempt(call, record, error, sub):
                 continue
             if len(self.history[call]) > 1:
                 error = self._error(call, sub, index, who, tuple(self.history[call]))

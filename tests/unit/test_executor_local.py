@@ -257,13 +257,14 @@ def test_work_dir_records_the_batch(make_executor, workdir) -> None:
         "calls.idx",
         "checkpoints",
         "claims",
+        "engine.pkl",
         "function.pkl",
         "logs",
         "manifest.json",
         "results",
         "subs",
     ]
-    assert sorted(os.listdir(os.path.join(batch, "subs"))) == ["0.job", "0.json", "0.sh"]
+    assert sorted(os.listdir(os.path.join(batch, "subs"))) == ["0.job", "0.json", "0.pkl", "0.sh"]
 
 
 def test_a_module_the_nodes_cannot_import_is_explained(make_executor, tmp_path, monkeypatch) -> None:
