@@ -112,9 +112,10 @@ def run_element(
     ran = failed = 0
     left = False  # a call of this element was interrupted, or never started for lack of time
     for call, attempt in element_order(plan, index):
-        if signals.stopping:
-            left = left or (call, attempt) not in store.claimed()
-            continue
+        if signals.stopping:  # no time to start anything: is there anything left to start?
+            claimed = store.claimed()
+            left = left or any(task not in claimed for task in element_order(plan, index))
+            break
         if not store.claim(call, attempt, who):
             # A requeued element re-runs what it had taken before it was stopped.
             mine = restarted and (store.claimant(call, attempt) or "").startswith(element + " ")

@@ -123,7 +123,8 @@ def test_external_scancel_ends_the_future_with_a_clear_error(make_executor) -> N
 
 
 def test_a_node_dying_under_a_job_ends_its_future_with_node_fail(make_executor) -> None:
-    ex = make_executor("slurm", max_retries=0)  # retries are tested in test_pool_slurm.py
+    # Neither resubmitted nor requeued (tests/faults/ has the requeue, test_pool_slurm.py the retries)
+    ex = make_executor("slurm", max_retries=0, max_requeues=0)
     future = ex.submit(sleep_then, 300)
     wait_running(future)
     node = squeue("-j", future.job_id, "-o", "%N").strip()

@@ -42,7 +42,7 @@ def pool(tmp_path: Path, **options: object) -> corral.Pool:
 def test_a_node_dying_mid_map_loses_nothing(tmp_path: Path, fresh_queue: None) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
-    p = pool(tmp_path)
+    p = pool(tmp_path, max_requeues=0)  # not requeued by SLURM: corral resubmits the calls
     result = p.starmap_async(mark_and_sleep, [(str(runs), x, 2) for x in range(200)])
     wait_for(lambda: len(os.listdir(runs)) >= 24, 120, "calls to run on every node")
     victim = squeue("-u", "root", "-t", "RUNNING", "-o", "%N").split()[0]
@@ -62,25 +62,6 @@ def test_a_node_dying_mid_map_loses_nothing(tmp_path: Path, fresh_queue: None) -
     retried = {int(name.split(".")[0]) for name in os.listdir(batch / "claims") if not name.endswith(".0")}
     assert retried == {int(name.split(".")[0]) for name in os.listdir(batch / "attempts")}
     assert all(counts[call] >= 2 for call in retried)  # they ran again, after the node died
-
-
-def test_a_controller_outage_mid_map_fails_nothing(tmp_path: Path, fresh_queue: None) -> None:
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    p = pool(tmp_path)
-    # ~35 s of work on 8 slots: the controller goes away for 20 s and comes back mid-map
-    result = p.starmap_async(mark_and_sleep, [(str(runs), x, 1) for x in range(280)])
-    wait_for(lambda: len(os.listdir(runs)) >= 8, 120, "the map to get going")
-    cluster("stop-ctld")
-    try:
-        time.sleep(20)
-        assert not result.ready() or result.successful()
-    finally:
-        cluster("start-ctld")
-    assert not result.ready()
-    assert result.get(timeout=600) == [x * 10 for x in range(280)]
-    p.terminate()
-    assert max(runs_per_call(runs).values()) == 1
 
 
 def test_terminate_leaves_nothing_in_the_queue(tmp_path: Path, fresh_queue: None) -> None:
