@@ -357,11 +357,11 @@ MailProg=/bin/true
 
 NodeName=n[1-4] NodeHostname=$host NodeAddr=127.0.0.1 Port=$((NODE_PORT0 + 1))-$((NODE_PORT0 + ${#NODES[@]})) CPUs=2 RealMemory=4000 State=UNKNOWN
 # Preemption: jobs of "urgent" (higher PriorityTier) preempt jobs of "debug" on the
-# same nodes. A preempted job gets SIGTERM, GraceTime seconds to finish, then is
+# same nodes. A preempted job runs on for GraceTime seconds, then gets SIGTERM and is
 # requeued if it may be (--requeue; JobRequeue=0 above) and cancelled otherwise.
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
-PartitionName=debug Nodes=n[1-4] Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=10
+PartitionName=debug Nodes=n[1-4] Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=5
 PartitionName=urgent Nodes=n[1-4] MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 EOF
 }

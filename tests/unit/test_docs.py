@@ -13,6 +13,7 @@ PAGES = [
     ROOT / "docs" / "executor.md",
     ROOT / "docs" / "pool.md",
     ROOT / "docs" / "task.md",
+    ROOT / "docs" / "resilience.md",
     ROOT / "docs" / "configuration.md",
     ROOT / "docs" / "cli.md",
 ]
