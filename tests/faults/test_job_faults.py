@@ -102,10 +102,10 @@ def test_preempted_jobs_are_requeued_and_the_map_returns_everything(tmp_path: Pa
     futures = ex._submit(mark, [((str(folder), x, 12.0), {}) for x in range(16)], 1)
     wait_for(lambda: sum(f.running() for f in futures) >= 8, 120, "the map to fill the cluster")
     with release_requeued() as released:
+        argv = ["sbatch", "--parsable", "-p", "urgent", "--array=0-7", "--output=/dev/null"]
         urgent = subprocess.run(
-            ["sbatch", "--parsable", "-p", "urgent", "--array=0-7", "--output=/dev/null", "--wrap", "sleep 5"],
-            capture_output=True, text=True, check=True, timeout=30,
-        ).stdout.strip()  # fmt: skip
+            [*argv, "--wrap", "sleep 5"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
         assert [f.result(timeout=600) for f in futures] == [x * 10 for x in range(16)]
     assert released, "nothing was preempted and requeued"
     records = subprocess.run(
