@@ -4,7 +4,7 @@ A call is resubmitted (only that call, as a new attempt in a new small array) wh
 ended for a reason that is not the call's fault:
 
 * NODE_FAIL, BOOT_FAIL, PREEMPTED, LOST, or a job that ended COMPLETED without the call's
-  outcome (see :data:`INFRASTRUCTURE`);
+  outcome (see :data:`INFRASTRUCTURE`); TIMEOUT too when the call had not started;
 * TIMEOUT and OUT_OF_MEMORY only when the user opted in with ``time_factor`` or
   ``memory_factor``, and then with that much more time or memory;
 * the call's own exception only when its type is in ``retry_on``.
@@ -59,14 +59,15 @@ class RetryPolicy:
                 raise CorralError(f"{name}={factor!r} must be a number above 1 (e.g. 2.0 to double)")
 
     def next_resources(
-        self, error: BaseException, attempts_made: int, resources: Resources
+        self, error: BaseException, attempts_made: int, resources: Resources, *, started: bool = True
     ) -> Resources | None:
         """The resources of the next attempt after ``error`` ended attempt number
-        ``attempts_made - 1``, or None when the call must fail with ``error``."""
+        ``attempts_made - 1``, or None when the call must fail with ``error``. A call that
+        never ``started`` (its element ran out of time on earlier calls) runs again as is."""
         if attempts_made > self.max_retries:
             return None
         state = error.state if isinstance(error, JobError) else None
-        if state in INFRASTRUCTURE:
+        if state in INFRASTRUCTURE or (not started and state is JobState.TIMEOUT):
             return resources
         if state is JobState.TIMEOUT and self.time_factor and resources.time:
             seconds = math.ceil(resources.time.total_seconds() * self.time_factor)

@@ -269,7 +269,9 @@ class BatchState:
         sub = self.sub_of_job(outcome.element) if outcome.element else None
         return self.next_attempt(call, record, error, sub)
 
-    def next_attempt(self, call: int, record: Attempt, error: BaseException, sub: SubState | None) -> bool:
+    def next_attempt(
+        self, call: int, record: Attempt, error: BaseException, sub: SubState | None, *, started: bool = True
+    ) -> bool:
         """Keep ``record``; when the retry policy allows, queue the call's next attempt."""
         self.history.setdefault(call, []).append(record)
         try:
@@ -278,7 +280,9 @@ class BatchState:
             log.warning("could not record attempt %s of call %d: %s", record.attempt, call, exc)
         if sub is None:
             return False
-        resources = self.retry.next_resources(error, self.attempts[call] + 1, sub.spec.resources)
+        resources = self.retry.next_resources(
+            error, self.attempts[call] + 1, sub.spec.resources, started=started
+        )
         if resources is None:
             return False
         self.attempts[call] += 1
@@ -355,7 +359,7 @@ class BatchState:
                 continue
             error = self._error(call, sub, index, who)
             record = Attempt(self.attempts[call], error.job_id, error.state.name, error.node, error.reason)
-            if self.next_attempt(call, record, error, sub):
+            if self.next_attempt(call, record, error, sub, started=who is not None):
                 continue
             if len(self.history[call]) > 1:
                 error = self._error(call, sub, index, who, tuple(self.history[call]))

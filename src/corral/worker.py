@@ -110,6 +110,8 @@ def run_element(
     )
     who = f"{element} {os.uname().nodename} {os.getpid()}"
     ran = failed = 0
+    # A call that failed in a run before a requeue still fails a strict element.
+    failed_before = _failed_before(store, plan, index, element) if restarted and plan.get("strict") else 0
     left = False  # a call of this element was interrupted, or never started for lack of time
     for call, attempt in element_order(plan, index):
         if signals.stopping:  # no time to start anything: is there anything left to start?
@@ -136,12 +138,22 @@ def run_element(
         ran += 1
         failed += not outcome.ok
     # A strict plan (jobs others wait for with afterok) reports a failed call to the scheduler.
-    exit_code = 1 if failed and plan.get("strict") else 0
+    exit_code = 1 if (failed or failed_before) and plan.get("strict") else 0
     if signals.warned and not signals.terminated and left and plan.get("requeue"):
         exit_code = _requeue(str(plan["requeue"]), element)
     elif signals.terminated:
         exit_code = 128 + signal.SIGTERM
     return ElementRun(ran, failed, exit_code)
+
+
+def _failed_before(store: BatchStore, plan: dict[str, Any], index: int, element: str) -> int:
+    """Calls this element ran and saw fail in an earlier run (before it was requeued)."""
+    finished = store.finished()
+    mine = [
+        t for t in element_order(plan, index)
+        if t in finished and (store.claimant(*t) or "").startswith(element + " ")
+    ]  # fmt: skip
+    return sum(not store.read_outcome(*t).ok for t in mine)
 
 
 def _requeue(how: str, element: str) -> int:

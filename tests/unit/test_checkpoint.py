@@ -220,3 +220,31 @@ def test_resume_needs_a_callable() -> None:
         corral.Resume(42)  # type: ignore[arg-type]
     resume = cloudpickle.loads(cloudpickle.dumps(corral.Resume(max, 1, 2, default=0)))
     assert (resume.fn, resume.args, resume.kwargs) == (max, (1, 2), {"default": 0})
+
+
+def fails_first(x: int) -> int:
+    if x == 0:
+        raise ValueError("the first call fails")
+    time.sleep(1)
+    return x
+
+
+def test_a_strict_element_that_failed_a_call_before_its_requeue_still_fails(workdir: str) -> None:
+    corral.set_defaults(backend="local", directory=workdir)
+    step = corral.task(time="0:03")(fails_first)
+    report = corral.task(square)
+    # One element, five calls: the first fails at once, the other four take 4 s in all, so
+    # the element is requeued (warned at 1.5 s) and ends in its second run.
+    with corral.Batch(max_size=5):
+        refs = [step.distribute(x) for x in range(5)]
+    after = report.after(refs[1]).distribute(3)  # waits for the whole element, strictly
+    assert [r.result(timeout=60) for r in refs[1:]] == [1, 2, 3, 4]
+    (claims,) = Path(workdir).glob("fails_first-*/claims")
+    pids = {(claims / f"{x}.0").read_text().split()[2] for x in (0, 4)}
+    assert len(pids) == 2  # the element was requeued: a new process ran the last call
+    with pytest.raises(corral.JobCancelledError, match=r"dependency never satisfied: L\d+_0 ended FAILED"):
+        after.result(timeout=60)
+
+
+def square(x: int) -> int:
+    return x * x

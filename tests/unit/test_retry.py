@@ -66,6 +66,17 @@ def test_which_failures_are_retried_and_with_what(
     assert policy.next_resources(failure, 1, TWO_MIN) == expected
 
 
+def test_a_call_its_element_never_reached_before_the_time_limit_runs_again_as_is() -> None:
+    policy = RetryPolicy()
+    assert policy.next_resources(error(JobState.TIMEOUT), 1, TWO_MIN, started=False) == TWO_MIN
+    assert policy.next_resources(error(JobState.TIMEOUT), 1, TWO_MIN, started=True) is None
+    assert policy.next_resources(error(JobState.FAILED), 1, TWO_MIN, started=False) is None
+    assert policy.next_resources(error(JobState.CANCELLED), 1, TWO_MIN, started=False) is None
+    assert (
+        RetryPolicy(max_retries=0).next_resources(error(JobState.TIMEOUT), 1, TWO_MIN, started=False) is None
+    )
+
+
 def test_retries_run_out() -> None:
     policy = RetryPolicy(max_retries=2)
     assert policy.next_resources(error(JobState.NODE_FAIL), 2, TWO_MIN) == TWO_MIN
