@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends.base import ArraySpec
-from .dependencies import Needs, explain
-from .errors import DependencyError, JobError, job_error
+from .dependencies import Needs
+from .endings import ended_job_error
+from .errors import JobError
 from .futures import CorralFuture, decode_outcome
 from .job import Attempt, ElementStatus, JobState, describe_attempts, element_id
 from .planning import Plan, element_of_call
@@ -357,12 +358,12 @@ class BatchState:
             sub, index = found
             if now - sub.final_at[index] < grace:
                 continue
-            error = self._error(call, sub, index, who)
+            error = ended_job_error(self, call, sub, index, who)
             record = Attempt(self.attempts[call], error.job_id, error.state.name, error.node, error.reason)
             if self.next_attempt(call, record, error, sub, started=who is not None):
                 continue
             if len(self.history[call]) > 1:
-                error = self._error(call, sub, index, who, tuple(self.history[call]))
+                error = ended_job_error(self, call, sub, index, who, tuple(self.history[call]))
             self._resolve(call)
             failed.append((self.futures[call], False, error))
         return failed
@@ -382,49 +383,6 @@ class BatchState:
             return None
         failing = [e for e in ends if e[0].status[e[1]].state is not JobState.COMPLETED]
         return max(failing or ends, key=lambda e: e[0].final_at[e[1]])
-
-    def _error(
-        self, call: int, sub: SubState, index: int, who: str | None, attempts: tuple[Attempt, ...] = ()
-    ) -> JobError:
-        streams = [self.store.call_log(*self.task(call), "err")] if who else []
-        streams.append(self.store.element_log(sub.element(index), "err"))
-        status = self.explain(sub.status[index], self.store.tail(streams[-1]))
-        tail = next((t for t in map(self.store.tail, streams) if t.strip()), "")
-        unmet = explain(self.needs) if self.needs and status.state is JobState.CANCELLED else ""
-        if unmet and who is None:
-            return DependencyError(
-                state=status.state, job_id=sub.element(index), call=call, batch=self.store.name,
-                reason=f"never ran: {unmet}", work_dir=self.store.path,
-            )  # fmt: skip
-        reason = status.reason
-        resources = sub.spec.resources
-        if status.state is JobState.TIMEOUT and resources.time is not None:
-            reason = "; ".join(filter(None, [reason, self._time_limit(call, resources)]))
-        if status.state is JobState.OUT_OF_MEMORY and "requested" not in reason:
-            asked = f"{resources.memory} MB requested" if resources.memory else "no memory requested"
-            reason = "; ".join(filter(None, [reason, asked]))
-        return job_error(
-            status.state,
-            job_id=sub.element(index),
-            call=call,
-            batch=self.store.name,
-            node=status.node,
-            reason=reason,
-            stderr_tail=tail,
-            attempts=attempts,
-            work_dir=self.store.path,
-        )
-
-    def _time_limit(self, call: int, resources: Resources) -> str:
-        """What a time-limit error says about the limit and the call's checkpoints."""
-        text = f"time limit {resources.time}"
-        try:
-            saved = self.store.read_checkpoint(call)
-        except OSError:
-            saved = None
-        if saved is None:
-            return text + "; the call has no checkpoint to resume from (see corral.Checkpointable)"
-        return text + f"; requeued from a checkpoint {saved[1]} time(s), max_requeues={resources.requeues}"
 
     def claim_for_client(self, call: int) -> bool:
         """Take the call's current attempt so no element will run it (a cancel)."""
