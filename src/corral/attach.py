@@ -134,7 +134,18 @@ def rebuild(cluster: Cluster, path: str) -> BatchState:
         for sub in batch.subs:
             _lost_with_the_client(sub, now, alive)
     _load_history(batch)
+    _keep_cancels(batch)
     return batch
+
+
+def _keep_cancels(batch: BatchState) -> None:
+    """Calls the old client cancelled stay cancelled (before the first scan, which would
+    take their claims for an element's)."""
+    finished = batch.store.finished()
+    for call, attempt in batch.store.claimed() - finished:
+        if attempt == batch.attempts[call] and batch.store.claimant(call, attempt) == CLIENT_CANCEL:
+            batch.cancelled_before(call)
+            mark_cancelled(batch.futures[call])
 
 
 def _running_here(store: BatchStore) -> set[str]:
@@ -177,19 +188,14 @@ def _load_history(batch: BatchState) -> None:
 
 
 def settle(batch: BatchState) -> list[tuple[CorralFuture, bool, Any]]:
-    """After the first scan of a rebuilt batch: cancelled calls stay cancelled, and a call
-    whose current attempt was recorded as failed (the old client decided) is decided again
-    with the same policy: retried, or failed with its job's error."""
+    """After the first scan of a rebuilt batch: a call whose current attempt was recorded
+    as failed (the old client decided) is decided again with the same policy: retried, or
+    failed with its job's error."""
     completions: list[tuple[CorralFuture, bool, Any]] = []
     recorded = batch.store.attempts()
     for call in range(len(batch.futures)):
         task = batch.task(call)
         if call in batch.resolved:
-            continue
-        if task in batch.claimed and batch.store.claimant(*task) == CLIENT_CANCEL:
-            batch.client_claims.add(task)
-            batch.resolved.add(call)
-            mark_cancelled(batch.futures[call])
             continue
         record = recorded.get(task)
         state = None if record is None else _state_of(record)

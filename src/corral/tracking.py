@@ -384,6 +384,12 @@ class BatchState:
         failing = [e for e in ends if e[0].status[e[1]].state is not JobState.COMPLETED]
         return max(failing or ends, key=lambda e: e[0].final_at[e[1]])
 
+    def cancelled_before(self, call: int) -> None:
+        """The client took the call's current attempt earlier (a cancel): keep it so."""
+        self.claimed.add(self.task(call))
+        self.client_claims.add(self.task(call))
+        self._resolve(call)
+
     def claim_for_client(self, call: int) -> bool:
         """Take the call's current attempt so no element will run it (a cancel)."""
         task = self.task(call)

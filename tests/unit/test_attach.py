@@ -102,3 +102,15 @@ def test_attach_names_what_it_cannot_find(tmp_path: Path) -> None:
     (tmp_path / "work").mkdir()
     with pytest.raises(corral.CorralError, match="no batch 'nothing'"):
         corral.attach("nothing", directory=str(tmp_path / "work"))
+
+
+def test_calls_cancelled_before_stay_cancelled(make_executor, workdir: str, monkeypatch) -> None:
+    monkeypatch.setenv("CORRAL_LOCAL_SLOTS", "1")
+    ex = make_executor("local")
+    futures = ex._submit(time.sleep, [((1.0,), {})] * 3, 1)  # one element per call, one at a time
+    assert futures[1].cancel() and futures[2].cancel()
+    assert futures[0].result(timeout=60) is None
+    attached = corral.attach(futures[0].batch, directory=workdir)
+    assert attached.wait(timeout=30)
+    assert [f.cancelled() for f in attached.futures] == [False, True, True]
+    assert attached.futures[0].result() is None
