@@ -194,12 +194,7 @@ class BatchStore:
 
     def attempts(self) -> dict[tuple[int, int], dict[str, Any]]:
         """Every recorded attempt, by (call, attempt)."""
-        found: dict[tuple[int, int], dict[str, Any]] = {}
-        for name in self.transport.listdir(self._p("attempts")):
-            task = parse_task_name(name.removesuffix(".json"))
-            if task is not None and name.endswith(".json"):
-                found[task] = json.loads(self.transport.read_bytes(self._p("attempts", name)))
-        return found
+        return {task: self.read_attempt(*task) for task in self.recorded()}
 
     def write_checkpoint(self, call: int, data: bytes, requeues: int) -> None:
         """Keep what call ``call`` runs next (a pickled :class:`corral.checkpoint.Resume`) and

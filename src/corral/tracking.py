@@ -143,25 +143,22 @@ class BatchState:
         task = self.task(call)
         if task not in self.claimed or task in self.client_claims:
             return None
+        return self._element_of(task)
+
+    def holders(self) -> set[str]:
+        """Elements that took a call which has not ended: one that was requeued (pending
+        again) will run it again, so it must not be cancelled as idle."""
+        tasks = self.claimed - self.client_claims - self._seen_results
+        return {who for t in tasks if t[0] not in self.resolved and (who := self._element_of(t)) is not None}
+
+    def _element_of(self, task: tuple[int, int]) -> str | None:
+        """The element named in a claim, read once and then remembered."""
         if task not in self._claimants:
             who = self.store.claimant(*task)
             if who is None:
                 return None
             self._claimants[task] = who
         return self._claimants[task].split(" ", 1)[0]
-
-    def holders(self) -> set[str]:
-        """Elements that took a call which has not ended: one that was requeued (pending
-        again) will run it again, so it must not be cancelled as idle."""
-        held: set[str] = set()
-        for task in self.claimed - self.client_claims - self._seen_results:
-            if task[0] in self.resolved:
-                continue
-            if task not in self._claimants and (who := self.store.claimant(*task)) is not None:
-                self._claimants[task] = who
-            if task in self._claimants:
-                held.add(self._claimants[task].split(" ", 1)[0])
-        return held
 
     def job_id_of(self, call: int) -> str | None:
         who = self.claimant(call)
