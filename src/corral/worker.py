@@ -118,16 +118,17 @@ def run_element(
             claimed = store.claimed()
             left = left or any(task not in claimed for task in element_order(plan, index))
             break
-        if not store.claim(call, attempt, who):
+        fresh = store.claim(call, attempt, who)
+        if not fresh:
             # A requeued element re-runs what it had taken before it was stopped.
-            mine = restarted and (store.claimant(call, attempt) or "").startswith(element + " ")
+            mine = restarted and _taken_by(store, (call, attempt), element)
             if not mine or (call, attempt) in store.finished():
                 continue
         token = _current_element.set(element)
         try:
             outcome = run_call(
                 store, fn, call, attempt, element, redirect=redirect, signals=signals,
-                max_requeues=int(plan.get("max_requeues", 0)),
+                max_requeues=int(plan.get("max_requeues", 0)), resumed=not fresh or attempt > 0,
             )  # fmt: skip
         finally:
             _current_element.reset(token)
@@ -149,11 +150,13 @@ def run_element(
 def _failed_before(store: BatchStore, plan: dict[str, Any], index: int, element: str) -> int:
     """Calls this element ran and saw fail in an earlier run (before it was requeued)."""
     finished = store.finished()
-    mine = [
-        t for t in element_order(plan, index)
-        if t in finished and (store.claimant(*t) or "").startswith(element + " ")
-    ]  # fmt: skip
+    mine = [t for t in element_order(plan, index) if t in finished and _taken_by(store, t, element)]
     return sum(not store.read_outcome(*t).ok for t in mine)
+
+
+def _taken_by(store: BatchStore, task: tuple[int, int], element: str) -> bool:
+    """True when ``element`` claimed ``task`` (in this run or one before a requeue)."""
+    return (store.claimant(*task) or "").startswith(element + " ")
 
 
 def _requeue(how: str, element: str) -> int:
@@ -184,18 +187,21 @@ def run_call(
     redirect: bool = True,
     signals: StopSignals | None = None,
     max_requeues: int = 0,
+    resumed: bool = False,
 ) -> Outcome | None:
     """Run one call with its streams redirected (unless ``redirect`` is false, as in the
     sequential backend, where a debugger needs the terminal); never raises for the call's
-    own errors. A call with a checkpoint runs from it. None when a signal interrupted a
-    checkpointable call and its checkpoint was saved."""
+    own errors. A call that ran before (``resumed``: after a requeue, or a later attempt)
+    runs from its checkpoint if it has one; only such a call can have one, so the first
+    run of every call does not look. None when a signal interrupted a checkpointable call
+    and its checkpoint was saved."""
     started = time.time()
     host = os.uname().nodename
     streams = (store.call_log(call, attempt, "out"), store.call_log(call, attempt, "err"))
     signals = signals or StopSignals()
     with _redirected(*streams) if redirect else contextlib.nullcontext():
         try:
-            saved = store.read_checkpoint(call)
+            saved = store.read_checkpoint(call) if resumed else None
             requeues = 0
             if saved is None:
                 args, kwargs = cloudpickle.loads(store.read_call(call))
