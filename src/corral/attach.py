@@ -34,6 +34,7 @@ from .records import find_batch, work_root
 from .retry import RetryPolicy
 from .store import CLIENT_CANCEL, BatchStore
 from .tracking import BatchState, SubState
+from .transports.local import LocalTransport
 
 
 class Attached:
@@ -88,7 +89,7 @@ def attach(batch: str, *, directory: str | None = None, backend: str | Backend |
 
     path = find_batch(batch, work_root(directory))
     root = os.path.dirname(path)
-    store_name = BatchStore(path, _local()).read_manifest().get("backend")
+    store_name = BatchStore(path, LocalTransport()).read_manifest().get("backend")
     if isinstance(backend, Backend):
         cluster = Cluster(backend, root)
     else:
@@ -97,12 +98,6 @@ def attach(batch: str, *, directory: str | None = None, backend: str | Backend |
             raise CorralError(f"{path}: the manifest does not say which backend ran it; pass backend=")
         cluster = cluster_for(name, root)
     return Attached(cluster, cluster.adopt(rebuild(cluster, path), settle))
-
-
-def _local() -> Any:
-    from .transports.local import LocalTransport
-
-    return LocalTransport()
 
 
 def rebuild(cluster: Cluster, path: str) -> BatchState:
