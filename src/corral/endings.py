@@ -61,7 +61,7 @@ def _reason(store: BatchStore, call: int, status: ElementStatus, resources: Reso
         parts.append(f"time limit {resources.time}")
         try:
             saved = store.read_checkpoint(call)
-        except OSError:
+        except (OSError, ValueError):  # unreadable: say nothing of checkpoints rather than fail
             saved = None
         if saved is None:
             parts.append("the call has no checkpoint to resume from (see corral.Checkpointable)")

@@ -18,7 +18,10 @@ Layout (every folder 0700, every file written atomically: temporary file, then r
                                   "client-cancel"); created exclusively, so each attempt runs once
         logs/<i>.<a>.out|err      the call's own stdout and stderr
         logs/job-<job>_<k>.out|err   array element k's stdout and stderr, as the scheduler wrote them
-        results/<i>.<a>.pkl       the call's outcome: its value, or its exception with the traceback
+        results/<i>.<a>.pkl       the call's outcome: a data record (one JSON line: ok, exception
+                                  type, message, traceback, element, host, times) and then the
+                                  pickled value or exception. Readers for people read the record
+                                  alone and never unpickle (see read_outcome_record)
         attempts/<i>.<a>.json     how attempt a of call i ended without a result (job, state, node),
                                   written by the client when it resubmits or fails the call
         checkpoints/<i>.pkl       what to run in place of call i when it runs again: written by
@@ -32,11 +35,10 @@ from __future__ import annotations
 import array
 import json
 import os
-import pickle
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .transports.base import Transport
@@ -77,6 +79,39 @@ class Outcome:
     host: str = ""
     started: float = 0.0
     finished: float = 0.0
+
+
+#: The first line of every outcome file; a reader refuses anything else.
+OUTCOME_MAGIC = b"corral-outcome 1\n"
+_RECORD_FIELDS = ("ok", "type_name", "message", "traceback", "element", "host", "started", "finished")
+
+
+def encode_outcome(outcome: Outcome) -> bytes:
+    """An outcome as stored: the magic line, its data record as one JSON line (ASCII, so no
+    text in it can break the line), then the pickled payload."""
+    record = {name: getattr(outcome, name) for name in _RECORD_FIELDS}
+    return OUTCOME_MAGIC + json.dumps(record, ensure_ascii=True).encode() + b"\n" + outcome.payload
+
+
+def decode_outcome_file(data: bytes) -> Outcome:
+    """The inverse of :func:`encode_outcome`; never unpickles. ``ValueError`` for a file that
+    is not an outcome (truncated, foreign, or from another version of corral)."""
+    if not data.startswith(OUTCOME_MAGIC):
+        raise ValueError("not a corral outcome file")
+    line, newline, payload = data[len(OUTCOME_MAGIC) :].partition(b"\n")
+    if not newline:
+        raise ValueError("truncated corral outcome file")
+    record = json.loads(line)
+    if not isinstance(record, dict):
+        raise ValueError("malformed corral outcome record")
+    ok, floats = record.get("ok"), ("started", "finished")
+    texts = [n for n in _RECORD_FIELDS if n != "ok" and n not in floats]
+    if not isinstance(ok, bool) or any(not isinstance(record.get(n, ""), str) for n in texts):
+        raise ValueError("malformed corral outcome record")
+    if any(not isinstance(record.get(n, 0.0), (int, float)) for n in floats):
+        raise ValueError("malformed corral outcome record")
+    values = {n: record[n] for n in _RECORD_FIELDS if n in record}
+    return Outcome(payload=payload, **values)
 
 
 class BatchStore:
@@ -179,13 +214,20 @@ class BatchStore:
         return _task_names(self.transport.listdir(self._p("results")))
 
     def write_outcome(self, call: int, attempt: int, outcome: Outcome) -> None:
-        data = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-        self.transport.write_bytes(self._p("results", f"{task_name(call, attempt)}.pkl"), data)
+        path = self._p("results", f"{task_name(call, attempt)}.pkl")
+        self.transport.write_bytes(path, encode_outcome(outcome))
 
     def read_outcome(self, call: int, attempt: int) -> Outcome:
-        data = self.transport.read_bytes(self._p("results", f"{task_name(call, attempt)}.pkl"))
-        outcome: Outcome = pickle.loads(data)
-        return outcome
+        """The outcome of an attempt. Nothing is unpickled here: the value or exception stays
+        bytes in ``payload`` until the client decodes it (see corral.futures)."""
+        return decode_outcome_file(
+            self.transport.read_bytes(self._p("results", f"{task_name(call, attempt)}.pkl"))
+        )
+
+    def read_outcome_record(self, call: int, attempt: int) -> Outcome:
+        """The outcome's data record alone (``payload`` is empty): what a reader for people
+        may show. ``ValueError`` when the file is not an outcome corral wrote."""
+        return replace(self.read_outcome(call, attempt), payload=b"")
 
     def record_attempt(self, call: int, attempt: int, record: dict[str, Any]) -> None:
         """Keep how an attempt ended (see :class:`corral.job.Attempt`)."""
@@ -198,18 +240,24 @@ class BatchStore:
 
     def write_checkpoint(self, call: int, data: bytes, requeues: int) -> None:
         """Keep what call ``call`` runs next (a pickled :class:`corral.checkpoint.Resume`) and
-        how many times it was requeued from a checkpoint at a time limit."""
-        record = pickle.dumps({"resume": data, "requeues": requeues}, protocol=pickle.HIGHEST_PROTOCOL)
+        how many times it was requeued from a checkpoint at a time limit: a JSON line, then
+        the pickle, so that the client can read the count without unpickling anything."""
+        record = json.dumps({"requeues": requeues}).encode() + b"\n" + data
         self.transport.makedirs(self._p("checkpoints"))
         self.transport.write_bytes(self._p("checkpoints", f"{call}.pkl"), record)
 
     def read_checkpoint(self, call: int) -> tuple[bytes, int] | None:
-        """(pickled Resume, requeues) of call ``call``, or None when it has no checkpoint."""
+        """(pickled Resume, requeues) of call ``call``, or None when it has no checkpoint.
+        Nothing is unpickled here."""
         try:
-            record = pickle.loads(self.transport.read_bytes(self._p("checkpoints", f"{call}.pkl")))
+            data = self.transport.read_bytes(self._p("checkpoints", f"{call}.pkl"))
         except FileNotFoundError:
             return None
-        return record["resume"], int(record["requeues"])
+        line, newline, resume = data.partition(b"\n")
+        requeues = json.loads(line).get("requeues") if newline and line.startswith(b"{") else None
+        if not isinstance(requeues, int):
+            raise ValueError(f"checkpoint of call {call} in {self.path} is not one corral wrote")
+        return resume, requeues
 
     def call_log(self, call: int, attempt: int, stream: str) -> str:
         """Path of a call's own ``"out"`` or ``"err"`` stream."""

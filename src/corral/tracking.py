@@ -22,7 +22,7 @@ from typing import Any
 from .backends.base import ArraySpec
 from .dependencies import Needs
 from .endings import ended_job_error
-from .errors import JobError
+from .errors import CorralError, JobError
 from .futures import CorralFuture, decode_outcome
 from .job import Attempt, ElementStatus, JobState, describe_attempts, element_id
 from .planning import Plan, element_of_call
@@ -242,7 +242,15 @@ class BatchState:
             call = task[0]
             if call in self.resolved:
                 continue
-            outcome = self.store.read_outcome(*task)
+            try:
+                outcome = self.store.read_outcome(*task)
+            except ValueError as exc:  # not an outcome corral wrote: fail the call, not the loop
+                self._resolve(call)
+                error = CorralError(
+                    f"call {call} of {self.store.name}: results/{task[0]}.{task[1]}.pkl: {exc}"
+                )
+                completions.append((self.futures[call], False, error))
+                continue
             current = task == self.task(call)
             if not current and not outcome.ok:
                 continue  # a late failure of an attempt already given up on
