@@ -8,13 +8,11 @@ from __future__ import annotations
 import os
 
 if os.environ.get("CORRAL_FAULT_OUTCOME_DIR"):
-    import pickle
-
     from corral import store
 
     def _write_elsewhere(self, call, attempt, outcome):  # type: ignore[no-untyped-def]
         folder = os.environ["CORRAL_FAULT_OUTCOME_DIR"]
         name = f"{self.name}.{store.task_name(call, attempt)}.pkl"
-        self.transport.write_bytes(os.path.join(folder, name), pickle.dumps(outcome))
+        self.transport.write_bytes(os.path.join(folder, name), store.encode_outcome(outcome))
 
     store.BatchStore.write_outcome = _write_elsewhere  # type: ignore[method-assign]
