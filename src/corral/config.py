@@ -32,6 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import cast
 
+from . import suggestions
 from .errors import ConfigError, ResourceError
 from .resources import Resources
 
@@ -202,7 +203,9 @@ def _checked(key: str, value: object, where: str, unknown: type[Exception]) -> o
     ``unknown``. Without ``where`` (explicit options) errors pass as they are; None stays None."""
     if key not in KEYS:
         raise unknown(
-            f"{where}: unknown key {_hint(key)}" if where else f"unknown resource option {_hint(key)}"
+            f"{where}: unknown key {_hint(key)}"
+            if where
+            else f"unknown resource option {_hint(key, note=suggestions.FRONT_END_NOTE)}"
         )
     if value is None or not where:
         return None if value is None else _convert(key, value)
@@ -212,10 +215,8 @@ def _checked(key: str, value: object, where: str, unknown: type[Exception]) -> o
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-def _hint(key: str, where: str = "", known: tuple[str, ...] = KEYS) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
-    also = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{key!r}{where}{also} (known keys: {', '.join(sorted(known))})"
+def _hint(key: str, where: str = "", known: tuple[str, ...] = KEYS, note: str = "") -> str:
+    return suggestions.unknown(key, known, where=where, note=note)
 
 
 def _env_entries() -> list[tuple[str, object, str]]:

@@ -8,15 +8,14 @@ not model go verbatim through ``extra={"mail-type": "END"}``; they are checked f
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 
+from . import suggestions
 from .errors import ResourceError
 
-_WORD = re.compile(r"[^\s\"'\\#`$;]+")  # no blanks, quotes, comments or shell metacharacters
 _OPTION_NAME = re.compile(r"[a-z][a-z0-9-]*")
 _MEMORY = re.compile(r"(?i)(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?")
 _MEMORY_UNIT_MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -28,12 +27,18 @@ RESERVED_OPTIONS = frozenset(
         "array", "output", "error", "parsable", "chdir", "wrap", "job-name", "time",
         "cpus-per-task", "mem", "gres", "gpus", "nodes", "ntasks", "partition", "account",
         "qos", "constraint", "signal", "dependency", "export", "requeue", "no-requeue",
+        "kill-on-invalid-dep",
     }
 )  # fmt: skip
 
 
 #: A call resumes from its checkpoint after at most this many time limits, unless set.
 DEFAULT_MAX_REQUEUES = 3
+#: The longest time limit accepted: SLURM counts minutes in 32 bits and takes far more, but
+#: a limit above a year is a typo (seconds given as minutes), and fails only at the scheduler.
+MAX_TIME = timedelta(days=365)
+#: The largest memory request accepted, in MB: 1 PB, more than any node has.
+MAX_MEMORY_MB = 1024**3
 #: Seconds before the time limit that a job is warned, unless set (SLURM may send the signal
 #: up to a minute late: it looks at time limits about every 30 s).
 DEFAULT_SIGNAL_GRACE = 120
@@ -41,11 +46,11 @@ DEFAULT_SIGNAL_GRACE = 120
 
 def parse_time(value: object) -> timedelta:
     """Read a time limit: a ``timedelta``, whole minutes (int), or SLURM's text forms
-    ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``."""
+    ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``; at most MAX_TIME."""
     if isinstance(value, timedelta):
-        result = value
+        seconds = value.total_seconds()
     elif isinstance(value, int) and not isinstance(value, bool):
-        result = timedelta(minutes=value)
+        seconds = value * 60
     elif isinstance(value, str) and re.fullmatch(r"(\d+-)?\d+(:\d+){0,2}", value.strip()):
         text = value.strip()
         days, _, clock = text.rpartition("-")
@@ -56,19 +61,26 @@ def parse_time(value: object) -> timedelta:
             h, m, s = 0, parts[0], 0
         else:  # MM:SS | HH:MM:SS
             h, m, s = ([0, *parts])[-3:]
-        result = timedelta(days=int(days or 0), hours=h, minutes=m, seconds=s)
+        seconds = ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
     else:
         raise ResourceError(
             f"time={value!r} is not a time limit: use minutes (int), a timedelta, "
             "or a SLURM time such as '30', '1:30:00' or '2-00:00:00'"
         )
-    if result <= timedelta(0):
+    if seconds <= 0:
         raise ResourceError(f"time={value!r} must be positive")
-    return result
+    # Compared as numbers first: timedelta() overflows (OverflowError) on the digits of a typo
+    if seconds > MAX_TIME.total_seconds():
+        raise ResourceError(
+            f"time={value!r} is more than {MAX_TIME.days} days, the longest time limit corral "
+            "asks for; leave time unset for the partition's default"
+        )
+    return value if isinstance(value, timedelta) else timedelta(seconds=seconds)
 
 
 def parse_memory(value: object) -> int:
-    """Read a memory request in megabytes: an int (MB) or text such as ``'4G'``, ``'512M'``."""
+    """Read a memory request in megabytes: an int (MB) or text such as ``'4G'``, ``'512M'``;
+    at most MAX_MEMORY_MB."""
     if isinstance(value, int) and not isinstance(value, bool):
         megabytes = float(value)
     elif isinstance(value, str) and (match := _MEMORY.fullmatch(value.strip())):
@@ -77,7 +89,31 @@ def parse_memory(value: object) -> int:
         raise ResourceError(f"memory={value!r} is not a memory size: use MB (int) or '4G', '500M'")
     if megabytes < 1:
         raise ResourceError(f"memory={value!r} must be at least 1 MB")
+    if megabytes > MAX_MEMORY_MB:  # inf, from a string of 400 digits, included
+        raise ResourceError(
+            f"memory={value!r} is more than 1 PB ({MAX_MEMORY_MB} MB), more than any node has"
+        )
     return int(-(-megabytes // 1))
+
+
+def extra_options(extra: Mapping[object, object]) -> tuple[tuple[str, str | None], ...]:
+    """``extra={...}`` as (name, value) pairs: True or None is the bare flag (``--exclusive``),
+    False leaves the option out, anything else is written as text (``str(value)``)."""
+    return tuple(
+        (str(k), None if v is None or v is True else str(v)) for k, v in extra.items() if v is not False
+    )
+
+
+def check_max_running(value: object, name: str = "max_running") -> int | None:
+    """``value`` as the most calls running at once: None (no limit) or a whole number >= 1;
+    a ResourceError naming ``name`` otherwise (``"3"`` included: no silent conversion)."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ResourceError(
+            f"{name}={value!r} must be a whole number of calls, at least 1 (or None: no limit)"
+        )
+    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +137,8 @@ class Resources:
     extra: tuple[tuple[str, str | None], ...] = ()  # verbatim options: (name, value or None)
 
     def __post_init__(self) -> None:
+        from .backends import directives  # here: corral.backends imports this module
+
         for name in ("cpus", "nodes", "tasks", "memory"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -109,17 +147,24 @@ class Resources:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ResourceError(f"{name}={value!r} must be a whole number >= 0")
-        for name in ("partition", "account", "qos", "constraint", "job_name"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, str) and _WORD.fullmatch(value)):
+        if self.time is not None:  # the bound, for resources built without from_options
+            if not isinstance(self.time, timedelta):
                 raise ResourceError(
-                    f"{name}={value!r} must be non-empty text without blanks, quotes, "
-                    "'#', '$', ';' or backticks"
+                    f"time={self.time!r} must be a timedelta (from_options reads other forms)"
                 )
+            parse_time(self.time)
+        if self.memory is not None:
+            parse_memory(self.memory)
+        for name in ("partition", "account", "qos", "constraint", "job_name", "gpus"):
+            value = getattr(self, name)
+            if value is not None:
+                if not isinstance(value, str):
+                    raise ResourceError(f"{name}={value!r} must be text")
+                directives.check_text(name, value)
         if self.gpus is not None and not _GPUS.fullmatch(self.gpus):
             raise ResourceError(f"gpus={self.gpus!r} must be a count or 'type:count'")
         for key, value in self.extra:
-            if not _OPTION_NAME.fullmatch(key):
+            if not (isinstance(key, str) and _OPTION_NAME.fullmatch(key)):
                 raise ResourceError(
                     f"extra option {key!r} is malformed: give the long option name "
                     "without dashes, e.g. {'mail-type': 'END'}"
@@ -129,8 +174,10 @@ class Resources:
                     f"extra option {key!r} is set by corral or has a typed field; "
                     "use the named resource instead"
                 )
-            if value is not None and not _WORD.fullmatch(value):
-                raise ResourceError(f"extra option {key}={value!r} has blanks or quotes")
+            if value is not None:
+                if not isinstance(value, str):
+                    raise ResourceError(f"extra option {key}={value!r} must be text, or None for a bare flag")
+                directives.check_text(f"extra option {key}", value)
 
     @property
     def requeues(self) -> int:
@@ -148,14 +195,12 @@ class Resources:
     @classmethod
     def from_options(cls, **options: object) -> Resources:
         """Build resources from user keywords, converting friendly forms; unknown keys fail."""
-        known = {f.name for f in fields(cls)}
+        known = [f.name for f in fields(cls)]
         for key in options:
             if key not in known:
-                hint = difflib.get_close_matches(key, sorted(known), n=1)
-                also = f"; did you mean {hint[0]!r}?" if hint else ""
+                note = "anything else goes in extra={...}"
                 raise ResourceError(
-                    f"unknown resource option {key!r}{also} "
-                    f"(known: {', '.join(sorted(known))}; anything else goes in extra={{...}})"
+                    f"unknown resource option {suggestions.unknown(key, known, label='known', note=note)}"
                 )
         values: dict[str, object] = {k: v for k, v in options.items() if v is not None}
         if "time" in values:
@@ -168,7 +213,7 @@ class Resources:
             extra = values["extra"]
             if not isinstance(extra, Mapping):
                 raise ResourceError("extra must be a mapping of option name to value (or None)")
-            values["extra"] = tuple((str(k), None if v is None else str(v)) for k, v in extra.items())
+            values["extra"] = extra_options(extra)
         return cls(**values)  # type: ignore[arg-type]
 
     def merged(self, **options: object) -> Resources:

@@ -30,6 +30,7 @@ from ..transports.base import CommandResult, CommandTimeout, Transport
 from .base import ArraySpec, Backend, Limits, env_int
 from .sge_text import (
     DELETING,
+    check_resources,
     config_int,
     directive_prefix,
     done_or_gone,
@@ -74,6 +75,10 @@ class SgeBackend(Backend):
         self._unaccounted: dict[str, float] = {}  # ended, unknown to qacct: since when
         self._cancelled: set[str] = set()  # jobs and elements we deleted
         self._lock = threading.Lock()
+
+    def limits(self, resources: Resources) -> Limits:
+        check_resources(resources)  # what the scheduler would misread, before anything is written
+        return super().limits(resources)
 
     def render(self, spec: ArraySpec) -> str:
         return render_script(spec, self.parallel_env)

@@ -8,12 +8,13 @@ element ``<job>_<k>`` is SGE task ``k + 1`` of job ``<job>``.
 from __future__ import annotations
 
 import re
-import shlex
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from ..errors import ResourceError, SchedulerError
 from ..job import ElementStatus, JobState
+from ..resources import Resources
+from . import directives
 from .base import ArraySpec
 
 #: qstat's state letters, most telling first: the first letter a task's state holds decides
@@ -63,10 +64,10 @@ def job_name(name: str) -> str:
     return f"_{cleaned}" if cleaned[0].isdigit() else cleaned
 
 
-def qsub_options(spec: ArraySpec, parallel_env: str = "smp") -> list[str]:
-    """The option words of the script's ``#$`` lines; what SGE cannot express is a
-    ResourceError here, before anything is submitted."""
-    res = spec.resources
+def check_resources(res: Resources) -> None:
+    """ResourceError for what SGE cannot express, or an ``extra`` option corral sets itself
+    (qsub takes option names whole: no abbreviations). Pure; the backend asks before
+    anything is written."""
     for field, value, hint in (
         ("gpus", res.gpus, "ask for your cluster's GPU resource with extra={'l': 'gpu=1'}"),
         ("qos", res.qos, "SGE has no QOS"),
@@ -79,7 +80,16 @@ def qsub_options(spec: ArraySpec, parallel_env: str = "smp") -> list[str]:
     for key, _ in res.extra:
         if key in RESERVED_OPTIONS:
             raise ResourceError(f"extra option {key!r} is set by corral or has a typed field on SGE")
-    options = ["-S /bin/bash", f"-N {job_name(res.job_name or spec.job_name)}", f"-t 1-{spec.elements}"]
+
+
+def qsub_options(spec: ArraySpec, parallel_env: str = "smp") -> list[str]:
+    """The option words of the script's ``#$`` lines; what SGE cannot express is a
+    ResourceError here (see check_resources). Every value is one word (Resources checks
+    them) and the job name is reduced to safe characters."""
+    res = spec.resources
+    check_resources(res)
+    name = job_name(directives.job_name(res.job_name or spec.job_name))
+    options = ["-S /bin/bash", f"-N {name}", f"-t 1-{spec.elements}"]
     options += [f"-tc {spec.max_running}"] if spec.max_running else []
     cpus = res.cpus or 1
     if res.time is not None:
@@ -114,10 +124,10 @@ def render_script(spec: ArraySpec, parallel_env: str = "smp") -> str:
     """The job script. It takes the element's stdout and stderr paths, with ``{job}`` and
     ``{index}`` in them, as $1 and $2 (SGE's own ``-o`` knows only 1-based task ids), and
     then runs the worker. User data never appears in it, nor does the caller's environment."""
-    command = shlex.join(spec.worker_argv())
+    command = directives.shell_line(spec.worker_argv())
     lines = [
         "#!/bin/bash",
-        f"# corral: batch {spec.batch_dir.rsplit('/', 1)[-1]}, "
+        f"# corral: batch {directives.comment(spec.batch_dir.rsplit('/', 1)[-1])}, "
         f"submission {spec.sub}, {spec.elements} array element(s)",
         *(f"{directive_prefix(spec)} {option}" for option in qsub_options(spec, parallel_env)),
         "index=$((SGE_TASK_ID - 1))  # SGE counts tasks from 1, corral its elements from 0",

@@ -20,6 +20,7 @@ from .base import ArraySpec, Backend, Limits, env_int
 from .slurm_text import (
     SACCT_FIELDS,
     SQUEUE_FORMAT,
+    check_resources,
     config_int,
     enforces_limits,
     explain_memory_kill,
@@ -51,6 +52,10 @@ class SlurmBackend(Backend):
     def __init__(self, transport: Transport) -> None:
         super().__init__(transport)
         self._config: dict[str, str] | None = None
+
+    def limits(self, resources: Resources) -> Limits:
+        check_resources(resources)  # what the scheduler would misread, before anything is written
+        return super().limits(resources)
 
     def render(self, spec: ArraySpec) -> str:
         return render_script(spec)

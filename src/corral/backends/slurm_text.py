@@ -7,12 +7,13 @@ SLURM 22.05 cluster (tests/data/slurm/).
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Iterator
 from datetime import timedelta
 
 from ..errors import SchedulerError
 from ..job import Condition, ElementStatus, JobState
+from ..resources import RESERVED_OPTIONS, Resources
+from . import directives
 from .base import ArraySpec, warning_trap
 
 #: SLURM's long state names (squeue %T, sacct State) -> corral's states.
@@ -64,11 +65,21 @@ def format_time(limit: timedelta) -> str:
     return f"{days}-{hours:02d}:{minutes:02d}:{seconds:02d}"
 
 
+def check_resources(resources: Resources) -> None:
+    """ResourceError for what sbatch would misread: an ``extra`` option that is, or
+    abbreviates, an option corral sets (``--arr`` is ``--array`` to sbatch). Pure; the
+    backend asks before anything is written."""
+    directives.check_extra(resources.extra, RESERVED_OPTIONS, "SLURM")
+
+
 def sbatch_options(spec: ArraySpec) -> list[str]:
-    """The ``--option=value`` words for a submission's ``#SBATCH`` lines."""
+    """The ``--option=value`` words for a submission's ``#SBATCH`` lines. Every value is one
+    word (Resources checks them) and the job name is reduced to safe characters."""
     res = spec.resources
+    check_resources(res)
     throttle = f"%{spec.max_running}" if spec.max_running else ""
-    options = [f"--job-name={res.job_name or spec.job_name}", f"--array=0-{spec.elements - 1}{throttle}"]
+    name = directives.job_name(res.job_name or spec.job_name)
+    options = [f"--job-name={name}", f"--array=0-{spec.elements - 1}{throttle}"]
     if res.time is not None:
         options.append(f"--time={format_time(res.time)}")
     pairs = [
@@ -98,12 +109,12 @@ def sbatch_options(spec: ArraySpec) -> list[str]:
 
 
 def render_script(spec: ArraySpec) -> str:
-    """The batch script. Paths are shell-quoted; user data never appears in it (calls travel
-    in files), and neither does the caller's environment."""
-    command = shlex.join(spec.worker_argv())
+    """The batch script. Paths are shell-quoted, each on one line; user data never appears
+    in it (calls travel in files), and neither does the caller's environment."""
+    command = directives.shell_line(spec.worker_argv())
     lines = [
         "#!/bin/bash",
-        f"# corral: batch {spec.batch_dir.rsplit('/', 1)[-1]}, "  # a comment; names are sanitized
+        f"# corral: batch {directives.comment(spec.batch_dir.rsplit('/', 1)[-1])}, "
         f"submission {spec.sub}, {spec.elements} array element(s)",
         *(f"#SBATCH {option}" for option in sbatch_options(spec)),
         *warning_trap(spec),
