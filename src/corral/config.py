@@ -12,7 +12,9 @@ Each setting (the :class:`~corral.resources.Resources` fields, plus ``backend``,
     6  environment        CORRAL_BACKEND, CORRAL_DIR, CORRAL_TIME, CORRAL_PARTITION, ...
     7  options            keywords given to a function or call
 
-A later layer replaces a key whole, except ``extra``, whose options merge one by one.
+A later layer replaces a key whole, except ``extra``, whose options merge one by one (an
+option set to False removes it). Files 3 and 4 are read only when the user or root owns them
+and no one else can write them; others are ignored with a warning (:mod:`corral.config_trust`).
 :func:`resolve` merges the layers into :class:`Settings`; :func:`describe` shows where each
 value came from.
 """
@@ -30,9 +32,11 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import cast
+from typing import BinaryIO, cast
 
 from . import suggestions
+from .config_trust import ConfigWarning as ConfigWarning  # public here: the warning of this layer
+from .config_trust import distrust, warn_ignored
 from .errors import ConfigError, ResourceError
 from .resources import Resources
 
@@ -42,6 +46,7 @@ else:
     import tomli as tomllib
 
 logger = logging.getLogger(__name__)
+
 
 _RESOURCE_KEYS = tuple(f.name for f in fields(Resources))
 #: Every key allowed in set_defaults(), a config file, a profile, or resolve()'s options.
@@ -56,7 +61,7 @@ _INT_KEYS = frozenset(
 _defaults: dict[str, object] = {}  # set_defaults(), values already converted
 _defaults_lock = threading.Lock()
 _cache_lock = threading.Lock()
-_files: dict[str, tuple[tuple[int, int], _File | None]] = {}  # path -> ((mtime_ns, size), parsed)
+_files: dict[str, tuple[tuple[int, ...], _File | None]] = {}  # path -> (version, parsed)
 _walks: dict[str, tuple[tuple[Path, bool], ...]] = {}  # cwd -> project file candidates
 
 
@@ -132,9 +137,13 @@ def resolve(profile: str | None = None, **options: object) -> Settings:
     extra: dict[str, str | None] = {}
     sources: dict[str, str] = {}
     for key, value, source in entries:
-        if key == "extra":
-            extra.update(cast(Mapping[str, "str | None"], value))
-            sources.update({f"extra.{name}": source for name in cast(Mapping[str, object], value)})
+        if key == "extra":  # option by option; False removes one a lower layer set
+            for name, text in cast(Mapping[str, "str | None | bool"], value).items():
+                if text is False:
+                    extra.pop(name, None)
+                    sources.pop(f"extra.{name}", None)
+                else:
+                    extra[name], sources[f"extra.{name}"] = cast("str | None", text), source
         else:
             values[key], sources[key] = value, source
     if profile is not None:
@@ -181,9 +190,14 @@ def _show(key: str, value: object) -> str:
 
 def _convert(key: str, value: object) -> object:
     """The canonical form of one value; raises ResourceError or ConfigError (without location)."""
+    if key == "extra" and isinstance(value, Mapping):
+        # False is kept as a mark: it removes the option from the layers below (Resources,
+        # which sees one layer, reads it as "left out"); the names are checked all the same
+        removed = {str(k): False for k, v in value.items() if v is False}
+        kept = {k: v for k, v in value.items() if v is not False}
+        return dict(Resources.from_options(extra={**kept, **dict.fromkeys(removed)}).extra) | removed
     if key in _RESOURCE_KEYS:  # Resources owns the friendly forms ("1:00:00", "4G") and the checks
-        converted = getattr(Resources.from_options(**{key: value}), key)
-        return dict(converted) if key == "extra" else converted
+        return getattr(Resources.from_options(**{key: value}), key)
     if key == "backend":
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"backend={value!r} must be a backend name, such as 'auto', 'local' or 'slurm'")
@@ -192,6 +206,8 @@ def _convert(key: str, value: object) -> object:
         text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
         if not isinstance(text, str) or not text.strip():
             raise ConfigError(f"directory={value!r} must be a path")
+        if any(not c.isprintable() for c in text):  # it reaches job scripts and log names
+            raise ConfigError(f"directory={value!r} holds a control character")
         return os.path.expanduser(text)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(f"{key}={value!r} must be a whole number, 0 or more")
@@ -285,29 +301,38 @@ def _has_corral_table(pyproject: Path) -> bool:
 
 
 def _load(path: Path, *, pyproject: bool) -> _File | None:
-    """The checked config in ``path``, None if there is none; read again only when changed."""
-    try:
-        st = path.stat()
-    except OSError:
+    """The checked config in ``path``, None if there is none or it is not trusted (see
+    :mod:`corral.config_trust`); read again only when it changed. Checked on the open descriptor, so
+    the file cannot be swapped between the check and the read."""
+    try:  # O_NONBLOCK: a FIFO planted as a config file must not hang the open
+        stream = os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb")
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    version = (st.st_mtime_ns, st.st_size)
-    with _cache_lock:
-        cached = _files.get(str(path))
-    if cached is not None and cached[0] == version:
-        return cached[1]
-    parsed = _parse(path, pyproject) if stat.S_ISREG(st.st_mode) else None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from exc
+    with stream:
+        st = os.fstat(stream.fileno())
+        # The owner and mode are part of the version: a chmod that fixes a file counts
+        version = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode, st.st_uid)
+        with _cache_lock:
+            cached = _files.get(str(path))
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        parsed = None
+        if stat.S_ISREG(st.st_mode):
+            if (why := distrust(st)) is None:
+                parsed = _parse(path, stream, pyproject)
+            else:
+                warn_ignored(path, why)
     with _cache_lock:
         _files[str(path)] = (version, parsed)
     return parsed
 
 
-def _parse(path: Path, pyproject: bool) -> _File | None:
+def _parse(path: Path, stream: BinaryIO, pyproject: bool) -> _File | None:
     logger.debug("reading corral config from %s", path)
     try:
-        with path.open("rb") as stream:
-            data: dict[str, object] = tomllib.load(stream)
-    except FileNotFoundError:
-        return None
+        data: dict[str, object] = tomllib.load(stream)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read: {exc}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -344,10 +369,6 @@ def _layer(path: Path, table: str, raw: Mapping[str, object]) -> dict[str, objec
         if key not in KEYS:
             known = KEYS if "profiles." in table else (*KEYS, "profiles")
             raise ConfigError(f"{path}: unknown key {_hint(key, where, known)}")
-        if key == "extra" and isinstance(value, dict):
-            if any(v is False for v in value.values()):
-                raise ConfigError(f"{path}: key 'extra'{where}: leave an option out, do not set it to false")
-            value = {k: None if v is True else v for k, v in value.items()}  # `exclusive = true`: --exclusive
         layer[key] = _checked(key, value, f"{path}: key {key!r}{where}", ConfigError)
         if key == "directory":  # relative to the file, so a project's work dir does not follow cwd
             layer[key] = os.path.join(path.parent, cast(str, layer[key]))

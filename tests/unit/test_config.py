@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from corral.config import describe, reset_defaults, resolve, set_defaults
+from corral import Pool, Resources
+from corral.config import ConfigWarning, describe, reset_defaults, resolve, set_defaults
 from corral.errors import ConfigError, ResourceError
 
 #: Every variable corral.config reads.
@@ -490,3 +493,171 @@ def test_describe_shows_values_and_sources(places: Places, monkeypatch: pytest.M
     assert lines["extra.exclusive"].startswith("extra.exclusive = true")
     assert lines["backend"].endswith("(built-in default)")
     assert lines["profile"].startswith("profile = 'gpu'")
+
+
+# -- config files another user could have written (issue 11, item 5) ---------------------------
+
+
+def nobody() -> tuple[int, int]:
+    """The uid and gid of a real second user; the tests that chown need root."""
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    entry = pwd.getpwnam("nobody")
+    return entry.pw_uid, entry.pw_gid
+
+
+def test_a_project_file_another_user_owns_in_a_parent_folder_is_ignored_with_a_warning(
+    places: Places,
+) -> None:
+    uid, gid = nobody()
+    planted = places.project.parent / "corral.toml"  # above the working directory
+    planted.write_text('directory = "/tmp/theirs"\nextra = { mail-user = "evil@example.org" }\n')
+    os.chown(planted, uid, gid)
+    planted.chmod(0o644)
+    with pytest.warns(ConfigWarning) as caught:
+        settings = resolve()
+    assert settings.directory is None and settings.resources.extra == ()
+    message = str(caught[0].message)
+    assert f"corral config {planted} is ignored: it is owned by nobody (uid {uid}), mode 0644" in message
+    assert caught[0].filename == __file__  # it points at the caller, not at corral
+
+
+def test_a_project_file_others_can_write_is_ignored_and_a_nearer_trusted_one_still_counts(
+    places: Places, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inner = places.project / "sub"
+    inner.mkdir()
+    (places.project / "pyproject.toml").write_text('[tool.corral]\npartition = "mine"\n')
+    writable = inner / "corral.toml"
+    writable.write_text('partition = "planted"\n')
+    writable.chmod(0o666)
+    monkeypatch.chdir(inner)
+    with pytest.warns(
+        ConfigWarning, match=rf"{writable} is ignored: group or others can write it .*mode 0666"
+    ):
+        assert resolve().resources.partition is None  # corral.toml ends the walk: no file counts
+    writable.chmod(0o600)  # fixed: read at once, although its content did not change
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)
+        assert resolve().resources.partition == "planted"
+
+
+def test_a_group_writable_user_file_is_ignored(places: Places) -> None:
+    path = places.write_user('partition = "gpu"\n')
+    path.chmod(0o664)
+    with pytest.warns(ConfigWarning, match=f"{path} is ignored: group or others can write it"):
+        assert resolve().resources.partition is None
+
+
+def test_a_user_file_another_user_owns_is_ignored(places: Places) -> None:
+    uid, gid = nobody()
+    path = places.write_user('partition = "gpu"\n')
+    os.chown(path, uid, gid)
+    with pytest.warns(ConfigWarning, match=rf"owned by nobody \(uid {uid}\)"):
+        assert resolve().resources.partition is None
+
+
+def test_own_files_are_read_without_a_warning(places: Places) -> None:
+    places.write_user('partition = "gpu"\n').chmod(0o644)
+    (places.project / "corral.toml").write_text('account = "p1"\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)
+        settings = resolve()
+    assert (settings.resources.partition, settings.resources.account) == ("gpu", "p1")
+
+
+def test_the_warning_comes_once_per_version_of_a_file(places: Places) -> None:
+    path = places.write_user('partition = "gpu"\n')
+    path.chmod(0o666)
+    with pytest.warns(ConfigWarning):
+        resolve()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)
+        resolve()  # the same file, unchanged: said once is enough
+
+
+# -- extra: False removes an option, control characters (issue 11, item 6) ---------------------
+
+
+def test_extra_false_removes_an_option_a_lower_layer_set(places: Places) -> None:
+    places.write_user(
+        "extra = { exclusive = true, mail-type = 'END' }\n[profiles.shared]\nextra = { exclusive = false }\n"
+    )
+    assert resolve().resources.extra == (("exclusive", None), ("mail-type", "END"))
+    assert resolve("shared").resources.extra == (("mail-type", "END"),)
+    settings = resolve(extra={"mail-type": False, "exclusive": True})
+    assert settings.resources.extra == (("exclusive", None),)
+    assert "extra.mail-type" not in settings.sources and settings.sources["extra.exclusive"] == "options"
+
+
+def test_extra_false_names_are_checked_all_the_same(places: Places) -> None:
+    with pytest.raises(ResourceError, match="extra option 'array'"):
+        resolve(extra={"array": False})
+
+
+@pytest.mark.parametrize("directory", ["/tmp/a\nb", "/tmp/a\x1b[31m", "/tmp/\u2028"])
+def test_a_directory_with_a_control_character_is_refused(directory: str) -> None:
+    with pytest.raises(ConfigError, match="control character"):
+        resolve(directory=directory)
+
+
+# -- names from other tools (issue 11, item 9) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("max_workers", "concurrent.futures' max_workers is max_running=N on corral.Executor, processes=N"),
+        ("proceses", "did you mean 'processes'? multiprocessing's processes=N is corral.Pool(processes=N)"),
+        ("timeout_min", "submitit's timeout_min is corral's time= (whole minutes"),
+        ("mem_gb", "submitit's mem_gb is corral's memory="),
+        ("cpus_per_task", "cpus_per_task is corral's cpus="),
+        ("slurm_partition", "submitit's slurm_partition is corral's partition="),
+        ("gpus_per_node", "submitit's gpus_per_node is corral's gpus="),
+        ("tasks_per_node", "submitit's tasks_per_node is corral's tasks="),
+        ("slurm_additional_parameters", "slurm_additional_parameters is corral's extra={...}"),
+        (
+            "num_simultaneously_running_tasks",
+            "pypoolparty's num_simultaneously_running_tasks is max_running=N",
+        ),
+        ("work_dir", "pypoolparty's work_dir is corral's directory="),
+    ],
+)
+def test_foreign_names_get_the_corral_name_everywhere(places: Places, key: str, expected: str) -> None:
+    with pytest.raises(ResourceError, match=re.escape(expected)):
+        resolve(**{key: 1})
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        set_defaults(**{key: 1})
+    path = places.write_user(f"{key} = 1\n")
+    with pytest.raises(
+        ConfigError, match=re.escape(f"{path}: unknown key '{key}' at the top level")
+    ) as caught:
+        resolve()
+    assert expected in str(caught.value)
+    with pytest.raises(ResourceError, match=re.escape(expected)):
+        Resources.from_options(**{key: 1})
+
+
+def test_max_workers_is_not_taken_for_max_retries_and_max_running_is_named(places: Places) -> None:
+    with pytest.raises(ResourceError) as caught:
+        resolve(max_workers=4)
+    assert "max_retries" not in str(caught.value).split("(known keys")[0]
+    with pytest.raises(ResourceError, match="an Executor also takes max_running=N, a Pool processes=N"):
+        resolve(memroy="4G")
+
+
+def test_a_config_key_spelled_as_sbatch_spells_it_gets_the_key(places: Places) -> None:
+    path = places.write_user('job-name = "x"\n')
+    with pytest.raises(
+        ConfigError, match=f"{path}: unknown key 'job-name' at the top level; did you mean 'job_name'"
+    ):
+        resolve()
+
+
+def test_a_pool_with_a_misspelled_processes_is_told_the_right_name(places: Places) -> None:
+    with pytest.raises(ResourceError, match="'proceses'; did you mean 'processes'"):
+        Pool(proceses=4)
+    with pytest.raises(ResourceError, match="max_workers is max_running=N on corral.Executor, processes=N"):
+        Pool(max_workers=4)
