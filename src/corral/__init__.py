@@ -48,6 +48,8 @@ if TYPE_CHECKING:
         SerializationError,
         SubmissionBudgetError,
         SubmissionError,
+        UnsafeWorkDirError,
+        WorkDirError,
     )
     from .executor import Executor, get_executor
     from .futures import CorralFuture
@@ -144,6 +146,8 @@ __all__ = [
     "SubmissionBudgetError",
     "SubmissionError",
     "TaskFunction",
+    "UnsafeWorkDirError",
+    "WorkDirError",
     "attach",
     "get_backend",
     "get_executor",

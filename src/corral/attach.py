@@ -13,6 +13,7 @@ what it always does:
 * submissions written but never submitted (the client died first) are submitted now.
 
 Only one process should watch a batch at a time: two would both resubmit its lost calls.
+Nothing is read from a batch folder that is not the user's alone (see :mod:`corral.trust`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .retry import RetryPolicy
 from .store import CLIENT_CANCEL, BatchStore
 from .tracking import BatchState, SubState
 from .transports.local import LocalTransport
+from .trust import check_batch_dir
 
 
 class Attached:
@@ -88,6 +90,7 @@ def attach(batch: str, *, directory: str | None = None, backend: str | Backend |
     from .sessions import cluster_for
 
     path = find_batch(batch, work_root(directory))
+    check_batch_dir(path)  # before its manifest picks the backend
     root = os.path.dirname(path)
     store_name = BatchStore(path, LocalTransport()).read_manifest().get("backend")
     if isinstance(backend, Backend):
@@ -101,8 +104,11 @@ def attach(batch: str, *, directory: str | None = None, backend: str | Backend |
 
 
 def rebuild(cluster: Cluster, path: str) -> BatchState:
-    """The engine's bookkeeping of the batch in ``path``, as its files tell it."""
+    """The engine's bookkeeping of the batch in ``path``, as its files tell it. The folder
+    must be the user's alone (:func:`corral.trust.check_batch_dir`): its pickles are loaded."""
+    check_batch_dir(path)
     store = BatchStore(path, cluster.backend.transport)
+    store.sweep_temporaries()  # what writers killed with the old client left behind
     try:
         settings = cloudpickle.loads(store.read_engine())
     except FileNotFoundError:

@@ -2,14 +2,19 @@
 
 ::
 
+    corral                                     the same as ``corral status``
     corral status [BATCH] [--dir DIR]          every batch, or one batch in detail
     corral logs BATCH CALL [--attempt N] [--out | --err] [--dir DIR]
+    corral --version
 
 BATCH is a batch folder's name, a unique prefix of one, or a path. The work dir is ``--dir``,
 else the configured ``directory`` (``$CORRAL_DIR``, config files), else ``./.corral``.
-Nothing here asks the scheduler: it reads the files only (see :mod:`corral.records`).
+Nothing here asks the scheduler: it reads the files only, and never unpickles (see
+:mod:`corral.records`). Everything it prints from a work dir goes through
+:func:`corral.display.printable`, so no text there can drive the terminal.
 
-Exit codes: 0 done, 1 an error explained on stderr, 2 a usage error.
+Exit codes: 0 done, 1 an error explained on stderr, 2 a usage error, 3 the work dir (or a
+batch folder named by path) is not the user's alone, so nothing in it was read.
 """
 
 from __future__ import annotations
@@ -20,9 +25,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from . import records
-from .errors import CorralError
-from .records import BatchSummary, CallStatus
+from . import __version__, records
+from .display import printable
+from .errors import CorralError, UnsafeWorkDirError
+from .records import BatchSummary, CallLogs, CallStatus
+
+#: The exit code when the work dir is refused (see corral.trust).
+UNSAFE = 3
+
+#: How many lines of an element's stderr `corral logs` shows (its end).
+_ELEMENT_LINES = 40
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # argparse exits on usage errors (2) and on --help (0)
         return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
-    command: Callable[[argparse.Namespace], int] = args.command
+    # `corral` alone shows the status, as `git status` is what one types first.
+    command: Callable[[argparse.Namespace], int] = getattr(args, "command", _status)
     try:
         return command(args)
     except BrokenPipeError:
@@ -40,22 +53,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         # complaining again when it flushes stdout at exit.
         _silence_stdout()
         return 1
+    except UnsafeWorkDirError as exc:  # before OSError: it is a PermissionError too
+        print(f"corral: error: {printable(str(exc))}", file=sys.stderr)
+        return UNSAFE
     except (CorralError, OSError) as exc:
-        print(f"corral: error: {exc}", file=sys.stderr)
+        print(f"corral: error: {printable(str(exc))}", file=sys.stderr)
         return 1
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="corral", description="Look at corral batches in the work dir (no scheduler is asked)."
+        prog="corral",
+        description="Look at corral batches in the work dir (no scheduler is asked). "
+        "Without a command, the same as `corral status`.",
     )
+    parser.add_argument("--version", action="version", version=f"corral {__version__}")
+    parser.set_defaults(batch=None, dir=None)  # what `corral status` takes, for `corral` alone
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument(
         "--dir",
         metavar="DIR",
         help="the work dir (default: the configured directory, $CORRAL_DIR, else ./.corral)",
     )
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     status = commands.add_parser(
         "status", parents=[shared], help="how the batches, or one batch, stand",
@@ -89,20 +109,20 @@ def _status(args: argparse.Namespace) -> int:
     root = records.work_root(args.dir)
     paths = records.list_batches(root)
     if not paths:
-        print(f"no batches in {root}")
+        _say(f"no batches in {_one(root)}")
         return 0
-    print(f"{len(paths)} batch{'es' if len(paths) > 1 else ''} in {root}")
+    _say(f"{len(paths)} batch{'es' if len(paths) > 1 else ''} in {_one(root)}")
     rows = [("BATCH", "FUNCTION", "BACKEND", "CREATED", "CALLS")]
     for path in paths:
         try:
             s = records.summarize(path)
         except (CorralError, OSError) as exc:  # one broken folder must not hide the others
-            rows.append((os.path.basename(path), "?", "?", "?", f"unreadable: {exc}"))
+            rows.append((_one(os.path.basename(path)), "?", "?", "?", f"unreadable: {_one(str(exc))}"))
             continue
-        rows.append((s.name, s.function, s.backend, _when(s.created), _counts(s.counts)))
+        rows.append((_one(s.name), _one(s.function), _one(s.backend), _when(s.created), _counts(s.counts)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+        _say("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
     return 0
 
 
@@ -117,20 +137,27 @@ def _show_batch(s: BatchSummary) -> None:
         ("jobs", ", ".join(s.job_ids) or "none submitted yet"),
     ]
     for label, value in fields:
-        print(f"{label:<9} {value}")
+        _say(f"{label:<9} {_one(value)}")
     if s.counts[CallStatus.RUNNING]:
-        print("          (running: started; the scheduler is not asked whether their jobs still run)")
+        _say("          (running: started; the scheduler is not asked whether their jobs still run)")
+    lost = [call for call, status in enumerate(s.statuses) if status is CallStatus.LOST]
+    if lost:
+        _say(f"lost calls: {records.listing(map(str, lost))}")
+        _say("          (started on this machine; their processes are gone and left no outcome)")
     if s.failures:
-        print("failed calls:")
+        _say("failed calls:")
         width = len(str(s.failures[-1].call))
         for f in s.failures:
             again = f" (attempt {f.attempt})" if f.attempt else ""
-            print(f"  call {f.call:>{width}}{again}  {_short(f.type_name)}: {_first_line(f.message)}")
+            why = f"{_one(_short(f.type_name))}: {_one(_first_line(f.message))}"
+            _say(f"  call {f.call:>{width}}{again}  {why}")
 
 
 def _counts(counts: dict[CallStatus, int]) -> str:
-    """``12 completed · 1 failed · 3 running · 0 pending`` (cancelled only when there are some)."""
-    shown = [f"{n} {status.value}" for status, n in counts.items() if n or status is not CallStatus.CANCELLED]
+    """``12 completed · 1 failed · 3 running · 0 pending`` (cancelled and lost only when
+    there are some)."""
+    rare = (CallStatus.CANCELLED, CallStatus.LOST)
+    shown = [f"{n} {status.value}" for status, n in counts.items() if n or status not in rare]
     return _separator().join(shown)
 
 
@@ -139,33 +166,63 @@ def _counts(counts: dict[CallStatus, int]) -> str:
 
 def _logs(args: argparse.Namespace) -> int:
     logs = records.call_logs(records.find_batch(args.batch, args.dir), args.call, args.attempt)
-    if args.out or args.err:  # the stream alone, as the call wrote it, for pipes and files
-        sys.stdout.write(logs.stdout if args.out else logs.stderr)
+    if args.out or args.err:  # the stream alone, for pipes and files (the file has every byte)
+        sys.stdout.write(printable(logs.stdout if args.out else logs.stderr))
         sys.stdout.flush()
         return 0
     # Attempts count from 0 here, as in the file names the headers show.
-    print(f"call {logs.call} of {logs.batch}, attempt {logs.attempt}: {logs.status.value}")
+    _say(f"call {logs.call} of {_one(logs.batch)}, attempt {logs.attempt}: {logs.status.value}")
     streams = [("stdout", logs.stdout_path, logs.stdout), ("stderr", logs.stderr_path, logs.stderr)]
     for title, path, text in streams:
-        print(f"== {title} ({path}) ==")
-        print(text.rstrip("\n") if text else "(empty)")
+        _say(f"== {title} ({_one(path)}) ==")
+        _say(text.rstrip("\n") if text else "(empty)")
+    if logs.element_stderr.strip():
+        _show_element(logs)
     if logs.traceback:
-        print("== traceback ==")
+        _say("== traceback ==")
         if logs.traceback.strip() in logs.stderr:  # the worker also writes it to the call's stderr
-            print("(the end of stderr, above)")
+            _say("(the end of stderr, above)")
         else:
-            print(logs.traceback.rstrip("\n"))
+            _say(logs.traceback.rstrip("\n"))
     elif logs.failure is not None:
-        print("== failure ==")
-        print(f"{_short(logs.failure.type_name)}: {logs.failure.message}")
+        _say("== failure ==")
+        _say(f"{_short(logs.failure.type_name)}: {logs.failure.message}")
+    elif logs.status is CallStatus.LOST:
+        _say("== lost ==")
+        _say("it started on this machine, and its process is gone without leaving an outcome")
     return 0
+
+
+def _show_element(logs: CallLogs) -> None:
+    """The end of the stderr of the element that ran the call: where an error outside the
+    call (the node could not import the function's module, the process exited hard) is."""
+    lines = logs.element_stderr.rstrip("\n").splitlines()
+    shown = f"last {_ELEMENT_LINES} of {len(lines)} lines, " if len(lines) > _ELEMENT_LINES else ""
+    why = "the call has no outcome" if logs.stderr else "the call has no stderr of its own"
+    where = _one(logs.element_stderr_path)
+    _say(f"== stderr of element {logs.element}, which ran the call ({shown}{where}) ==")
+    _say(f"({why}; the element ran it, and may have run other calls)")
+    _say("\n".join(lines[-_ELEMENT_LINES:]))
 
 
 # -- helpers ------------------------------------------------------------------------------------
 
 
+def _say(text: str) -> None:
+    """Print one piece of output; whatever came from the work dir in it is made harmless."""
+    print(printable(text))
+
+
+def _one(value: str) -> str:
+    """A value shown on one line (a name, a table cell): it cannot start another."""
+    return printable(value, multiline=False)
+
+
 def _when(created: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) if created else "?"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) if created else "?"
+    except (OverflowError, OSError, ValueError):  # a time no calendar of this machine can show
+        return "?"
 
 
 def _short(type_name: str) -> str:

@@ -333,32 +333,29 @@ class Cluster:
             with self._wake:
                 self._wake.wait(min(files_wait, max(0.0, next_query - time.monotonic())))
 
-    def _widen(self, batch: BatchState, now: float) -> None:
-        """Lift a probing array's throttle when the work left, at the rate seen so far, would
-        take longer than ``widen_after``, or when one of its elements ended with work left."""
-        for sub in batch.subs:
-            if not sub.probing or sub.job_id is None:
+    def _let_go(self) -> None:
+        """Stop watching the batches that are done (see Dispatcher.settle_later)."""
+        for batch in self._batches:
+            if batch.done:
+                self._dispatch.settle_later(batch)
+                batch.store.sweep_temporaries()  # what writers killed mid-write left behind
+        self._batches = [b for b in self._batches if not b.done]
+
+    def _tend(self, now: float, reachable: bool) -> list[Completion]:
+        """One tick's decisions for each live batch: failures, resubmissions, widening,
+        idle elements and deferred submissions (scheduler commands only when ``reachable``).
+        A method of its own, so that the loop holds no batch while it waits."""
+        completions: list[Completion] = []
+        grace = self.backend.outcome_grace
+        for batch in list(self._batches):
+            completions += batch.failures(now, self.policy.outcome_grace if grace is None else grace)
+            completions += self._dispatch.resubmit(batch)
+            if not reachable:  # the scheduler is out of reach: no commands under the lock
                 continue
-            left = batch.unclaimed_count()
-            # Calls started so far tell the pace: a long call keeps this at one.
-            started = len(batch.claimed) - len(batch.client_claims)
-            if left and not sub.final_at:
-                if batch.first_claim_at is None or now - batch.first_claim_at < self.policy.probe_for:
-                    continue
-                if left * (now - batch.first_claim_at) / max(1, started) <= self.policy.widen_after:
-                    continue
-            sub.probing = False
-            if left:
-                log.debug(
-                    "widening %s to %d elements: %d calls left, %d started in %.2f s, %d elements ended",
-                    sub.job_id, sub.plan.elements, left, started,
-                    now - (batch.first_claim_at or now), len(sub.final_at),
-                )  # fmt: skip
-                try:
-                    self.backend.widen(sub.job_id, sub.plan.elements)
-                except SchedulerError as exc:  # the array still runs, one element at a time
-                    sub.probing = True
-                    log.warning("could not widen %s: %s", sub.job_id, exc)
+            widen(self.backend, self.policy, batch, now)
+            release_idle(self.backend, batch)
+            completions += self._dispatch.deferred(batch, now)
+        return completions
 
     def _scan(self, batch: BatchState) -> list[Completion]:
         try:

@@ -21,8 +21,13 @@
     │   ├── NodeFailureError     NODE_FAIL or BOOT_FAIL: infrastructure, not the call's fault
     │   ├── JobPreemptedError    PREEMPTED
     │   └── JobLostError         the job left the scheduler and no outcome ever appeared
-    └── RemoteError              the call raised an exception that could not be sent back;
-                                 carries its type name and traceback as text
+    ├── RemoteError              the call raised an exception that could not be sent back;
+    │                            carries its type name and traceback as text
+    └── WorkDirError             the work dir cannot be created or written (also an OSError);
+        │                        names the path and how to choose another
+        └── UnsafeWorkDirError   a work dir folder or file someone else owns or can write, or
+                                 a symbolic link inside it (also a PermissionError); names the
+                                 path, owner, mode and the fix (see corral.trust)
 
 A call that raises returns the user's *own* exception from ``Future.result()``; its
 ``__cause__`` is a :class:`RemoteTraceback` holding the traceback formatted on the node.
@@ -195,3 +200,25 @@ ERROR_FOR_STATE: dict[JobState, type[JobError]] = {
 def job_error(state: JobState, **details: object) -> JobError:
     """Build the typed error for a call whose job ended in ``state``."""
     return ERROR_FOR_STATE.get(state, JobLostError)(state=state, **details)  # type: ignore[arg-type]
+
+
+class WorkDirError(CorralError, OSError):
+    """The work dir cannot be created or written (a read-only or missing folder); the message
+    names the path and how to choose another one (``directory=``, ``CORRAL_DIR``)."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class UnsafeWorkDirError(WorkDirError, PermissionError):
+    """A work dir folder or a file corral would unpickle is not the user's alone (another
+    owner, writable by group or others, or a symbolic link); nothing was read from it. The
+    message names the path, its owner and mode, and the fix (see :mod:`corral.trust`)."""
+
+    def __init__(
+        self, message: str, *, path: str = "", owner: int | None = None, mode: int | None = None
+    ) -> None:
+        super().__init__(message, path=path)
+        self.owner = owner  #: the uid that owns the path, when that was the reason
+        self.mode = mode  #: its permission bits

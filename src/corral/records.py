@@ -3,7 +3,15 @@
 Everything here comes from the files alone (see :mod:`corral.store` for the layout); no
 scheduler command runs, so it works from any machine that sees the work dir, long after the
 client that submitted a batch has gone. What the files cannot say is whether a started call's
-job is still alive: :attr:`CallStatus.RUNNING` means "started".
+job is still alive: :attr:`CallStatus.RUNNING` means "started", except that a call started on
+this machine whose process is gone is :attr:`CallStatus.LOST` (see :mod:`corral.claimants`).
+
+Only data is read: JSON records, the data line of each outcome
+(:meth:`~corral.store.BatchStore.read_outcome_record`), claim and log text; never a pickle, so
+a planted one runs nothing here, and a file that is not what corral wrote is reported, not
+fatal. The work dir root and each batch folder must pass :func:`corral.trust.check_private_dir`
+before anything in them is read. Values are returned as found: :mod:`corral.display` makes
+them safe for a terminal.
 
 The *latest attempt* of a call is the highest attempt number that appears for it in any
 submission plan (``subs/*.json``), claim, result or attempt record; a call's status is its
@@ -16,17 +24,20 @@ from __future__ import annotations
 
 import enum
 import itertools
+import math
 import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .claimants import claim_text, claimant_gone, element_of, parse_claim
 from .config import resolve
 from .errors import ERROR_FOR_STATE, CorralError, JobLostError
 from .job import JobState
-from .store import CLIENT_CANCEL, BatchStore, Outcome, default_root
+from .store import CLIENT_CANCEL, BatchStore, Outcome, default_root, task_name
 from .transports.local import LocalTransport
+from .trust import check_private_dir
 
 #: How many batch names an error message lists before it says "and N more".
 _SHOWN = 10
@@ -36,12 +47,15 @@ class CallStatus(enum.Enum):
     """Where one call stands, as far as its batch's folder says (members in display order).
 
     No scheduler is asked, so RUNNING means *started*: an element claimed the call and no
-    outcome is there yet. A call whose job died stays RUNNING until a client that watches the
-    batch notices and records the attempt (then it is FAILED, or PENDING again if retried)."""
+    outcome is there yet. A call whose job died elsewhere stays RUNNING until a client that
+    watches the batch notices and records the attempt (then it is FAILED, or PENDING again if
+    retried); one whose process ran on this machine and is gone is LOST at once, since no
+    outcome can come any more (a client still watching will record it, as for any host)."""
 
     COMPLETED = "completed"  # its latest attempt returned a value
     FAILED = "failed"  # its latest attempt raised, or its job ended without an outcome (an attempt record)
     CANCELLED = "cancelled"  # the client took its latest attempt so that no job would run it
+    LOST = "lost"  # it started on this machine, and its process is gone without an outcome
     RUNNING = "running"  # an array element took it and no outcome is there yet: it *started*
     PENDING = "pending"  # nobody has taken its latest attempt yet
 
@@ -87,6 +101,12 @@ class CallLogs:
     stdout_path: str
     stderr_path: str
     failure: Failure | None  # set when status is FAILED
+    # The stderr of the array element that ran the attempt, when the call has none of its own
+    # or no outcome: where a failure outside the call (an import on the node, a hard exit)
+    # left its trace. "" otherwise, or when no element is known.
+    element: str = ""
+    element_stderr: str = ""
+    element_stderr_path: str = ""
 
 
 def work_root(directory: str | None = None) -> str:
@@ -105,11 +125,14 @@ def list_batches(root: str | None = None) -> list[str]:
     transport = LocalTransport()
     if os.path.exists(root) and not os.path.isdir(root):
         raise CorralError(f"the work dir {root} is not a folder")
+    if os.path.exists(root):  # a missing work dir simply holds no batches
+        # The root may be reached through a link (home -> scratch): the folder it leads to counts.
+        check_private_dir(os.path.realpath(root))
     found: list[tuple[float, str]] = []
     for name in transport.listdir(root):
         path = os.path.join(root, name)
         try:
-            created = float(BatchStore(path, transport).read_manifest().get("created", 0.0))
+            created = _created(BatchStore(path, transport).read_manifest())
         except (FileNotFoundError, NotADirectoryError):
             continue  # not a batch, or one still being written
         except (OSError, ValueError, TypeError, AttributeError):
@@ -135,11 +158,11 @@ def find_batch(ref: str, root: str | None = None) -> str:
     if len(matches) == 1:
         return matches[0]
     if matches:
-        shown = _names(os.path.basename(p) for p in matches)
+        shown = listing(os.path.basename(p) for p in matches)
         raise CorralError(f"{ref!r} matches {len(matches)} batches in {root}: {shown}; give more of the name")
     if not names:
         raise CorralError(f"no batch {ref!r}: the work dir {root} holds no batches")
-    newest = _names(reversed(names))
+    newest = listing(reversed(names))
     raise CorralError(f"no batch {ref!r} in {root}; batches there, newest first: {newest}")
 
 
@@ -155,14 +178,18 @@ def summarize(path: str) -> BatchSummary:
         if status is CallStatus.FAILED:
             failures.append(_failure(store, call, attempt, outcome))
     counts = Counter(statuses)
+    try:
+        job_ids = list(store.job_ids().values())
+    except (OSError, ValueError):  # a job id file that is not text: shown as such
+        job_ids = ["(unreadable)"]
     return BatchSummary(
         name=store.name,
         path=store.path,
         function=str(manifest.get("function", "?")),
         backend=str(manifest.get("backend", "?")),
-        created=float(manifest.get("created", 0.0)),
+        created=_created(manifest),
         calls=calls,
-        job_ids=list(store.job_ids().values()),
+        job_ids=job_ids,
         statuses=statuses,
         counts={status: counts[status] for status in CallStatus},
         failures=failures,
@@ -188,17 +215,23 @@ def call_logs(path: str, call: int, attempt: int | None = None) -> CallLogs:
         )
     out_path, err_path = store.call_log(call, attempt, "out"), store.call_log(call, attempt, "err")
     failed = status is CallStatus.FAILED
+    stderr = store.read_text(err_path)
+    element = element_of(store, call, attempt) if not stderr or outcome is None else ""
+    element_path = store.element_log(element, "err") if element else ""
     return CallLogs(
         batch=store.name,
         call=call,
         attempt=attempt,
         status=status,
         stdout=store.read_text(out_path),
-        stderr=store.read_text(err_path),
+        stderr=stderr,
         traceback=outcome.traceback if outcome is not None and not outcome.ok else "",
         stdout_path=out_path,
         stderr_path=err_path,
         failure=_failure(store, call, attempt, outcome) if failed else None,
+        element=element,
+        element_stderr=store.read_text(element_path) if element else "",
+        element_stderr_path=element_path,
     )
 
 
@@ -218,13 +251,25 @@ class _Folder:
 
 def _open(path: str) -> tuple[BatchStore, dict[str, Any], int]:
     store = BatchStore(os.path.abspath(path), LocalTransport())
+    if os.path.isdir(store.path):
+        check_private_dir(store.path)
     try:
         manifest = store.read_manifest()
+        if not isinstance(manifest, dict):
+            raise TypeError(f"a JSON {type(manifest).__name__}, not an object")
         calls = int(manifest["calls"])
     except FileNotFoundError:
         raise CorralError(f"{store.path} is not a corral batch folder (it has no manifest.json)") from None
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise CorralError(f"{store.path}/manifest.json cannot be read: {exc!r}") from exc
+    # The calls' offsets file holds one offset more than there are calls: a manifest that
+    # claims more (a huge number would exhaust memory here) is not the one corral wrote.
+    try:
+        stored = os.path.getsize(os.path.join(store.path, "calls.idx")) // 8 - 1
+    except OSError:
+        stored = -1
+    if not 0 <= calls <= stored:
+        raise CorralError(f"{store.path}/manifest.json says {calls} calls; calls.idx holds {max(stored, 0)}")
     return store, manifest, calls
 
 
@@ -232,11 +277,25 @@ def _scan(store: BatchStore, calls: int) -> _Folder:
     # One listing per folder, whatever the number of calls; the plans are the only files read.
     folder = _Folder([0] * calls, store.claimed(), store.finished(), store.recorded())
     latest = folder.latest
-    planned = (task for sub in store.submissions() for task in store.read_plan(sub).get("tasks", ()))
+    planned = (task for sub in store.submissions() for task in _planned(store, sub))
     for call, attempt in itertools.chain(planned, folder.claimed, folder.finished, folder.recorded):
         if 0 <= call < calls and attempt > latest[call]:
             latest[call] = attempt
     return folder
+
+
+def _planned(store: BatchStore, sub: int) -> list[tuple[int, int]]:
+    """The (call, attempt) pairs submission ``sub`` plans; none from a plan that is not one
+    (its other files still say how its calls stand)."""
+    try:
+        tasks = store.read_plan(sub).get("tasks", ())
+    except (OSError, ValueError, AttributeError):
+        return []
+    found = []
+    for task in tasks if isinstance(tasks, list) else ():
+        if isinstance(task, list) and len(task) == 2 and all(type(n) is int for n in task):
+            found.append((task[0], task[1]))
+    return found
 
 
 def _latest_status(store: BatchStore, folder: _Folder, call: int) -> tuple[CallStatus, int, Outcome | None]:
@@ -260,17 +319,23 @@ def _status(store: BatchStore, folder: _Folder, call: int, attempt: int) -> tupl
     if task in folder.recorded:
         return CallStatus.FAILED, None
     if task in folder.claimed:
-        cancelled = store.claimant(call, attempt) == CLIENT_CANCEL
-        return (CallStatus.CANCELLED if cancelled else CallStatus.RUNNING), None
+        text = claim_text(store, call, attempt)
+        if text == CLIENT_CANCEL:
+            return CallStatus.CANCELLED, None
+        if claimant_gone(store, call, attempt, parse_claim(text)):
+            return CallStatus.LOST, None
+        return CallStatus.RUNNING, None
     return CallStatus.PENDING, None
 
 
 def _outcome(store: BatchStore, call: int, attempt: int) -> Outcome:
+    """The outcome's data record; for a file that is not an outcome corral wrote, a failure
+    that says so (the client fails the call for the same reason)."""
     try:
-        return store.read_outcome(call, attempt)
-    except Exception as exc:  # noqa: BLE001 - unpickling can raise nearly anything
-        where = os.path.join(store.path, "results", f"{call}.{attempt}.pkl")
-        raise CorralError(f"the outcome {where} cannot be read: {exc!r}") from exc
+        return store.read_outcome_record(call, attempt)
+    except (OSError, ValueError) as exc:
+        where = f"results/{task_name(call, attempt)}.pkl"
+        return Outcome(False, b"", type_name="CorralError", message=f"unreadable outcome {where}: {exc}")
 
 
 def _failure(store: BatchStore, call: int, attempt: int, outcome: Outcome | None) -> Failure:
@@ -278,6 +343,8 @@ def _failure(store: BatchStore, call: int, attempt: int, outcome: Outcome | None
         return Failure(call, attempt, outcome.type_name, outcome.message)
     try:
         record = store.read_attempt(call, attempt)
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object")
     except (OSError, ValueError) as exc:
         return Failure(call, attempt, "?", f"its attempt record cannot be read: {exc!r}")
     state, reason = str(record.get("state") or "?"), str(record.get("reason") or "")
@@ -288,6 +355,11 @@ def _failure(store: BatchStore, call: int, attempt: int, outcome: Outcome | None
     return Failure(call, attempt, _error_name(state), message)
 
 
+def _created(manifest: dict[str, Any]) -> float:
+    created = manifest.get("created", 0.0)
+    return float(created) if isinstance(created, (int, float)) and math.isfinite(created) else 0.0
+
+
 def _error_name(state: str) -> str:
     """The name of the error the client raises for a job that ended in ``state``."""
     try:
@@ -296,7 +368,8 @@ def _error_name(state: str) -> str:
         return "JobError"
 
 
-def _names(names: Iterable[str]) -> str:
+def listing(names: Iterable[str]) -> str:
+    """``a, b, c``: the first ten names, then "and N more"."""
     listed = list(names)
     more = f" and {len(listed) - _SHOWN} more" if len(listed) > _SHOWN else ""
     return ", ".join(listed[:_SHOWN]) + more

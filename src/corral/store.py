@@ -3,7 +3,9 @@
 Layout (every folder 0700, every file written atomically: temporary file, then rename)::
 
     <root>/                       default ./.corral, or $CORRAL_DIR, or directory=...
-      <batch>/                    one folder per batch, e.g. square-20261121-140312-3fa2c1
+      <batch>/                    one folder per batch, e.g. square-20261121-140312-<24 hex digits>,
+                                  created exclusively (never reused); the root and each batch
+                                  folder must be the user's alone (see corral.trust)
         manifest.json             what the batch is: function name, call count, backend, creation time
         engine.pkl                the engine's settings for it (retry policy, worker options), so
                                   that corral.attach can watch it from another process
@@ -49,6 +51,18 @@ CLIENT_CANCEL = "client-cancel"
 def default_root() -> str:
     """The work dir root: ``$CORRAL_DIR`` or ``./.corral``, as an absolute path."""
     return os.path.abspath(os.environ.get("CORRAL_DIR") or ".corral")
+
+
+#: How many names BatchStore.create tries before it gives up.
+_NAME_TRIES = 100
+
+
+def _unique_suffix() -> str:
+    """The part of a batch folder's name after the function's: the time to the second, for
+    people, and 96 random bits, so that no two batches ever pick the same name."""
+    import secrets  # here, not at the top: the worker never creates batches
+
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(12)}"
 
 
 def task_name(call: int, attempt: int) -> str:
@@ -127,15 +141,28 @@ class BatchStore:
 
     @classmethod
     def create(cls, root: str, hint: str, transport: Transport) -> BatchStore:
-        import secrets  # here, not at the top: the worker never creates batches
-
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        """A new batch folder in ``root``, created exclusively: a name that exists already
+        (another batch's, or one planted there) is never reused. ``root`` is created if need
+        be, and must be the user's alone (see :mod:`corral.trust`)."""
         safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in hint)[:40] or "batch"
-        path = os.path.join(root, f"{safe}-{stamp}-{secrets.token_hex(3)}")
         transport.makedirs(root)
+        for _ in range(_NAME_TRIES):
+            path = os.path.join(root, f"{safe}-{_unique_suffix()}")
+            if transport.mkdir_exclusive(path):
+                break
+        else:  # 96 random bits collide this often only when the random source is broken
+            from .errors import WorkDirError
+
+            raise WorkDirError(f"no free batch folder name in {root} after {_NAME_TRIES} tries", path=root)
         for sub in ("subs", "claims", "logs", "results", "attempts", "checkpoints"):
-            transport.makedirs(os.path.join(path, sub))
+            transport.mkdir_exclusive(os.path.join(path, sub))
         return cls(path, transport)
+
+    def sweep_temporaries(self) -> int:
+        """Remove the temporary files that writers killed mid-write left in this batch's
+        folders (see :meth:`corral.transports.base.Transport.sweep_temporaries`)."""
+        folders = ("", "subs", "results", "attempts", "checkpoints")
+        return sum(self.transport.sweep_temporaries(self._p(f) if f else self.path) for f in folders)
 
     def write_batch(self, manifest: dict[str, Any], function: bytes, calls: list[bytes]) -> None:
         offsets = array.array("Q", [0])
@@ -164,14 +191,14 @@ class BatchStore:
 
     def read_submission_engine(self, sub: int) -> bytes:
         """What :meth:`write_submission` kept for the engine."""
-        return self.transport.read_bytes(self._p("subs", f"{sub}.pkl"))
+        return self.transport.read_private(self._p("subs", f"{sub}.pkl"))
 
     def write_engine(self, data: bytes) -> None:
         """The batch's own settings for the engine (retry policy, worker options), pickled."""
         self.transport.write_bytes(self._p("engine.pkl"), data)
 
     def read_engine(self) -> bytes:
-        return self.transport.read_bytes(self._p("engine.pkl"))
+        return self.transport.read_private(self._p("engine.pkl"))
 
     def record_job_id(self, sub: int, job_id: str) -> None:
         self.transport.write_bytes(self._p("subs", f"{sub}.job"), job_id.encode())
@@ -179,7 +206,7 @@ class BatchStore:
     # -- reading, for the worker --------------------------------------------------------------
 
     def read_function(self) -> bytes:
-        return self.transport.read_bytes(self._p("function.pkl"))
+        return self.transport.read_private(self._p("function.pkl"))
 
     def read_call(self, call: int) -> bytes:
         """Call ``call``'s payload alone, by its offsets in the packed file."""
@@ -221,7 +248,7 @@ class BatchStore:
         """The outcome of an attempt. Nothing is unpickled here: the value or exception stays
         bytes in ``payload`` until the client decodes it (see corral.futures)."""
         return decode_outcome_file(
-            self.transport.read_bytes(self._p("results", f"{task_name(call, attempt)}.pkl"))
+            self.transport.read_private(self._p("results", f"{task_name(call, attempt)}.pkl"))
         )
 
     def read_outcome_record(self, call: int, attempt: int) -> Outcome:
@@ -250,7 +277,7 @@ class BatchStore:
         """(pickled Resume, requeues) of call ``call``, or None when it has no checkpoint.
         Nothing is unpickled here."""
         try:
-            data = self.transport.read_bytes(self._p("checkpoints", f"{call}.pkl"))
+            data = self.transport.read_private(self._p("checkpoints", f"{call}.pkl"))
         except FileNotFoundError:
             return None
         line, newline, resume = data.partition(b"\n")

@@ -22,7 +22,7 @@ from typing import Any
 from .backends.base import ArraySpec
 from .dependencies import Needs
 from .endings import ended_job_error
-from .errors import CorralError, JobError
+from .errors import CorralError, JobError, UnsafeWorkDirError
 from .futures import CorralFuture, decode_outcome
 from .job import Attempt, ElementStatus, JobState, describe_attempts, element_id
 from .planning import Plan, element_of_call
@@ -244,6 +244,10 @@ class BatchState:
                 continue
             try:
                 outcome = self.store.read_outcome(*task)
+            except UnsafeWorkDirError as exc:  # not the user's own file: refused unread, fails the call
+                self._resolve(call)
+                completions.append((self.futures[call], False, exc))
+                continue
             except ValueError as exc:  # not an outcome corral wrote: fail the call, not the loop
                 self._resolve(call)
                 error = CorralError(

@@ -31,6 +31,7 @@ import cloudpickle
 from .checkpoint import REQUEUE_EXIT, Checkpointable, Interrupted, Resume, StopSignals
 from .store import BatchStore, Outcome
 from .transports.local import LocalTransport
+from .trust import check_batch_dir
 
 #: Set while a call runs in this process (the sequential backend); the env var covers jobs.
 _current_element: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -280,8 +281,9 @@ def _redirected(out_path: str, err_path: str) -> Iterator[None]:
     saved_fds = os.dup(1), os.dup(2)
     saved_streams = sys.stdout, sys.stderr
     # Appended to: a call that runs again after a requeue keeps the output of its first run.
-    out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    # O_NOFOLLOW: a link planted in the batch folder must not take the call's output elsewhere.
+    out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     os.dup2(out, 1)
     os.dup2(err, 2)
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
@@ -304,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: python -m corral.worker BATCH_DIR SUB INDEX ELEMENT\n")
         return 2
     batch_dir, sub, index, element = args
+    try:  # before anything is unpickled: a folder someone else can write may hold their code
+        check_batch_dir(batch_dir)
+    except OSError as exc:
+        sys.stderr.write(f"corral: {exc}\n")
+        return 2
     os.environ[IN_JOB_ENV] = element  # the nested-submission guard, for the calls and their children
     os.umask(0o077)
     signals = StopSignals()

@@ -23,7 +23,7 @@ from corral.store import CLIENT_CANCEL, BatchStore, Outcome
 from corral.transports.local import LocalTransport
 
 C, F, X = CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.CANCELLED
-R, P = CallStatus.RUNNING, CallStatus.PENDING
+R, P, L = CallStatus.RUNNING, CallStatus.PENDING, CallStatus.LOST
 
 
 def steady(x: int) -> int:
@@ -70,7 +70,7 @@ def test_summarize_a_finished_batch(batches: dict[str, str]) -> None:
         os.path.basename(batches["ok"]), batches["ok"], "steady", "local", 3
     )  # fmt: skip
     assert s.statuses == [C, C, C]
-    assert s.counts == {C: 3, F: 0, X: 0, R: 0, P: 0}
+    assert s.counts == {C: 3, F: 0, X: 0, L: 0, R: 0, P: 0}
     assert s.failures == []
     assert len(s.job_ids) == 1 and s.job_ids[0]
 
@@ -78,7 +78,7 @@ def test_summarize_a_finished_batch(batches: dict[str, str]) -> None:
 def test_summarize_a_failed_batch(batches: dict[str, str]) -> None:
     s = records.summarize(batches["failed"])
     assert s.statuses == [C, C, F, C]
-    assert s.counts == {C: 3, F: 1, X: 0, R: 0, P: 0}
+    assert s.counts == {C: 3, F: 1, X: 0, L: 0, R: 0, P: 0}
     assert s.failures == [Failure(2, 0, "builtins.ValueError", "bad input 2\nmore detail")]
 
 
@@ -179,7 +179,7 @@ def handmade(root: str) -> str:
 def test_every_state_from_the_files_alone(workdir: str) -> None:
     s = records.summarize(handmade(workdir))
     assert s.statuses == [P, R, X, F, P, C, C, C]
-    assert s.counts == {C: 3, F: 1, X: 1, R: 1, P: 2}
+    assert s.counts == {C: 3, F: 1, X: 1, L: 0, R: 1, P: 2}
     assert s.job_ids == ["4242", "4250"]
     assert s.failures == [Failure(3, 0, "JobTimeoutError", "job 4242_1 ended TIMEOUT on node7: time limit")]
 
@@ -309,7 +309,7 @@ def test_errors_are_explained_without_a_traceback(batches: dict[str, str], workd
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["logs"], ["logs", "b"], ["logs", "b", "two"], ["logs", "b", "1", "--out", "--err"], ["frobnicate"]],
+    [["logs"], ["logs", "b"], ["logs", "b", "two"], ["logs", "b", "1", "--out", "--err"], ["frobnicate"]],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys) -> None:
     code, out, err = run(capsys, *argv)
@@ -360,3 +360,16 @@ def test_the_command_runs_as_a_program(command: list[str], batches: dict[str, st
     assert done.returncode == 1 and done.stderr.startswith("corral: error: no batch 'nope'")
     assert "Traceback" not in done.stderr
     assert corral("logs").returncode == 2
+
+
+def test_corral_alone_shows_the_status(batches: dict[str, str], workdir: str, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("CORRAL_DIR", workdir)
+    alone = run(capsys)
+    assert alone == run(capsys, "status")
+    assert alone[0] == 0 and alone[1].startswith(f"2 batches in {workdir}\n")
+
+
+def test_version(capsys) -> None:
+    import corral
+
+    assert run(capsys, "--version") == (0, f"corral {corral.__version__}\n", "")

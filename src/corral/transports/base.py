@@ -33,7 +33,13 @@ class Transport(Protocol):
         ...
 
     def makedirs(self, path: str) -> None:
-        """Create ``path`` and its parents, each new folder private (0700)."""
+        """Create ``path`` and its parents, each new folder private (0700); ``path`` itself,
+        new or not, must then pass :func:`corral.trust.check_private_dir`. A folder that cannot
+        be created raises :class:`~corral.errors.WorkDirError`."""
+        ...
+
+    def mkdir_exclusive(self, path: str) -> bool:
+        """Create the one folder ``path`` (0700); False when the name is taken already."""
         ...
 
     def write_bytes(self, path: str, data: bytes) -> None:
@@ -49,13 +55,24 @@ class Transport(Protocol):
         ...
 
     def read_bytes(self, path: str) -> bytes:
-        """Read a whole file; ``FileNotFoundError`` when it does not exist."""
+        """Read a whole file, never through a symbolic link; ``FileNotFoundError`` when it
+        does not exist."""
+        ...
+
+    def read_private(self, path: str) -> bytes:
+        """Read a whole file that will be unpickled: as :meth:`read_bytes`, and refused
+        unless :func:`corral.trust.check_private_file` passes on the open file."""
         ...
 
     def read_range(self, path: str, offset: int, length: int) -> bytes:
-        """Read ``length`` bytes of a file from ``offset``."""
+        """Read ``length`` bytes of a file from ``offset``; checked as :meth:`read_private`."""
         ...
 
     def listdir(self, path: str) -> list[str]:
         """Names in a folder; an empty list when the folder does not exist."""
+        ...
+
+    def sweep_temporaries(self, folder: str, max_age: float = 86400.0) -> int:
+        """Remove the temporary files in ``folder`` that writers killed mid-write left (their
+        process is gone, or they are older than ``max_age`` seconds); return how many."""
         ...

@@ -1,16 +1,37 @@
-"""Transport for the machine corral runs on."""
+"""Transport for the machine corral runs on.
+
+Files are read without following a symbolic link in their last component, and a file that
+will be unpickled is checked on its open descriptor (see :mod:`corral.trust`). Writes go to
+a temporary dot-name first (``.<name>~<host>~<pid>-<thread>-<n>.tmp``) and are renamed into
+place; :meth:`LocalTransport.sweep_temporaries` removes those a killed writer left behind.
+"""
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Sequence
 
+from ..trust import check_private_dir, check_private_file, refusal
 from .base import CommandResult, CommandTimeout
 
 _tmp_ids = itertools.count()
+_HOST = os.uname().nodename  # in temporary names: whose pid the name holds
+
+
+def _choose_another(path: str, exc: OSError) -> Exception:
+    from ..errors import WorkDirError  # only on failure: the worker starts without it
+
+    reason = exc.strerror or str(exc)
+    return WorkDirError(
+        f"cannot create {path} ({reason}): corral keeps its work dir there. Choose a folder you "
+        "can write with directory= (Executor, Pool, task) or the CORRAL_DIR environment variable",
+        path=path,
+    )
 
 
 class LocalTransport:
@@ -34,7 +55,7 @@ class LocalTransport:
         # os.makedirs applies its mode to the last folder only: create each one ourselves.
         missing = []
         head = os.path.abspath(path)
-        while not os.path.isdir(head):
+        while not os.path.lexists(head):
             missing.append(head)
             head = os.path.dirname(head)
         for folder in reversed(missing):
@@ -42,16 +63,33 @@ class LocalTransport:
                 os.mkdir(folder, 0o700)
             except FileExistsError:
                 pass
+            except OSError as exc:  # a read-only or foreign parent: say how to choose another
+                raise _choose_another(folder, exc) from exc
+        # Whoever made it (we, a moment ago, or someone else before), it must be ours alone.
+        check_private_dir(path)
+
+    def mkdir_exclusive(self, path: str) -> bool:
+        """Create the folder ``path`` (0700); False when something already has that name."""
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise _choose_another(path, exc) from exc
+        return True
 
     def write_bytes(self, path: str, data: bytes) -> None:
         folder, name = os.path.split(path)
-        # A dot-name unique to this process and thread: readers skip it, no writer shares it.
-        tmp = os.path.join(folder, f".{name}.{os.getpid()}-{threading.get_ident()}-{next(_tmp_ids)}.tmp")
+        # A dot-name unique to this host, process and thread: readers skip it, no writer
+        # shares it, and sweep_temporaries can tell whether its writer still lives.
+        tmp = os.path.join(
+            folder, f".{name}~{_HOST}~{os.getpid()}-{threading.get_ident()}-{next(_tmp_ids)}.tmp"
+        )
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-            os.replace(tmp, path)
+            os.replace(tmp, path)  # replaces a symbolic link at ``path``, never follows it
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -64,7 +102,7 @@ class LocalTransport:
             self.write_bytes(path, data)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
-        try:
+        try:  # O_EXCL: a symbolic link at ``path`` counts as existing and is not followed
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             return False
@@ -73,11 +111,21 @@ class LocalTransport:
         return True
 
     def read_bytes(self, path: str) -> bytes:
-        with open(path, "rb") as handle:
+        with os.fdopen(_open_no_link(path), "rb") as handle:
+            return handle.read()
+
+    def read_private(self, path: str) -> bytes:
+        """Read a file that will be unpickled: refused unless the user owns it and nobody
+        else can write it (:class:`~corral.errors.UnsafeWorkDirError`)."""
+        fd = _open_no_link(path)
+        with os.fdopen(fd, "rb") as handle:
+            check_private_file(fd, path)
             return handle.read()
 
     def read_range(self, path: str, offset: int, length: int) -> bytes:
-        with open(path, "rb") as handle:
+        fd = _open_no_link(path)
+        with os.fdopen(fd, "rb") as handle:
+            check_private_file(fd, path)  # the packed calls are unpickled
             handle.seek(offset)
             data = handle.read(length)
         if len(data) != length:
@@ -89,3 +137,57 @@ class LocalTransport:
             return os.listdir(path)
         except FileNotFoundError:
             return []
+
+    def sweep_temporaries(self, folder: str, max_age: float = 86400.0) -> int:
+        """Remove the temporary files in ``folder`` whose writer is gone: one of this host
+        whose process no longer exists, or any older than ``max_age`` seconds (a writer on
+        another host, whose process cannot be asked). Return how many were removed.
+        Housekeeping: a folder or file it cannot read or remove is left as it is."""
+        removed = 0
+        now = time.time()
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            return 0
+        for entry in entries:
+            if not (entry.startswith(".") and entry.endswith(".tmp")):
+                continue
+            path = os.path.join(folder, entry)
+            try:
+                old = now - os.lstat(path).st_mtime > max_age
+                if old or _writer_is_dead(entry):
+                    os.unlink(path)
+                    removed += 1
+            except OSError:
+                pass  # renamed into place or removed meanwhile, or not ours to remove
+        return removed
+
+
+def _open_no_link(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise refusal(
+            f"refusing to read {path}: it is a symbolic link, and corral follows none inside a work dir",
+            path=path,
+        ) from None
+
+
+def _writer_is_dead(entry: str) -> bool:
+    """True when the temporary file ``entry`` was written on this host by a process that
+    no longer exists (names of other hosts, or of older corrals, say nothing)."""
+    parts = entry[1 : -len(".tmp")].rsplit("~", 2)
+    if len(parts) != 3 or parts[1] != _HOST:
+        return False
+    pid = parts[2].partition("-")[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # a process of someone else's has that pid: it may be the writer's, keep it
+    return False
