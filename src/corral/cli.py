@@ -200,8 +200,8 @@ def _show_element(logs: CallLogs) -> None:
     shown = f"last {_ELEMENT_LINES} of {len(lines)} lines, " if len(lines) > _ELEMENT_LINES else ""
     why = "the call has no outcome" if logs.stderr else "the call has no stderr of its own"
     where = _one(logs.element_stderr_path)
-    _say(f"== stderr of element {logs.element}, which ran the call ({shown}{where}) ==")
-    _say(f"({why}; the element ran it, and may have run other calls)")
+    _say(f"== stderr of {logs.element}, the array element of this call ({shown}{where}) ==")
+    _say(f"({why}; an element may run several calls)")
     _say("\n".join(lines[-_ELEMENT_LINES:]))
 
 

@@ -55,3 +55,31 @@ def test_status_and_logs_show_a_finished_and_a_failed_batch(make_executor, workd
     assert 'raise ValueError(f"cannot do {x}")' in logs.stdout
     assert corral("logs", finished, "3", "--out", "--dir", workdir).stdout == ""
     assert corral("logs", failed, "3", "--out", "--dir", workdir).stdout == "working on 3\n"
+
+
+def test_logs_show_the_element_stderr_of_a_call_that_failed_outside_the_function(
+    make_executor, workdir: str
+) -> None:
+    """Issue 11 item 10: the node cannot import the function's module, so the call has no
+    outcome and no output of its own; the cause is in the element's stderr, which logs shows."""
+    import importlib.machinery
+    import types
+
+    from corral.errors import JobError
+
+    module = types.ModuleType("helpers_mod_nowhere")  # importable here only: not on disk
+    module.__spec__ = importlib.machinery.ModuleSpec(module.__name__, None)
+    exec("def helper(x):\n    return x\n", module.__dict__)
+    sys.modules[module.__name__] = module
+    try:
+        ex = make_executor("slurm", max_retries=0)
+        with pytest.raises(JobError):
+            ex.submit(module.helper, 1).result()
+    finally:
+        del sys.modules[module.__name__]
+    (batch,) = [n for n in os.listdir(workdir) if n.startswith("helper-")]
+    logs = corral("logs", batch, "0", "--dir", workdir)
+    assert logs.returncode == 0, logs.stderr
+    assert ", the array element of this call (" in logs.stdout
+    assert "No module named 'helpers_mod_nowhere'" in logs.stdout
+    assert logs.stdout.index("== stderr of ") < logs.stdout.index("== failure ==")
