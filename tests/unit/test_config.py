@@ -627,7 +627,7 @@ def test_a_directory_with_a_control_character_is_refused(directory: str) -> None
 )
 def test_foreign_names_get_the_corral_name_everywhere(places: Places, key: str, expected: str) -> None:
     with pytest.raises(ResourceError, match=re.escape(expected)):
-        resolve(**{key: 1})
+        resolve(None, **{key: 1})
     with pytest.raises(ConfigError, match=re.escape(expected)):
         set_defaults(**{key: 1})
     path = places.write_user(f"{key} = 1\n")
