@@ -3,7 +3,8 @@
 A config file sets where pickles are written (``directory``) and what goes into every job
 script (``extra``), and corral looks for one in every parent of the working directory. So a
 file is read only when it is owned by the user (the effective uid) or root, and no one else
-can write it; any other is ignored with a :class:`ConfigWarning` naming it, its owner and its
+can write it (group write is harmless when the group is the user's private group, as on
+systems with umask 002); any other is ignored with a :class:`ConfigWarning` naming it, its owner and its
 mode. The check is made on the open descriptor, so the file cannot be swapped between the
 check and the read.
 
@@ -31,9 +32,25 @@ def distrust(st: os.stat_result) -> str | None:
     mode = f"mode {stat.S_IMODE(st.st_mode):04o}"
     if st.st_uid not in (os.geteuid(), 0):
         return f"it is owned by {owner_name(st.st_uid)}, {mode}"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and not private_group(st.st_gid, st.st_uid)):
         return f"group or others can write it (owner {owner_name(st.st_uid)}, {mode})"
     return None
+
+
+def private_group(gid: int, uid: int) -> bool:
+    """True when the group ``gid`` has no member but the user ``uid``: the user private group
+    of a umask-002 system, whose write bit lets no one else in (Debian's OpenSSH reads
+    StrictModes the same way)."""
+    import grp
+    import pwd
+
+    try:
+        group, owner = grp.getgrgid(gid), pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    if owner.pw_gid != gid or any(name != owner.pw_name for name in group.gr_mem):
+        return False
+    return all(user.pw_uid == uid for user in pwd.getpwall() if user.pw_gid == gid)
 
 
 def warn_ignored(path: Path, why: str) -> None:

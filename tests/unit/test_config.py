@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
+import pwd
 import re
 import warnings
 from collections.abc import Iterator
@@ -500,8 +502,6 @@ def test_describe_shows_values_and_sources(places: Places, monkeypatch: pytest.M
 
 def nobody() -> tuple[int, int]:
     """The uid and gid of a real second user; the tests that chown need root."""
-    import pwd
-
     if os.geteuid() != 0:
         pytest.skip("giving a file to another user needs root")
     entry = pwd.getpwnam("nobody")
@@ -544,11 +544,26 @@ def test_a_project_file_others_can_write_is_ignored_and_a_nearer_trusted_one_sti
         assert resolve().resources.partition == "planted"
 
 
-def test_a_group_writable_user_file_is_ignored(places: Places) -> None:
+def test_a_group_writable_user_file_is_ignored_when_the_group_is_shared(places: Places) -> None:
     path = places.write_user('partition = "gpu"\n')
+    nobody()  # root, to give the file to a group
+    os.chown(path, os.geteuid(), grp.getgrnam("users").gr_gid)  # not the user's private group
     path.chmod(0o664)
     with pytest.warns(ConfigWarning, match=f"{path} is ignored: group or others can write it"):
         assert resolve().resources.partition is None
+
+
+def test_group_write_is_harmless_in_the_users_private_group(places: Places) -> None:
+    """umask 002 systems make files 0664 in a group of one: the owner (here root:root, and no
+    other account has gid 0 on this machine; checked first)."""
+    if os.geteuid() != 0 or [u.pw_name for u in pwd.getpwall() if u.pw_gid == 0] != ["root"]:
+        pytest.skip("needs root, alone in group 0")
+    path = places.write_user('partition = "gpu"\n')
+    os.chown(path, 0, 0)
+    path.chmod(0o664)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)
+        assert resolve().resources.partition == "gpu"
 
 
 def test_a_user_file_another_user_owns_is_ignored(places: Places) -> None:
