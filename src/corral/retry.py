@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from .errors import CorralError, JobError
 from .job import JobState
-from .resources import Resources
+from .resources import MAX_MEMORY_MB, MAX_TIME, Resources
 
 #: Job states that say nothing about the call itself: its attempt is simply run again.
 INFRASTRUCTURE = frozenset(
@@ -71,7 +71,9 @@ class RetryPolicy:
             return resources
         if state is JobState.TIMEOUT and self.time_factor and resources.time:
             seconds = math.ceil(resources.time.total_seconds() * self.time_factor)
-            return replace(resources, time=timedelta(seconds=seconds))
+            # at most the bound Resources accepts (a ResourceError here would end the poll loop)
+            return replace(resources, time=min(timedelta(seconds=seconds), MAX_TIME))
         if state is JobState.OUT_OF_MEMORY and self.memory_factor and resources.memory:
-            return replace(resources, memory=math.ceil(resources.memory * self.memory_factor))
+            memory = math.ceil(resources.memory * self.memory_factor)
+            return replace(resources, memory=min(memory, MAX_MEMORY_MB))
         return resources if isinstance(error, self.retry_on) else None

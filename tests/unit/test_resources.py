@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -8,7 +9,10 @@ from corral.backends import sge_text, slurm_text
 from corral.backends.base import ArraySpec
 from corral.backends.sge import SgeBackend
 from corral.backends.slurm import SlurmBackend
+from corral.errors import job_error
+from corral.job import JobState
 from corral.resources import MAX_MEMORY_MB, MAX_TIME, check_max_running, parse_memory, parse_time
+from corral.retry import RetryPolicy
 from corral.transports.local import LocalTransport
 
 from .fakes import FakeSlurm
@@ -229,3 +233,13 @@ def spec(resources: Resources) -> ArraySpec:
         batch_dir="/w/.corral/f-1", sub=0, elements=2, resources=resources, job_name="corral-f",
         python="/usr/bin/python3", chdir="/w",
     )  # fmt: skip
+
+
+def test_a_retry_that_asks_for_more_stops_at_the_bounds() -> None:
+    """time_factor/memory_factor grow the resources of a retry; past the bounds Resources would
+    raise inside the engine's poll loop, so the retry asks for the bound instead."""
+    big = Resources(time=timedelta(days=300), memory=MAX_MEMORY_MB // 2 + 1)
+    timeout = job_error(JobState.TIMEOUT, job_id="1_0", call=0, batch="b")
+    oom = job_error(JobState.OUT_OF_MEMORY, job_id="1_0", call=0, batch="b")
+    assert RetryPolicy(time_factor=2).next_resources(timeout, 1, big) == replace(big, time=MAX_TIME)
+    assert RetryPolicy(memory_factor=2).next_resources(oom, 1, big) == replace(big, memory=MAX_MEMORY_MB)
