@@ -1,8 +1,16 @@
 """From calls to submissions: pickling before anything is written, the array specs of a
-batch, and the small arrays that carry resubmitted calls. Pure, apart from pickling."""
+batch, and the small arrays that carry resubmitted calls. Pure, apart from pickling.
+
+Some objects pickle well but mean nothing in a job on another machine: a
+``multiprocessing.Manager()`` proxy talks to a server process on this machine (the job
+fails with ``AuthenticationError: digest sent was rejected``); queues, locks and pipes of
+``multiprocessing`` and ``threading``, open files and sockets belong to this process or this
+machine. Arguments holding one are refused at submission with a SerializationError that
+names the argument and says what to do instead (see :func:`unshareable`)."""
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import sys
@@ -41,10 +49,127 @@ def pickle_calls(fn: Callable[..., Any], calls: Sequence[Call]) -> tuple[bytes, 
     payloads = []
     for index, call in enumerate(calls):
         try:
-            payloads.append(cloudpickle.dumps(call))
+            payloads.append(_dumps(call))
+        except _Refused as refused:
+            raise SerializationError(_refusal(_which(call), f"call {index}", refused)) from None
         except Exception as exc:
             raise SerializationError(f"cannot pickle the arguments of call {index}: {exc}") from exc
     return function, payloads
+
+
+def refuse_unshareable(value: object, name: str) -> None:
+    """SerializationError when ``value`` holds something a job on another machine cannot use
+    (see :func:`unshareable`); ``name`` says what it is (``"initargs[0]"``)."""
+    try:
+        _dumps(value)
+    except _Refused as refused:
+        raise SerializationError(_refusal(name, "", refused)) from None
+    except Exception:  # noqa: BLE001 - not picklable at all: pickling the whole says so later
+        return
+
+
+# What to say, by kind: what the object is, why a job elsewhere cannot use it, what to do.
+_MANAGER = (
+    "a multiprocessing {what}: it talks to a server process on this machine, which a job "
+    "on another machine cannot reach (it would fail there with 'AuthenticationError: digest sent "
+    "was rejected')",
+    "return values from the calls instead (each future's result comes back to this process), "
+    "or write them to files in a directory the nodes share",
+)
+_MACHINE = (
+    "a {what}: it lives in this machine's shared memory or pipes, so it cannot reach a job on a cluster node",
+    "return values from the calls instead, or use files in a directory the nodes share",
+)
+_PROCESS = (
+    "a {what}: it belongs to this process (its threads, files or connections) and means nothing in a job",
+    "pass what it refers to instead (a file's path, an address), and synchronize through "
+    "return values or files",
+)
+_MP_MODULES = {
+    "multiprocessing.queues", "multiprocessing.synchronize", "multiprocessing.sharedctypes",
+    "multiprocessing.connection", "multiprocessing.pool", "multiprocessing.shared_memory",
+    "multiprocessing.heap",
+}  # fmt: skip
+_PROCESS_TYPES = {
+    "_thread.lock": "threading.Lock", "_thread.RLock": "threading.RLock",
+    "threading._RLock": "threading.RLock", "threading.Condition": "threading.Condition",
+    "threading.Semaphore": "threading.Semaphore", "threading.BoundedSemaphore": "threading.BoundedSemaphore",
+    "threading.Event": "threading.Event", "threading.Barrier": "threading.Barrier",
+    "queue.Queue": "queue.Queue", "_queue.SimpleQueue": "queue.SimpleQueue", "_socket.socket": "socket",
+    "_io.FileIO": "open file", "_io.BufferedReader": "open file", "_io.BufferedWriter": "open file",
+    "_io.BufferedRandom": "open file", "_io.TextIOWrapper": "open file",
+}  # fmt: skip
+_verdicts: dict[type, str | None] = {}  # by type, decided once
+
+
+def unshareable(value: object) -> str | None:
+    """Why a job on another machine cannot use ``value`` (with what to do instead), or None
+    when nothing is known against it. Looks at the type only, decided once per type."""
+    kind = type(value)
+    if kind in _verdicts:
+        return _verdicts[kind]
+    verdict = None
+    for cls in kind.__mro__:
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        what = cls.__qualname__
+        if cls.__module__ == "multiprocessing.managers" and what in ("BaseProxy", "BaseManager"):
+            text, fix = _MANAGER
+            what = "Manager proxy" if what == "BaseProxy" else "Manager"
+        elif cls.__module__ in _MP_MODULES:
+            (text, fix), what = _MACHINE, f"multiprocessing {what}"
+        elif name in _PROCESS_TYPES:
+            (text, fix), what = _PROCESS, _PROCESS_TYPES[name]
+        else:
+            continue
+        verdict = f"{text.format(what=what)}; {fix}"
+        break
+    _verdicts[kind] = verdict
+    return verdict
+
+
+class _Refused(Exception):
+    def __init__(self, value: object, reason: str) -> None:
+        super().__init__(reason)
+        self.value, self.reason = value, reason
+
+
+class _CheckingPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no types
+    """cloudpickle, refusing what :func:`unshareable` names wherever it sits in the data."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        reason = unshareable(obj)
+        if reason is not None:
+            raise _Refused(obj, reason)
+        return super().reducer_override(obj)
+
+
+def _dumps(value: object) -> bytes:
+    with io.BytesIO() as file:
+        _CheckingPickler(file, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(value)
+        return file.getvalue()
+
+
+def _which(call: Call) -> str:
+    """The argument of ``call`` that holds the refused object."""
+    args, kwargs = call
+    named = [(f"argument {i}", a) for i, a in enumerate(args)] + [
+        (f"argument {k!r}", v) for k, v in kwargs.items()
+    ]
+    for name, value in named:
+        try:
+            _dumps(value)
+        except _Refused:
+            return name
+        except Exception:  # noqa: BLE001, S112 - another failure: not the argument we look for
+            continue
+    return "an argument"
+
+
+def _refusal(name: str, where: str, refused: _Refused) -> str:
+    shown = repr(refused.value)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    of = f" of {where}" if where else ""
+    return f"cannot send {name}{of} to a job: it holds {shown}, {refused.reason}"
 
 
 def probes(plans: list[Plan]) -> bool:
