@@ -29,6 +29,7 @@ from .dispatch import Dispatcher
 from .errors import CorralError, JobCancelledError, SchedulerError, SubmissionError
 from .futures import mark_cancelled
 from .job import Condition, ElementStatus, JobState
+from .pacing import release_idle, widen
 from .planning import plan_batch
 from .policy import PollPolicy
 from .resources import Resources
@@ -43,6 +44,7 @@ from .submitting import (
     pickle_calls,
     probes,
 )
+from .throttle import Throttle
 from .tracking import BatchState, Completion, SubState
 
 log = logging.getLogger(__name__)
@@ -81,13 +83,15 @@ class Cluster:
         strict: bool = False,
         command: str | None = None,
         name: str | None = None,
+        throttle: Throttle | None = None,
     ) -> BatchState:
         """Write the calls to a new batch folder and submit them as array jobs. Everything
         that can fail before the scheduler sees the batch (pickling, limits) fails here, and a
         refused submission cancels the parts already submitted. ``retry`` says which failed
         calls are resubmitted (none by default). A batch submitted ``after`` another waits in
-        the work dir until that one is done (how a Pool keeps to its ``processes``); one with
-        ``needs`` is submitted with the scheduler's dependency on those calls' jobs (see
+        the work dir until that one is done; one with ``throttle`` keeps, with the other
+        batches sharing it, to the limit of its executor or pool (see :mod:`corral.throttle`);
+        one with ``needs`` is submitted with the scheduler's dependency on those calls' jobs (see
         :mod:`corral.dependencies`). With ``strict``, an element whose call failed exits
         non-zero, so that the scheduler sees the failure. ``command`` is a shell command,
         written into the job script, that the worker hands to ``fn`` as its first argument."""
@@ -127,6 +131,8 @@ class Cluster:
         with self._lock:
             self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
             self._last_activity = time.monotonic()
+            if throttle is not None:
+                self._dispatch.limit(batch, throttle)
             try:
                 completions = self._dispatch.ready(batch)
             except BaseException:
@@ -184,7 +190,7 @@ class Cluster:
             if not batch.claim_for_client(call):
                 return False
             completions = self._scan(batch)  # a fresh view: are any calls left unclaimed?
-            self._release_idle(batch)
+            release_idle(self.backend, batch)
         _complete(completions)
         return True
 
@@ -225,6 +231,7 @@ class Cluster:
                         )  # fmt: skip
                         running.append((batch.futures[call], False, error))
                 self._batches = [b for b in self._batches if b is not batch]
+                self._dispatch.settle_later(batch)
         _complete(running)
 
     def _cancel_jobs(self, job_ids: list[str]) -> None:
@@ -233,29 +240,6 @@ class Cluster:
             self.backend.cancel(job_ids)
         except SchedulerError as exc:
             log.error("could not cancel jobs %s: %s", ", ".join(job_ids), exc)
-
-    def _release_idle(self, batch: BatchState) -> None:
-        """Once every call is taken, pending elements have nothing to do: cancel them."""
-        if batch.unclaimed_count():
-            return
-        idle = [s for s in batch.subs if s.submitted and not s.all_final and not s.pending_cancelled]
-        if len(idle) == 1 == len(batch.subs) == idle[0].plan.elements and batch.claimed - batch.client_claims:
-            idle = []  # its only element has started (it claimed a call): nothing is pending
-        if not idle:
-            return
-        holders = batch.holders()  # requeued elements pending with a call to finish
-        targets: list[str] = []
-        for sub in idle:
-            sub.pending_cancelled = True
-            elements = [sub.element(i) for i in range(sub.plan.elements) if i not in sub.final_at]
-            if any(e in holders for e in elements):
-                targets += [e for e in elements if e not in holders]
-            elif sub.job_id:
-                targets.append(sub.job_id)
-        try:
-            self.backend.cancel(targets, pending_only=True)
-        except SchedulerError as exc:
-            log.warning("could not cancel idle pending elements: %s", exc)
 
     # -- the poll loop --------------------------------------------------------------------------
 
@@ -283,18 +267,22 @@ class Cluster:
         next_query = time.monotonic() + sched_wait
         while True:
             with self._lock:
-                self._batches = [b for b in self._batches if not b.done]
-                if not self._batches:
+                self._let_go()
+                if not self._batches and not self._dispatch.settling:
                     self._thread = None
                     return
                 claims = sum(len(b.claimed) for b in self._batches)
                 scan_started = time.monotonic()
-                completions = [c for batch in self._batches for c in self._scan(batch)]
+                completions = [c for b in self._batches for c in self._scan(b)]
                 scan_cost = time.monotonic() - scan_started
                 # A call that just started will finish soon: look again quickly.
                 progressed = bool(completions) or claims != sum(len(b.claimed) for b in self._batches)
-                due = time.monotonic() >= next_query
+                # The local backend's status query reads memory: ask on every tick, so that
+                # an element that ended (or frees a place under an executor's limit) is seen.
+                holding = self._dispatch.holding_back()
+                due = time.monotonic() >= next_query or not self.backend.detached
                 job_ids = [j for b in self._batches for j in b.live_job_ids()] if due else []
+                job_ids += self._dispatch.settling_job_ids() if due else []
             if due:  # the scheduler is asked without the lock: submit and cancel never wait on it
                 try:
                     statuses = self.backend.poll(job_ids) if job_ids else {}
@@ -310,19 +298,14 @@ class Cluster:
                 now = time.monotonic()
                 if due and statuses is not None:
                     changed = self._apply(statuses, now)
+                    self._dispatch.settle(statuses, now)
                     grown = min(sched_wait * policy.growth, policy.scheduler_max)
-                    sched_wait = policy.scheduler_min if changed else grown
+                    sched_wait = policy.scheduler_min if changed or holding else grown
                 if due:
                     next_query = now + sched_wait * random.uniform(1 - policy.jitter, 1 + policy.jitter)
-                for batch in list(self._batches):
-                    completions += batch.failures(now, policy.outcome_grace)
-                    completions += self._dispatch.resubmit(batch)
-                    if failures:  # the scheduler is out of reach: no commands under the lock
-                        continue
-                    self._widen(batch, now)
-                    self._release_idle(batch)
-                    completions += self._dispatch.deferred(batch, now)
+                completions += self._tend(now, reachable=not failures)
             _complete(completions)
+            completions.clear()  # the values are the futures' now: keep none of them while waiting
             if progressed:
                 self._last_activity = time.monotonic()
             recent = time.monotonic() - self._last_activity < policy.files_fast_for

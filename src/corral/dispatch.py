@@ -1,8 +1,9 @@
 """Getting a batch's submissions to the scheduler: now, later, or never.
 
-Now when nothing holds them back. Later when MaxSubmitJobs leaves no room, when the batch
-runs after another that is not done (a Pool's ``processes``) or after calls whose jobs have
-no id yet (see :mod:`corral.dependencies`), and while the scheduler is out of reach. Never
+Now when nothing holds them back. Later when MaxSubmitJobs leaves no room, when the
+executor's limit leaves no room (see :mod:`corral.throttle`), when the batch runs after
+another that is not done or after calls whose jobs have no id yet (see
+:mod:`corral.dependencies`), and while the scheduler is out of reach. Never
 when the scheduler refuses them or their dependency can never be met: then their calls fail
 with the reason. Resubmitted calls become new small arrays here too. Everything here runs
 under the cluster's lock, called by :class:`~corral.cluster.Cluster`.
@@ -12,16 +13,18 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import replace
 
 from .backends.base import Backend
 from .dependencies import resolve as resolve_needs
 from .errors import DependencyError, SchedulerError
-from .job import JobState
+from .job import ElementStatus, JobState
 from .policy import PollPolicy
 from .resources import Resources
 from .submitting import array_specs, log_pattern, retry_plans
+from .throttle import Throttle, settle
 from .tracking import BatchState, Completion, SubState
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,35 @@ class Dispatcher:
         self._live_elements = live_elements  # elements of ours queued or running, all batches
         self._others_queued: int | None = None  # the user's other jobs, measured once
         self._submit_after = 0.0  # after a transient submission failure, wait till then
+        # The limit each batch shares with the other batches of its executor or pool; weak,
+        # so that the engine keeps no batch (nor its results) the user has let go of.
+        self._throttles: weakref.WeakKeyDictionary[BatchState, Throttle] = weakref.WeakKeyDictionary()
+        #: Submissions of done batches whose elements still count against a limit.
+        self.settling: list[SubState] = []
+
+    def limit(self, batch: BatchState, throttle: Throttle) -> None:
+        """Submit ``batch`` within ``throttle``, the limit of its executor or pool."""
+        self._throttles[batch] = throttle
+
+    def settle_later(self, batch: BatchState) -> None:
+        """``batch`` is done and the engine lets it go (and its results with it); elements of
+        it that the scheduler has not yet reported final still count against its executor's
+        limit, so they are watched until they are (see :attr:`settling`)."""
+        if self._throttles.pop(batch, None) is not None:
+            self.settling += [s for s in batch.subs if s.submitted and not s.all_final]
+
+    def settling_job_ids(self) -> list[str]:
+        """The jobs of the submissions that are :attr:`settling`, for the next status query."""
+        return [s.job_id for s in self.settling if s.job_id is not None]
+
+    def settle(self, statuses: dict[str, ElementStatus], now: float) -> None:
+        """Take in a status report for the submissions still :attr:`settling`."""
+        self.settling = [s for s in self.settling if not settle(s, statuses, now)]
+
+    def holding_back(self) -> bool:
+        """True while a submission waits for room under an executor's limit: the engine then
+        asks the scheduler more often, to learn soon when an element has ended."""
+        return any(t.waiting() for t in set(self._throttles.values()))
 
     def ready(self, batch: BatchState) -> list[Completion]:
         """Submit the batch's submissions that MaxSubmitJobs leaves room for; defer the rest.
@@ -54,6 +86,9 @@ class Dispatcher:
         for sub in batch.subs:
             if sub.submitted or sub.dropped:
                 continue
+            throttle = self._throttles.get(batch)
+            if throttle is not None and not self._fit(batch, sub, throttle):
+                return []
             if not self._room_for(sub.spec.resources, sub.plan.elements):
                 log.info(
                     "deferring submission %d of %s: MaxSubmitJobs reached", sub.plan.sub, batch.store.name
@@ -65,8 +100,35 @@ class Dispatcher:
             sub.job_id = self.backend.submit(sub.spec, sub.script_path, log_pattern(batch.store))
             sub.submitted_at = sub.last_seen = time.monotonic()
             batch.store.record_job_id(sub.plan.sub, sub.job_id)
+            if throttle is not None:
+                throttle.submitted(sub)
             log.debug("submitted %s (%d elements) for %s", sub.job_id, sub.plan.elements, batch.store.name)
         return []
+
+    def _fit(self, batch: BatchState, sub: SubState, throttle: Throttle) -> bool:
+        """True when ``sub`` may go now under its executor's limit; a lone pull array that
+        finds only some room is first shrunk to it (its elements share the calls)."""
+        room = throttle.room(batch, sub)
+        if room == 0:
+            log.debug(
+                "holding back submission %d of %s: its executor's limit is reached",
+                sub.plan.sub,
+                batch.store.name,
+            )
+            return False
+        plan = sub.plan
+        if (
+            room < plan.elements
+            and plan.mode == "pull"
+            and plan.first_element == 0
+            and plan.total_elements == plan.elements
+        ):
+            sub.plan = replace(plan, elements=room, total_elements=room)
+            sub.spec = replace(sub.spec, elements=room)
+            batch.save_submission(sub.plan, sub.spec, self.backend.render(sub.spec))
+        elif room < plan.elements:
+            return False  # a static array or part of a split batch: whole, or later
+        return True
 
     def _unmet(self, batch: BatchState, why: str) -> list[Completion]:
         """A batch whose dependency can never be met is never submitted: its calls fail."""
