@@ -2,6 +2,9 @@
 
 A thin layer: it turns calls into batches for the engine (:class:`~corral.cluster.Cluster`)
 and hands back its futures. ``submit`` is a batch of one call; ``map`` is one batch.
+``max_workers`` (or ``max_running``) limits the whole executor, as in ``concurrent.futures``:
+its batches share one :class:`~corral.throttle.Throttle`, which the engine keeps to. What a
+script that ends without waiting does is in :mod:`corral.exiting`.
 """
 
 from __future__ import annotations
@@ -9,18 +12,21 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
-from . import budget
+from . import budget, exiting
 from .backends import get_backend
 from .backends.base import Backend, Submission
 from .cluster import Cluster
 from .config import Settings, resolve
+from .errors import ResourceError
 from .futures import CorralFuture
 from .retry import RetryPolicy
 from .submitting import Call
+from .throttle import Throttle
 from .tracking import BatchState
 
 
@@ -41,7 +47,14 @@ class Executor(concurrent.futures.Executor):
     is retried only when its type is in ``retry_on``; a time limit or out-of-memory only when
     ``time_factor`` or ``memory_factor`` say how much more to ask for (see :mod:`corral.retry`).
 
-    Leaving a ``with`` block on an exception (Ctrl-C included) cancels the executor's jobs.
+    ``max_workers`` (or its other name, ``max_running``) is the most calls of this executor
+    live at once, whatever the number of ``submit`` and ``map`` calls: later submissions wait
+    in the engine until earlier elements end. Default: no limit on a cluster, the CPU count
+    locally.
+
+    Leaving a ``with`` block on an exception (Ctrl-C included) cancels the executor's jobs. A
+    script that ends without waiting (or after ``shutdown(wait=False)``) waits at exit for its
+    local calls, and on a cluster until every call is submitted (see :mod:`corral.exiting`).
     """
 
     def __init__(
@@ -50,6 +63,7 @@ class Executor(concurrent.futures.Executor):
         directory: str | None = None,
         *,
         profile: str | None = None,
+        max_workers: int | None = None,
         max_running: int | None = None,
         allow_nested: bool = False,
         max_retries: int | None = None,
@@ -65,17 +79,22 @@ class Executor(concurrent.futures.Executor):
         )  # fmt: skip
         self.resources = settings.resources
         self.submit_budget = settings.submit_budget
-        if max_running is not None and max_running < 1:
-            raise ValueError(f"max_running={max_running!r} must be at least 1")
+        max_running = limit_of(max_workers=max_workers, max_running=max_running)
         if cluster is None:
             chosen = backend if isinstance(backend, Backend) else get_backend(settings.backend)
             cluster = Cluster(chosen, settings.directory)
         self.cluster = cluster
         self.max_running = max_running
         self.allow_nested = allow_nested
-        self._batches: list[BatchState] = []
+        self._throttle = Throttle(max_running) if max_running is not None else None
+        self._batches = WeakBatches()
         self._lock = threading.Lock()
         self._shutdown = False
+
+    @property
+    def max_workers(self) -> int | None:
+        """The most calls of this executor live at once (None: no limit of its own)."""
+        return self.max_running
 
     @property
     def backend(self) -> str:
@@ -104,11 +123,12 @@ class Executor(concurrent.futures.Executor):
         futures = self._submit(fn, calls, chunksize)
 
         def results() -> Iterator[Any]:
+            # As concurrent.futures does: the future waited for is cancelled with the rest on
+            # a time-out or Ctrl-C, and no yielded result is kept here (see hand_over).
             try:
                 futures.reverse()
                 while futures:
-                    future = futures.pop()
-                    yield future.result(None if end is None else end - time.monotonic())
+                    yield futures.pop().hand_over(None if end is None else end - time.monotonic())
             finally:
                 for future in futures:
                     future.cancel()
@@ -124,7 +144,8 @@ class Executor(concurrent.futures.Executor):
     def _submit(self, fn: Callable[..., Any], calls: list[Call], chunksize: int | None) -> list[CorralFuture]:
         with self._lock:
             if self._shutdown:
-                raise RuntimeError("cannot schedule new calls after shutdown")
+                raise RuntimeError("cannot schedule new futures after shutdown")
+        exiting.check_open()
         if not calls:
             return []
         budget.charge(self.submit_budget, "call" if len(calls) == 1 else "map")
@@ -136,10 +157,11 @@ class Executor(concurrent.futures.Executor):
             max_running=self.max_running,
             allow_nested=self.allow_nested,
             retry=self.retry,
+            throttle=self._throttle,
         )
         with self._lock:
-            self._batches = [b for b in self._batches if not b.done]
             self._batches.append(batch)
+        exiting.watch(self.cluster, batch)
         return list(batch.futures)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -149,6 +171,7 @@ class Executor(concurrent.futures.Executor):
             self._shutdown = True
             batches = list(self._batches)
         futures = [f for b in batches for f in b.futures]
+        del batches
         if cancel_futures:
             for future in futures:
                 future.cancel()
@@ -182,6 +205,48 @@ class Executor(concurrent.futures.Executor):
         """Leave on an error: cancel every job, and wait for none."""
         self.cancel_all()
         self.shutdown(wait=False)
+
+
+class WeakBatches:
+    """The batches of an executor or pool, in the order they came, held weakly: the engine
+    keeps a batch alive while it is live; once it is done, only the user's futures keep it,
+    so that results the user dropped are freed (as ``concurrent.futures`` frees them)."""
+
+    def __init__(self) -> None:
+        self._refs: list[weakref.ref[BatchState]] = []
+
+    def append(self, batch: BatchState) -> None:
+        self._refs = [r for r in self._refs if r() is not None]
+        self._refs.append(weakref.ref(batch))
+
+    def _alive(self) -> list[BatchState]:
+        return [b for r in self._refs if (b := r()) is not None]
+
+    def __iter__(self) -> Iterator[BatchState]:
+        return iter(self._alive())
+
+    def __len__(self) -> int:
+        return len(self._alive())
+
+    def __getitem__(self, index: int) -> BatchState:
+        return self._alive()[index]
+
+
+def limit_of(*, max_workers: object = None, max_running: object = None) -> int | None:
+    """The executor's limit from ``max_workers`` or ``max_running`` (one name each for the
+    same thing: ``concurrent.futures``'s and corral's); ResourceError for both, or a value
+    that is not a whole number of at least 1."""
+    if max_workers is not None and max_running is not None:
+        raise ResourceError(
+            f"max_workers={max_workers!r} and max_running={max_running!r}: these are two names "
+            "of the same limit (the most calls of this executor at once); give one"
+        )
+    name, value = ("max_workers", max_workers) if max_workers is not None else ("max_running", max_running)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ResourceError(f"{name}={value!r} must be a whole number of at least 1 (calls at once)")
+    return value
 
 
 def configure(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import pickle
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,19 @@ class CorralFuture(concurrent.futures.Future[Any]):
             return False
         return mark_cancelled(self)
 
+    def hand_over(self, timeout: float | None = None) -> Any:
+        """``result(timeout)`` for a future only its caller sees (``Executor.map``'s), as
+        ``concurrent.futures`` hands out map's results: the future is cancelled if it has not
+        started (a time-out, Ctrl-C), and once its value is given, the future lets go of it,
+        so that a result the user dropped is freed although the batch keeps its futures."""
+        try:
+            value = self.result(timeout)
+        finally:
+            self.cancel()
+        with self._condition:
+            self._result = None
+        return value
+
     def __repr__(self) -> str:
         return f"<CorralFuture call {self.call} of {self.batch} job={self.job_id} state={self.state.name}>"
 
@@ -96,8 +110,30 @@ def decode_outcome(outcome: Outcome, call: int, batch: str, path: str = "") -> t
         except Exception:  # noqa: BLE001 - fall back to the text below
             exc_value = None
     if exc_value is None:
-        exc_value = RemoteError(outcome.type_name, outcome.message, outcome.traceback)
+        exc_value = _rebuilt(outcome) or RemoteError(outcome.type_name, outcome.message, outcome.traceback)
     exc_value.__cause__ = RemoteTraceback(outcome.traceback)
     if sys.version_info >= (3, 11):
         exc_value.add_note(f"(raised in {where}{'; its files are in ' + path if path else ''})")
     return False, exc_value
+
+
+#: Exceptions of the standard library that the client can rebuild from their type name and
+#: message when the worker could not send the exception itself: a result that could not be
+#: pickled raises there what ``pickle`` raised (as ``ProcessPoolExecutor`` does), not a
+#: RemoteError. The worker names them by ``type.__module__``, hence ``_pickle``.
+_REBUILDABLE: dict[str, type[Exception]] = {
+    "_pickle.PicklingError": pickle.PicklingError,
+    "pickle.PicklingError": pickle.PicklingError,
+    "builtins.TypeError": TypeError,
+    "builtins.AttributeError": AttributeError,
+    "builtins.RecursionError": RecursionError,
+    "builtins.ValueError": ValueError,
+    "builtins.NotImplementedError": NotImplementedError,
+}
+
+
+def _rebuilt(outcome: Outcome) -> Exception | None:
+    """The exception an outcome without a payload names, when the client can make it; the
+    message says what failed ("could not pickle the result: ...")."""
+    kind = _REBUILDABLE.get(outcome.type_name)
+    return kind(outcome.message) if kind is not None else None

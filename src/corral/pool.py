@@ -4,8 +4,9 @@ Changing ``from multiprocessing import Pool`` to ``from corral import Pool`` is 
 change: each ``map``/``starmap``/``imap``/``apply`` becomes one batch for the engine, whose
 futures this module reads. It never polls or submits on its own.
 
-``processes`` is the most calls running at once. On a cluster it throttles each array (and
-later batches wait until the earlier ones are done); locally it is the number of processes.
+``processes`` is the most calls running at once, for the whole pool: its batches share one
+:class:`~corral.throttle.Throttle`, so the engine submits a later batch's elements only as
+the earlier ones end; locally it is also the number of processes.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from .backends import get_backend
 from .backends.base import Backend
 from .backends.local import LocalBackend
 from .cluster import Cluster
-from .executor import configure
+from .errors import ResourceError
+from .executor import WeakBatches, configure
 from .futures import CorralFuture
-from .submitting import Call
-from .tracking import BatchState
+from .submitting import Call, refuse_unshareable
+from .throttle import Throttle
 
 T = TypeVar("T")
 
@@ -207,10 +209,15 @@ class Pool:
         cluster: Cluster | None = None,
         **resources: Any,
     ) -> None:
+        if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int)):
+            raise ResourceError(f"processes={processes!r} must be a whole number of at least 1")
         if processes is not None and processes < 1:
             raise ValueError("Number of processes must be at least 1")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        initargs = tuple(initargs)
+        for index, arg in enumerate(initargs):
+            refuse_unshareable(arg, f"initargs[{index}]")
         settings, self.retry = configure(
             backend, directory, profile, resources,
             max_retries=max_retries, retry_on=retry_on, time_factor=time_factor, memory_factor=memory_factor,
@@ -225,8 +232,9 @@ class Pool:
             cluster = Cluster(chosen, settings.directory)
         self.cluster = cluster
         self.processes = processes
-        self._init = (initializer, tuple(initargs), uuid.uuid4().hex)
-        self._batches: list[BatchState] = []
+        self._init = (initializer, initargs, uuid.uuid4().hex)
+        self._throttle = Throttle(processes) if processes is not None else None
+        self._batches = WeakBatches()  # weak, as the Executor's
         self._lock = threading.Lock()
         self._state = "RUN"
 
@@ -322,6 +330,9 @@ class Pool:
         concurrent.futures.wait([f for b in batches for f in b.futures])
 
     def __enter__(self) -> Pool:
+        with self._lock:
+            if self._state != "RUN":  # as multiprocessing: a closed or terminated pool
+                raise ValueError("Pool not running")
         return self
 
     def __exit__(
@@ -341,7 +352,6 @@ class Pool:
         with self._lock:
             if self._state != "RUN":
                 raise ValueError("Pool not running")
-            after = next((b for b in reversed(self._batches) if not b.done), None)
         if not calls:
             return []
         initializer, initargs, key = self._init
@@ -354,9 +364,8 @@ class Pool:
             chunksize=chunksize,
             max_running=self.processes,
             retry=self.retry,
-            after=after if self.processes is not None else None,
+            throttle=self._throttle,
         )
         with self._lock:
-            self._batches = [b for b in self._batches if not b.done]
             self._batches.append(batch)
         return list(batch.futures)
