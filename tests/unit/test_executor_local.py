@@ -140,7 +140,7 @@ def test_unpicklable_argument_fails_before_submitting(make_executor) -> None:
 
 
 def test_unknown_resource_fails_at_construction() -> None:
-    with pytest.raises(corral.ResourceError, match="did you mean 'cpus'"):
+    with pytest.raises(corral.ResourceError, match="'cpu'.*cpus"):
         corral.Executor("local", cpu=2)
 
 
