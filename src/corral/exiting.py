@@ -10,19 +10,21 @@ raises ``RuntimeError``, as ``concurrent.futures`` does.
 
 The wait runs where the standard library's own runs: among ``threading``'s exit hooks, which
 come before ``atexit`` handlers (and so before the local backend's processes are killed).
-Ctrl-C during the wait cancels the calls it waits for and says so.
+Ctrl-C during the wait cancels the local calls it waits for, says so, and ends the process
+with status 130 (as ``@task`` scripts do, see :mod:`corral.sessions`).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -36,6 +38,11 @@ _lock = threading.Lock()
 _watched: weakref.WeakKeyDictionary[BatchState, Cluster] = weakref.WeakKeyDictionary()
 _registered = False
 _exiting = False
+
+#: After Ctrl-C at exit: how long to wait for cancelled local processes to be gone (the local
+#: backend's SIGTERM, then SIGKILL 2 s later), and the exit status (128 + SIGINT).
+GONE_WAIT = 5.0
+INTERRUPTED_EXIT = 130
 
 #: ``threading._register_atexit`` (CPython 3.9+) runs before ``atexit`` handlers; it is
 #: what ``concurrent.futures`` uses. Other interpreters get ``atexit``.
@@ -89,18 +96,36 @@ def _wait_at_exit() -> None:
             time.sleep(0.05)
     except KeyboardInterrupt:
         _interrupted()
-        raise
 
 
-def _interrupted() -> None:
-    """Ctrl-C at exit: local calls are cancelled (their processes would be killed anyway);
-    on a cluster, what was not submitted yet never will be, and the jobs keep running."""
-    waiting = _waiting()
-    local = [(c, b) for c, b in waiting if not c.backend.detached]
-    cancelled = sum(len(b.futures) - len(b.resolved) for _, b in local)
-    unsent = sum(1 for c, _ in waiting if c.backend.detached)
-    for cluster in {id(c): c for c, _ in local}.values():
-        cluster.cancel_batches([b for c, b in local if c is cluster])
-    what = [f"{cancelled} local call(s) cancelled"] if cancelled else []
-    what += [f"{unsent} batch(es) not fully submitted to the cluster"] if unsent else []
-    sys.stderr.write(f"corral: interrupted while waiting at exit: {', '.join(what) or 'nothing left'}\n")
+def _interrupted() -> NoReturn:
+    """Ctrl-C at exit. An exception raised here would only be printed ("Exception ignored
+    in: <module 'threading'>"), and the process would exit 0 while the local backend killed
+    its calls. Instead: cancel the local calls (on a cluster, what is not submitted yet never
+    will be; its jobs keep running), say so in one line, wait briefly for the cancelled
+    processes to be gone, and exit 130 as an interrupted program does."""
+    try:
+        waiting = _waiting()
+        local = [(c, b) for c, b in waiting if not c.backend.detached]
+        cancelled = sum(len(b.futures) - len(b.resolved) for _, b in local)
+        jobs = sorted({j for _, b in local for j in b.live_job_ids()})
+        unsent = sum(1 for c, _ in waiting if c.backend.detached)
+        clusters = list({id(c): c for c, _ in local}.values())
+        for cluster in clusters:
+            cluster.cancel_batches([b for c, b in local if c is cluster])
+        what = [f"{cancelled} local call(s) cancelled"] if cancelled else []
+        what += [f"{unsent} batch(es) not fully submitted to the cluster"] if unsent else []
+        sys.stderr.write(f"corral: interrupted while waiting at exit: {', '.join(what) or 'nothing left'}\n")
+        sys.stderr.flush()
+        end = time.monotonic() + GONE_WAIT
+        for cluster in clusters:
+            while time.monotonic() < end and not all(
+                s.state.is_final for s in cluster.backend.poll(jobs).values()
+            ):
+                time.sleep(0.05)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for the processes to go
+        pass
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(INTERRUPTED_EXIT)

@@ -13,6 +13,7 @@ import gc
 import multiprocessing
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import textwrap
@@ -245,6 +246,57 @@ def test_submit_after_interpreter_shutdown_raises(tmp_path: Path) -> None:
     )
     assert "RuntimeError: cannot schedule new futures after interpreter shutdown" in out.stderr
     assert out.stdout.strip() == "runtime-error"
+
+
+def test_ctrl_c_while_waiting_at_exit_cancels_the_local_calls_and_exits_130(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import logging, os, time
+            import corral
+
+            def nap(path):
+                with open(path, "w") as out:
+                    out.write(str(os.getpid()))
+                time.sleep(120)
+
+            if __name__ == "__main__":
+                logging.basicConfig(level=logging.INFO)  # says when the exit wait begins
+                t = corral.Executor("local", directory="work")
+                t.submit(nap, "pid.txt")
+                while not os.path.exists("pid.txt"):
+                    time.sleep(0.02)
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # Ctrl-C must reach it
+    )  # fmt: skip
+    try:
+        assert child.stderr is not None
+        for line in child.stderr:  # Ctrl-C must come in the exit wait, which says when it begins
+            if "waiting for 1 call(s)" in line:
+                break
+        pid = int((tmp_path / "pid.txt").read_text())
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 130
+    assert "corral: interrupted while waiting at exit: 1 local call(s) cancelled" in err
+    assert "Traceback" not in err
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_until(gone, "the cancelled call's process to end")
 
 
 # -- b. max_workers limits the executor, not each batch ---------------------------------------------
