@@ -74,13 +74,19 @@ def hint(key: str, known: Iterable[str], where: str = "") -> str:
     name = key.strip().lstrip("-").lower().replace("-", "_") if isinstance(key, str) else ""
     if name in known and name != key:  # job-name, Memory, --partition
         return f"{key!r}{where}; did you mean {name!r}?"
-    if name in FOREIGN and name not in known:
-        return f"{key!r}{where}: {FOREIGN[name]}"
     if name.startswith("slurm_") and name[6:] in known:  # submitit's slurm_partition, ...
-        return f"{key!r}{where}: submitit's {name} is corral's {name[6:]}="
+        return f"{key!r}{where}; did you mean {name[6:]!r}? (submitit's {name} is corral's {name[6:]}=)"
+    if name in FOREIGN and name not in known:
+        return f"{key!r}{where}{_meant(FOREIGN[name], known)}"
     close = difflib.get_close_matches(name, [*known, *(f for f in FOREIGN if f not in known)], n=1)
     if not close:
         return f"{key!r}{where}"
     if close[0] in known:
         return f"{key!r}{where}; did you mean {close[0]!r}?"
     return f"{key!r}{where}; did you mean {close[0]!r}? {FOREIGN[close[0]]}"
+
+
+def _meant(text: str, known: list[str]) -> str:
+    """``text`` as a suggestion: "did you mean 'cpus'? (...)" when it names one known key."""
+    targets = [k for k in known if f"corral's {k}=" in text]
+    return f"; did you mean {targets[0]!r}? ({text})" if len(targets) == 1 else f": {text}"
