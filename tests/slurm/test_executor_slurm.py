@@ -300,3 +300,39 @@ def test_scancel_of_an_array_with_pending_elements_ends_every_future_quickly(mak
         with pytest.raises(corral.JobCancelledError, match="ended CANCELLED"):
             future.result(timeout=60)
     assert time.monotonic() - started < 60
+
+
+def element_spans(elements: list[str]) -> list[tuple[str, str]]:
+    """(Start, End) of each array element as sacct records them, once all have ended."""
+    spans: dict[str, tuple[str, str]] = {}
+
+    def recorded() -> bool:
+        argv = ["sacct", "-n", "-X", "-P", "-j", ",".join(elements), "-o", "JobID,Start,End"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
+        for line in out.splitlines():
+            job, start, end = line.split("|")
+            spans[job] = (start, end)
+        return all(e in spans and "Unknown" not in spans[e] for e in elements)
+
+    wait_for(recorded, 60, "sacct to record every element's end")
+    return [spans[e] for e in elements]
+
+
+def test_max_workers_limits_the_whole_executor_on_slurm(make_executor) -> None:
+    # Five submits and a map of three under max_workers=2: SLURM's own start and end times of
+    # the elements show at most two at once (one ending in the second another starts: not both).
+    ex = make_executor("slurm", max_workers=2)
+    futures = [ex.submit(sleep_then, 3, i) for i in range(5)]
+    results = ex.map(sleep_then, [3] * 3, range(5, 8))
+    mapped = ex._batches[-1]  # kept alive by the iterator until the end of the test
+    assert [f.result(timeout=300) for f in futures] + list(results) == list(range(8))
+    elements = [f.job_id or "" for f in futures]
+    elements += [sub.element(i) for sub in mapped.subs for i in range(sub.plan.elements)]
+    spans = [(start, end) for start, end in element_spans(elements) if start not in ("None", "Unknown")]
+    assert len(spans) >= 6  # every submit, and the map's elements that started
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    assert most <= 2
