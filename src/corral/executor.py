@@ -24,6 +24,7 @@ from .cluster import Cluster
 from .config import Settings, resolve
 from .errors import ResourceError
 from .futures import CorralFuture
+from .resources import check_max_running
 from .retry import RetryPolicy
 from .submitting import Call
 from .throttle import Throttle
@@ -241,12 +242,9 @@ def limit_of(*, max_workers: object = None, max_running: object = None) -> int |
             f"max_workers={max_workers!r} and max_running={max_running!r}: these are two names "
             "of the same limit (the most calls of this executor at once); give one"
         )
-    name, value = ("max_workers", max_workers) if max_workers is not None else ("max_running", max_running)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ResourceError(f"{name}={value!r} must be a whole number of at least 1 (calls at once)")
-    return value
+    if max_workers is not None:
+        return check_max_running(max_workers, "max_workers")
+    return check_max_running(max_running)
 
 
 def configure(

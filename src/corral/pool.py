@@ -25,9 +25,9 @@ from .backends import get_backend
 from .backends.base import Backend
 from .backends.local import LocalBackend
 from .cluster import Cluster
-from .errors import ResourceError
 from .executor import WeakBatches, configure
 from .futures import CorralFuture
+from .resources import check_max_running
 from .submitting import Call, refuse_unshareable
 from .throttle import Throttle
 
@@ -209,10 +209,9 @@ class Pool:
         cluster: Cluster | None = None,
         **resources: Any,
     ) -> None:
-        if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int)):
-            raise ResourceError(f"processes={processes!r} must be a whole number of at least 1")
-        if processes is not None and processes < 1:
-            raise ValueError("Number of processes must be at least 1")
+        if isinstance(processes, int) and not isinstance(processes, bool) and processes < 1:
+            raise ValueError("Number of processes must be at least 1")  # multiprocessing's words
+        processes = check_max_running(processes, "processes")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         initargs = tuple(initargs)

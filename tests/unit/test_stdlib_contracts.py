@@ -334,14 +334,16 @@ def test_processes_is_a_limit_of_the_pool(local_pool, tmp_path: Path) -> None:
     assert most_at_once(intervals(ran)) == 1
 
 
-def test_max_workers_is_another_name_of_max_running(make_executor) -> None:
+def test_max_workers_is_another_name_of_max_running(make_executor, workdir: str) -> None:
     assert make_executor("local", max_workers=3).max_running == 3
     assert make_executor("local", max_running=3).max_workers == 3
     with pytest.raises(corral.ResourceError, match="two names of the same limit"):
         corral.Executor("local", max_workers=2, max_running=2)
     for bad in (0, "3", 2.5, True):
-        with pytest.raises(corral.ResourceError, match="max_workers"):
+        with pytest.raises(corral.ResourceError, match="max_workers=.*whole number"):
             corral.Executor("local", max_workers=bad)
+    with pytest.raises(corral.ResourceError, match="processes='3' must be a whole number"):
+        corral.Pool("3", backend="local", directory=workdir)  # type: ignore[arg-type]
 
 
 def sub_of(elements: int) -> SubState:
