@@ -215,9 +215,12 @@ class WeakBatches:
 
     def __init__(self) -> None:
         self._refs: list[weakref.ref[BatchState]] = []
+        self._kept = 8  # references left after the last sweep (at least 8)
 
     def append(self, batch: BatchState) -> None:
-        self._refs = [r for r in self._refs if r() is not None]
+        if len(self._refs) >= 2 * self._kept:  # dead references go when the list has doubled
+            self._refs = [r for r in self._refs if r() is not None]
+            self._kept = max(8, len(self._refs))
         self._refs.append(weakref.ref(batch))
 
     def _alive(self) -> list[BatchState]:
