@@ -118,9 +118,16 @@ class LocalTransport:
         """Read a file that will be unpickled: refused unless the user owns it and nobody
         else can write it (:class:`~corral.errors.UnsafeWorkDirError`)."""
         fd = _open_no_link(path)
-        with os.fdopen(fd, "rb") as handle:
-            check_private_file(fd, path)
-            return handle.read()
+        try:
+            size = check_private_file(fd, path)
+            # os.read, not a file object: it would fstat the file a second time. Read on
+            # past ``size`` until the end, in case the file grew since.
+            chunks = [os.read(fd, size + 1)]
+            while chunks[-1]:
+                chunks.append(os.read(fd, 1 << 20))
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def read_range(self, path: str, offset: int, length: int) -> bytes:
         fd = _open_no_link(path)
