@@ -335,3 +335,34 @@ def test_the_client_sweeps_a_finished_batch(make_executor, workdir: str, tmp_pat
     while stale.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not stale.exists()
+
+
+_ONE_BATCH = textwrap.dedent(
+    """
+    import corral
+
+    with corral.Executor("local") as ex:
+        print(ex.submit(abs, -5).result())
+    """
+)
+
+
+def test_attach_sweeps_what_dead_writers_left(workdir: str) -> None:
+    # The batch comes from a client that has exited: only attach can sweep what is planted now.
+    env = {**os.environ, "CORRAL_DIR": workdir}
+    done = subprocess.run([sys.executable, "-c", _ONE_BATCH], env=env, capture_output=True, text=True)
+    assert done.stdout == "5\n", done.stderr
+    (name,) = os.listdir(workdir)
+    batch = Path(workdir, name)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    stale = [
+        batch / f".engine.pkl~{os.uname().nodename}~{int(gone.stdout)}-1-1.tmp",  # this host, pid gone
+        batch / "subs" / ".0.json~elsewhere~1-1-1.tmp",  # another host, a day old
+    ]
+    for path in stale:
+        path.write_bytes(b"")
+    day_ago = time.time() - 86400 - 60
+    os.utime(stale[1], (day_ago, day_ago))
+    attached = corral.attach(str(batch))
+    assert attached.results(timeout=60) == [5]
+    assert [p.exists() for p in stale] == [False, False]
