@@ -323,9 +323,10 @@ class BatchState:
                 continue
             array_known = any(sub.element(i) in statuses for i in range(sub.plan.elements))
             for index in range(sub.plan.elements):
-                if index in sub.final_at:
-                    continue
                 status = statuses.get(sub.element(index))
+                if index in sub.final_at:
+                    _learn_end(sub, index, status)
+                    continue
                 sub.missing[index] = sub.missing.get(index, 0) + 1 if status is None and array_known else 0
                 if sub.missing[index] >= 2:
                     reason = "cancelled before it started: the scheduler no longer lists it"
@@ -343,17 +344,25 @@ class BatchState:
                     self._ended_at.append(now)
 
     def failures(self, now: float, grace: float) -> list[Completion]:
-        """Calls whose job has been final, with no outcome, for longer than ``grace``. Only
-        looked for when an element's grace period is over, not on every tick."""
+        """Calls whose job has been final, with no outcome, for longer than ``grace``, and
+        the outcomes found by one more look at the work dir first. Only looked for when an
+        element's grace period is over, not on every tick."""
         if not self._ended_at or min(self._ended_at) + grace > now:
             return []
-        self._ended_at = [t for t in self._ended_at if t + grace > now]
         by_element = {
             sub.element(i): (sub, i) for sub in self.subs if sub.job_id is not None for i in sub.final_at
         }
         if not by_element:  # no element has ended: nothing can have failed (the common case)
             return []
-        failed: list[Completion] = []
+        # An outcome written after this tick's scan but before the status report that made
+        # its element final must not be taken for a failure: with no grace (the local
+        # backend), this look is what makes the absence of an outcome conclusive.
+        try:
+            failed = self.scan()
+        except OSError as exc:
+            log.warning("could not read %s: %s", self.store.path, exc)
+            return []  # decide on a later tick
+        self._ended_at = [t for t in self._ended_at if t + grace > now]
         for call in range(len(self.futures)):
             if call in self.resolved or self.task(call) in self.client_claims:
                 continue
@@ -411,6 +420,16 @@ class BatchState:
         self.client_claims.add(task)
         self._resolve(call)
         return True
+
+
+def _learn_end(sub: SubState, index: int, status: ElementStatus | None) -> None:
+    """Keep the exit code or signal of a report that came after the one that made the
+    element final (SLURM's accounting may learn it a poll later than squeue)."""
+    known = sub.status.get(index)
+    if known is None or status is None or status.state is not known.state or known.exit_code is not None:
+        return
+    if known.signal is None and (status.exit_code is not None or status.signal is not None):
+        sub.status[index] = status
 
 
 def now() -> float:

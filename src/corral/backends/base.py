@@ -116,6 +116,10 @@ class Backend(abc.ABC):
     #: :mod:`corral.checkpoint`): "scontrol" (SLURM's requeue), "exit" (it exits with
     #: REQUEUE_EXIT), or None when the backend sends no warning.
     requeue_method: ClassVar[str | None] = None
+    #: Seconds an element's outcomes may appear after the scheduler reports it final; None:
+    #: the engine's policy (outcome_grace, for slow shared filesystems). 0 for a backend
+    #: whose elements are final only once their process has exited, outcomes written.
+    outcome_grace: ClassVar[float | None] = None
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport

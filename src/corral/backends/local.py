@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import os
 import shlex
 import signal
@@ -14,8 +15,8 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import IO
+from dataclasses import dataclass
+from typing import ClassVar
 
 from ..checkpoint import REQUEUE_EXIT, WARNING_SIGNAL
 from ..errors import SubmissionError
@@ -25,6 +26,8 @@ from ..transports.base import Transport
 from ..transports.local import LocalTransport
 from ..worker import RESTART_ENV
 from .base import ArraySpec, Backend, Limits, warning_trap
+
+log = logging.getLogger(__name__)
 
 KILL_WAIT = 2.0  # seconds between SIGTERM and SIGKILL, like SLURM's KillWait
 TICK = 0.02  # how often running processes are checked
@@ -49,7 +52,7 @@ class _Element:
     warning: float | None = None  # seconds before the time limit that it gets SIGUSR1
     warn_at: float = float("inf")
     restarts: int = 0  # times it asked to run again (exit REQUEUE_EXIT)
-    files: list[IO[bytes]] = field(default_factory=list)
+    returncode: int | None = None  # how its last process ended (negative: by that signal)
 
     @property
     def element_id(self) -> str:
@@ -61,6 +64,9 @@ class LocalBackend(Backend):
 
     name = "local"
     requeue_method = "exit"
+    # An element writes its outcomes before its process exits, and the process's exit is
+    # what makes it final here: once it is final, what the work dir holds is all there is.
+    outcome_grace: ClassVar[float | None] = 0.0
 
     def __init__(self, transport: Transport | None = None, slots: int | None = None) -> None:
         super().__init__(transport or LocalTransport())
@@ -130,11 +136,7 @@ class LocalBackend(Backend):
     def poll(self, job_ids: Sequence[str]) -> dict[str, ElementStatus]:
         wanted = set(job_ids)
         with self._cond:
-            return {
-                eid: ElementStatus(eid, el.state, "localhost", el.reason)
-                for eid, el in self._elements.items()
-                if el.job_id in wanted
-            }
+            return {eid: _status(el) for eid, el in self._elements.items() if el.job_id in wanted}
 
     def cancel(self, job_ids: Sequence[str], *, pending_only: bool = False) -> None:
         wanted = set(job_ids)
@@ -173,8 +175,11 @@ class LocalBackend(Backend):
     def _run(self) -> None:
         with self._cond:
             while self._queue or self._running:
-                self._reap()
-                self._start_what_fits()
+                try:
+                    self._reap()
+                    self._start_what_fits()
+                except Exception:  # a bug here must not leave every later element pending
+                    log.exception("the local backend's scheduler thread hit an error; it goes on")
                 self._cond.wait(TICK)
             self._thread = None
 
@@ -185,8 +190,7 @@ class LocalBackend(Backend):
             code = el.proc.poll()
             if code is not None:
                 el.state = el.kill_state or (JobState.COMPLETED if code == 0 else JobState.FAILED)
-                for handle in el.files:
-                    handle.close()
+                el.returncode = code
                 self._running.remove(el)
                 if code == REQUEUE_EXIT and el.kill_state is None:  # it asked to run again
                     el.state, el.proc, el.restarts = JobState.PENDING, None, el.restarts + 1
@@ -234,40 +238,72 @@ class LocalBackend(Backend):
             if per_job[el.job_id] >= self._throttle.get(el.job_id, 1 << 30):
                 continue
             self._queue.remove(el)
-            self._start(el)
+            if not self._start(el):
+                continue
             busy += el.cpus
             per_job[el.job_id] += 1
 
-    def _start(self, el: _Element) -> None:
+    def _start(self, el: _Element) -> bool:
+        """Start ``el``'s process; False when it could not start, which fails that element
+        alone (as sbatch's job would fail on a node whose working directory is gone)."""
         env = {
             **os.environ,
             "CORRAL_ARRAY_TASK_ID": str(el.index),
             "CORRAL_ELEMENT_ID": el.element_id,
             RESTART_ENV: str(el.restarts),
         }
-        out = open(el.logs[0], "ab")  # noqa: SIM115 - closed when the element is reaped
-        err = open(el.logs[1], "ab")  # noqa: SIM115
-        el.files = [out, err]
-        el.proc = subprocess.Popen(
-            el.argv,
-            cwd=el.chdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-        )
+        fds: list[int] = []
+        try:
+            for path in el.logs:
+                fds.append(_open_log(path))
+            el.proc = subprocess.Popen(
+                el.argv,
+                cwd=el.chdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=fds[0],
+                stderr=fds[1],
+                start_new_session=True,
+            )
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            el.state, el.proc = JobState.FAILED, None
+            el.reason = f"could not start: {exc}"
+            log.warning("local element %s %s", el.element_id, el.reason)
+            return False
+        finally:
+            for fd in fds:  # the child holds its own copies
+                os.close(fd)
         el.state = JobState.RUNNING
         if el.time_limit is not None:
             el.deadline = time.monotonic() + el.time_limit
             if el.warning is not None:
                 el.warn_at = el.deadline - el.warning
         self._running.append(el)
+        return True
 
     def _kill(self, el: _Element, why: JobState) -> None:
         el.kill_state = why
         el.kill_at = time.monotonic() + KILL_WAIT
         _signal(el, signal.SIGTERM)
+
+
+def _open_log(path: str) -> int:
+    """An element's log, appended to (a requeued element keeps its first run's lines),
+    readable by its owner alone, and never through a symlink planted in its place."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+
+
+def _status(el: _Element) -> ElementStatus:
+    """What ``poll`` says of ``el``: a negative return code is the signal that ended it."""
+    code = el.returncode if el.state.is_final else None
+    return ElementStatus(
+        el.element_id,
+        el.state,
+        "localhost",
+        el.reason,
+        exit_code=code if code is not None and code >= 0 else None,
+        signal=-code if code is not None and code < 0 else None,
+    )
 
 
 def _signal(el: _Element, sig: int) -> None:
