@@ -1,13 +1,16 @@
 """How a call's job ended without its outcome, in words: the error a future gets.
 
-The scheduler's state is the start. The element's stderr may say more (a memory kill, read
-by the backend's ``explain_end``); a time limit is named with the call's checkpoints; an
-out-of-memory error gives the memory requested; a job dropped because what it waited for
-failed is a :class:`~corral.errors.DependencyError`.
+The scheduler's state is the start, with the exit code or signal it reported. The stderr says
+more: its key line (the exception that ended a traceback, say an ``ImportError`` when the node
+could not unpickle the function) is quoted with a hint when corral knows the cure, and the
+backend's ``explain_end`` reads a memory kill there. A time limit is named with the call's
+checkpoints; an out-of-memory error gives the memory requested; a job dropped because what it
+waited for failed is a :class:`~corral.errors.DependencyError`.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from .dependencies import explain
@@ -33,8 +36,11 @@ def ended_job_error(
     store = batch.store
     streams = [store.call_log(*batch.task(call), "err")] if who else []
     streams.append(store.element_log(sub.element(index), "err"))
-    status = batch.explain(sub.status[index], store.tail(streams[-1]))
-    tail = next((t for t in map(store.tail, streams) if t.strip()), "")
+    # Enough lines for a whole traceback, whose first line tells where its key line is.
+    texts = [store.tail(path, KEY_LINE_WINDOW) for path in streams]
+    status = batch.explain(sub.status[index], texts[-1])
+    tail = next(("\n".join(t.splitlines()[-TAIL_LINES:]) for t in texts if t.strip()), "")
+    key = next(filter(None, map(key_line, texts)), "")
     unmet = explain(batch.needs) if batch.needs and status.state is JobState.CANCELLED else ""
     if unmet and who is None:
         return DependencyError(
@@ -51,12 +57,58 @@ def ended_job_error(
         stderr_tail=tail,
         attempts=attempts,
         work_dir=store.path,
+        exit_code=status.exit_code,
+        signal=status.signal,
+        key_line=key,
+        hint=hint_for(key),
+    )
+
+
+TAIL_LINES = 20  # the stderr lines an error quotes
+KEY_LINE_WINDOW = 200  # the stderr lines searched for the key line
+#: The line that ends a traceback: the exception's (dotted) type, then its message.
+_EXCEPTION = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Warning)\b(:.*)?")
+_NO_MODULE = re.compile(r"(?:ModuleNotFoundError|ImportError): No module named '([^']+)'")
+_NO_NAME = re.compile(r"ImportError: cannot import name '[^']+' from '([^']+)'")
+_NO_TASK = re.compile(r"ImportError: module '([^']+)' on this node has no task")
+
+
+def key_line(stderr: str) -> str:
+    """The line of ``stderr`` that says what went wrong: the exception line that ends its
+    last traceback (not whatever was printed last), else the last line that names an
+    exception or an error (``slurmstepd: error: ...``); empty when none does. Pure."""
+    lines = stderr.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if starts:
+        # The first unindented line after the header; a chained exception starts a new one.
+        line = next((line for line in lines[starts[-1] + 1 :] if line[:1].strip()), "")
+        if line:
+            return line.strip()
+    for line in reversed(lines):
+        text = line.strip()
+        if _EXCEPTION.fullmatch(text) or "error:" in text.lower():
+            return text
+    return ""
+
+
+def hint_for(key: str) -> str:
+    """What to do about a key line corral recognises (a module the node could not import),
+    else empty. Pure."""
+    if not key.startswith(("ImportError", "ModuleNotFoundError")):
+        return ""
+    found = _NO_MODULE.match(key) or _NO_NAME.match(key) or _NO_TASK.match(key)
+    what = f"module {found.group(1)!r}" if found else "what the function needs"
+    return (
+        f"the nodes could not import {what}: install it there (or put it where the nodes "
+        "find it on sys.path), or define the function in the script"
     )
 
 
 def _reason(store: BatchStore, call: int, status: ElementStatus, resources: Resources) -> str:
     """The scheduler's reason, with what a time limit or memory error needs said."""
     parts = [status.reason]
+    if status.state not in _OUR_SIGNALS:
+        parts.insert(0, status.describe_end())
     if status.state is JobState.TIMEOUT and resources.time is not None:
         parts.append(f"time limit {resources.time}")
         try:
@@ -70,3 +122,7 @@ def _reason(store: BatchStore, call: int, status: ElementStatus, resources: Reso
     if status.state is JobState.OUT_OF_MEMORY and "requested" not in status.reason:
         parts.append(f"{resources.memory} MB requested" if resources.memory else "no memory requested")
     return "; ".join(filter(None, parts))
+
+
+#: States in which the scheduler's own signal ended the job: naming it would say nothing.
+_OUR_SIGNALS = frozenset({JobState.CANCELLED, JobState.TIMEOUT, JobState.DEADLINE, JobState.PREEMPTED})

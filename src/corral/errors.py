@@ -12,7 +12,7 @@
     ├── SchedulerError           a scheduler command failed or timed out
     │   └── SubmissionError      the scheduler refused a submission (nothing is left half-submitted)
     ├── JobError                 a call's job ended without an outcome; names job, state, node,
-    │   │                        and the tail of the call's stderr
+    │   │                        exit code or signal, the key line of the stderr and its tail
     │   ├── JobCancelledError    CANCELLED (from outside, or by the executor)
     │   │   └── DependencyError  never ran: the jobs it was to follow did not end as asked
     │   ├── JobFailedError       FAILED: the worker process itself died
@@ -115,6 +115,10 @@ class JobError(CorralError):
         stderr_tail: str = "",
         attempts: tuple[Attempt, ...] = (),
         work_dir: str = "",
+        exit_code: int | None = None,
+        signal: int | None = None,
+        key_line: str = "",
+        hint: str = "",
     ) -> None:
         self.state = state
         self.job_id = job_id
@@ -126,12 +130,21 @@ class JobError(CorralError):
         #: Every attempt of the call, when it was resubmitted (the last one is this error's).
         self.attempts = attempts
         self.work_dir = work_dir  # the batch's folder, which keeps the call's logs
+        self.exit_code = exit_code  #: the job's exit code, when the scheduler reported one
+        self.signal = signal  #: the signal that ended the job, when one did
+        #: The line of the stderr that says what went wrong (a traceback's exception line).
+        self.key_line = key_line
+        self.hint = hint  #: what to do about it, when corral recognises the cause
         where = f" on {node}" if node else ""
         why = f" ({reason})" if reason else ""
         message = (
             f"call {call} of batch {batch!r}: job {job_id or '(never started)'} "
             f"ended {state.name}{where}{why} without a result"
         )
+        if key_line:
+            message += f"\n  {key_line}"
+        if hint:
+            message += f"\n  hint: {hint}"
         if stderr_tail.strip():
             indented = "\n".join("    " + line for line in stderr_tail.rstrip().splitlines())
             message += f"\n  stderr (last lines):\n{indented}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from signal import Signals
 from typing import Any
 
 
@@ -42,6 +43,22 @@ class ElementStatus:
     state: JobState
     node: str | None = None
     reason: str = ""
+    exit_code: int | None = None  # the job script's exit code, when the scheduler says
+    signal: int | None = None  # the signal that ended it, when one did
+
+    def describe_end(self) -> str:
+        """``exit code 3`` or ``killed by signal 9 (SIGKILL)``; empty when neither is known
+        (or the exit code was 0)."""
+        if self.signal:
+            return f"killed by signal {self.signal}{_signal_name(self.signal)}"
+        return f"exit code {self.exit_code}" if self.exit_code else ""
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f" ({Signals(number).name})"
+    except ValueError:
+        return ""
 
 
 class Condition(enum.Enum):

@@ -59,7 +59,7 @@ def test_ended_tasks_of_a_live_job_come_from_qacct_once() -> None:
     assert states(backend.poll(["18"])) == expected  # qacct has 18_2/3 too: qstat, live, wins
     assert states(backend.poll(["18"])) == expected
     assert transport.count("qacct") == 1  # how 18_0 and 18_1 ended is known now
-    assert backend.poll(["18"])["18_1"].reason == "exit status 3"
+    assert backend.poll(["18"])["18_1"].describe_end() == "exit code 3"
 
 
 def test_a_job_gone_from_qstat_is_read_from_qacct_and_an_unknown_one_is_not_reported() -> None:
@@ -145,7 +145,7 @@ def test_a_kill_after_our_qdel_is_cancelled_and_after_someone_elses_failed() -> 
     ours.cancel(["9"])
     assert set(states(ours.poll(["9"])).values()) == {JobState.CANCELLED}
     theirs = SgeBackend(Recorded(answers))
-    assert {s.reason for s in theirs.poll(["9"]).values()} == {"killed by signal 9"}
+    assert {s.describe_end() for s in theirs.poll(["9"]).values()} == {"killed by signal 9 (SIGKILL)"}
     SgeBackend(Recorded({("qdel", "16", "17", "18", "999999"): "qdel_mixed"})).cancel(
         ["16", "17", "18", "999999"]
     )

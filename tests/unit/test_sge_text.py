@@ -170,11 +170,15 @@ def test_qacct_memory_limit_is_out_of_memory_counting_slots() -> None:
 
 def test_qacct_exit_codes_and_signals() -> None:
     assert states("qacct_failed.txt") == {"6_0": JobState.FAILED, "6_1": JobState.FAILED}
-    assert qacct_status(parse_qacct(recorded("qacct_failed.txt"))[0]).reason == "exit status 3"
+    failed = qacct_status(parse_qacct(recorded("qacct_failed.txt"))[0])
+    assert (failed.exit_code, failed.signal, failed.describe_end()) == (3, None, "exit code 3")
     (selfterm,) = parse_qacct(recorded("qacct_selfterm.txt"))
-    assert qacct_status(selfterm).reason == "killed by signal 15"
+    assert (qacct_status(selfterm).signal, qacct_status(selfterm).exit_code) == (15, None)
+    assert qacct_status(selfterm).describe_end() == "killed by signal 15 (SIGTERM)"
     assert states("qacct_selfkill.txt") == {"11_0": JobState.FAILED}
     assert states("qacct_exit137.txt") == {"13_0": JobState.FAILED}  # exit 137 is no signal
+    (exit137,) = parse_qacct(recorded("qacct_exit137.txt"))
+    assert (qacct_status(exit137).exit_code, qacct_status(exit137).signal) == (137, None)
 
 
 def test_qacct_a_deleted_running_task_is_cancelled_only_when_we_deleted_it() -> None:

@@ -19,6 +19,7 @@ from corral.backends.slurm_text import (
     expand_array_id,
     format_time,
     parse_config,
+    parse_exit_code,
     parse_max_submit,
     parse_sacct,
     parse_sbatch,
@@ -79,10 +80,19 @@ def test_squeue_on_unknown_ids() -> None:
 def test_sacct_final_states_exit_codes_and_pending_ranges() -> None:
     statuses = {s.element_id: s for s in parse_sacct(recorded("sacct_array.txt"))}
     assert statuses["74_0"].state is JobState.TIMEOUT
-    assert statuses["75_1"].state is JobState.FAILED and statuses["75_1"].reason == "exit code 3:0"
+    assert statuses["75_1"].state is JobState.FAILED and statuses["75_1"].exit_code == 3
+    assert statuses["75_1"].signal is None and statuses["75_1"].describe_end() == "exit code 3"
     assert statuses["76_2"].state is JobState.CANCELLED and statuses["76_2"].node == "n4"
     assert [statuses[f"77_{i}"].state for i in range(6)] == [JobState.PENDING] * 6
     assert statuses["77_0"].node is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("3:0", (3, None)), ("0:9", (None, 9)), ("0:0", (0, None)), ("", (None, None)), ("x:y", (None, None))],
+)
+def test_sacct_exit_code_is_an_exit_code_or_a_signal(text: str, expected: tuple[object, object]) -> None:
+    assert parse_exit_code(text) == expected
 
 
 @pytest.mark.parametrize(

@@ -278,9 +278,11 @@ def qacct_status(record: AccountingRecord, cancelled: bool = False) -> ElementSt
     state = QACCT_FAILED.get(record.failed, JobState.FAILED)
     reason = f"failed {record.failed}: {record.failed_text}"
     asked = requests(record.category)
+    code: int | None = record.exit_status
+    killed_by: int | None = None
     if record.failed == 0:
         state = JobState.COMPLETED if record.exit_status == 0 else JobState.FAILED
-        reason = f"exit status {record.exit_status}" if record.exit_status else ""
+        reason = ""  # the exit code says it
     elif record.failed == 37:
         limit = memory_bytes(asked.get("h_vmem", "0")) * record.slots
         if limit and record.max_vmem >= limit:
@@ -290,8 +292,8 @@ def qacct_status(record: AccountingRecord, cancelled: bool = False) -> ElementSt
             reason = f"killed at its time limit, h_rt={asked['h_rt']}"
     elif record.failed == 100 and record.exit_status > 128:
         state = JobState.CANCELLED if cancelled else JobState.FAILED
-        reason = f"killed by signal {record.exit_status - 128}"
-    return ElementStatus(record.element_id, state, record.node, reason)
+        code, killed_by, reason = None, record.exit_status - 128, ""
+    return ElementStatus(record.element_id, state, record.node, reason, exit_code=code, signal=killed_by)
 
 
 def parse_config(stdout: str) -> dict[str, str]:

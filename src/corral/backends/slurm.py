@@ -24,6 +24,7 @@ from .slurm_text import (
     config_int,
     enforces_limits,
     explain_memory_kill,
+    needs_exit_code,
     parse_config,
     parse_job_commands,
     parse_max_submit,
@@ -37,6 +38,7 @@ from .slurm_text import (
     submission_unknown,
     throttle_update_ok,
     transient_failure,
+    with_exit_code,
 )
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class SlurmBackend(Backend):
     def __init__(self, transport: Transport) -> None:
         super().__init__(transport)
         self._config: dict[str, str] | None = None
+        self._ends: dict[str, ElementStatus] = {}  # sacct's word on elements squeue shows failed
 
     def limits(self, resources: Resources) -> Limits:
         check_resources(resources)  # what the scheduler would misread, before anything is written
@@ -126,13 +129,20 @@ class SlurmBackend(Backend):
             raise SchedulerError(f"squeue failed: {result.stderr.strip()}", argv=list(result.argv))
         seen = {s.element_id.split("_", 1)[0] for s in statuses}
         gone = [j for j in job_ids if j not in seen]
-        if gone:  # left the queue: ask the accounting database (with -j, sacct searches all time)
-            argv = ["sacct", "-X", "-n", "-P", "-j", ",".join(gone), "-o", SACCT_FIELDS]
+        # squeue has no exit code for an element that failed: sacct has (once per element).
+        failed = {s.element_id for s in statuses if needs_exit_code(s) and s.element_id not in self._ends}
+        ask = gone + sorted({eid.split("_", 1)[0] for eid in failed} - set(gone))
+        if ask:  # left the queue: ask the accounting database (with -j, sacct searches all time)
+            argv = ["sacct", "-X", "-n", "-P", "-j", ",".join(ask), "-o", SACCT_FIELDS]
             try:
-                statuses += parse_sacct(self.check(argv).stdout)
+                accounted = parse_sacct(self.check(argv).stdout)
             except SchedulerError as exc:  # slurmdbd away: report what squeue knows; ask again later
-                log.warning("sacct failed, the jobs %s stay unreported for now: %s", ",".join(gone), exc)
-        return {s.element_id: s for s in statuses}
+                log.warning("sacct failed, the jobs %s stay unreported for now: %s", ",".join(ask), exc)
+                accounted = []
+            learnt = [s for s in accounted if s.element_id in failed and s.state.is_final]
+            self._ends.update((s.element_id, s) for s in learnt)
+            statuses += [s for s in accounted if s.element_id.split("_", 1)[0] in gone]
+        return {s.element_id: with_exit_code(s, self._ends.get(s.element_id)) for s in statuses}
 
     def cancel(self, job_ids: Sequence[str], *, pending_only: bool = False) -> None:
         if not job_ids:

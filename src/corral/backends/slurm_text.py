@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 
 from ..errors import SchedulerError
@@ -183,10 +184,37 @@ def parse_sacct(stdout: str) -> list[ElementStatus]:
             eid,
             slurm_state(state),
             None if node in ("", "None assigned") else node,
-            f"exit code {exit_code}" if exit_code not in ("", "0:0") else "",
+            "",
+            *parse_exit_code(exit_code),
         )
         for eid, (state, exit_code, node) in _rows(stdout)
     ]
+
+
+def parse_exit_code(text: str) -> tuple[int | None, int | None]:
+    """sacct's ExitCode ``"3:0"`` (exit code 3) or ``"0:9"`` (signal 9) -> (exit code,
+    signal); the signal wins, as the process had no exit code of its own then."""
+    code, _, sig = text.strip().partition(":")
+    if not (code.isdigit() and sig.isdigit()):
+        return None, None
+    if int(sig):
+        return None, int(sig)
+    return int(code), None
+
+
+def needs_exit_code(status: ElementStatus) -> bool:
+    """True for an element squeue shows FAILED: squeue cannot say with which exit code or
+    signal, sacct can. Pure."""
+    return status.state is JobState.FAILED and status.exit_code is None and status.signal is None
+
+
+def with_exit_code(status: ElementStatus, accounted: ElementStatus | None) -> ElementStatus:
+    """squeue's ``status`` with the exit code or signal of sacct's ``accounted`` record of the
+    same element, which makes squeue's reason ``NonZeroExitCode`` redundant. Pure."""
+    if accounted is None or not needs_exit_code(status):
+        return status
+    reason = "" if status.reason == "NonZeroExitCode" else status.reason
+    return replace(status, reason=reason, exit_code=accounted.exit_code, signal=accounted.signal)
 
 
 def parse_config(stdout: str) -> dict[str, str]:
