@@ -16,15 +16,15 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from .backends.base import ArraySpec
 from .dependencies import Needs
+from .elements import SubState as SubState  # re-exported: the engine takes it from here
 from .endings import ended_job_error
 from .errors import CorralError, JobError, UnsafeWorkDirError
 from .futures import CorralFuture, decode_outcome
-from .job import Attempt, ElementStatus, JobState, describe_attempts, element_id
+from .job import Attempt, ElementStatus, JobState, describe_attempts
 from .planning import Plan, element_of_call
 from .resources import Resources
 from .retry import RetryPolicy
@@ -33,43 +33,6 @@ from .store import CLIENT_CANCEL, BatchStore, Outcome
 log = logging.getLogger(__name__)
 
 Completion = tuple[CorralFuture, bool, Any]  # future, ok, value or exception
-
-
-@dataclass
-class SubState:
-    """One submission of a batch and the scheduler's view of its elements."""
-
-    plan: Plan
-    spec: ArraySpec
-    script_path: str
-    job_id: str | None = None
-    submitted_at: float = 0.0
-    status: dict[int, ElementStatus] = field(default_factory=dict)
-    final_at: dict[int, float] = field(default_factory=dict)  # when we first saw it final
-    missing: dict[int, int] = field(default_factory=dict)  # reports in a row without it
-    last_seen: float = 0.0
-    pending_cancelled: bool = False
-    dropped: bool = False  # deferred, then not needed any more (every call was cancelled)
-    probing: bool = False  # submitted throttled to one element, not yet widened
-
-    @property
-    def submitted(self) -> bool:
-        return self.job_id is not None
-
-    @property
-    def all_final(self) -> bool:
-        return self.dropped or (self.submitted and len(self.final_at) == self.plan.elements)
-
-    @property
-    def live_elements(self) -> int:
-        return self.plan.elements - len(self.final_at) if self.submitted else 0
-
-    def element(self, index: int) -> str:
-        assert self.job_id is not None
-        return element_id(self.job_id, index)
-
-    def covers(self, task: tuple[int, int]) -> bool:
-        return self.plan.covers(*task)
 
 
 class BatchState:
@@ -311,7 +274,14 @@ class BatchState:
     # -- the scheduler's view -------------------------------------------------------------------
 
     def live_job_ids(self) -> list[str]:
-        return [s.job_id for s in self.subs if s.job_id is not None and not s.all_final]
+        """The jobs to ask the scheduler about: those with elements not final, and those
+        with a failed element whose exit code is not known yet (SLURM's accounting may learn
+        it a little after the element ended), while the batch's calls wait for it."""
+        return [
+            s.job_id
+            for s in self.subs
+            if s.job_id is not None and (not s.all_final or (not self.done and s.exit_unknown))
+        ]
 
     def update(self, statuses: dict[str, ElementStatus], now: float, lost_after: float) -> None:
         """Take in one bulk status report. An element missing from two reports in a row that
@@ -319,29 +289,7 @@ class BatchState:
         record of those); an element whose whole array the scheduler has not known for
         ``lost_after`` seconds is LOST."""
         for sub in self.subs:
-            if sub.job_id is None or sub.all_final:
-                continue
-            array_known = any(sub.element(i) in statuses for i in range(sub.plan.elements))
-            for index in range(sub.plan.elements):
-                status = statuses.get(sub.element(index))
-                if index in sub.final_at:
-                    _learn_end(sub, index, status)
-                    continue
-                sub.missing[index] = sub.missing.get(index, 0) + 1 if status is None and array_known else 0
-                if sub.missing[index] >= 2:
-                    reason = "cancelled before it started: the scheduler no longer lists it"
-                    status = ElementStatus(sub.element(index), JobState.CANCELLED, None, reason)
-                elif status is None and now - max(sub.submitted_at, sub.last_seen) > lost_after:
-                    status = ElementStatus(
-                        sub.element(index), JobState.LOST, None, "unknown to the scheduler"
-                    )
-                if status is None:
-                    continue
-                sub.last_seen = now
-                sub.status[index] = status
-                if status.state.is_final:
-                    sub.final_at[index] = now
-                    self._ended_at.append(now)
+            self._ended_at += [now] * sub.take_report(statuses, now, lost_after)
 
     def failures(self, now: float, grace: float) -> list[Completion]:
         """Calls whose job has been final, with no outcome, for longer than ``grace``, and
@@ -420,16 +368,6 @@ class BatchState:
         self.client_claims.add(task)
         self._resolve(call)
         return True
-
-
-def _learn_end(sub: SubState, index: int, status: ElementStatus | None) -> None:
-    """Keep the exit code or signal of a report that came after the one that made the
-    element final (SLURM's accounting may learn it a poll later than squeue)."""
-    known = sub.status.get(index)
-    if known is None or status is None or status.state is not known.state or known.exit_code is not None:
-        return
-    if known.signal is None and (status.exit_code is not None or status.signal is not None):
-        sub.status[index] = status
 
 
 def now() -> float:

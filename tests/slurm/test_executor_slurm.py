@@ -10,12 +10,14 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import corral
 from corral.backends.slurm_text import parse_config
+from corral.policy import PollPolicy
 
 from .helpers import cluster, squeue, wait_for, wait_running
 
@@ -277,7 +279,12 @@ def test_ctrl_c_while_the_with_block_waits_cancels_the_jobs(tmp_path) -> None:
             """
         )
     )
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    # Ctrl-C must reach the script whatever this test inherited: started in the background
+    # (SIGINT ignored, as CI may), the child would never see it.
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "waiting at the end of the block"
@@ -336,3 +343,50 @@ def test_max_workers_limits_the_whole_executor_on_slurm(make_executor) -> None:
         now += step
         most = max(most, now)
     assert most <= 2
+
+
+# -- FAILURES (issue 11, item 10): a job-level failure on SLURM names its exit code, the key
+# -- line of the element's stderr, and a hint for a module the node cannot import.
+
+
+def exit_hard(code: int) -> None:
+    os._exit(code)
+
+
+@pytest.fixture
+def accounted_executor(workdir: str) -> Iterator[corral.Executor]:
+    """An executor whose grace outlasts slurmdbd's lag: for a second or two after an array
+    element ends, sacct lists it under a bare job id, so its exit code is not known yet."""
+    policy = PollPolicy(outcome_grace=5.0, scheduler_min=0.5, scheduler_max=3.0)
+    cluster = corral.Cluster(corral.get_backend("slurm"), workdir, policy=policy)
+    yield corral.Executor(cluster=cluster)
+    cluster.close()
+
+
+def test_a_module_the_node_cannot_import_is_named_with_exit_code_and_hint_on_slurm(
+    accounted_executor: corral.Executor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mods = tmp_path / "client-only"
+    mods.mkdir()
+    (mods / "helpers_mod.py").write_text("def double(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(mods))
+    monkeypatch.delitem(sys.modules, "helpers_mod", raising=False)
+    import helpers_mod  # type: ignore[import-not-found]
+
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(mods)])  # the nodes' view
+    with pytest.raises(corral.JobFailedError) as caught:
+        accounted_executor.submit(helpers_mod.double, 2).result(timeout=120)
+    monkeypatch.delitem(sys.modules, "helpers_mod")
+    error = caught.value
+    assert error.exit_code == 1 and "(exit code 1)" in str(error)  # from sacct: squeue has none
+    assert error.key_line == "ModuleNotFoundError: No module named 'helpers_mod'"
+    assert error.hint.startswith("the nodes could not import module 'helpers_mod': install it there")
+    assert f"\n  {error.key_line}\n  hint: {error.hint}\n" in str(error)
+
+
+def test_a_hard_exit_in_a_call_is_reported_with_its_exit_code_on_slurm(
+    accounted_executor: corral.Executor,
+) -> None:
+    with pytest.raises(corral.JobFailedError, match=r"ended FAILED on n\d \(exit code 3\)") as caught:
+        accounted_executor.submit(exit_hard, 3).result(timeout=120)
+    assert (caught.value.exit_code, caught.value.signal) == (3, None)
