@@ -166,6 +166,33 @@ def test_a_module_the_node_cannot_import_is_named_with_a_hint(
     assert f"\n  {error.key_line}\n  hint: {error.hint}\n" in str(error)
 
 
+def wait_for_file(path: str) -> str:
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    return path
+
+
+@pytest.mark.timeout(120)
+def test_a_call_whose_directory_is_gone_fails_with_the_reason_and_later_calls_run(
+    workdir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow_grace: None
+) -> None:
+    monkeypatch.setenv("CORRAL_LOCAL_SLOTS", "1")  # the second call waits for the first
+    gone, flag = tmp_path / "gone", tmp_path / "flag"
+    gone.mkdir()
+    with corral.Executor("local", directory=workdir) as executor:
+        blocker = executor.submit(wait_for_file, str(flag))
+        monkeypatch.chdir(gone)
+        stranded = executor.submit(pause, 0)  # its job starts in ``gone``, once it is removed
+        monkeypatch.chdir(tmp_path)
+        gone.rmdir()
+        flag.touch()
+        assert blocker.result() == str(flag)
+        with pytest.raises(corral.JobFailedError, match=r"could not start: \[Errno 2\]") as caught:
+            stranded.result()
+        assert str(gone) in caught.value.reason
+        assert executor.submit(pause, 0.1).result() == 0.1  # the backend still runs calls
+
+
 class ReportsAfterTheOutcome(LocalBackend):
     """A local backend whose status query returns only once the element has ended: the
     outcome is written after the poll loop's scan of that tick, before the element is final

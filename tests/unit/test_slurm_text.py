@@ -18,6 +18,7 @@ from corral.backends.slurm_text import (
     SLURM_STATES,
     expand_array_id,
     format_time,
+    needs_exit_code,
     parse_config,
     parse_exit_code,
     parse_max_submit,
@@ -31,6 +32,7 @@ from corral.backends.slurm_text import (
     squeue_says_unknown,
     submission_unknown,
     transient_failure,
+    with_exit_code,
 )
 from corral.errors import SchedulerError
 from corral.job import Condition, Dependency
@@ -93,6 +95,18 @@ def test_sacct_final_states_exit_codes_and_pending_ranges() -> None:
 )
 def test_sacct_exit_code_is_an_exit_code_or_a_signal(text: str, expected: tuple[object, object]) -> None:
     assert parse_exit_code(text) == expected
+
+
+def test_an_element_squeue_shows_failed_takes_its_exit_code_from_sacct() -> None:
+    lines = "75_1|FAILED|n2|NonZeroExitCode\n75_0|RUNNING|n2|None\n"
+    squeued = {s.element_id: s for s in parse_squeue(lines)}
+    accounted = {s.element_id: s for s in parse_sacct(recorded("sacct_array.txt"))}
+    assert needs_exit_code(squeued["75_1"]) and not needs_exit_code(squeued["75_0"])
+    failed = with_exit_code(squeued["75_1"], accounted["75_1"])
+    assert (failed.state, failed.exit_code, failed.reason, failed.node) == (JobState.FAILED, 3, "", "n2")
+    assert with_exit_code(squeued["75_0"], accounted["75_0"]) == squeued["75_0"]  # not failed: as is
+    assert with_exit_code(squeued["75_1"], None) == squeued["75_1"]  # sacct does not know it yet
+    assert not needs_exit_code(failed)
 
 
 @pytest.mark.parametrize(
