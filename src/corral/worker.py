@@ -18,19 +18,17 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import io
 import os
 import pickle
 import signal
 import sys
 import time
-import types
-from collections import ChainMap
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import cloudpickle
 
+from .bundle import dumps
 from .checkpoint import REQUEUE_EXIT, Checkpointable, Interrupted, Resume, StopSignals
 from .store import BatchStore, Outcome
 from .transports.local import LocalTransport
@@ -47,36 +45,6 @@ RESTART_ENV = "CORRAL_RESTART_COUNT"  # set by the local backend when it runs an
 def inside_job() -> str | None:
     """The element id when this code runs inside a corral job, else None."""
     return _current_element.get() or os.environ.get(IN_JOB_ENV) or None
-
-
-def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
-    rebuild, args = cloudpickle.Pickler.dispatch_table[types.CodeType](code)
-    return _named_code, (rebuild, args, code.co_filename)
-
-
-class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no type hints
-    """cloudpickle's pickler, but code sent by value keeps its file name: cloudpickle 3
-    writes ``<dynamic-code>`` there (for payloads that do not depend on where the function
-    was defined), which leaves a remote traceback with neither file nor source line. Code
-    objects nested in others (inner functions, helpers sent along) come through here too."""
-
-    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
-
-
-def _named_code(
-    rebuild: Callable[..., types.CodeType], args: tuple[Any, ...], filename: str
-) -> types.CodeType:
-    """On the node: the code object, with the file name it had on the client."""
-    return rebuild(*args).replace(co_filename=filename)
-
-
-def dumps(value: Any) -> bytes:
-    """``cloudpickle.dumps``, keeping the file names of functions sent by value (so that
-    a traceback on the node names the user's file and line, and shows the line when the
-    file is there too)."""
-    with io.BytesIO() as file:
-        _Pickler(file, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(value)
-        return file.getvalue()
 
 
 def pack_function(fn: Callable[..., Any]) -> bytes:

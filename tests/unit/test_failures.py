@@ -22,11 +22,11 @@ import pytest
 
 import corral
 from corral.backends.local import LocalBackend
+from corral.bundle import dumps
 from corral.checkpoint import Resume
 from corral.endings import hint_for, key_line
 from corral.job import ElementStatus, JobState
 from corral.policy import PollPolicy
-from corral.worker import dumps
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -349,3 +349,40 @@ def test_ctrl_c_at_a_task_scripts_exit_cancels_its_local_jobs_and_exits_130(tmp_
     lines = [line for line in stderr.splitlines() if line.startswith("corral: interrupted")]
     assert lines == ["corral: interrupted; cancelled 2 call(s) of local job(s) L1, L2"]
     assert all(gone(pid) for pid in running)
+
+
+CHECKPOINT_SCRIPT = """\
+import time, corral
+
+class Count(corral.Checkpointable):
+    def __init__(self):
+        self.done = 0
+
+    def __call__(self, n):
+        while self.done < n:
+            time.sleep(0.1)
+            self.done += 1
+        raise ValueError(f"counted {self.done}")
+
+if __name__ == "__main__":
+    with corral.Executor("local", time="0:02", max_requeues=5) as executor:
+        try:
+            executor.submit(Count(), 30).result()
+        except ValueError as error:
+            print(error)
+            print(error.__cause__)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_checkpoint_of_a_scripts_class_is_saved_on_the_node_and_keeps_its_file_name(tmp_path: Path) -> None:
+    # On the node the worker runs as __main__: saving the checkpoint (our pickler, run there)
+    # must not send the worker's own functions by value.
+    script = tmp_path / "counting.py"
+    out = run_script(script, CHECKPOINT_SCRIPT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("counted 30\n"), out.stdout
+    assert (
+        f'File "{script}", line 11, in __call__\n    raise ValueError(f"counted {{self.done}}")\n'
+        in out.stdout
+    )
