@@ -22,6 +22,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from .trust import owner_name
+
 
 class ConfigWarning(UserWarning):
     """A config file was found and ignored: another user owns it, or others can write it."""
@@ -72,13 +74,3 @@ def _outside_corral() -> int:
     while frame.f_back is not None and frame.f_code.co_filename.startswith(package):
         frame, level = frame.f_back, level + 1
     return level
-
-
-def owner_name(uid: int) -> str:
-    """``"alice (uid 1000)"``, or ``"uid 1000"`` for a uid without a user name."""
-    import pwd  # here: only a refusal needs it
-
-    try:
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"

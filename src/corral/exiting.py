@@ -1,4 +1,5 @@
-"""What an Executor's calls need from this process when it exits, as in ``concurrent.futures``.
+"""What the calls of this process need from it when it exits, as in ``concurrent.futures``:
+the same for an Executor, a Pool and ``@task`` (see :mod:`corral.sessions`).
 
 A script may end right after ``submit()``, or after ``shutdown(wait=False)``: the standard
 executors then wait at interpreter exit for the calls they were given, and so does corral.
@@ -10,8 +11,8 @@ raises ``RuntimeError``, as ``concurrent.futures`` does.
 
 The wait runs where the standard library's own runs: among ``threading``'s exit hooks, which
 come before ``atexit`` handlers (and so before the local backend's processes are killed).
-Ctrl-C during the wait cancels the local calls it waits for, says so, and ends the process
-with status 130 (as ``@task`` scripts do, see :mod:`corral.sessions`).
+Ctrl-C during the wait cancels the local calls it waits for, says so in one line, and ends
+the process with status 130.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def _wait_at_exit() -> None:
         while waiting := _waiting():
             if not announced:
                 calls = sum(len(b.futures) - len(b.resolved) for _, b in waiting)
-                log.info("waiting for %d call(s) of corral executors before this process exits", calls)
+                log.info("waiting for %d corral call(s) before this process exits", calls)
                 announced = True
             del waiting  # hold no batch while sleeping
             time.sleep(0.05)
@@ -100,22 +101,25 @@ def _wait_at_exit() -> None:
 
 def _interrupted() -> NoReturn:
     """Ctrl-C at exit. An exception raised here would only be printed ("Exception ignored
-    in: <module 'threading'>"), and the process would exit 0 while the local backend killed
-    its calls. Instead: cancel the local calls (on a cluster, what is not submitted yet never
-    will be; its jobs keep running), say so in one line, wait briefly for the cancelled
-    processes to be gone, and exit 130 as an interrupted program does."""
+    in ..."), and the process would exit 0 while the local backend killed its calls. Instead:
+    cancel the local calls (on a cluster, what is not submitted yet never will be; its jobs
+    keep running), say so in one line, wait briefly for the cancelled processes to be gone,
+    and exit 130 as an interrupted program does, without running later exit handlers."""
     try:
         waiting = _waiting()
         local = [(c, b) for c, b in waiting if not c.backend.detached]
-        cancelled = sum(len(b.futures) - len(b.resolved) for _, b in local)
+        calls = sum(len(b.futures) - len(b.resolved) for _, b in local)
         jobs = sorted({j for _, b in local for j in b.live_job_ids()})
-        unsent = sum(1 for c, _ in waiting if c.backend.detached)
         clusters = list({id(c): c for c, _ in local}.values())
         for cluster in clusters:
             cluster.cancel_batches([b for c, b in local if c is cluster])
-        what = [f"{cancelled} local call(s) cancelled"] if cancelled else []
-        what += [f"{unsent} batch(es) not fully submitted to the cluster"] if unsent else []
-        sys.stderr.write(f"corral: interrupted while waiting at exit: {', '.join(what) or 'nothing left'}\n")
+        parts = []
+        if local:
+            parts.append(f"cancelled {calls} call(s) of local job(s) {', '.join(jobs) or '(none started)'}")
+        unsent = sum(len(b.futures) - len(b.resolved) for c, b in waiting if c.backend.detached)
+        if unsent:
+            parts.append(f"{unsent} call(s) not submitted yet were dropped")
+        sys.stderr.write(f"corral: interrupted; {'; '.join(parts) or 'nothing was waiting'}\n")
         sys.stderr.flush()
         end = time.monotonic() + GONE_WAIT
         for cluster in clusters:

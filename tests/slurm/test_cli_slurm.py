@@ -30,8 +30,10 @@ def corral(*argv: str) -> subprocess.CompletedProcess[str]:
 def test_status_and_logs_show_a_finished_and_a_failed_batch(make_executor, workdir: str) -> None:
     ex = make_executor("slurm")
     assert list(ex.map(square, range(5))) == [0, 1, 4, 9, 16]
+    results = ex.map(shaky, range(4))
+    batch = ex._batches[-1]  # held here: the executor keeps only weak references to done batches
     with pytest.raises(ValueError, match="cannot do 2"):
-        list(ex.map(shaky, range(4)))
+        list(results)
     finished = next(n for n in os.listdir(workdir) if n.startswith("square-"))
     failed = next(n for n in os.listdir(workdir) if n.startswith("shaky-"))
 
@@ -46,7 +48,7 @@ def test_status_and_logs_show_a_finished_and_a_failed_batch(make_executor, workd
     assert one.returncode == 0, one.stderr
     assert "calls     4: 3 completed · 1 failed · 0 running · 0 pending" in one.stdout
     assert "ValueError" in one.stdout and "cannot do 2" in one.stdout
-    job = ex._batches[-1].subs[0].job_id
+    job = batch.subs[0].job_id
     assert job in one.stdout  # the job id sacct knows it by
 
     logs = corral("logs", failed, "2", "--dir", workdir)

@@ -278,7 +278,7 @@ def test_ctrl_c_while_waiting_at_exit_cancels_the_local_calls_and_exits_130(tmp_
     try:
         assert child.stderr is not None
         for line in child.stderr:  # Ctrl-C must come in the exit wait, which says when it begins
-            if "waiting for 1 call(s)" in line:
+            if "waiting for 1 corral call(s)" in line:
                 break
         pid = int((tmp_path / "pid.txt").read_text())
         child.send_signal(signal.SIGINT)
@@ -286,7 +286,7 @@ def test_ctrl_c_while_waiting_at_exit_cancels_the_local_calls_and_exits_130(tmp_
     finally:
         child.kill()
     assert child.returncode == 130
-    assert "corral: interrupted while waiting at exit: 1 local call(s) cancelled" in err
+    assert "corral: interrupted; cancelled 1 call(s) of local job(s)" in err
     assert "Traceback" not in err
 
     def gone() -> bool:
