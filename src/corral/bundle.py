@@ -67,7 +67,7 @@ def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
     return _named_code, (rebuild, args, code.co_filename)
 
 
-class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no type hints
+class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no type hints
     """cloudpickle's pickler, but code sent by value keeps its file name: cloudpickle 3
     writes ``<dynamic-code>`` there (for payloads that do not depend on where the function
     was defined), which leaves a remote traceback with neither file nor source line. Code
@@ -88,5 +88,5 @@ def dumps(value: Any) -> bytes:
     a traceback on the node names the user's file and line, and shows the line when the
     file is there too)."""
     with io.BytesIO() as file:
-        _Pickler(file, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(value)
+        Pickler(file, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(value)
         return file.getvalue()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from .backends.base import ArraySpec, Limits
+from .bundle import Pickler
 from .errors import NestedSubmissionError, SerializationError
 from .planning import Plan, plan_tasks
 from .resources import Resources
@@ -43,7 +44,7 @@ def guard_nested(allow_nested: bool) -> None:
 
 def pickle_calls(fn: Callable[..., Any], calls: Sequence[Call]) -> tuple[bytes, list[bytes]]:
     try:
-        function = pack_function(fn)
+        function = pack_function(fn, _dumps)
     except Exception as exc:
         raise SerializationError(f"cannot pickle the function {fn!r}: {exc}") from exc
     payloads = []
@@ -133,8 +134,9 @@ class _Refused(Exception):
         self.value, self.reason = value, reason
 
 
-class _CheckingPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no types
-    """cloudpickle, refusing what :func:`unshareable` names wherever it sits in the data."""
+class _CheckingPickler(Pickler):
+    """corral's cloudpickle (see :mod:`corral.bundle`), refusing what :func:`unshareable`
+    names wherever it sits in the data: in the arguments, or captured by the function."""
 
     def reducer_override(self, obj: Any) -> Any:
         reason = unshareable(obj)

@@ -47,10 +47,11 @@ def inside_job() -> str | None:
     return _current_element.get() or os.environ.get(IN_JOB_ENV) or None
 
 
-def pack_function(fn: Callable[..., Any]) -> bytes:
+def pack_function(fn: Callable[..., Any], pickler: Callable[[Any], bytes] = dumps) -> bytes:
     """Store a function with the client's ``sys.path``, so that modules found next to the
-    user's script are found on the node too."""
-    return pickle.dumps({"sys_path": list(sys.path), "fn": dumps(fn)})
+    user's script are found on the node too. ``pickler`` is corral's cloudpickle
+    (:func:`corral.bundle.dumps`) or one that also refuses what cannot cross to a node."""
+    return pickle.dumps({"sys_path": list(sys.path), "fn": pickler(fn)})
 
 
 def unpack_function(data: bytes) -> Callable[..., Any]:

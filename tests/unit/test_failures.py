@@ -265,6 +265,14 @@ def test_a_remote_traceback_names_the_script_its_lines_and_shows_them(tmp_path: 
         assert f'File "{script}", line {line}, in {name}\n    {source}\n' in out.stdout, out.stdout
 
 
+def test_a_function_passed_as_an_argument_keeps_its_file_name(tmp_path: Path) -> None:
+    script = tmp_path / "my_script.py"
+    code = SCRIPT.replace("executor.submit(compute, 1)", "executor.submit(apply, compute, 1)")
+    out = run_script(script, code.replace("if __name__", "def apply(f, x):\n    return f(x)\n\nif __name__"))
+    assert out.returncode == 0, out.stderr
+    assert f'File "{script}", line 4, in helper\n    raise ValueError' in out.stdout, out.stdout
+
+
 def test_the_docs_traceback_example_shows_the_scripts_file_name(tmp_path: Path) -> None:
     page = (ROOT / "docs" / "executor.md").read_text()
     errors = page[page.index("## Errors") :]

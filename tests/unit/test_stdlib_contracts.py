@@ -442,6 +442,19 @@ def test_manager_proxies_are_refused_at_submit_with_what_to_do(make_executor) ->
     assert ex.cluster.backend.poll([f"L{i}" for i in range(1, 5)]) == {}
 
 
+def test_a_function_that_captured_a_manager_proxy_is_refused_at_submit(make_executor, workdir: str) -> None:
+    ex = make_executor("local")
+    with multiprocessing.Manager() as manager:
+        queue = manager.Queue()
+
+        def report(x: int) -> None:
+            queue.put(x)
+
+        with pytest.raises(corral.SerializationError, match=r"cannot pickle the function .*Manager proxy"):
+            ex.submit(report, 1)
+    assert not os.path.exists(workdir) or os.listdir(workdir) == []
+
+
 @pytest.mark.parametrize(
     "make",
     [multiprocessing.Queue, multiprocessing.Lock, multiprocessing.Event, threading.Lock],
