@@ -167,12 +167,13 @@ class Cluster:
         chunksize: int | None = None,
         max_running: int | None = None,
     ) -> Submission:
-        """The script and command the first submission of such a batch would use."""
+        """The script and command the first submission of such a batch would use; the batch
+        folder shows as ``<batch>`` and the function's name as ``FUNCTION``."""
         plans = plan_batch(
             calls, self.backend.limits(resources), chunksize=chunksize, max_running=max_running
         )
         batch_dir = os.path.join(self.root, "<batch>")
-        spec = array_specs(plans, batch_dir, "<function>", resources, max_running)[0]
+        spec = array_specs(plans, batch_dir, "FUNCTION", resources, max_running)[0]
         script_path = os.path.join(batch_dir, "subs", "0.sh")
         store = BatchStore(batch_dir, self.backend.transport)
         return Submission(

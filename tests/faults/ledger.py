@@ -54,21 +54,28 @@ def assert_each_completed_once(folder: str, calls: int) -> None:
 @contextlib.contextmanager
 def release_requeued() -> Iterator[list[str]]:
     """SLURM holds a requeued job for 120 s (BeginTime) before it may start again. This
-    lets such jobs start at once, so that a test with two requeues takes one minute, not
+    lets such jobs start 3 s later, so that a test with two requeues takes one minute, not
     five; what corral does is the same either way. Yields the job ids released."""
     released: list[str] = []
     stop = threading.Event()
 
     def nudge() -> None:
+        waiting: set[str] = set()  # released, still pending until its start time comes
         while not stop.wait(1.0):
             out = subprocess.run(
                 ["squeue", "-h", "-t", "PD", "-o", "%i|%r"], capture_output=True, text=True, timeout=30
             ).stdout
-            for line in out.split():
-                job, _, reason = line.partition("|")
-                if reason == "BeginTime":
-                    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], timeout=30)
-                    released.append(job)
+            held = {
+                job
+                for job, _, reason in (line.partition("|") for line in out.split())
+                if reason == "BeginTime"
+            }
+            for job in held - waiting:
+                # Not "now": a job restarted on its node within the second it was killed there
+                # is refused by slurmd ("Job credential revoked") and ends FAILED.
+                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now+3"], timeout=30)
+                released.append(job)
+            waiting = held
 
     thread = threading.Thread(target=nudge, daemon=True)
     thread.start()

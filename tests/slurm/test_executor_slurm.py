@@ -257,7 +257,7 @@ def test_preview_is_the_script_that_is_submitted(make_executor, workdir) -> None
     future.result(timeout=120)
     batch_dir = os.path.join(workdir, future.batch)
     submitted = Path(batch_dir, "subs", "0.sh").read_text()
-    expected = preview.script.replace("<batch>", future.batch).replace("<function>", "echo")
+    expected = preview.script.replace("<batch>", future.batch).replace("corral-FUNCTION", "corral-echo")
     assert "--array=0-7%1" in submitted  # the probe throttle shows in the preview too
     assert submitted == expected
     assert preview.argv[:2] == ["sbatch", "--parsable"]
