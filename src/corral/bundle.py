@@ -5,22 +5,14 @@ function is then a :class:`Bundle` of them, and each call names its function by 
 A task function defined in an importable module travels by reference (module and name, as
 pickle does for plain functions), so the node imports it rather than receiving a copy of its
 module's globals; one defined in ``__main__`` travels by value, as cloudpickle sends it.
-Functions (and checkpoints) are pickled with :func:`dumps`, which keeps the file names of
-code sent by value. It lives here, not in :mod:`corral.worker`: on a node the worker runs as
-``__main__``, whose functions cloudpickle would send by value, itself included, forever.
 Imported by the worker on every node: keep it light.
 """
 
 from __future__ import annotations
 
 import importlib
-import io
-import types
-from collections import ChainMap
 from collections.abc import Callable
 from typing import Any
-
-import cloudpickle
 
 
 class Bundle:
@@ -60,33 +52,3 @@ def rebuild_task(fn: Callable[..., Any], options: dict[str, Any]) -> Any:
     from .tasks import TaskFunction  # only for such tasks: the worker's start stays light
 
     return TaskFunction(fn, options)
-
-
-def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
-    rebuild, args = cloudpickle.Pickler.dispatch_table[types.CodeType](code)
-    return _named_code, (rebuild, args, code.co_filename)
-
-
-class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no type hints
-    """cloudpickle's pickler, but code sent by value keeps its file name: cloudpickle 3
-    writes ``<dynamic-code>`` there (for payloads that do not depend on where the function
-    was defined), which leaves a remote traceback with neither file nor source line. Code
-    objects nested in others (inner functions, helpers sent along) come through here too."""
-
-    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
-
-
-def _named_code(
-    rebuild: Callable[..., types.CodeType], args: tuple[Any, ...], filename: str
-) -> types.CodeType:
-    """On the node: the code object, with the file name it had on the client."""
-    return rebuild(*args).replace(co_filename=filename)
-
-
-def dumps(value: Any) -> bytes:
-    """``cloudpickle.dumps``, keeping the file names of functions sent by value (so that
-    a traceback on the node names the user's file and line, and shows the line when the
-    file is there too)."""
-    with io.BytesIO() as file:
-        Pickler(file, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(value)
-        return file.getvalue()

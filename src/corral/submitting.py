@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from .backends.base import ArraySpec, Limits
-from .bundle import Pickler
 from .errors import NestedSubmissionError, SerializationError
+from .pickling import Pickler
 from .planning import Plan, plan_tasks
 from .resources import Resources
 from .store import BatchStore
@@ -135,7 +135,7 @@ class _Refused(Exception):
 
 
 class _CheckingPickler(Pickler):
-    """corral's cloudpickle (see :mod:`corral.bundle`), refusing what :func:`unshareable`
+    """corral's cloudpickle (see :mod:`corral.pickling`), refusing what :func:`unshareable`
     names wherever it sits in the data: in the arguments, or captured by the function."""
 
     def reducer_override(self, obj: Any) -> Any:

@@ -28,8 +28,8 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
-from .bundle import dumps
 from .checkpoint import REQUEUE_EXIT, Checkpointable, Interrupted, Resume, StopSignals
+from .pickling import dumps
 from .store import BatchStore, Outcome
 from .transports.local import LocalTransport
 from .trust import check_batch_dir
@@ -50,7 +50,7 @@ def inside_job() -> str | None:
 def pack_function(fn: Callable[..., Any], pickler: Callable[[Any], bytes] = dumps) -> bytes:
     """Store a function with the client's ``sys.path``, so that modules found next to the
     user's script are found on the node too. ``pickler`` is corral's cloudpickle
-    (:func:`corral.bundle.dumps`) or one that also refuses what cannot cross to a node."""
+    (:func:`corral.pickling.dumps`) or one that also refuses what cannot cross to a node."""
     return pickle.dumps({"sys_path": list(sys.path), "fn": pickler(fn)})
 
 

@@ -22,10 +22,10 @@ import pytest
 
 import corral
 from corral.backends.local import LocalBackend
-from corral.bundle import dumps
 from corral.checkpoint import Resume
 from corral.endings import hint_for, key_line
 from corral.job import ElementStatus, JobState
+from corral.pickling import dumps
 from corral.policy import PollPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
