@@ -19,6 +19,7 @@ import corral
 from corral.backends.slurm_text import parse_config
 from corral.policy import PollPolicy
 
+from ..unit.fakes import client_only_module
 from .helpers import cluster, squeue, wait_for, wait_running
 
 pytestmark = pytest.mark.usefixtures("fresh_queue")
@@ -367,14 +368,7 @@ def accounted_executor(workdir: str) -> Iterator[corral.Executor]:
 def test_a_module_the_node_cannot_import_is_named_with_exit_code_and_hint_on_slurm(
     accounted_executor: corral.Executor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mods = tmp_path / "client-only"
-    mods.mkdir()
-    (mods / "helpers_mod.py").write_text("def double(x):\n    return 2 * x\n")
-    monkeypatch.syspath_prepend(str(mods))
-    monkeypatch.delitem(sys.modules, "helpers_mod", raising=False)
-    import helpers_mod  # type: ignore[import-not-found]
-
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(mods)])  # the nodes' view
+    helpers_mod = client_only_module(tmp_path, monkeypatch)
     with pytest.raises(corral.JobFailedError) as caught:
         accounted_executor.submit(helpers_mod.double, 2).result(timeout=120)
     monkeypatch.delitem(sys.modules, "helpers_mod")

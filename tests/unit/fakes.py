@@ -5,10 +5,15 @@ tests/slurm/; this fake only makes the engine's edge cases quick to reach."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
+import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 from corral.store import BatchStore
 from corral.transports.base import CommandResult
@@ -133,3 +138,17 @@ def stand_in_python(folder: Path) -> Path:
     python.write_text('#!/bin/bash\necho "$*"\ncat\n')
     python.chmod(0o755)
     return python
+
+
+def client_only_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """A module ``helpers_mod`` (with ``double``) that this process imported from a folder
+    the nodes do not have on their path: its functions travel by reference, and a node
+    fails to import them, as when a module exists only on the user's laptop."""
+    mods = tmp_path / "client-only"
+    mods.mkdir()
+    (mods / "helpers_mod.py").write_text("def double(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(mods))
+    monkeypatch.delitem(sys.modules, "helpers_mod", raising=False)
+    module = importlib.import_module("helpers_mod")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(mods)])  # the nodes' view
+    return module

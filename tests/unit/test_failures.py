@@ -28,6 +28,8 @@ from corral.job import ElementStatus, JobState
 from corral.pickling import dumps
 from corral.policy import PollPolicy
 
+from .fakes import client_only_module
+
 ROOT = Path(__file__).resolve().parents[2]
 
 TRACEBACK = """\
@@ -148,14 +150,7 @@ def test_a_time_limit_is_reported_as_soon_as_the_process_is_gone(workdir: str, s
 def test_a_module_the_node_cannot_import_is_named_with_a_hint(
     executor: corral.Executor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mods = tmp_path / "client-only"
-    mods.mkdir()
-    (mods / "helpers_mod.py").write_text("def double(x):\n    return 2 * x\n")
-    monkeypatch.syspath_prepend(str(mods))
-    monkeypatch.delitem(sys.modules, "helpers_mod", raising=False)
-    import helpers_mod  # type: ignore[import-not-found]
-
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(mods)])  # as on another node
+    helpers_mod = client_only_module(tmp_path, monkeypatch)
     with pytest.raises(corral.JobFailedError) as caught:
         executor.submit(helpers_mod.double, 2).result()
     monkeypatch.delitem(sys.modules, "helpers_mod")
