@@ -49,10 +49,7 @@ class SubState:
     @property
     def exit_unknown(self) -> bool:
         """True when an element failed with no exit code or signal reported yet."""
-        return any(
-            s.state is JobState.FAILED and s.exit_code is None and s.signal is None
-            for s in self.status.values()
-        )
+        return any(s.exit_unknown for s in self.status.values())
 
     def take_report(self, statuses: dict[str, ElementStatus], now: float, lost_after: float) -> int:
         """Take in one bulk status report; return how many elements it made final. An

@@ -46,6 +46,12 @@ class ElementStatus:
     exit_code: int | None = None  # the job script's exit code, when the scheduler says
     signal: int | None = None  # the signal that ended it, when one did
 
+    @property
+    def exit_unknown(self) -> bool:
+        """True for an element that failed with no exit code or signal reported (squeue says
+        FAILED without either; SLURM's accounting tells them a little later)."""
+        return self.state is JobState.FAILED and self.exit_code is None and self.signal is None
+
     def describe_end(self) -> str:
         """``exit code 3`` or ``killed by signal 9 (SIGKILL)``; empty when neither is known
         (or the exit code was 0)."""

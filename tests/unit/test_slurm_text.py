@@ -18,7 +18,6 @@ from corral.backends.slurm_text import (
     SLURM_STATES,
     expand_array_id,
     format_time,
-    needs_exit_code,
     parse_config,
     parse_exit_code,
     parse_max_submit,
@@ -101,12 +100,12 @@ def test_an_element_squeue_shows_failed_takes_its_exit_code_from_sacct() -> None
     lines = "75_1|FAILED|n2|NonZeroExitCode\n75_0|RUNNING|n2|None\n"
     squeued = {s.element_id: s for s in parse_squeue(lines)}
     accounted = {s.element_id: s for s in parse_sacct(recorded("sacct_array.txt"))}
-    assert needs_exit_code(squeued["75_1"]) and not needs_exit_code(squeued["75_0"])
+    assert squeued["75_1"].exit_unknown and not squeued["75_0"].exit_unknown
     failed = with_exit_code(squeued["75_1"], accounted["75_1"])
     assert (failed.state, failed.exit_code, failed.reason, failed.node) == (JobState.FAILED, 3, "", "n2")
     assert with_exit_code(squeued["75_0"], accounted["75_0"]) == squeued["75_0"]  # not failed: as is
     assert with_exit_code(squeued["75_1"], None) == squeued["75_1"]  # sacct does not know it yet
-    assert not needs_exit_code(failed)
+    assert not failed.exit_unknown
 
 
 @pytest.mark.parametrize(

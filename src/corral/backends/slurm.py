@@ -24,7 +24,6 @@ from .slurm_text import (
     config_int,
     enforces_limits,
     explain_memory_kill,
-    needs_exit_code,
     parse_config,
     parse_job_commands,
     parse_max_submit,
@@ -130,7 +129,10 @@ class SlurmBackend(Backend):
         seen = {s.element_id.split("_", 1)[0] for s in statuses}
         gone = [j for j in job_ids if j not in seen]
         # squeue has no exit code for an element that failed: sacct has (once per element).
-        failed = {s.element_id for s in statuses if needs_exit_code(s) and s.element_id not in self._ends}
+        # What was learnt of jobs no longer asked about is never read again: let it go.
+        asked = set(job_ids)
+        self._ends = {e: s for e, s in self._ends.items() if e.split("_", 1)[0] in asked}
+        failed = {s.element_id for s in statuses if s.exit_unknown and s.element_id not in self._ends}
         ask = gone + sorted({eid.split("_", 1)[0] for eid in failed} - set(gone))
         if ask:  # left the queue: ask the accounting database (with -j, sacct searches all time)
             argv = ["sacct", "-X", "-n", "-P", "-j", ",".join(ask), "-o", SACCT_FIELDS]

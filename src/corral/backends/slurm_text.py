@@ -202,16 +202,10 @@ def parse_exit_code(text: str) -> tuple[int | None, int | None]:
     return int(code), None
 
 
-def needs_exit_code(status: ElementStatus) -> bool:
-    """True for an element squeue shows FAILED: squeue cannot say with which exit code or
-    signal, sacct can. Pure."""
-    return status.state is JobState.FAILED and status.exit_code is None and status.signal is None
-
-
 def with_exit_code(status: ElementStatus, accounted: ElementStatus | None) -> ElementStatus:
     """squeue's ``status`` with the exit code or signal of sacct's ``accounted`` record of the
     same element, which makes squeue's reason ``NonZeroExitCode`` redundant. Pure."""
-    if accounted is None or not needs_exit_code(status):
+    if accounted is None or not status.exit_unknown:
         return status
     reason = "" if status.reason == "NonZeroExitCode" else status.reason
     return replace(status, reason=reason, exit_code=accounted.exit_code, signal=accounted.signal)
