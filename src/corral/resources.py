@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 
-from . import suggestions
+from . import directives, suggestions
 from .errors import ResourceError
 
 _OPTION_NAME = re.compile(r"[a-z][a-z0-9-]*")
@@ -137,8 +137,6 @@ class Resources:
     extra: tuple[tuple[str, str | None], ...] = ()  # verbatim options: (name, value or None)
 
     def __post_init__(self) -> None:
-        from .backends import directives  # here: corral.backends imports this module
-
         for name in ("cpus", "nodes", "tasks", "memory"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corral import Cluster
-from corral.backends import directives, sge_text, slurm_text
+from corral import Cluster, directives
+from corral.backends import sge_text, slurm_text
 from corral.backends.base import ArraySpec
 from corral.backends.sge import SgeBackend
 from corral.backends.slurm import SlurmBackend

@@ -11,10 +11,10 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from .. import directives
 from ..errors import ResourceError, SchedulerError
 from ..job import ElementStatus, JobState
 from ..resources import Resources
-from . import directives
 from .base import ArraySpec
 
 #: qstat's state letters, most telling first: the first letter a task's state holds decides

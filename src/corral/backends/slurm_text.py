@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 
+from .. import directives
 from ..errors import SchedulerError
 from ..job import Condition, ElementStatus, JobState
 from ..resources import RESERVED_OPTIONS, Resources
-from . import directives
 from .base import ArraySpec, warning_trap
 
 #: SLURM's long state names (squeue %T, sacct State) -> corral's states.

@@ -1,5 +1,9 @@
 """One sanitizer for every value that reaches a line of a job script. Pure.
 
+Shared by :class:`~corral.resources.Resources`, which refuses a bad value when it is built,
+and by the backends' renderers, which write the lines; so it sits below both and imports
+nothing of corral but its errors.
+
 A job script is read twice: by the scheduler, which takes every line that starts with its
 prefix (``#SBATCH`` before the first command; ``#$`` anywhere, here-documents included) as
 options, and by bash. So no value may add a line or split into more words than corral
@@ -25,7 +29,7 @@ import re
 import shlex
 from collections.abc import Iterable, Sequence
 
-from ..errors import ResourceError, SubmissionError
+from .errors import ResourceError, SubmissionError
 
 #: Longest job name written (SLURM keeps more, but squeue's columns and SGE do not).
 JOB_NAME_MAX = 64
