@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import corral
-import corral.budget
 import corral.config
-from corral.policy import PollPolicy
+import corral.engine.budget
+from corral.engine.policy import PollPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,7 +53,7 @@ def _no_inherited_job_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     corral.config.reset_defaults()
-    corral.budget.reset()
+    corral.engine.budget.reset()
 
 
 #: The environment variables corral's configuration reads (see docs/configuration.md).

@@ -1,16 +1,23 @@
 """corral: run ordinary Python functions as batch jobs on HPC clusters and get the results back.
 
-The layers, top to bottom::
+The layers, top to bottom; a layer imports only from those below it, and no modules import
+each other in a circle (both checked by import-linter, see pyproject.toml)::
 
-    Executor · Pool · task  (sweep to come)     front-ends: turn calls into batches, hand back futures
-                │ batches of calls
-             Cluster ── BatchStore               engine: write calls, submit arrays, poll in bulk,
-                │ script text, job ids           complete futures       (cluster.py, store.py)
-      Backend (local │ seq. │ slurm │ sge)       speaks one scheduler: render text, build argv,
-                │ argv, bytes                    parse output           (backends/)
-      Transport (local)                          runs a command, reads and writes files on one host
-
-On the nodes, ``python -m corral.worker`` (worker.py) runs the calls and writes their outcomes.
+    cli/                  corral status | logs: read the work dir, never unpickle
+      │
+    frontends/            Executor · Pool · task + Batch · attach   (sweep to come): turn calls
+      │ batches of calls  into batches for the engine, hand back futures
+    engine/               Cluster: write calls, submit arrays, poll in bulk, retry, complete
+      │ specs, job ids    futures (cluster, tracking, planning, dispatch, ...)
+    backends/             local │ sequential │ slurm │ sge: render scripts, build argv, parse
+      │ argv, bytes       the scheduler's output (pure *_text modules)
+    worker/               python -m corral.worker: runs an element's calls on a node
+      │
+    store/                the work-dir format: file names, records, outcome encoding
+      │
+    transports/           runs a command, reads and writes files on one host
+      │
+    config · retry · resources · directives · trust · errors · job     shared values
 """
 
 from __future__ import annotations
@@ -19,15 +26,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .attach import Attached, attach
     from .backends import NAMES as BACKENDS
     from .backends import get_backend
     from .backends.base import Submission
-    from .batching import Batch
-    from .checkpoint import Checkpointable, Resume
-    from .cluster import Cluster
-    from .commands import ShellCommandError, ShellResult
     from .config import set_defaults
+    from .engine.cluster import Cluster
+    from .engine.futures import CorralFuture
+    from .engine.policy import PollPolicy
     from .errors import (
         ConfigError,
         CorralError,
@@ -51,14 +56,17 @@ if TYPE_CHECKING:
         UnsafeWorkDirError,
         WorkDirError,
     )
-    from .executor import Executor, get_executor
-    from .futures import CorralFuture
+    from .frontends.attach import Attached, attach
+    from .frontends.batching import Batch
+    from .frontends.commands import ShellCommandError, ShellResult
+    from .frontends.executor import Executor, get_executor
+    from .frontends.pool import AsyncResult, Pool
+    from .frontends.refs import JobRef
+    from .frontends.tasks import TaskFunction, sbatch, srun, task
     from .job import JobState
-    from .policy import PollPolicy
-    from .pool import AsyncResult, Pool
     from .resources import Resources
     from .retry import RetryPolicy
-    from .tasks import JobRef, TaskFunction, sbatch, srun, task
+    from .worker.checkpoint import Checkpointable, Resume
 
 #: public name -> module that defines it. Loaded on first use, so that the worker, which
 #: imports this package on every compute node, starts as fast as a bare interpreter can.
@@ -66,28 +74,28 @@ _LAZY = {
     "BACKENDS": ("backends", "NAMES"),
     "get_backend": ("backends", "get_backend"),
     "Submission": ("backends.base", "Submission"),
-    "Cluster": ("cluster", "Cluster"),
-    "PollPolicy": ("policy", "PollPolicy"),
-    "Executor": ("executor", "Executor"),
-    "Pool": ("pool", "Pool"),
-    "AsyncResult": ("pool", "AsyncResult"),
+    "Cluster": ("engine.cluster", "Cluster"),
+    "PollPolicy": ("engine.policy", "PollPolicy"),
+    "Executor": ("frontends.executor", "Executor"),
+    "Pool": ("frontends.pool", "Pool"),
+    "AsyncResult": ("frontends.pool", "AsyncResult"),
     "RetryPolicy": ("retry", "RetryPolicy"),
-    "get_executor": ("executor", "get_executor"),
-    "CorralFuture": ("futures", "CorralFuture"),
+    "get_executor": ("frontends.executor", "get_executor"),
+    "CorralFuture": ("engine.futures", "CorralFuture"),
     "JobState": ("job", "JobState"),
     "Resources": ("resources", "Resources"),
-    "Batch": ("batching", "Batch"),
-    "attach": ("attach", "attach"),
-    "Attached": ("attach", "Attached"),
-    "Checkpointable": ("checkpoint", "Checkpointable"),
-    "Resume": ("checkpoint", "Resume"),
-    "JobRef": ("tasks", "JobRef"),
-    "TaskFunction": ("tasks", "TaskFunction"),
-    "task": ("tasks", "task"),
-    "sbatch": ("tasks", "sbatch"),
-    "srun": ("tasks", "srun"),
-    "ShellResult": ("commands", "ShellResult"),
-    "ShellCommandError": ("commands", "ShellCommandError"),
+    "Batch": ("frontends.batching", "Batch"),
+    "attach": ("frontends.attach", "attach"),
+    "Attached": ("frontends.attach", "Attached"),
+    "Checkpointable": ("worker.checkpoint", "Checkpointable"),
+    "Resume": ("worker.checkpoint", "Resume"),
+    "JobRef": ("frontends.refs", "JobRef"),
+    "TaskFunction": ("frontends.tasks", "TaskFunction"),
+    "task": ("frontends.tasks", "task"),
+    "sbatch": ("frontends.tasks", "sbatch"),
+    "srun": ("frontends.tasks", "srun"),
+    "ShellResult": ("frontends.commands", "ShellResult"),
+    "ShellCommandError": ("frontends.commands", "ShellCommandError"),
     "set_defaults": ("config", "set_defaults"),
 }
 

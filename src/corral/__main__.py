@@ -1,10 +1,10 @@
-"""``python -m corral``: the ``corral`` command (see :mod:`corral.cli`)."""
+"""``python -m corral``: the ``corral`` command (see :mod:`corral.cli.app`)."""
 
 from __future__ import annotations
 
 import sys
 
-from .cli import main
+from .cli.app import main
 
 if __name__ == "__main__":
     sys.exit(main())

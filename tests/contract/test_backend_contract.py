@@ -18,9 +18,9 @@ import pytest
 import corral
 from corral import JobState, Resources
 from corral.backends.base import ArraySpec, Backend
-from corral.planning import Plan
-from corral.store import BatchStore
-from corral.worker import pack_function
+from corral.engine.planning import Plan
+from corral.store.batch import BatchStore
+from corral.worker.run import pack_function
 
 from .schedulers import BACKENDS, start
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import corral
-from corral.policy import PollPolicy
+from corral.engine.policy import PollPolicy
 
 from .schedulers import BACKENDS, start
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import corral
-from corral.policy import PollPolicy
+from corral.engine.policy import PollPolicy
 
 from ..slurm.helpers import ROOT, cluster, wait_for
 from .ledger import assert_each_completed_once, completions, mark
@@ -43,7 +43,9 @@ def test_a_client_killed_halfway_is_replaced_by_attach_and_nothing_finished_runs
     attached = corral.attach(batch, directory=str(work))  # in this process: a new client
     assert attached.results(timeout=600) == [x * 10 for x in range(300)]
     assert_each_completed_once(str(folder), 300)  # those finished before the kill included
-    assert corral.records.summarize(attached.path).counts[corral.records.CallStatus.COMPLETED] == 300
+    assert (
+        corral.store.records.summarize(attached.path).counts[corral.store.records.CallStatus.COMPLETED] == 300
+    )
 
 
 def test_the_controller_stopped_for_30_s_mid_map_fails_nothing(tmp_path: Path) -> None:

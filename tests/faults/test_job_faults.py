@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import corral
-from corral.policy import PollPolicy
+from corral.engine.policy import PollPolicy
 
 from ..slurm.helpers import cluster, squeue, wait_for
 from .ledger import Count, assert_each_completed_once, completions, mark, release_requeued

@@ -15,11 +15,11 @@ import corral
 from corral import JobState, Resources
 from corral.backends.base import ArraySpec
 from corral.backends.sge import SgeBackend
+from corral.engine.planning import Plan
 from corral.job import element_id
-from corral.planning import Plan
-from corral.store import BatchStore
+from corral.store.batch import BatchStore
 from corral.transports.local import LocalTransport
-from corral.worker import pack_function
+from corral.worker.run import pack_function
 
 
 def square_where(x: int) -> tuple[int, str]:

@@ -17,7 +17,7 @@ import pytest
 
 import corral
 from corral.backends.slurm_text import parse_config
-from corral.policy import PollPolicy
+from corral.engine.policy import PollPolicy
 
 from ..unit.fakes import client_only_module
 from .helpers import cluster, squeue, wait_for, wait_running

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import corral
-from corral.policy import PollPolicy
+from corral.engine.policy import PollPolicy
 
 from .helpers import ROOT, cluster, squeue, wait_for
 

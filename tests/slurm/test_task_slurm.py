@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import corral
-import corral.budget
+import corral.engine.budget
 from tests.unit.test_task_local import check_pipeline
 
 from .helpers import ROOT, squeue, wait_for
@@ -128,7 +128,7 @@ def test_the_budget_stops_a_loop_of_ten_thousand_single_jobs(
     with pytest.raises(corral.SubmissionBudgetError, match="Batch"):
         for i in range(10_000):
             submitted.append(touch.distribute(str(tmp_path / f"t{i}")))
-    assert len(submitted) == 30 and corral.budget.spent() == 30
+    assert len(submitted) == 30 and corral.engine.budget.spent() == 30
     jobs = {ref.job_id.split("_")[0] for ref in submitted if ref.job_id}
     assert len(jobs) == 30
     assert len(list((tmp_path / "work").iterdir())) == 30  # nothing past the limit was written
@@ -183,4 +183,4 @@ def test_an_exception_in_a_batch_submits_nothing_to_slurm(tmp_path: Path) -> Non
     del refs
     gc.collect()
     time.sleep(2)
-    assert not squeue("-u", "root") and not (tmp_path / "work").exists() and corral.budget.spent() == 0
+    assert not squeue("-u", "root") and not (tmp_path / "work").exists() and corral.engine.budget.spent() == 0

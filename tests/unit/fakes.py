@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from corral.store import BatchStore
+from corral.store.batch import BatchStore
 from corral.transports.base import CommandResult
 from corral.transports.local import LocalTransport
-from corral.worker import element_order, run_element
+from corral.worker.run import element_order, run_element
 
 DOWN = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)\n"
 

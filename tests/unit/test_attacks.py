@@ -27,10 +27,10 @@ import pytest
 
 import corral
 from corral import UnsafeWorkDirError
-from corral.planning import Plan
-from corral.store import BatchStore, Outcome, encode_outcome
+from corral.engine.planning import Plan
+from corral.store.batch import BatchStore, Outcome, encode_outcome
 from corral.transports.local import LocalTransport
-from corral.worker import pack_function
+from corral.worker.run import pack_function
 
 ATTACKER = "nobody"
 NOBODY = 65534

@@ -17,10 +17,10 @@ import pytest
 
 import corral
 from corral.backends.slurm_text import explain_memory_kill, sbatch_options
-from corral.checkpoint import Interrupted, StopSignals
 from corral.job import ElementStatus, JobState
-from corral.store import BatchStore
+from corral.store.batch import BatchStore
 from corral.transports.local import LocalTransport
+from corral.worker.checkpoint import Interrupted, StopSignals
 
 DATA = Path(__file__).parent.parent / "data"
 
@@ -181,7 +181,7 @@ def test_sigterm_ends_an_ordinary_call_at_once_and_saves_a_checkpointable_one(tm
         textwrap.dedent(
             """
             import sys, time
-            from corral.checkpoint import Interrupted, StopSignals
+            from corral.worker.checkpoint import Interrupted, StopSignals
             signals = StopSignals()
             signals.install()
             try:

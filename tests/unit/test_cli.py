@@ -1,4 +1,4 @@
-"""The read-only view of work dirs (corral.records) and the ``corral`` command on top of it,
+"""The read-only view of work dirs (corral.store.records) and the ``corral`` command on top of it,
 on batches the local backend really ran, and on a folder written by hand for the states a
 local run cannot be caught in (running, cancelled, a job that died, a resubmitted call)."""
 
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from corral import records
-from corral.cli import main
+from corral.cli.app import main
 from corral.errors import CorralError
 from corral.job import Attempt
-from corral.records import CallStatus, Failure
-from corral.store import CLIENT_CANCEL, BatchStore, Outcome
+from corral.store import records
+from corral.store.batch import CLIENT_CANCEL, BatchStore, Outcome
+from corral.store.records import CallStatus, Failure
 from corral.transports.local import LocalTransport
 
 C, F, X = CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.CANCELLED

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from corral import records
-from corral.claimants import Claimant, parse_claim, process_gone
-from corral.cli import UNSAFE, main
-from corral.display import printable
+from corral.cli.app import UNSAFE, main
+from corral.cli.display import printable
 from corral.errors import UnsafeWorkDirError
-from corral.records import CallStatus
-from corral.store import BatchStore, Outcome
+from corral.store import records
+from corral.store.batch import BatchStore, Outcome
+from corral.store.claims import Claimant, parse_claim, process_gone
+from corral.store.records import CallStatus
 from corral.transports.local import LocalTransport
 
 HOST = os.uname().nodename

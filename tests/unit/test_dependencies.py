@@ -1,6 +1,6 @@
 """Dependencies between batches without a cluster: the conditions, the shell command's
 here-document, ``resolve``/``explain`` on real BatchState objects, the worker's ``strict`` and
-``stdin`` plan options, and shell commands run by :func:`corral.commands.run_command`."""
+``stdin`` plan options, and shell commands run by :func:`corral.frontends.commands.run_command`."""
 
 from __future__ import annotations
 
@@ -21,19 +21,19 @@ from corral.backends.base import ArraySpec
 from corral.backends.local import LocalBackend
 from corral.backends.sge import SgeBackend
 from corral.backends.slurm import SlurmBackend
-from corral.commands import ShellCommandError, ShellResult, run_command
-from corral.dependencies import Needs, Resolution, explain, resolve
+from corral.engine.dependencies import Needs, Resolution, explain, resolve
+from corral.engine.futures import mark_cancelled
+from corral.engine.planning import Plan
+from corral.engine.policy import PollPolicy
+from corral.engine.tracking import BatchState, SubState
 from corral.errors import DependencyError, JobTimeoutError, SubmissionError
-from corral.futures import mark_cancelled
+from corral.frontends.commands import ShellCommandError, ShellResult, run_command
 from corral.job import Condition, Dependency, JobState
-from corral.planning import Plan
-from corral.policy import PollPolicy
 from corral.resources import Resources
-from corral.store import BatchStore
-from corral.tracking import BatchState, SubState
+from corral.store.batch import BatchStore
 from corral.transports.base import CommandResult
 from corral.transports.local import LocalTransport
-from corral.worker import main, pack_function, run_element
+from corral.worker.run import main, pack_function, run_element
 
 from .fakes import FakeSlurm
 
@@ -505,7 +505,7 @@ def test_a_shell_command_runs_on_the_node_through_the_worker(
     failing = make_batch(tmp_path, run_command, [((), {})], stdin=True)
     assert run_element(failing.path, 0, 0, "J_0", stdin="echo no >&2; exit 3") == (1, 1, 0)  # not strict
     outcome = failing.read_outcome(0, 0)
-    assert not outcome.ok and outcome.type_name == "corral.commands.ShellCommandError"
+    assert not outcome.ok and outcome.type_name == "corral.frontends.commands.ShellCommandError"
     error = cloudpickle.loads(outcome.payload)
     assert isinstance(error, ShellCommandError) and error.returncode == 3 and error.result.stderr == "no\n"
 

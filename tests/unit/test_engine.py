@@ -9,7 +9,7 @@ import pytest
 
 import corral
 from corral.backends.slurm import SlurmBackend
-from corral.policy import PollPolicy
+from corral.engine.policy import PollPolicy
 
 from .fakes import FakeSlurm
 
@@ -72,7 +72,7 @@ def test_max_submit_jobs_defers_submissions_until_there_is_room(workdir, monkeyp
     assert fake.names().count("sbatch") == 1  # 4 elements now, 6 deferred
     fake.run_jobs = True
     for job in list(fake.jobs):  # let the first array run
-        from corral.worker import run_element
+        from corral.worker.run import run_element
 
         for index in range(4):
             batch = ex._batches[0]

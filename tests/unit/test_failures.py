@@ -22,11 +22,11 @@ import pytest
 
 import corral
 from corral.backends.local import LocalBackend
-from corral.checkpoint import Resume
-from corral.endings import hint_for, key_line
+from corral.engine.endings import hint_for, key_line
+from corral.engine.policy import PollPolicy
 from corral.job import ElementStatus, JobState
-from corral.pickling import dumps
-from corral.policy import PollPolicy
+from corral.store.pickling import dumps
+from corral.worker.checkpoint import Resume
 
 from .fakes import client_only_module
 

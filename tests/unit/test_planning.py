@@ -1,5 +1,5 @@
 from corral.backends.base import Limits
-from corral.planning import element_of_call, plan_batch
+from corral.engine.planning import element_of_call, plan_batch
 
 EIGHT = Limits(max_array_size=1001, max_submit_jobs=None, slots=8)
 

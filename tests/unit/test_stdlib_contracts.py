@@ -27,10 +27,10 @@ import pytest
 
 import corral
 from corral.backends.base import ArraySpec
-from corral.planning import Plan
+from corral.engine.planning import Plan
+from corral.engine.throttle import Throttle
+from corral.engine.tracking import SubState
 from corral.resources import Resources
-from corral.throttle import Throttle
-from corral.tracking import SubState
 
 from ..conftest import FAST
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
+from corral.engine.planning import Plan
+from corral.engine.tracking import BatchState, SubState
 from corral.errors import CorralError
-from corral.planning import Plan
-from corral.store import BatchStore, Outcome, decode_outcome_file, encode_outcome
-from corral.tracking import BatchState, SubState
+from corral.store.batch import BatchStore, Outcome, decode_outcome_file, encode_outcome
 from corral.transports.local import LocalTransport
 
 from .test_dependencies import array_spec

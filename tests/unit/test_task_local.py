@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 import corral
-import corral.budget
+import corral.engine.budget
+from corral import JobRef
 from corral.job import Condition
-from corral.tasks import JobRef
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,7 +105,7 @@ def test_a_batch_bundles_calls_into_jobs_of_max_size(local: str) -> None:
     jobs = {ref.job_id for ref in refs}
     assert len(jobs) == 3  # 20 + 20 + 5 calls
     assert len(batches(local)) == 1  # one array
-    assert corral.budget.spent() == 1  # a batch counts once
+    assert corral.engine.budget.spent() == 1  # a batch counts once
 
 
 def test_a_batch_mixes_functions_with_the_same_resources_and_groups_by_resources() -> None:
@@ -167,7 +167,7 @@ def test_an_exception_in_a_batch_submits_nothing_even_after_garbage_collection(l
         raise RuntimeError("boom")
     gc.collect()
     time.sleep(0.5)
-    assert batches(local) == [] and corral.budget.spent() == 0
+    assert batches(local) == [] and corral.engine.budget.spent() == 0
     assert all(ref.state is corral.JobState.CANCELLED for ref in refs)
     with pytest.raises(corral.CorralError, match="never submitted: the Batch block raised RuntimeError"):
         refs[0].result()
@@ -216,7 +216,7 @@ def test_the_default_budget_is_on(workdir: str) -> None:
     with pytest.raises(corral.SubmissionBudgetError, match="submit_budget=500"):
         for i in range(10_000):
             square.distribute(i)
-    assert corral.budget.spent() == 500 == len(batches(workdir))
+    assert corral.engine.budget.spent() == 500 == len(batches(workdir))
 
 
 def test_a_job_does_not_distribute_by_accident() -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 import corral
-import corral.store
+import corral.store.batch
 from corral import UnsafeWorkDirError, WorkDirError
-from corral.store import BatchStore, Outcome
+from corral.store.batch import BatchStore, Outcome
 from corral.transports.local import LocalTransport
 from corral.trust import check_batch_dir, check_private_dir
 
@@ -197,7 +197,7 @@ def test_a_forced_name_collision_gives_two_folders_and_correct_results(
         drawn.append(next(suffixes))
         return drawn[-1]
 
-    monkeypatch.setattr(corral.store, "_unique_suffix", same_then_other)
+    monkeypatch.setattr(corral.store.batch, "_unique_suffix", same_then_other)
     ex = make_executor("local")
     first = ex.submit(times_ten, 1)
     second = ex.submit(times_ten, 2)
@@ -211,7 +211,7 @@ def test_a_taken_name_is_never_reused_even_when_it_is_an_empty_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     names = iter(["a", "a", "b"])
-    monkeypatch.setattr(corral.store, "_unique_suffix", lambda: next(names))
+    monkeypatch.setattr(corral.store.batch, "_unique_suffix", lambda: next(names))
     root = str(tmp_path / "root")
     first = BatchStore.create(root, "f", LocalTransport())
     second = BatchStore.create(root, "f", LocalTransport())
@@ -228,7 +228,7 @@ def store(tmp_path: Path) -> BatchStore:
 
 def test_no_read_follows_a_symbolic_link(store: BatchStore, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere.pkl"
-    elsewhere.write_bytes(corral.store.encode_outcome(Outcome(True, b"")))
+    elsewhere.write_bytes(corral.store.batch.encode_outcome(Outcome(True, b"")))
     os.chmod(elsewhere, 0o600)
     os.symlink(elsewhere, os.path.join(store.path, "results", "0.0.pkl"))
     os.symlink(elsewhere, os.path.join(store.path, "manifest.json"))

@@ -6,10 +6,10 @@ import threading
 
 import cloudpickle
 
-from corral.planning import Plan
-from corral.store import BatchStore
+from corral.engine.planning import Plan
+from corral.store.batch import BatchStore
 from corral.transports import LocalTransport
-from corral.worker import element_order, pack_function, run_element
+from corral.worker.run import element_order, pack_function, run_element
 
 
 def make_batch(tmp_path, fn, calls, plan):

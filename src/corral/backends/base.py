@@ -113,7 +113,7 @@ class Backend(abc.ABC):
     #: The dependency conditions the scheduler can enforce itself (see ArraySpec.dependency).
     conditions: ClassVar[frozenset[Condition]] = frozenset(Condition)
     #: How a worker has its element run again after a time-limit warning (see
-    #: :mod:`corral.checkpoint`): "scontrol" (SLURM's requeue), "exit" (it exits with
+    #: :mod:`corral.worker.checkpoint`): "scontrol" (SLURM's requeue), "exit" (it exits with
     #: REQUEUE_EXIT), or None when the backend sends no warning.
     requeue_method: ClassVar[str | None] = None
     #: Seconds an element's outcomes may appear after the scheduler reports it final; None:

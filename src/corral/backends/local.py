@@ -18,13 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..checkpoint import REQUEUE_EXIT, WARNING_SIGNAL
 from ..errors import SubmissionError
 from ..job import Dependency, ElementStatus, JobState
 from ..resources import Resources
 from ..transports.base import Transport
 from ..transports.local import LocalTransport
-from ..worker import RESTART_ENV
+from ..worker.checkpoint import REQUEUE_EXIT, WARNING_SIGNAL
+from ..worker.run import RESTART_ENV
 from .base import ArraySpec, Backend, Limits, warning_trap
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from ..job import ElementStatus, JobState
 from ..resources import Resources
 from ..transports.base import Transport
 from ..transports.local import LocalTransport
-from ..worker import run_element
+from ..worker.run import run_element
 from .base import ArraySpec, Backend, Limits
 
 

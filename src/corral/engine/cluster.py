@@ -1,0 +1,373 @@
+"""The engine: turns many calls into few array submissions, watches them with one poll loop,
+and completes futures.
+
+One :class:`Cluster` per backend. Its poll loop runs in one thread for all batches:
+
+* every tick it lists the ``claims/`` and ``results/`` folders of each live batch (no scheduler
+  command) and completes the futures of calls whose outcome appeared; the tick shortens while
+  outcomes keep coming and lengthens when nothing happens;
+* every scheduler interval it sends ONE bulk status query for all live jobs (the backend uses
+  squeue, and sacct for jobs that left the queue), whatever their number; the interval grows
+  while nothing changes, with jitter, and backs off when the scheduler does not answer;
+* a call whose job is final without an outcome fails after a grace period with the typed error
+  of the job's state; deferred submissions go out when MaxSubmitJobs leaves room.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ..backends.base import Backend, Submission
+from ..errors import CorralError, JobCancelledError, SchedulerError, SubmissionError
+from ..job import Condition, ElementStatus, JobState
+from ..resources import Resources
+from ..retry import RetryPolicy
+from ..store.batch import BatchStore, default_root
+from .dependencies import Needs
+from .dispatch import Dispatcher
+from .futures import mark_cancelled
+from .pacing import release_idle, widen
+from .planning import plan_batch
+from .policy import PollPolicy
+from .submitting import (
+    Call,
+    array_specs,
+    guard_nested,
+    log_pattern,
+    pack_engine,
+    pickle_calls,
+    probes,
+)
+from .throttle import Throttle
+from .tracking import BatchState, Completion, SubState
+
+log = logging.getLogger(__name__)
+
+
+class Cluster:
+    """Submits batches of calls to one backend and watches them."""
+
+    def __init__(
+        self, backend: Backend, directory: str | None = None, *, policy: PollPolicy | None = None
+    ) -> None:
+        self.backend = backend
+        self.root = os.path.abspath(directory) if directory else default_root()
+        self.policy = policy or PollPolicy.from_env()
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._batches: list[BatchState] = []
+        self._thread: threading.Thread | None = None
+        self._last_activity = 0.0  # when a batch was submitted or a call started or ended
+        self._dispatch = Dispatcher(backend, self.policy, self._live_elements)
+
+    # -- submitting -----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        calls: Sequence[Call],
+        resources: Resources,
+        *,
+        chunksize: int | None = None,
+        max_running: int | None = None,
+        allow_nested: bool = False,
+        retry: RetryPolicy | None = None,
+        after: BatchState | None = None,
+        needs: Needs | None = None,
+        strict: bool = False,
+        command: str | None = None,
+        name: str | None = None,
+        throttle: Throttle | None = None,
+    ) -> BatchState:
+        """Write the calls to a new batch folder and submit them as array jobs. Everything
+        that can fail before the scheduler sees the batch (pickling, limits) fails here, and a
+        refused submission cancels the parts already submitted. ``retry`` says which failed
+        calls are resubmitted (none by default). A batch submitted ``after`` another waits in
+        the work dir until that one is done; one with ``throttle`` keeps, with the other
+        batches sharing it, to the limit of its executor or pool (see :mod:`corral.engine.throttle`);
+        one with ``needs`` is submitted with the scheduler's dependency on those calls' jobs (see
+        :mod:`corral.engine.dependencies`). With ``strict``, an element whose call failed exits
+        non-zero, so that the scheduler sees the failure. ``command`` is a shell command,
+        written into the job script, that the worker hands to ``fn`` as its first argument."""
+        guard_nested(allow_nested)
+        if needs is not None and needs.condition not in self.backend.conditions:
+            raise SubmissionError(
+                f"the {self.backend.name} backend cannot wait for jobs with "
+                f"condition={needs.condition.value!r}; it can with: "
+                + ", ".join(repr(c.value) for c in Condition if c in self.backend.conditions)
+            )
+        function, payloads = pickle_calls(fn, calls)
+        plans = plan_batch(
+            len(calls), self.backend.limits(resources), chunksize=chunksize, max_running=max_running
+        )
+        name = name or str(getattr(fn, "__name__", None) or type(fn).__name__)  # a callable object: its class
+        store = BatchStore.create(self.root, name, self.backend.transport)
+        store.write_batch(
+            {"function": name, "calls": len(calls), "backend": self.backend.name, "created": time.time()},
+            function,
+            payloads,
+        )
+        options: dict[str, Any] = {"strict": True} if strict else {}
+        if command is not None:
+            options["stdin"] = True
+        if self.backend.requeue_method is not None:
+            options["requeue"] = self.backend.requeue_method
+        batch = BatchState(
+            store, len(calls), [], self, retry, name=name, max_running=max_running,
+            after=after, needs=needs, worker_options=options, explain=self.backend.explain_end,
+        )  # fmt: skip
+        store.write_engine(pack_engine(name, max_running, batch.retry, options))
+        probing = probes(plans)
+        specs = array_specs(plans, store.path, name, resources, max_running, command)
+        for plan, spec in zip(plans, specs, strict=True):
+            path = batch.save_submission(plan, spec, self.backend.render(spec))
+            batch.subs.append(SubState(plan, spec, path, probing=probing))
+        with self._lock:
+            self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
+            self._last_activity = time.monotonic()
+            if throttle is not None:
+                self._dispatch.limit(batch, throttle)
+            try:
+                completions = self._dispatch.ready(batch)
+            except BaseException:
+                self._batches.remove(batch)
+                self._cancel_jobs(batch.live_job_ids())
+                raise
+            if self.backend.synchronous:
+                completions += self._scan(batch)
+            self._ensure_loop()
+        _complete(completions)
+        return batch
+
+    def adopt(
+        self, batch: BatchState, settle: Callable[[BatchState], list[Completion]] | None = None
+    ) -> BatchState:
+        """Watch a batch rebuilt from its folder (see :mod:`corral.frontends.attach`): its outcomes are
+        read now, then ``settle`` decides what the first look leaves open."""
+        with self._lock:
+            completions = self._scan(batch)
+            completions += settle(batch) if settle else []
+            self._batches.append(batch)
+            self._last_activity = time.monotonic()
+            self._ensure_loop()
+        _complete(completions)
+        return batch
+
+    def preview(
+        self,
+        resources: Resources,
+        *,
+        calls: int = 1,
+        chunksize: int | None = None,
+        max_running: int | None = None,
+    ) -> Submission:
+        """The script and command the first submission of such a batch would use; the batch
+        folder shows as ``<batch>`` and the function's name as ``FUNCTION``."""
+        plans = plan_batch(
+            calls, self.backend.limits(resources), chunksize=chunksize, max_running=max_running
+        )
+        batch_dir = os.path.join(self.root, "<batch>")
+        spec = array_specs(plans, batch_dir, "FUNCTION", resources, max_running)[0]
+        script_path = os.path.join(batch_dir, "subs", "0.sh")
+        store = BatchStore(batch_dir, self.backend.transport)
+        return Submission(
+            self.backend.render(spec), self.backend.submit_argv(spec, script_path, log_pattern(store))
+        )
+
+    def _live_elements(self) -> int:
+        return sum(s.live_elements for b in self._batches for s in b.subs)
+
+    # -- cancelling -----------------------------------------------------------------------------
+
+    def cancel_call(self, batch: BatchState, call: int) -> bool:
+        """Cancel one call that has not started; drop pending elements nobody needs."""
+        with self._lock:
+            if not batch.claim_for_client(call):
+                return False
+            completions = self._scan(batch)  # a fresh view: are any calls left unclaimed?
+            release_idle(self.backend, batch)
+        _complete(completions)
+        return True
+
+    def cancel_job_of(self, batch: BatchState, call: int) -> bool:
+        """Cancel the array element that runs ``call`` (static plans): the call, if it has
+        not started, is cancelled; if it has, it and any call bundled with it in that element
+        fail with JobCancelledError. False when the call had already finished."""
+        with self._lock:
+            future = batch.futures[call]
+            if future.done():
+                return False
+            sub, index = batch.sub_of(call)
+            not_started = batch.claim_for_client(call)
+            if sub is not None and sub.job_id is not None and index is not None:
+                self._cancel_jobs([sub.element(index)])
+        if not_started:
+            mark_cancelled(future)
+        return True
+
+    def cancel_batches(self, batches: Iterable[BatchState]) -> None:
+        """Cancel everything of these batches: calls not started are cancelled, running jobs
+        are cancelled in the scheduler and their calls fail with JobCancelledError."""
+        running: list[Completion] = []
+        with self._lock:
+            for batch in batches:
+                if batch.done:
+                    continue
+                for call in batch.unclaimed():
+                    if batch.claim_for_client(call):
+                        mark_cancelled(batch.futures[call])
+                self._cancel_jobs(batch.live_job_ids())
+                for call in range(len(batch.futures)):
+                    if call not in batch.resolved:
+                        batch.resolved.add(call)
+                        error = JobCancelledError(
+                            state=JobState.CANCELLED, job_id=batch.job_id_of(call), call=call,
+                            batch=batch.store.name, reason="cancelled by the executor",
+                        )  # fmt: skip
+                        running.append((batch.futures[call], False, error))
+                self._batches = [b for b in self._batches if b is not batch]
+                self._dispatch.settle_later(batch)
+        _complete(running)
+
+    def _cancel_jobs(self, job_ids: list[str]) -> None:
+        """Cancel jobs on the way out of an error: a failure here must not hide that error."""
+        try:
+            self.backend.cancel(job_ids)
+        except SchedulerError as exc:
+            log.error("could not cancel jobs %s: %s", ", ".join(job_ids), exc)
+
+    # -- the poll loop --------------------------------------------------------------------------
+
+    def _ensure_loop(self) -> None:
+        if self._thread is None and any(not b.done for b in self._batches):
+            self._thread = threading.Thread(target=self._loop, name="corral-poll", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        """The poll thread. Should it ever fail, every live call fails with the reason rather
+        than waiting forever."""
+        try:
+            self._watch()
+        except BaseException as exc:
+            log.exception("corral's poll loop failed")
+            with self._lock:
+                batches, self._batches, self._thread = self._batches, [], None
+            error = CorralError(f"corral's poll loop failed, so this call's outcome is unknown: {exc!r}")
+            _complete([(f, False, error) for b in batches for f in b.futures if not f.done()])
+            raise
+
+    def _watch(self) -> None:
+        policy = self.policy
+        files_wait, sched_wait, failures = policy.files_min, policy.scheduler_min, 0
+        next_query = time.monotonic() + sched_wait
+        while True:
+            with self._lock:
+                self._let_go()
+                if not self._batches and not self._dispatch.settling:
+                    self._thread = None
+                    return
+                claims = sum(len(b.claimed) for b in self._batches)
+                scan_started = time.monotonic()
+                completions = [c for b in self._batches for c in self._scan(b)]
+                scan_cost = time.monotonic() - scan_started
+                # A call that just started will finish soon: look again quickly.
+                progressed = bool(completions) or claims != sum(len(b.claimed) for b in self._batches)
+                # The local backend's status query reads memory: ask on every tick, so that
+                # an element that ended (or frees a place under an executor's limit) is seen.
+                holding = self._dispatch.holding_back()
+                due = time.monotonic() >= next_query or not self.backend.detached
+                job_ids = [j for b in self._batches for j in b.live_job_ids()] if due else []
+                job_ids += self._dispatch.settling_job_ids() if due else []
+            if due:  # the scheduler is asked without the lock: submit and cancel never wait on it
+                try:
+                    statuses = self.backend.poll(job_ids) if job_ids else {}
+                    failures = 0
+                except SchedulerError as exc:
+                    statuses = None
+                    failures += 1
+                    sched_wait = min(policy.scheduler_min * 2**failures, policy.backoff_max)
+                    log.warning(
+                        "status query failed (%d in a row), next in %.0f s: %s", failures, sched_wait, exc
+                    )
+            with self._lock:
+                now = time.monotonic()
+                if due and statuses is not None:
+                    changed = self._apply(statuses, now)
+                    self._dispatch.settle(statuses, now)
+                    grown = min(sched_wait * policy.growth, policy.scheduler_max)
+                    sched_wait = policy.scheduler_min if changed or holding else grown
+                if due:
+                    next_query = now + sched_wait * random.uniform(1 - policy.jitter, 1 + policy.jitter)
+                completions += self._tend(now, reachable=not failures)
+            _complete(completions)
+            completions.clear()  # the values are the futures' now: keep none of them while waiting
+            if progressed:
+                self._last_activity = time.monotonic()
+            recent = time.monotonic() - self._last_activity < policy.files_fast_for
+            files_wait = (
+                policy.files_min if recent else min(files_wait * policy.files_growth, policy.files_max)
+            )
+            files_wait = max(files_wait, 2 * scan_cost)  # huge batches: listing stays under 1/3 of a core
+            with self._wake:
+                self._wake.wait(min(files_wait, max(0.0, next_query - time.monotonic())))
+
+    def _let_go(self) -> None:
+        """Stop watching the batches that are done (see Dispatcher.settle_later)."""
+        for batch in self._batches:
+            if batch.done:
+                self._dispatch.settle_later(batch)
+                batch.store.sweep_temporaries()  # what writers killed mid-write left behind
+        self._batches = [b for b in self._batches if not b.done]
+
+    def _tend(self, now: float, reachable: bool) -> list[Completion]:
+        """One tick's decisions for each live batch: failures, resubmissions, widening,
+        idle elements and deferred submissions (scheduler commands only when ``reachable``).
+        A method of its own, so that the loop holds no batch while it waits."""
+        completions: list[Completion] = []
+        grace = self.backend.outcome_grace
+        for batch in list(self._batches):
+            completions += batch.failures(now, self.policy.outcome_grace if grace is None else grace)
+            completions += self._dispatch.resubmit(batch)
+            if not reachable:  # the scheduler is out of reach: no commands under the lock
+                continue
+            widen(self.backend, self.policy, batch, now)
+            release_idle(self.backend, batch)
+            completions += self._dispatch.deferred(batch, now)
+        return completions
+
+    def _scan(self, batch: BatchState) -> list[Completion]:
+        try:
+            return batch.scan()
+        except OSError as exc:
+            log.warning("could not read %s: %s", batch.store.path, exc)
+            return []
+
+    def _apply(self, statuses: dict[str, ElementStatus], now: float) -> bool:
+        """Take in one bulk status report; True when any element changed state."""
+        before = [dict(s.status) for b in self._batches for s in b.subs]
+        for batch in self._batches:
+            batch.update(statuses, now, self.policy.lost_after)
+        return before != [s.status for b in self._batches for s in b.subs]
+
+    def close(self) -> None:
+        """Cancel all live work and release the backend."""
+        with self._lock:
+            batches = list(self._batches)
+        self.cancel_batches(batches)
+        self.backend.close()
+
+
+def _complete(completions: list[Completion]) -> None:
+    for future, ok, value in completions:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)

@@ -1,0 +1,165 @@
+"""Futures handed back by the engine, and the decoding of outcomes into values or errors."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import pickle
+import sys
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import cloudpickle
+
+from ..errors import RemoteError, RemoteTraceback
+from ..job import JobState
+from ..store.batch import BatchStore, Outcome
+from .elements import SubState
+
+
+class CallSource(Protocol):
+    """What a future (and the modules that explain or wait for its call) asks of the
+    engine's bookkeeping of its batch (:class:`corral.engine.tracking.BatchState`)."""
+
+    store: BatchStore
+
+    @property
+    def futures(self) -> Sequence[CorralFuture]: ...
+    def task(self, call: int) -> tuple[int, int]: ...
+    def job_id_of(self, call: int) -> str | None: ...
+    def state_of(self, call: int) -> JobState: ...
+    def cancel_call(self, call: int) -> bool: ...
+    def cancel_element(self, call: int) -> bool: ...
+    def dependency_of(self, call: int) -> list[tuple[str, int | None]] | None: ...
+    def sub_of_job(self, job_id: str) -> SubState | None: ...
+
+
+class CorralFuture(concurrent.futures.Future[Any]):
+    """A ``concurrent.futures.Future`` for one call, with the job behind it.
+
+    Works with ``concurrent.futures.wait`` and ``as_completed``. ``result()`` raises the call's
+    own exception type, its ``__cause__`` holding the traceback formatted on the node.
+    """
+
+    def __init__(self, batch: CallSource, call: int) -> None:
+        super().__init__()
+        self._batch = batch
+        self.call = call
+
+    @property
+    def job_id(self) -> str | None:
+        """The scheduler's id of the array element running (or that ran) this call; before
+        it starts, the element that will run it when that is known (``"4242_0"``), else the
+        array job's id (``"4242"``); None while not yet submitted."""
+        return self._batch.job_id_of(self.call)
+
+    @property
+    def state(self) -> JobState:
+        """Where this call stands (PENDING, RUNNING, then a final state)."""
+        return self._batch.state_of(self.call)
+
+    @property
+    def batch(self) -> str:
+        """The name of the batch (its folder in the work dir)."""
+        return self._batch.store.name
+
+    def stdout(self) -> str:
+        """What the call printed to stdout so far."""
+        return self._stream("out")
+
+    def stderr(self) -> str:
+        """What the call printed to stderr so far."""
+        return self._stream("err")
+
+    def _stream(self, name: str) -> str:
+        store = self._batch.store
+        return store.read_text(store.call_log(*self._batch.task(self.call), name))
+
+    def cancel(self) -> bool:
+        """Cancel the call if it has not started; its job leaves the queue when no other call
+        needs it. Returns False when it is running or done."""
+        if self.done():
+            return self.cancelled()
+        if not self._batch.cancel_call(self.call):
+            return False
+        return mark_cancelled(self)
+
+    def cancel_job(self) -> bool:
+        """Cancel the array element that runs this call, with any call bundled with it (see
+        ``JobRef.cancel``); False when the call had already finished."""
+        return self._batch.cancel_element(self.call)
+
+    @property
+    def source(self) -> CallSource:
+        """The engine's bookkeeping of this call's batch (what a dependency waits on)."""
+        return self._batch
+
+    def hand_over(self, timeout: float | None = None) -> Any:
+        """``result(timeout)`` for a future only its caller sees (``Executor.map``'s), as
+        ``concurrent.futures`` hands out map's results: the future is cancelled if it has not
+        started (a time-out, Ctrl-C), and once its value is given, the future lets go of it,
+        so that a result the user dropped is freed although the batch keeps its futures."""
+        try:
+            value = self.result(timeout)
+        finally:
+            self.cancel()
+        with self._condition:
+            self._result = None
+        return value
+
+    def __repr__(self) -> str:
+        return f"<CorralFuture call {self.call} of {self.batch} job={self.job_id} state={self.state.name}>"
+
+
+def mark_cancelled(future: concurrent.futures.Future[Any]) -> bool:
+    """Cancel a future and notify its waiters, as an executor must: ``wait`` and
+    ``as_completed`` count a cancelled future as done only once notified."""
+    if not concurrent.futures.Future.cancel(future):
+        return False
+    future.set_running_or_notify_cancel()
+    return True
+
+
+def decode_outcome(outcome: Outcome, call: int, batch: str, path: str = "") -> tuple[bool, Any]:
+    """(True, value) or (False, exception) for an outcome the worker wrote. An exception gets
+    a note naming the call, its node and job, and the work dir ``path`` that keeps its logs."""
+    where = f"call {call} of batch {batch!r}, on {outcome.host} (job {outcome.element})"
+    if outcome.ok:
+        try:
+            return True, cloudpickle.loads(outcome.payload)
+        except Exception as exc:  # noqa: BLE001 - the value exists but not here
+            return False, RemoteError(type(exc).__name__, f"cannot unpickle the result of {where}: {exc}", "")
+    exc_value: BaseException | None = None
+    if outcome.payload:
+        try:
+            loaded = cloudpickle.loads(outcome.payload)
+            exc_value = loaded if isinstance(loaded, BaseException) else None
+        except Exception:  # noqa: BLE001 - fall back to the text below
+            exc_value = None
+    if exc_value is None:
+        exc_value = _rebuilt(outcome) or RemoteError(outcome.type_name, outcome.message, outcome.traceback)
+    exc_value.__cause__ = RemoteTraceback(outcome.traceback)
+    if sys.version_info >= (3, 11):
+        exc_value.add_note(f"(raised in {where}{'; its files are in ' + path if path else ''})")
+    return False, exc_value
+
+
+#: Exceptions of the standard library that the client can rebuild from their type name and
+#: message when the worker could not send the exception itself: a result that could not be
+#: pickled raises there what ``pickle`` raised (as ``ProcessPoolExecutor`` does), not a
+#: RemoteError. The worker names them by ``type.__module__``, hence ``_pickle``.
+_REBUILDABLE: dict[str, type[Exception]] = {
+    "_pickle.PicklingError": pickle.PicklingError,
+    "pickle.PicklingError": pickle.PicklingError,
+    "builtins.TypeError": TypeError,
+    "builtins.AttributeError": AttributeError,
+    "builtins.RecursionError": RecursionError,
+    "builtins.ValueError": ValueError,
+    "builtins.NotImplementedError": NotImplementedError,
+}
+
+
+def _rebuilt(outcome: Outcome) -> Exception | None:
+    """The exception an outcome without a payload names, when the client can make it; the
+    message says what failed ("could not pickle the result: ...")."""
+    kind = _REBUILDABLE.get(outcome.type_name)
+    return kind(outcome.message) if kind is not None else None

@@ -1,0 +1,275 @@
+"""The Executor front-end: ``concurrent.futures`` on a cluster.
+
+A thin layer: it turns calls into batches for the engine (:class:`~corral.engine.cluster.Cluster`)
+and hands back its futures. ``submit`` is a batch of one call; ``map`` is one batch.
+``max_workers`` (or ``max_running``) limits the whole executor, as in ``concurrent.futures``:
+its batches share one :class:`~corral.engine.throttle.Throttle`, which the engine keeps to. What a
+script that ends without waiting does is in :mod:`corral.frontends.exiting`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any
+
+from ..backends import get_backend
+from ..backends.base import Backend, Submission
+from ..config import Settings, resolve
+from ..engine import budget
+from ..engine.cluster import Cluster
+from ..engine.futures import CorralFuture
+from ..engine.submitting import Call
+from ..engine.throttle import Throttle
+from ..engine.tracking import BatchState
+from ..errors import ResourceError
+from ..resources import check_max_running
+from ..retry import RetryPolicy
+from . import exiting
+
+
+class Executor(concurrent.futures.Executor):
+    """Run calls as jobs on a cluster, or locally, behind the ``concurrent.futures`` API.
+
+    ``backend`` is ``"auto"`` (SLURM when a controller answers, else Grid Engine when a
+    qmaster answers, else local), ``"slurm"``, ``"sge"``, ``"local"`` (alias
+    ``"multiprocessing"``), ``"sequential"``, or a Backend instance.
+    ``directory`` is the work dir (default ``$CORRAL_DIR`` or ``./.corral``). Resource
+    keywords (``time``, ``cpus``, ``memory``, ``gpus``, ``partition``, ``extra={...}``, ...)
+    apply to every job; an unknown or malformed one raises ResourceError right here. What is
+    not given here comes from the configuration, with ``profile`` if named (see
+    :mod:`corral.config`; the backend is ``"auto"`` when nothing sets it).
+
+    A call whose job died of something that is not its fault (node failure, preemption, a
+    job lost by the scheduler) is resubmitted, up to ``max_retries`` times. Its own exception
+    is retried only when its type is in ``retry_on``; a time limit or out-of-memory only when
+    ``time_factor`` or ``memory_factor`` say how much more to ask for (see :mod:`corral.retry`).
+
+    ``max_workers`` (or its other name, ``max_running``) is the most calls of this executor
+    live at once, whatever the number of ``submit`` and ``map`` calls: later submissions wait
+    in the engine until earlier elements end. Default: no limit on a cluster, the CPU count
+    locally.
+
+    Leaving a ``with`` block on an exception (Ctrl-C included) cancels the executor's jobs. A
+    script that ends without waiting (or after ``shutdown(wait=False)``) waits at exit for its
+    local calls, and on a cluster until every call is submitted (see :mod:`corral.frontends.exiting`).
+    """
+
+    def __init__(
+        self,
+        backend: str | Backend | None = None,
+        directory: str | None = None,
+        *,
+        profile: str | None = None,
+        max_workers: int | None = None,
+        max_running: int | None = None,
+        allow_nested: bool = False,
+        max_retries: int | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
+        time_factor: float | None = None,
+        memory_factor: float | None = None,
+        cluster: Cluster | None = None,
+        **resources: Any,
+    ) -> None:
+        settings, self.retry = configure(
+            backend, directory, profile, resources,
+            max_retries=max_retries, retry_on=retry_on, time_factor=time_factor, memory_factor=memory_factor,
+        )  # fmt: skip
+        self.resources = settings.resources
+        self.submit_budget = settings.submit_budget
+        max_running = limit_of(max_workers=max_workers, max_running=max_running)
+        if cluster is None:
+            chosen = backend if isinstance(backend, Backend) else get_backend(settings.backend)
+            cluster = Cluster(chosen, settings.directory)
+        self.cluster = cluster
+        self.max_running = max_running
+        self.allow_nested = allow_nested
+        self._throttle = Throttle(max_running) if max_running is not None else None
+        self._batches = WeakBatches()
+        self._lock = threading.Lock()
+        self._shutdown = False
+
+    @property
+    def max_workers(self) -> int | None:
+        """The most calls of this executor live at once (None: no limit of its own)."""
+        return self.max_running
+
+    @property
+    def backend(self) -> str:
+        """The name of the backend in use (``auto`` resolved)."""
+        return self.cluster.backend.name
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> CorralFuture:
+        """Run ``fn(*args, **kwargs)`` as a job; return its future."""
+        return self._submit(fn, [(args, kwargs)], None)[0]
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+    ) -> Iterator[Any]:
+        """Run ``fn`` over the iterables as ONE batch; yield results in order.
+
+        ``chunksize`` fixes the calls per array element; by default corral packs them itself
+        (elements pull calls until none are left). ``timeout`` counts from this call, as in
+        ``concurrent.futures``; the first failing call's exception is raised when reached.
+        """
+        end = None if timeout is None else time.monotonic() + timeout
+        calls: list[Call] = [(args, {}) for args in zip(*iterables)]  # noqa: B905 - map stops at the shortest, as the builtin does
+        futures = self._submit(fn, calls, chunksize)
+
+        def results() -> Iterator[Any]:
+            # As concurrent.futures does: the future waited for is cancelled with the rest on
+            # a time-out or Ctrl-C, and no yielded result is kept here (see hand_over).
+            try:
+                futures.reverse()
+                while futures:
+                    yield futures.pop().hand_over(None if end is None else end - time.monotonic())
+            finally:
+                for future in futures:
+                    future.cancel()
+
+        return results()
+
+    def preview(self, *, calls: int = 1, chunksize: int | None = None) -> Submission:
+        """The exact job script and submit command a batch of ``calls`` calls would use."""
+        return self.cluster.preview(
+            self.resources, calls=calls, chunksize=chunksize, max_running=self.max_running
+        )
+
+    def _submit(self, fn: Callable[..., Any], calls: list[Call], chunksize: int | None) -> list[CorralFuture]:
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+        exiting.check_open()
+        if not calls:
+            return []
+        budget.charge(self.submit_budget, "call" if len(calls) == 1 else "map")
+        batch = self.cluster.submit(
+            fn,
+            calls,
+            self.resources,
+            chunksize=chunksize,
+            max_running=self.max_running,
+            allow_nested=self.allow_nested,
+            retry=self.retry,
+            throttle=self._throttle,
+        )
+        with self._lock:
+            self._batches.append(batch)
+        exiting.watch(self.cluster, batch)
+        return list(batch.futures)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Accept no more calls; with ``cancel_futures``, cancel calls not yet started; with
+        ``wait``, return when every call has finished."""
+        with self._lock:
+            self._shutdown = True
+            batches = list(self._batches)
+        futures = [f for b in batches for f in b.futures]
+        del batches
+        if cancel_futures:
+            for future in futures:
+                future.cancel()
+        if wait:
+            concurrent.futures.wait(futures)
+
+    def cancel_all(self) -> None:
+        """Cancel every call of this executor: pending ones never start, running jobs are
+        cancelled in the scheduler (their futures raise JobCancelledError)."""
+        with self._lock:
+            batches = list(self._batches)
+        self.cluster.cancel_batches(batches)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if exc_type is None:
+            try:
+                self.shutdown(wait=True)
+                return None
+            except BaseException:  # Ctrl-C while waiting at the end of the block
+                self._abandon()
+                raise
+        self._abandon()
+        return None
+
+    def _abandon(self) -> None:
+        """Leave on an error: cancel every job, and wait for none."""
+        self.cancel_all()
+        self.shutdown(wait=False)
+
+
+class WeakBatches:
+    """The batches of an executor or pool, in the order they came, held weakly: the engine
+    keeps a batch alive while it is live; once it is done, only the user's futures keep it,
+    so that results the user dropped are freed (as ``concurrent.futures`` frees them)."""
+
+    def __init__(self) -> None:
+        self._refs: list[weakref.ref[BatchState]] = []
+        self._kept = 8  # references left after the last sweep (at least 8)
+
+    def append(self, batch: BatchState) -> None:
+        if len(self._refs) >= 2 * self._kept:  # dead references go when the list has doubled
+            self._refs = [r for r in self._refs if r() is not None]
+            self._kept = max(8, len(self._refs))
+        self._refs.append(weakref.ref(batch))
+
+    def _alive(self) -> list[BatchState]:
+        return [b for r in self._refs if (b := r()) is not None]
+
+    def __iter__(self) -> Iterator[BatchState]:
+        return iter(self._alive())
+
+    def __len__(self) -> int:
+        return len(self._alive())
+
+    def __getitem__(self, index: int) -> BatchState:
+        return self._alive()[index]
+
+
+def limit_of(*, max_workers: object = None, max_running: object = None) -> int | None:
+    """The executor's limit from ``max_workers`` or ``max_running`` (one name each for the
+    same thing: ``concurrent.futures``'s and corral's); ResourceError for both, or a value
+    that is not a whole number of at least 1."""
+    if max_workers is not None and max_running is not None:
+        raise ResourceError(
+            f"max_workers={max_workers!r} and max_running={max_running!r}: these are two names "
+            "of the same limit (the most calls of this executor at once); give one"
+        )
+    if max_workers is not None:
+        return check_max_running(max_workers, "max_workers")
+    return check_max_running(max_running)
+
+
+def configure(
+    backend: str | Backend | None,
+    directory: str | None,
+    profile: str | None,
+    resources: dict[str, Any],
+    *,
+    max_retries: int | None,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...],
+    time_factor: float | None,
+    memory_factor: float | None,
+) -> tuple[Settings, RetryPolicy]:
+    """What an Executor or a Pool takes from its keywords and the configuration: the merged
+    settings (see :mod:`corral.config`) and the retry policy."""
+    named = backend if isinstance(backend, str) else None
+    settings = resolve(profile, backend=named, directory=directory, max_retries=max_retries, **resources)
+    return settings, RetryPolicy(settings.max_retries, retry_on, time_factor, memory_factor)
+
+
+def get_executor(name: str = "auto", **options: Any) -> Executor:
+    """An executor for a backend by name: ``slurm``, ``local``, ``sequential``, ``auto``, or
+    ``multiprocessing`` (another name for ``local``). ``options`` go to :class:`Executor`."""
+    return Executor(backend=name, **options)

@@ -1,0 +1,352 @@
+"""The work dir: the only code that knows corral's file names.
+
+Layout (every folder 0700, every file written atomically: temporary file, then rename)::
+
+    <root>/                       default ./.corral, or $CORRAL_DIR, or directory=...
+      <batch>/                    one folder per batch, e.g. square-20261121-140312-<24 hex digits>,
+                                  created exclusively (never reused); the root and each batch
+                                  folder must be the user's alone (see corral.trust)
+        manifest.json             what the batch is: function name, call count, backend, creation time
+        engine.pkl                the engine's settings for it (retry policy, worker options), so
+                                  that corral.attach can watch it from another process
+        function.pkl              the function, stored once (cloudpickle), with the client's sys.path
+        calls.bin  calls.idx      one small payload per call, (args, kwargs), packed into one
+                                  file with an index of offsets: one file to create, not N
+        subs/<s>.json             submission s: which calls its array elements may take, and how
+        subs/<s>.sh               the exact job script submitted
+        subs/<s>.pkl              submission s as the engine knows it (plan and spec), for attach
+        subs/<s>.job              the scheduler's job id for submission s
+        claims/<i>.<a>            who took attempt a of call i ("<element> <host> <pid>", or
+                                  "client-cancel"); created exclusively, so each attempt runs once
+        logs/<i>.<a>.out|err      the call's own stdout and stderr
+        logs/job-<job>_<k>.out|err   array element k's stdout and stderr, as the scheduler wrote them
+        results/<i>.<a>.pkl       the call's outcome: a data record (one JSON line: ok, exception
+                                  type, message, traceback, element, host, times) and then the
+                                  pickled value or exception. Readers for people read the record
+                                  alone and never unpickle (see read_outcome_record)
+        attempts/<i>.<a>.json     how attempt a of call i ended without a result (job, state, node),
+                                  written by the client when it resubmits or fails the call
+        checkpoints/<i>.pkl       what to run in place of call i when it runs again: written by
+                                  the worker when a Checkpointable call is interrupted
+
+Nothing here is deleted by a job: a requeued job must be able to start again.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..transports.base import Transport
+
+CLIENT_CANCEL = "client-cancel"
+
+
+def default_root() -> str:
+    """The work dir root: ``$CORRAL_DIR`` or ``./.corral``, as an absolute path."""
+    return os.path.abspath(os.environ.get("CORRAL_DIR") or ".corral")
+
+
+#: How many names BatchStore.create tries before it gives up.
+_NAME_TRIES = 100
+
+
+def _unique_suffix() -> str:
+    """The part of a batch folder's name after the function's: the time to the second, for
+    people, and 96 random bits, so that no two batches ever pick the same name."""
+    import secrets  # here, not at the top: the worker never creates batches
+
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(12)}"
+
+
+def task_name(call: int, attempt: int) -> str:
+    return f"{call}.{attempt}"
+
+
+def parse_task_name(name: str) -> tuple[int, int] | None:
+    """``"12.0"`` or ``"12.0.pkl"`` -> (12, 0); anything else (temporary files) -> None."""
+    parts = name.split(".")
+    if len(parts) < 2 or not parts[0].isdigit() or not parts[1].isdigit():
+        return None
+    if len(parts) > 3 or (len(parts) == 3 and parts[2] != "pkl"):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one call ended, as the worker recorded it. Pickles travel as bytes so that a
+    value or exception the client cannot unpickle is still reported, not lost."""
+
+    ok: bool
+    payload: bytes  # cloudpickled value (ok) or exception (not ok); may be b""
+    type_name: str = ""  # the exception's qualified type name
+    message: str = ""
+    traceback: str = ""
+    element: str = ""  # the array element that ran it
+    host: str = ""
+    started: float = 0.0
+    finished: float = 0.0
+
+
+#: The first line of every outcome file; a reader refuses anything else.
+OUTCOME_MAGIC = b"corral-outcome 1\n"
+_RECORD_FIELDS = ("ok", "type_name", "message", "traceback", "element", "host", "started", "finished")
+
+
+def encode_outcome(outcome: Outcome) -> bytes:
+    """An outcome as stored: the magic line, its data record as one JSON line (ASCII, so no
+    text in it can break the line), then the pickled payload."""
+    record = {name: getattr(outcome, name) for name in _RECORD_FIELDS}
+    return OUTCOME_MAGIC + json.dumps(record, ensure_ascii=True).encode() + b"\n" + outcome.payload
+
+
+def decode_outcome_file(data: bytes) -> Outcome:
+    """The inverse of :func:`encode_outcome`; never unpickles. ``ValueError`` for a file that
+    is not an outcome (truncated, foreign, or from another version of corral)."""
+    if not data.startswith(OUTCOME_MAGIC):
+        raise ValueError("not a corral outcome file")
+    line, newline, payload = data[len(OUTCOME_MAGIC) :].partition(b"\n")
+    if not newline:
+        raise ValueError("truncated corral outcome file")
+    record = json.loads(line)
+    if not isinstance(record, dict):
+        raise ValueError("malformed corral outcome record")
+    ok, floats = record.get("ok"), ("started", "finished")
+    texts = [n for n in _RECORD_FIELDS if n != "ok" and n not in floats]
+    if not isinstance(ok, bool) or any(not isinstance(record.get(n, ""), str) for n in texts):
+        raise ValueError("malformed corral outcome record")
+    if any(not isinstance(record.get(n, 0.0), (int, float)) for n in floats):
+        raise ValueError("malformed corral outcome record")
+    values = {n: record[n] for n in _RECORD_FIELDS if n in record}
+    return Outcome(payload=payload, **values)
+
+
+class BatchStore:
+    """One batch folder, reached through a transport (local, or a remote host's)."""
+
+    def __init__(self, path: str, transport: Transport) -> None:
+        self.path = path
+        self.name = os.path.basename(path)
+        self.transport = transport
+        self._offsets: array.array[int] | None = None
+
+    # -- creating -----------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, root: str, hint: str, transport: Transport) -> BatchStore:
+        """A new batch folder in ``root``, created exclusively: a name that exists already
+        (another batch's, or one planted there) is never reused. ``root`` is created if need
+        be, and must be the user's alone (see :mod:`corral.trust`)."""
+        safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in hint)[:40] or "batch"
+        transport.makedirs(root)
+        for _ in range(_NAME_TRIES):
+            path = os.path.join(root, f"{safe}-{_unique_suffix()}")
+            if transport.mkdir_exclusive(path):
+                break
+        else:  # 96 random bits collide this often only when the random source is broken
+            from ..errors import WorkDirError
+
+            raise WorkDirError(f"no free batch folder name in {root} after {_NAME_TRIES} tries", path=root)
+        for sub in ("subs", "claims", "logs", "results", "attempts", "checkpoints"):
+            transport.mkdir_exclusive(os.path.join(path, sub))
+        return cls(path, transport)
+
+    def sweep_temporaries(self) -> int:
+        """Remove the temporary files that writers killed mid-write left in this batch's
+        folders (see :meth:`corral.transports.base.Transport.sweep_temporaries`)."""
+        folders = ("", "subs", "results", "attempts", "checkpoints")
+        return sum(self.transport.sweep_temporaries(self._p(f) if f else self.path) for f in folders)
+
+    def write_batch(self, manifest: dict[str, Any], function: bytes, calls: list[bytes]) -> None:
+        offsets = array.array("Q", [0])
+        for data in calls:
+            offsets.append(offsets[-1] + len(data))
+        if sys.byteorder != "little":
+            offsets.byteswap()
+        self.transport.write_many(
+            [
+                (self._p("function.pkl"), function),
+                (self._p("calls.bin"), b"".join(calls)),
+                (self._p("calls.idx"), offsets.tobytes()),
+                (self._p("manifest.json"), json.dumps(manifest, indent=1).encode()),
+            ]
+        )
+
+    def write_submission(self, sub: int, plan: dict[str, Any], script: str, engine: bytes = b"") -> str:
+        """Store submission ``sub``'s plan and script, and what the engine needs to watch it
+        again from another process (``engine``, pickled); return the script's path."""
+        script_path = self._p("subs", f"{sub}.sh")
+        files = [(self._p("subs", f"{sub}.json"), json.dumps(plan).encode()), (script_path, script.encode())]
+        if engine:
+            files.append((self._p("subs", f"{sub}.pkl"), engine))
+        self.transport.write_many(files)
+        return script_path
+
+    def read_submission_engine(self, sub: int) -> bytes:
+        """What :meth:`write_submission` kept for the engine."""
+        return self.transport.read_private(self._p("subs", f"{sub}.pkl"))
+
+    def write_engine(self, data: bytes) -> None:
+        """The batch's own settings for the engine (retry policy, worker options), pickled."""
+        self.transport.write_bytes(self._p("engine.pkl"), data)
+
+    def read_engine(self) -> bytes:
+        return self.transport.read_private(self._p("engine.pkl"))
+
+    def record_job_id(self, sub: int, job_id: str) -> None:
+        self.transport.write_bytes(self._p("subs", f"{sub}.job"), job_id.encode())
+
+    # -- reading, for the worker --------------------------------------------------------------
+
+    def read_function(self) -> bytes:
+        return self.transport.read_private(self._p("function.pkl"))
+
+    def read_call(self, call: int) -> bytes:
+        """Call ``call``'s payload alone, by its offsets in the packed file."""
+        if self._offsets is None:
+            offsets = array.array("Q", self.transport.read_bytes(self._p("calls.idx")))
+            if sys.byteorder != "little":
+                offsets.byteswap()
+            self._offsets = offsets
+        start, end = self._offsets[call], self._offsets[call + 1]
+        return self.transport.read_range(self._p("calls.bin"), start, end - start)
+
+    def read_plan(self, sub: int) -> dict[str, Any]:
+        plan: dict[str, Any] = json.loads(self.transport.read_bytes(self._p("subs", f"{sub}.json")))
+        return plan
+
+    # -- tasks: claims, logs, outcomes ---------------------------------------------------------
+
+    def claim(self, call: int, attempt: int, who: str) -> bool:
+        """Take attempt ``attempt`` of ``call`` for ``who``; False if someone already has."""
+        return self.transport.create_exclusive(self._p("claims", task_name(call, attempt)), who.encode())
+
+    def claimant(self, call: int, attempt: int) -> str | None:
+        try:
+            return self.transport.read_bytes(self._p("claims", task_name(call, attempt))).decode()
+        except FileNotFoundError:
+            return None
+
+    def claimed(self) -> set[tuple[int, int]]:
+        return _task_names(self.transport.listdir(self._p("claims")))
+
+    def finished(self) -> set[tuple[int, int]]:
+        return _task_names(self.transport.listdir(self._p("results")))
+
+    def write_outcome(self, call: int, attempt: int, outcome: Outcome) -> None:
+        path = self._p("results", f"{task_name(call, attempt)}.pkl")
+        self.transport.write_bytes(path, encode_outcome(outcome))
+
+    def read_outcome(self, call: int, attempt: int) -> Outcome:
+        """The outcome of an attempt. Nothing is unpickled here: the value or exception stays
+        bytes in ``payload`` until the client decodes it (see corral.futures)."""
+        return decode_outcome_file(
+            self.transport.read_private(self._p("results", f"{task_name(call, attempt)}.pkl"))
+        )
+
+    def read_outcome_record(self, call: int, attempt: int) -> Outcome:
+        """The outcome's data record alone (``payload`` is empty): what a reader for people
+        may show. ``ValueError`` when the file is not an outcome corral wrote."""
+        return replace(self.read_outcome(call, attempt), payload=b"")
+
+    def record_attempt(self, call: int, attempt: int, record: dict[str, Any]) -> None:
+        """Keep how an attempt ended (see :class:`corral.job.Attempt`)."""
+        path = self._p("attempts", f"{task_name(call, attempt)}.json")
+        self.transport.write_bytes(path, json.dumps(record).encode())
+
+    def attempts(self) -> dict[tuple[int, int], dict[str, Any]]:
+        """Every recorded attempt, by (call, attempt)."""
+        return {task: self.read_attempt(*task) for task in self.recorded()}
+
+    def write_checkpoint(self, call: int, data: bytes, requeues: int) -> None:
+        """Keep what call ``call`` runs next (a pickled :class:`corral.worker.checkpoint.Resume`) and
+        how many times it was requeued from a checkpoint at a time limit: a JSON line, then
+        the pickle, so that the client can read the count without unpickling anything."""
+        record = json.dumps({"requeues": requeues}).encode() + b"\n" + data
+        self.transport.makedirs(self._p("checkpoints"))
+        self.transport.write_bytes(self._p("checkpoints", f"{call}.pkl"), record)
+
+    def read_checkpoint(self, call: int) -> tuple[bytes, int] | None:
+        """(pickled Resume, requeues) of call ``call``, or None when it has no checkpoint.
+        Nothing is unpickled here."""
+        try:
+            data = self.transport.read_private(self._p("checkpoints", f"{call}.pkl"))
+        except FileNotFoundError:
+            return None
+        line, newline, resume = data.partition(b"\n")
+        requeues = json.loads(line).get("requeues") if newline and line.startswith(b"{") else None
+        if not isinstance(requeues, int):
+            raise ValueError(f"checkpoint of call {call} in {self.path} is not one corral wrote")
+        return resume, requeues
+
+    def call_log(self, call: int, attempt: int, stream: str) -> str:
+        """Path of a call's own ``"out"`` or ``"err"`` stream."""
+        return self._p("logs", f"{task_name(call, attempt)}.{stream}")
+
+    def element_log(self, element: str, stream: str) -> str:
+        """Path of an array element's stream as the scheduler writes it."""
+        return self._p("logs", f"job-{element}.{stream}")
+
+    def element_log_pattern(self, stream: str, job_token: str, index_token: str) -> str:
+        """The element log path with the scheduler's placeholders (e.g. ``%A``, ``%a``)."""
+        return self._p("logs", f"job-{job_token}_{index_token}.{stream}")
+
+    def read_text(self, path: str) -> str:
+        try:
+            return self.transport.read_bytes(path).decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def tail(self, path: str, lines: int = 20) -> str:
+        return "\n".join(self.read_text(path).rstrip("\n").splitlines()[-lines:])
+
+    def _p(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    # -- reading, for the command line (corral.records) ----------------------------------------
+
+    def read_manifest(self) -> dict[str, Any]:
+        """The batch's manifest (``FileNotFoundError`` when it has none yet)."""
+        manifest: dict[str, Any] = json.loads(self.transport.read_bytes(self._p("manifest.json")))
+        return manifest
+
+    def submissions(self) -> list[int]:
+        """The numbers of the submissions whose plan was written, in order."""
+        return sorted(_numbered(self.transport.listdir(self._p("subs")), "json"))
+
+    def job_ids(self) -> dict[int, str]:
+        """The scheduler's job id of each submission that got one, by submission number."""
+        subs = sorted(_numbered(self.transport.listdir(self._p("subs")), "job"))
+        return {s: self.transport.read_bytes(self._p("subs", f"{s}.job")).decode().strip() for s in subs}
+
+    def recorded(self) -> set[tuple[int, int]]:
+        """The (call, attempt) pairs with a record in ``attempts/``, without reading them."""
+        names = self.transport.listdir(self._p("attempts"))
+        return _task_names(n.removesuffix(".json") for n in names if n.endswith(".json"))
+
+    def read_attempt(self, call: int, attempt: int) -> dict[str, Any]:
+        """The record of one attempt (see :meth:`record_attempt`)."""
+        path = self._p("attempts", f"{task_name(call, attempt)}.json")
+        record: dict[str, Any] = json.loads(self.transport.read_bytes(path))
+        return record
+
+
+def _task_names(names: Iterable[str]) -> set[tuple[int, int]]:
+    return {t for t in map(parse_task_name, names) if t is not None}
+
+
+def _numbered(names: Iterable[str], suffix: str) -> list[int]:
+    """``["0.json", "1.sh", ".2.json.tmp"]``, ``"json"`` -> ``[0]``: temporary files are skipped."""
+    found = []
+    for name in names:
+        stem, dot, ext = name.partition(".")
+        if dot and ext == suffix and stem.isdigit():
+            found.append(int(stem))
+    return found
