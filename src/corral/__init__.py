@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .engine.cluster import Cluster
     from .engine.futures import CorralFuture
     from .engine.policy import PollPolicy
+    from .engine.request import Request
     from .errors import (
         ConfigError,
         CorralError,
@@ -75,6 +76,7 @@ _LAZY = {
     "get_backend": ("backends", "get_backend"),
     "Submission": ("backends.base", "Submission"),
     "Cluster": ("engine.cluster", "Cluster"),
+    "Request": ("engine.request", "Request"),
     "PollPolicy": ("engine.policy", "PollPolicy"),
     "Executor": ("frontends.executor", "Executor"),
     "Pool": ("frontends.pool", "Pool"),
@@ -142,6 +144,7 @@ __all__ = [
     "Pool",
     "RemoteError",
     "RemoteTraceback",
+    "Request",
     "ResourceError",
     "Resume",
     "Resources",

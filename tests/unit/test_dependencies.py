@@ -25,6 +25,7 @@ from corral.engine.dependencies import Needs, Resolution, explain, resolve
 from corral.engine.futures import mark_cancelled
 from corral.engine.planning import Plan
 from corral.engine.policy import PollPolicy
+from corral.engine.request import Request
 from corral.engine.tracking import BatchState, SubState
 from corral.errors import DependencyError, JobTimeoutError, SubmissionError
 from corral.frontends.commands import ShellCommandError, ShellResult, run_command
@@ -348,10 +349,24 @@ def fake_cluster(workdir: str) -> Iterator[tuple[corral.Cluster, FakeSlurm]]:
 
 def test_the_submitted_script_waits_for_the_needed_elements(fake_cluster) -> None:
     cluster, fake = fake_cluster
-    a = cluster.submit(fails_on_one, [((i,), {}) for i in range(3)], Resources(), chunksize=1, strict=True)
+    a = cluster.submit(
+        Request(
+            fn=fails_on_one,
+            calls=[((i,), {}) for i in range(3)],
+            resources=Resources(),
+            chunksize=1,
+            strict=True,
+        )
+    )
     assert a.subs[0].job_id == "100"
     b = cluster.submit(
-        fails_on_one, [((9,), {})], Resources(), chunksize=1, needs=needs(Condition.NOTOK, (a, 1), (a, 2))
+        Request(
+            fn=fails_on_one,
+            calls=[((9,), {})],
+            resources=Resources(),
+            chunksize=1,
+            needs=needs(Condition.NOTOK, (a, 1), (a, 2)),
+        )
     )
     assert b.subs[0].job_id == "101"
     script = Path(b.subs[0].script_path).read_text()
@@ -365,18 +380,29 @@ def test_the_submitted_script_waits_for_the_needed_elements(fake_cluster) -> Non
 def test_a_dependency_that_can_never_be_met_submits_nothing(fake_cluster) -> None:
     cluster, fake = fake_cluster
     fake.run_jobs = True  # the first batch runs at once, inside sbatch
-    a = cluster.submit(fails_on_one, [((i,), {}) for i in range(2)], Resources(), chunksize=1)
+    a = cluster.submit(
+        Request(fn=fails_on_one, calls=[((i,), {}) for i in range(2)], resources=Resources(), chunksize=1)
+    )
     assert a.futures[0].result(timeout=30) == 0
     with pytest.raises(ValueError, match="one"):
         a.futures[1].result(timeout=30)
     fake.run_jobs = False
-    b = cluster.submit(fails_on_one, [((5,), {}), ((6,), {})], Resources(), needs=needs(Condition.OK, (a, 1)))
+    b = cluster.submit(
+        Request(
+            fn=fails_on_one,
+            calls=[((5,), {}), ((6,), {})],
+            resources=Resources(),
+            needs=needs(Condition.OK, (a, 1)),
+        )
+    )
     assert fake.names().count("sbatch") == 1
     for future in b.futures:
         with pytest.raises(DependencyError, match="never submitted: it was to run after call 1") as info:
             future.result(timeout=30)
         assert info.value.state is JobState.CANCELLED
-    ok = cluster.submit(fails_on_one, [((7,), {})], Resources(), needs=needs(Condition.OK, (a, 0)))
+    ok = cluster.submit(
+        Request(fn=fails_on_one, calls=[((7,), {})], resources=Resources(), needs=needs(Condition.OK, (a, 0)))
+    )
     assert fake.names().count("sbatch") == 2  # call 0 completed: submitted with no dependency
     assert "--dependency" not in Path(ok.subs[0].script_path).read_text()
     assert ok.subs[0].spec.dependency is None
@@ -390,7 +416,11 @@ def test_a_condition_the_backend_cannot_keep_is_refused_before_anything_is_writt
     a = static(1, 1, "5", tmp_path)
     for condition in (Condition.OK, Condition.NOTOK):
         with pytest.raises(SubmissionError, match=f"condition='{condition.value}'; it can with: 'any'"):
-            cluster.submit(fails_on_one, [((1,), {})], Resources(), needs=needs(condition, (a, 0)))
+            cluster.submit(
+                Request(
+                    fn=fails_on_one, calls=[((1,), {})], resources=Resources(), needs=needs(condition, (a, 0))
+                )
+            )
     assert not (tmp_path / "cluster").exists()
 
 

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corral import Cluster, directives
+from corral import Cluster, Request, directives
 from corral.backends import sge_text, slurm_text
 from corral.backends.base import ArraySpec
 from corral.backends.sge import SgeBackend
@@ -267,7 +267,7 @@ def test_a_newline_in_a_function_name_cannot_add_a_line_to_the_submitted_script(
     fake = FakeSlurm(run_jobs=False)
     cluster = Cluster(SlurmBackend(fake), str(tmp_path / "work"))
     try:
-        batch = cluster.submit(job, [((1,), {})], Resources.from_options(time=5))
+        batch = cluster.submit(Request(fn=job, calls=[((1,), {})], resources=Resources.from_options(time=5)))
         script = Path(batch.subs[0].script_path).read_text()
     finally:
         cluster.close()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from corral import Cluster, Executor, ResourceError, Resources
+from corral import Cluster, Executor, Request, ResourceError, Resources
 from corral.backends import sge_text, slurm_text
 from corral.backends.base import ArraySpec
 from corral.backends.sge import SgeBackend
@@ -203,7 +203,9 @@ def test_a_bad_extra_option_is_refused_before_the_batch_folder_exists(tmp_path: 
     cluster = Cluster(SlurmBackend(FakeSlurm(run_jobs=False)), str(work))
     try:
         with pytest.raises(ResourceError, match="'arr' abbreviates 'array'"):
-            cluster.submit(abs, [((1,), {})], Resources.from_options(extra={"arr": "0-99"}))
+            cluster.submit(
+                Request(fn=abs, calls=[((1,), {})], resources=Resources.from_options(extra={"arr": "0-99"}))
+            )
     finally:
         cluster.close()
     assert not work.exists() or not any(work.iterdir())
@@ -214,7 +216,7 @@ def test_what_sge_cannot_express_is_refused_before_the_batch_folder_exists(tmp_p
     cluster = Cluster(SgeBackend(LocalTransport()), str(work))
     try:
         with pytest.raises(ResourceError, match="cannot be expressed on SGE"):
-            cluster.submit(abs, [((1,), {})], Resources.from_options(gpus=1))
+            cluster.submit(Request(fn=abs, calls=[((1,), {})], resources=Resources.from_options(gpus=1)))
     finally:
         cluster.close()
     assert not work.exists() or not any(work.iterdir())

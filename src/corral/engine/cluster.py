@@ -20,23 +20,22 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..backends.base import Backend, Submission
 from ..errors import CorralError, JobCancelledError, SchedulerError, SubmissionError
 from ..job import Condition, ElementStatus, JobState
 from ..resources import Resources
-from ..retry import RetryPolicy
 from ..store.batch import BatchStore, default_root
-from .dependencies import Needs
+from . import budget
 from .dispatch import Dispatcher
 from .futures import mark_cancelled
 from .pacing import release_idle, widen
 from .planning import plan_batch
 from .policy import PollPolicy
+from .request import Request
 from .submitting import (
-    Call,
     array_specs,
     guard_nested,
     log_pattern,
@@ -44,7 +43,6 @@ from .submitting import (
     pickle_calls,
     probes,
 )
-from .throttle import Throttle
 from .tracking import BatchState, Completion, SubState
 
 log = logging.getLogger(__name__)
@@ -68,71 +66,57 @@ class Cluster:
 
     # -- submitting -----------------------------------------------------------------------------
 
-    def submit(
-        self,
-        fn: Callable[..., Any],
-        calls: Sequence[Call],
-        resources: Resources,
-        *,
-        chunksize: int | None = None,
-        max_running: int | None = None,
-        allow_nested: bool = False,
-        retry: RetryPolicy | None = None,
-        after: BatchState | None = None,
-        needs: Needs | None = None,
-        strict: bool = False,
-        command: str | None = None,
-        name: str | None = None,
-        throttle: Throttle | None = None,
-    ) -> BatchState:
-        """Write the calls to a new batch folder and submit them as array jobs. Everything
-        that can fail before the scheduler sees the batch (pickling, limits) fails here, and a
-        refused submission cancels the parts already submitted. ``retry`` says which failed
-        calls are resubmitted (none by default). A batch submitted ``after`` another waits in
-        the work dir until that one is done; one with ``throttle`` keeps, with the other
-        batches sharing it, to the limit of its executor or pool (see :mod:`corral.engine.throttle`);
-        one with ``needs`` is submitted with the scheduler's dependency on those calls' jobs (see
-        :mod:`corral.engine.dependencies`). With ``strict``, an element whose call failed exits
-        non-zero, so that the scheduler sees the failure. ``command`` is a shell command,
-        written into the job script, that the worker hands to ``fn`` as its first argument."""
-        guard_nested(allow_nested)
+    def submit(self, request: Request) -> BatchState:
+        """Write the request's calls to a new batch folder and submit them as array jobs: the
+        engine's one door (see :mod:`corral.engine.request`). Everything that can fail before
+        the scheduler sees the batch (the budget, pickling, limits) fails here, and a refused
+        submission cancels the parts already submitted. A batch with a ``throttle`` keeps, with
+        the other batches sharing it, to the limit of its executor or pool (see
+        :mod:`corral.engine.throttle`); one with ``needs`` is submitted with the scheduler's
+        dependency on those calls' jobs (see :mod:`corral.engine.dependencies`)."""
+        guard_nested(request.allow_nested)
+        needs = request.needs
         if needs is not None and needs.condition not in self.backend.conditions:
             raise SubmissionError(
                 f"the {self.backend.name} backend cannot wait for jobs with "
                 f"condition={needs.condition.value!r}; it can with: "
                 + ", ".join(repr(c.value) for c in Condition if c in self.backend.conditions)
             )
-        function, payloads = pickle_calls(fn, calls)
-        plans = plan_batch(
-            len(calls), self.backend.limits(resources), chunksize=chunksize, max_running=max_running
-        )
-        name = name or str(getattr(fn, "__name__", None) or type(fn).__name__)  # a callable object: its class
+        budget.charge(request.budget, request.what)
+        if request.payloads is None:
+            function, payloads = pickle_calls(request.fn, request.calls)
+        else:
+            function, payloads = pickle_calls(request.fn, [])[0], list(request.payloads)
+        resources, max_running = request.resources, request.max_running
+        limits = self.backend.limits(resources)
+        plans = plan_batch(len(payloads), limits, chunksize=request.chunksize, max_running=max_running)
+        name = request.batch_name
         store = BatchStore.create(self.root, name, self.backend.transport)
         store.write_batch(
-            {"function": name, "calls": len(calls), "backend": self.backend.name, "created": time.time()},
+            {"function": name, "calls": len(payloads), "backend": self.backend.name, "created": time.time()},
             function,
             payloads,
         )
-        options: dict[str, Any] = {"strict": True} if strict else {}
-        if command is not None:
+        options: dict[str, Any] = {"strict": True} if request.strict else {}
+        if request.command is not None:
             options["stdin"] = True
         if self.backend.requeue_method is not None:
             options["requeue"] = self.backend.requeue_method
         batch = BatchState(
-            store, len(calls), [], self, retry, name=name, max_running=max_running,
-            after=after, needs=needs, worker_options=options, explain=self.backend.explain_end,
+            store, len(payloads), [], self, request.retry, name=name, max_running=max_running,
+            needs=needs, worker_options=options, explain=self.backend.explain_end,
         )  # fmt: skip
         store.write_engine(pack_engine(name, max_running, batch.retry, options))
         probing = probes(plans)
-        specs = array_specs(plans, store.path, name, resources, max_running, command)
+        specs = array_specs(plans, store.path, name, resources, max_running, request.command)
         for plan, spec in zip(plans, specs, strict=True):
             path = batch.save_submission(plan, spec, self.backend.render(spec))
             batch.subs.append(SubState(plan, spec, path, probing=probing))
         with self._lock:
             self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
             self._last_activity = time.monotonic()
-            if throttle is not None:
-                self._dispatch.limit(batch, throttle)
+            if request.throttle is not None:
+                self._dispatch.limit(batch, request.throttle)
             try:
                 completions = self._dispatch.ready(batch)
             except BaseException:

@@ -73,8 +73,6 @@ class Dispatcher:
         """Submit the batch's submissions that MaxSubmitJobs leaves room for; defer the rest.
         A batch waiting for calls whose jobs have no id yet waits; one whose dependency can
         never be met is not submitted, and its calls fail."""
-        if batch.after is not None and not batch.after.done:
-            return []
         dependency = None
         if batch.needs is not None:
             settled = resolve_needs(batch.needs)

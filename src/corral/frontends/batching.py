@@ -4,8 +4,8 @@ Inside ``with corral.Batch(max_size=20) as batch:`` every ``distribute`` (and ``
 of this thread is collected instead of submitted. When the block ends, or at
 ``batch.flush()``, the calls are grouped by what their jobs must share: the engine and
 resources they resolve to, the refs they run after and the condition. Each group becomes
-one array of static chunks of at most ``max_size`` calls each (one job per chunk), and the
-whole flush counts once against the submission budget. A shell command is always a group
+one array of static chunks of at most ``max_size`` calls each (one job per chunk), and
+counts once against the submission budget. A shell command is always a group
 of its own.
 
 Groups go out in the order they were opened, so a call may wait on a ref handed out
@@ -26,8 +26,8 @@ from typing import Any
 import cloudpickle
 
 from ..config import Settings, resolve
-from ..engine import budget
 from ..engine.dependencies import Needs
+from ..engine.request import Request
 from ..engine.submitting import Call, guard_nested, pickle_calls
 from ..errors import CorralError, SerializationError
 from ..job import Condition
@@ -101,16 +101,11 @@ class Batch:
 
     def flush(self) -> list[JobRef[Any]]:
         """Submit what was collected so far; return those refs, in order (every one now has
-        a job id). Counts once against the submission budget."""
+        a job id). Each group counts once against the submission budget."""
         entries, self._entries = self._entries, []
         if not entries:
             return []
-        try:
-            budget.charge(min(s.submit_budget for _, s in entries), "batch")
-        except BaseException as exc:
-            _discard(entries, f"not submitted: {exc}")
-            raise
-        submit_groups(entries, self.max_size)
+        submit_groups(entries, self.max_size, "batch")
         refs = [entry.ref for entry, _ in entries]
         self.refs += refs
         return refs
@@ -142,8 +137,7 @@ def distribute(entry: Entry) -> None:
         batch.check(entry)
         batch.add(entry, settings)
         return
-    budget.charge(settings.submit_budget, "job")
-    submit_groups([(entry, settings)], 1)
+    submit_groups([(entry, settings)], 1, "job")
 
 
 def suspend() -> contextvars.Token[Batch | None]:
@@ -155,8 +149,9 @@ def resume(token: contextvars.Token[Batch | None]) -> None:
     _current.reset(token)
 
 
-def submit_groups(entries: list[tuple[Entry, Settings]], max_size: int) -> None:
-    """Group entries (module doc) and submit each group as one array of static chunks."""
+def submit_groups(entries: list[tuple[Entry, Settings]], max_size: int, what: str) -> None:
+    """Group entries (module doc) and submit each group as one array of static chunks (one
+    submission each against the budget: ``what`` names it in the budget's error)."""
     groups: dict[tuple[Any, ...], list[tuple[Entry, Settings]]] = {}
     for entry, settings in entries:
         key = (
@@ -171,14 +166,14 @@ def submit_groups(entries: list[tuple[Entry, Settings]], max_size: int) -> None:
         groups.setdefault(key, []).append((entry, settings))
     for position, group in enumerate(groups.values()):
         try:
-            _submit(group, max_size)
+            _submit(group, max_size, what)
         except BaseException as exc:
             for rest in list(groups.values())[position:]:
                 _discard(rest, f"not submitted: {exc}")
             raise
 
 
-def _submit(group: list[tuple[Entry, Settings]], max_size: int) -> None:
+def _submit(group: list[tuple[Entry, Settings]], max_size: int, what: str) -> None:
     first, settings = group[0]
     cluster = sessions.cluster_for(settings.backend, settings.directory)
     needs = None
@@ -202,17 +197,12 @@ def _submit(group: list[tuple[Entry, Settings]], max_size: int) -> None:
         order = {key: i for i, key in enumerate(functions)}
         fn = Bundle(tuple(functions.values()))
         calls_ = [((order[e.key], *e.call), {}) for e, _ in group]
-    batch = cluster.submit(
-        fn,
-        calls_,
-        settings.resources,
-        chunksize=max_size,
-        allow_nested=bool(first.options.get("allow_nested")),
-        needs=needs,
-        strict=True,
-        command=first.command,
-        name="sbatch" if first.command is not None else None,
-    )
+    request = Request(
+        fn=fn, calls=calls_, resources=settings.resources, chunksize=max_size, needs=needs, strict=True,
+        command=first.command, name="sbatch" if first.command is not None else None,
+        allow_nested=bool(first.options.get("allow_nested")), budget=settings.submit_budget, what=what,
+    )  # fmt: skip
+    batch = cluster.submit(request)
     for (entry, _), future in zip(group, batch.futures, strict=True):
         entry.ref.send(future, cluster)
     sessions.track(cluster, batch)

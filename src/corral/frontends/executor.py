@@ -20,9 +20,9 @@ from typing import Any
 from ..backends import get_backend
 from ..backends.base import Backend, Submission
 from ..config import Settings, resolve
-from ..engine import budget
 from ..engine.cluster import Cluster
 from ..engine.futures import CorralFuture
+from ..engine.request import Request
 from ..engine.submitting import Call
 from ..engine.throttle import Throttle
 from ..engine.tracking import BatchState
@@ -150,21 +150,18 @@ class Executor(concurrent.futures.Executor):
         exiting.check_open()
         if not calls:
             return []
-        budget.charge(self.submit_budget, "call" if len(calls) == 1 else "map")
-        batch = self.cluster.submit(
-            fn,
-            calls,
-            self.resources,
-            chunksize=chunksize,
-            max_running=self.max_running,
-            allow_nested=self.allow_nested,
-            retry=self.retry,
-            throttle=self._throttle,
-        )
+        batch = self.cluster.submit(self._request(fn, calls, chunksize))
         with self._lock:
             self._batches.append(batch)
         exiting.watch(self.cluster, batch)
         return list(batch.futures)
+
+    def _request(self, fn: Callable[..., Any], calls: list[Call], chunksize: int | None) -> Request:
+        return Request(
+            fn=fn, calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.max_running,
+            throttle=self._throttle, retry=self.retry, allow_nested=self.allow_nested,
+            budget=self.submit_budget, what="call" if len(calls) == 1 else "map",
+        )  # fmt: skip
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Accept no more calls; with ``cancel_futures``, cancel calls not yet started; with

@@ -23,9 +23,9 @@ from typing import Any, Generic, TypeVar
 from ..backends import get_backend
 from ..backends.base import Backend
 from ..backends.local import LocalBackend
-from ..engine import budget
 from ..engine.cluster import Cluster
 from ..engine.futures import CorralFuture
+from ..engine.request import Request
 from ..engine.submitting import Call, refuse_unshareable
 from ..engine.throttle import Throttle
 from ..resources import check_max_running
@@ -355,16 +355,12 @@ class Pool:
             return []
         initializer, initargs, key = self._init
         fn = func if initializer is None else _Initialized(func, key, initializer, initargs)
-        budget.charge(self.submit_budget, "map")
         batch = self.cluster.submit(
-            fn,
-            calls,
-            self.resources,
-            chunksize=chunksize,
-            max_running=self.processes,
-            retry=self.retry,
-            throttle=self._throttle,
-        )
+            Request(
+                fn=fn, calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.processes,
+                throttle=self._throttle, retry=self.retry, budget=self.submit_budget,
+            )
+        )  # fmt: skip
         with self._lock:
             self._batches.append(batch)
         return list(batch.futures)
