@@ -23,6 +23,9 @@
     │   └── JobLostError         the job left the scheduler and no outcome ever appeared
     ├── RemoteError              the call raised an exception that could not be sent back;
     │                            carries its type name and traceback as text
+    ├── FormatError              a work-dir record (plan, claim, manifest) is not one this
+    │   │                        corral writes (also a ValueError); names the file
+    │   └── FormatVersionError   the batch was written in another work-dir format version
     └── WorkDirError             the work dir cannot be created or written (also an OSError);
         │                        names the path and how to choose another
         └── UnsafeWorkDirError   a work dir folder or file someone else owns or can write, or
@@ -235,3 +238,21 @@ class UnsafeWorkDirError(WorkDirError, PermissionError):
         super().__init__(message, path=path)
         self.owner = owner  #: the uid that owns the path, when that was the reason
         self.mode = mode  #: its permission bits
+
+
+class FormatError(CorralError, ValueError):
+    """A record read back from a work dir (a submission's plan, a claim, a manifest) is not
+    one this corral writes: malformed, foreign, or torn. The message names the file."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path  #: the file (or batch folder) that holds it
+
+
+class FormatVersionError(FormatError):
+    """The batch was written in another version of corral's work-dir format; nothing of it
+    was read beyond its manifest. The message says which version and what to do."""
+
+    def __init__(self, message: str, *, path: str = "", found: int | None = None) -> None:
+        super().__init__(message, path=path)
+        self.found = found  #: the version the batch says it has (1 when it says none)

@@ -1,0 +1,310 @@
+"""The client–worker protocol: the typed records the client writes for the worker to read,
+and the version of the work-dir format they belong to.
+
+* :class:`WorkerPlan` (``subs/<s>.json``): which calls the elements of one submission take
+  (:class:`Mode`), what the batch asks of them (strict, stdin, requeues), and what the
+  backend hands the worker as data: how to be run again after a time-limit warning
+  (:class:`Requeue`) and which environment variable counts the element's restarts. The
+  worker names no scheduler: everything scheduler-specific comes through here.
+* :class:`Claim` (``claims/<i>.<a>``): who took an attempt of a call, or the client's cancel.
+* :data:`FORMAT_VERSION`, written into every batch's ``manifest.json`` ("format"), and
+  :func:`check_format`, which every reader (the worker, ``attach``, ``corral status``) calls
+  before reading anything else of a batch. Version 1 is the format without a version: every
+  batch written before the version was recorded.
+
+Everything here is read back from a work dir, so it is untrusted: a reader validates every
+field and raises :class:`~corral.errors.FormatError` naming the file, never anything else.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from ..errors import FormatError, FormatVersionError
+
+#: The work-dir format this corral writes and reads. 1: no "format" in the manifest (the
+#: plan a dict of strings, requeue named by scheduler); 2: this module's records.
+FORMAT_VERSION = 2
+
+JOB_ID = "{job_id}"  # in Requeue.argv: the element's own job id, read from job_id_env
+
+# Element ids are made by corral ("4242_0", "L3_1"); nothing else is taken from a claim, so
+# that a planted one cannot name a log outside the batch's logs folder.
+_ELEMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", re.ASCII)
+_PID_LIMIT = 2**31  # pids are C ints; a larger number is not one
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+_CANCEL_TEXT = b"client-cancel"
+
+
+def is_element_id(text: str) -> bool:
+    """True for an array element id as corral makes them (``"4242_0"``, ``"L3_1"``): safe in
+    a file name."""
+    return bool(_ELEMENT.fullmatch(text))
+
+
+class Mode(str, enum.Enum):
+    """How the elements of a submission share its calls. The values are the plan file's
+    words (a str enum, so that they compare equal to them too)."""
+
+    STATIC = "static"  # element k runs calls tasks[k*chunk:(k+1)*chunk] (the caller's chunksize)
+    PULL = "pull"  # every element claims any unclaimed call, each starting at its own offset
+
+
+def _int(value: object, name: str, low: int = 0) -> int:
+    """``value`` when it is a whole number (not a bool) of at least ``low``; else ValueError."""
+    if type(value) is not int or value < low:
+        raise ValueError(f"{name} must be a whole number >= {low}, not {value!r}")
+    return value
+
+
+def _bool(value: object, name: str) -> bool:
+    if type(value) is not bool:
+        raise ValueError(f"{name} must be true or false, not {value!r}")
+    return value
+
+
+def _env_name(value: object, name: str) -> str:
+    if not isinstance(value, str) or not _ENV_NAME.fullmatch(value):
+        raise ValueError(f"{name} must name an environment variable, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Requeue:
+    """How a worker has its element run again after a time-limit warning, as data from the
+    backend: either exit with ``exit_code`` (the backend reruns an element that exits so:
+    the local backend), or run ``argv`` (never through a shell) with :data:`JOB_ID` replaced
+    by the element's own job id from the environment variable ``job_id_env`` (SLURM:
+    ``scontrol requeue {job_id}`` with ``SLURM_JOB_ID``). After that command succeeds, the
+    scheduler stops the element itself: the worker lets SIGTERM end it again and waits at
+    most ``settle`` seconds for that, then ends anyway."""
+
+    exit_code: int | None = None
+    argv: tuple[str, ...] = ()
+    job_id_env: str = ""
+    settle: float = 120.0
+
+    def __post_init__(self) -> None:
+        if (self.exit_code is None) == (not self.argv):
+            raise ValueError("a Requeue has either an exit_code or an argv, not both nor neither")
+        if self.exit_code is not None and not 1 <= _int(self.exit_code, "exit_code") <= 255:
+            raise ValueError(f"exit_code must be 1 to 255, not {self.exit_code}")
+        if self.argv:
+            if not all(isinstance(a, str) and a for a in self.argv):
+                raise ValueError(f"argv must hold non-empty strings, not {self.argv!r}")
+            if not any(JOB_ID in a for a in self.argv):
+                raise ValueError(f"argv must hold {JOB_ID} where the element's job id goes: {self.argv!r}")
+            _env_name(self.job_id_env, "job_id_env")
+        elif self.job_id_env:
+            raise ValueError("job_id_env goes with an argv, not with an exit_code")
+        if isinstance(self.settle, bool) or not isinstance(self.settle, (int, float)):
+            raise ValueError(f"settle must be a number of seconds, not {self.settle!r}")
+        if not 0 <= self.settle <= 3600:
+            raise ValueError(f"settle must be 0 to 3600 seconds, not {self.settle}")
+
+    def command(self, job_id: str) -> list[str]:
+        """The argv to run for the element whose job id is ``job_id``. Plain replacement, not
+        ``str.format``: braces elsewhere in an argument stay as they are."""
+        return [a.replace(JOB_ID, job_id) for a in self.argv]
+
+    def to_json(self) -> dict[str, Any]:
+        if self.exit_code is not None:
+            return {"exit_code": self.exit_code, "settle": self.settle}
+        return {"argv": list(self.argv), "job_id_env": self.job_id_env, "settle": self.settle}
+
+    @classmethod
+    def from_json(cls, data: object) -> Requeue:
+        """The inverse of :meth:`to_json`; ValueError for anything else."""
+        if not isinstance(data, dict) or not set(data) <= {"exit_code", "argv", "job_id_env", "settle"}:
+            raise ValueError(f"requeue must be an object of exit_code or argv, not {data!r}")
+        argv = data.get("argv", [])
+        if not isinstance(argv, list):
+            raise ValueError(f"requeue argv must be a list, not {argv!r}")
+        return cls(
+            exit_code=data.get("exit_code"), argv=tuple(argv), job_id_env=data.get("job_id_env", ""),
+            settle=data.get("settle", 120.0),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerOptions:
+    """What a batch asks of every one of its elements, whatever its submission."""
+
+    strict: bool = False  # an element whose call failed exits 1 (jobs wait on it with afterok)
+    stdin: bool = False  # the job script's input (a shell command) is every call's first argument
+    requeue: Requeue | None = None  # the backend's; None: it sends no time-limit warning
+    restart_env: str | None = None  # the backend's variable that says "this is a rerun"
+
+    def __post_init__(self) -> None:
+        _bool(self.strict, "strict")
+        _bool(self.stdin, "stdin")
+        if self.requeue is not None and not isinstance(self.requeue, Requeue):
+            raise ValueError(f"requeue must be a Requeue or None, not {self.requeue!r}")
+        if self.restart_env is not None:
+            _env_name(self.restart_env, "restart_env")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerPlan:
+    """What the elements of one submission read (``subs/<s>.json``); see the module doc."""
+
+    mode: Mode
+    tasks: tuple[tuple[int, int], ...]  # (call, attempt) pairs the submission may run
+    chunk: int = 0  # STATIC: calls per element
+    first_element: int = 0  # PULL: this submission's first element among the batch's
+    total_elements: int = 1  # PULL: elements of the batch in all its submissions
+    strict: bool = False
+    stdin: bool = False
+    max_requeues: int = 0  # how often a call may be requeued from a checkpoint at a time limit
+    requeue: Requeue | None = None
+    restart_env: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, Mode):
+            raise ValueError(f"mode must be one of {[m.value for m in Mode]}, not {self.mode!r}")
+        _int(self.chunk, "chunk", 1 if self.mode is Mode.STATIC else 0)
+        _int(self.first_element, "first_element")
+        _int(self.total_elements, "total_elements", 1)
+        _int(self.max_requeues, "max_requeues")
+        self.options()  # validates them
+
+    def options(self) -> WorkerOptions:
+        """The batch's options this plan carries."""
+        return WorkerOptions(
+            strict=self.strict, stdin=self.stdin, requeue=self.requeue, restart_env=self.restart_env
+        )
+
+    @classmethod
+    def build(cls, options: WorkerOptions, **plan: Any) -> WorkerPlan:
+        """A plan with the batch's ``options`` (``plan`` holds the other fields)."""
+        return cls(
+            strict=options.strict, stdin=options.stdin, requeue=options.requeue,
+            restart_env=options.restart_env, **plan,
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode.value,
+            "tasks": [[c, a] for c, a in self.tasks],
+            "chunk": self.chunk,
+            "first_element": self.first_element,
+            "total_elements": self.total_elements,
+            "strict": self.strict,
+            "stdin": self.stdin,
+            "max_requeues": self.max_requeues,
+            "requeue": None if self.requeue is None else self.requeue.to_json(),
+            "restart_env": self.restart_env,
+        }
+
+    @classmethod
+    def from_json(cls, data: bytes, path: str) -> WorkerPlan:
+        """The plan stored in ``data`` (the bytes of the file ``path``), checked field by
+        field: :class:`FormatError` naming ``path`` for anything :meth:`to_json` does not write."""
+        try:
+            return cls._decode(json.loads(data))
+        except (ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            raise FormatError(f"{path} is not a corral submission plan: {exc}", path=path) from None
+
+    @classmethod
+    def _decode(cls, record: object) -> WorkerPlan:
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        names = {f.name for f in fields(cls)}
+        if set(record) != names:
+            missing, extra = sorted(names - set(record)), sorted(set(record) - names)
+            raise ValueError(f"its fields differ from a plan's (missing {missing}, unknown {extra})")
+        tasks = record["tasks"]
+        if not isinstance(tasks, list) or not all(
+            isinstance(t, list) and len(t) == 2 and all(type(n) is int and n >= 0 for n in t) for t in tasks
+        ):
+            raise ValueError("tasks must be a list of [call, attempt] pairs of whole numbers")
+        requeue = record["requeue"]
+        return cls(
+            mode=Mode(record["mode"]), tasks=tuple((c, a) for c, a in tasks), chunk=record["chunk"],
+            first_element=record["first_element"], total_elements=record["total_elements"],
+            strict=record["strict"], stdin=record["stdin"], max_requeues=record["max_requeues"],
+            requeue=None if requeue is None else Requeue.from_json(requeue),
+            restart_env=record["restart_env"],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who took an attempt of a call: an array element (its id, host and pid), or the client
+    (:attr:`CLIENT_CANCEL`: taken so that no element runs it)."""
+
+    element: str
+    host: str
+    pid: int
+    CLIENT_CANCEL: ClassVar[Claim]
+
+    def __post_init__(self) -> None:
+        if (self.element, self.host, self.pid) == ("", "", 0):
+            return  # the client's cancel
+        if not isinstance(self.element, str) or not is_element_id(self.element):
+            raise ValueError(f"a claim's element id must be corral's, not {self.element!r}")
+        if not isinstance(self.host, str) or not self.host.isprintable() or self.host.split() != [self.host]:
+            raise ValueError(f"a claim's host must be one printable word, not {self.host!r}")
+        if type(self.pid) is not int or not 0 < self.pid < _PID_LIMIT:
+            raise ValueError(f"a claim's pid must be a process id, not {self.pid!r}")
+
+    @property
+    def by_client(self) -> bool:
+        """True for the client's cancel."""
+        return self == Claim.CLIENT_CANCEL
+
+    def encode(self) -> bytes:
+        """The claim file's bytes: ``b"<element> <host> <pid>"`` or ``b"client-cancel"``."""
+        return _CANCEL_TEXT if self.by_client else f"{self.element} {self.host} {self.pid}".encode()
+
+    @classmethod
+    def parse(cls, data: bytes, path: str = "a claim") -> Claim:
+        """The one reader of claim files: :class:`FormatError` naming ``path`` for anything
+        :meth:`encode` does not write."""
+        if data == _CANCEL_TEXT:
+            return cls.CLIENT_CANCEL
+        try:
+            element, host, pid = data.decode("utf-8").split(" ")
+            if not pid.isascii() or not pid.isdigit():
+                raise ValueError(f"a claim's pid must be a process id, not {pid!r}")
+            return cls(element, host, int(pid))
+        except ValueError as exc:  # also a short or long split, and bad UTF-8
+            raise FormatError(f"{path} is not a corral claim ({data[:80]!r}): {exc}", path=path) from None
+
+
+Claim.CLIENT_CANCEL = Claim("", "", 0)
+
+
+def manifest_format(manifest: Mapping[str, Any]) -> int:
+    """The format version a manifest says it has: 1 when it says none (older corrals)."""
+    found = manifest.get("format", 1)
+    if type(found) is not int or found < 1:
+        raise ValueError(f"its format is {found!r}, not a version number")
+    return found
+
+
+def check_format(manifest: object, path: str) -> None:
+    """Refuse a batch (its folder ``path``, its manifest read as JSON) written in another
+    format than :data:`FORMAT_VERSION`, before anything else of it is read:
+    :class:`FormatVersionError` saying which, and what to do; :class:`FormatError` for a
+    manifest that is not one."""
+    if not isinstance(manifest, Mapping):
+        raise FormatError(f"{path}/manifest.json is not a corral manifest: not a JSON object", path=path)
+    try:
+        found = manifest_format(manifest)
+    except ValueError as exc:
+        raise FormatError(f"{path}/manifest.json is not a corral manifest: {exc}", path=path) from None
+    if found == FORMAT_VERSION:
+        return
+    by = "by an older corral" if found < FORMAT_VERSION else "by a newer corral"
+    raise FormatVersionError(
+        f"{path} was written in corral's work-dir format {found} ({by}); this corral reads format "
+        f"{FORMAT_VERSION}. Watch it with the corral that wrote it, or remove it (nothing of it is read)",
+        path=path,
+        found=found,
+    )
