@@ -49,7 +49,7 @@ def submit(
         store.path, 0, len(args), Resources.from_options(**options), "corral-contract", sys.executable,
         str(tmp_path), max_running,
     )  # fmt: skip
-    script = store.write_submission(0, plan.to_json(), backend.render(spec))
+    script = store.write_submission(0, plan.worker_plan(), backend.render(spec))
     patterns = (store.element_log_pattern(s, "{job}", "{index}") for s in ("out", "err"))
     return backend.submit(spec, script, tuple(patterns)), store  # type: ignore[arg-type]
 

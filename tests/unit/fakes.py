@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from corral.store.batch import BatchStore
+from corral.store.protocol import Claim
 from corral.transports.base import CommandResult
 from corral.transports.local import LocalTransport
 from corral.worker.run import element_order, run_element
@@ -87,7 +88,7 @@ class FakeSlurm(LocalTransport):
         """Take the element's first free call, then die with the node (no outcome)."""
         store = BatchStore(batch_dir, LocalTransport())
         for call, attempt in element_order(store.read_plan(sub), index):
-            if store.claim(call, attempt, f"{element} n1 0"):
+            if store.claim(call, attempt, Claim(element, "n1", 1)):
                 return
 
     def queued(self) -> int:

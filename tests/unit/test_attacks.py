@@ -200,7 +200,7 @@ def victims_batch(root: Path) -> BatchStore:
     store.write_batch(
         {"function": "abs", "calls": 1, "backend": "local"}, pack_function(abs), [pickle.dumps(((-1,), {}))]
     )
-    plan = Plan(0, 1, "static", ((0, 1, 0),), chunk=1).to_json()
+    plan = Plan(0, 1, "static", ((0, 1, 0),), chunk=1).worker_plan()
     store.write_submission(0, plan, "#!/bin/bash\n", engine=pickle.dumps({"plan": None}))
     store.write_engine(pickle.dumps({}))
     return store
@@ -214,7 +214,7 @@ def trap(request: pytest.FixtureRequest, shared: Path, marker: Path) -> Path:
     if request.param == "the attacker's batch folder":
         root = shared / ".corral"
         manifest = json.dumps({"function": "f", "calls": 1, "backend": "local", "created": 0})
-        plan = Plan(0, 1, "static", ((0, 1, 0),), chunk=1).to_json()
+        plan = Plan(0, 1, "static", ((0, 1, 0),), chunk=1).worker_plan().to_json()
         files += [
             planted("manifest.json", manifest.encode()),
             planted("subs/0.json", json.dumps(plan).encode()),

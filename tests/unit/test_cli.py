@@ -18,7 +18,8 @@ from corral.cli.app import main
 from corral.errors import CorralError
 from corral.job import Attempt
 from corral.store import records
-from corral.store.batch import CLIENT_CANCEL, BatchStore, Outcome
+from corral.store.batch import BatchStore, Outcome
+from corral.store.protocol import Claim, Mode, WorkerPlan
 from corral.store.records import CallStatus, Failure
 from corral.transports.local import LocalTransport
 
@@ -145,32 +146,34 @@ def handmade(root: str) -> str:
     store = BatchStore.create(root, "handmade", LocalTransport())
     manifest = {"function": "handmade", "calls": 8, "backend": "slurm", "created": 1_700_000_000.0}
     store.write_batch(manifest, b"", [b""] * 8)
-    store.write_submission(0, {"mode": "pull", "tasks": [[c, 0] for c in range(8)]}, "#!/bin/sh\n")
+    store.write_submission(
+        0, WorkerPlan(mode=Mode.PULL, tasks=tuple((c, 0) for c in range(8))), "#!/bin/sh\n"
+    )
     store.record_job_id(0, "4242")
     ok = Outcome(True, pickle.dumps("value"))
     # call 0: pending. 1: running.
-    store.claim(1, 0, "4242_0 node1 99")
+    store.claim(1, 0, Claim("4242_0", "node1", 99))
     # 2: cancelled by the client before any element took it.
-    store.claim(2, 0, CLIENT_CANCEL)
+    store.claim(2, 0, Claim.CLIENT_CANCEL)
     # 3: its job hit the time limit, without an outcome; the client recorded it and gave up.
-    store.claim(3, 0, "4242_1 node7 12")
+    store.claim(3, 0, Claim("4242_1", "node7", 12))
     store.record_attempt(3, 0, Attempt(0, "4242_1", "TIMEOUT", "node7", "time limit").to_json())
     # 4: its node failed; resubmitted as attempt 1, which no element has taken yet.
-    store.claim(4, 0, "4242_2 node3 5")
+    store.claim(4, 0, Claim("4242_2", "node3", 5))
     store.record_attempt(4, 0, Attempt(0, "4242_2", "NODE_FAIL", "node3").to_json())
-    store.write_submission(1, {"mode": "pull", "tasks": [[4, 1], [5, 1]]}, "#!/bin/sh\n")
+    store.write_submission(1, WorkerPlan(mode=Mode.PULL, tasks=((4, 1), (5, 1))), "#!/bin/sh\n")
     store.record_job_id(1, "4250")
     # 5: lost at attempt 0, completed at attempt 1.
     store.record_attempt(5, 0, Attempt(0, "4242_3", "LOST").to_json())
-    store.claim(5, 1, "4250_0 node2 7")
+    store.claim(5, 1, Claim("4250_0", "node2", 7))
     store.write_outcome(5, 1, ok)
     # 6: thought lost and resubmitted, then its first outcome came late: the client cancelled
     # the resubmission, and the call completed by attempt 0.
     store.record_attempt(6, 0, Attempt(0, "4242_4", "LOST").to_json())
     store.write_outcome(6, 0, ok)
-    store.claim(6, 1, CLIENT_CANCEL)
+    store.claim(6, 1, Claim.CLIENT_CANCEL)
     # 7: completed.
-    store.claim(7, 0, "4242_0 node1 99")
+    store.claim(7, 0, Claim("4242_0", "node1", 99))
     store.write_outcome(7, 0, ok)
     Path(store.path, "results", ".1.0.pkl.77-1-0.tmp").write_bytes(b"half")  # a write under way
     return store.path

@@ -19,10 +19,11 @@ import pytest
 
 from corral.cli.app import UNSAFE, main
 from corral.cli.display import printable
-from corral.errors import UnsafeWorkDirError
+from corral.errors import FormatError, UnsafeWorkDirError
 from corral.store import records
 from corral.store.batch import BatchStore, Outcome
-from corral.store.claims import Claimant, parse_claim, process_gone
+from corral.store.claims import process_gone
+from corral.store.protocol import Claim, Mode, WorkerPlan
 from corral.store.records import CallStatus
 from corral.transports.local import LocalTransport
 
@@ -44,7 +45,9 @@ def make_batch(root: str, calls: int = 2, function: str = "made") -> BatchStore:
     store = BatchStore.create(root, "made", LocalTransport())
     manifest = {"function": function, "calls": calls, "backend": "local", "created": 1_700_000_000.0}
     store.write_batch(manifest, b"", [b""] * calls)
-    store.write_submission(0, {"mode": "pull", "tasks": [[c, 0] for c in range(calls)]}, "#!/bin/sh\n")
+    store.write_submission(
+        0, WorkerPlan(mode=Mode.PULL, tasks=tuple((c, 0) for c in range(calls))), "#!/bin/sh\n"
+    )
     store.record_job_id(0, "L1")
     return store
 
@@ -317,10 +320,12 @@ def test_a_call_with_its_own_stderr_and_outcome_does_not_show_the_elements(workd
 
 
 def test_parse_claim() -> None:
-    assert parse_claim("4242_0 node1 99") == Claimant("4242_0", "node1", 99)
-    bad = ["client-cancel", "", "a b", "a/b h 1", "x h 0", "x h -1", "x h 1e3", f"x h {2**31}", "x h ٣"]
+    assert Claim.parse(b"4242_0 node1 99") == Claim("4242_0", "node1", 99)
+    assert Claim.parse(b"client-cancel").by_client
+    bad = ["", "a b", "a/b h 1", "x h 0", "x h -1", "x h 1e3", f"x h {2**31}", "x h ٣"]
     for text in bad:
-        assert parse_claim(text) is None, text
+        with pytest.raises(FormatError):
+            Claim.parse(text.encode())
 
 
 def test_a_call_whose_local_process_is_gone_is_lost(workdir: str, capsys) -> None:
@@ -348,14 +353,14 @@ def test_a_zombie_or_a_reused_pid_is_not_the_claimant() -> None:
     try:
         while open(f"/proc/{zombie.pid}/stat", "rb").read().split(b")")[-1].split()[0] != b"Z":
             time.sleep(0.05)  # it has exited, and nobody has reaped it
-        assert process_gone(Claimant("L1_0", HOST, zombie.pid), time.time())
+        assert process_gone(Claim("L1_0", HOST, zombie.pid), time.time())
     finally:
         zombie.wait()
-    me = Claimant("L1_0", HOST, os.getpid())
+    me = Claim("L1_0", HOST, os.getpid())
     assert not process_gone(me, time.time())
     # A claim made long before this process started was made by another process with its pid.
     assert process_gone(me, time.time() - 24 * 3600)
-    assert not process_gone(Claimant("L1_0", "elsewhere", dead_pid()), time.time())
+    assert not process_gone(Claim("L1_0", "elsewhere", dead_pid()), time.time())
 
 
 SCRIPT = """

@@ -32,6 +32,7 @@ from corral.frontends.commands import ShellCommandError, ShellResult, run_comman
 from corral.job import Condition, Dependency, JobState
 from corral.resources import Resources
 from corral.store.batch import BatchStore
+from corral.store.protocol import WorkerOptions
 from corral.transports.base import CommandResult
 from corral.transports.local import LocalTransport
 from corral.worker.run import main, pack_function, run_element
@@ -373,8 +374,8 @@ def test_the_submitted_script_waits_for_the_needed_elements(fake_cluster) -> Non
     assert "#SBATCH --dependency=afternotok:100_1:100_2\n" in script
     assert "#SBATCH --kill-on-invalid-dep=yes\n" in script
     assert b.subs[0].spec.dependency == Dependency(Condition.NOTOK, ("100_1", "100_2"))
-    assert BatchStore(a.store.path, LocalTransport()).read_plan(0)["strict"] is True
-    assert "strict" not in BatchStore(b.store.path, LocalTransport()).read_plan(0)
+    assert BatchStore(a.store.path, LocalTransport()).read_plan(0).strict is True
+    assert BatchStore(b.store.path, LocalTransport()).read_plan(0).strict is False
 
 
 def test_a_dependency_that_can_never_be_met_submits_nothing(fake_cluster) -> None:
@@ -453,7 +454,7 @@ def make_batch(
     store = BatchStore.create(str(tmp_path), "t", LocalTransport())
     store.write_batch({}, pack_function(fn), [cloudpickle.dumps(c) for c in calls])  # type: ignore[arg-type]
     plan = Plan(0, 1, "static", ((0, len(calls), 0),), chunk=len(calls))
-    store.write_submission(0, {**plan.to_json(), **options}, "#!/bin/bash\n")
+    store.write_submission(0, plan.worker_plan(WorkerOptions(**options)), "#!/bin/bash\n")
     return store
 
 

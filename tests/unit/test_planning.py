@@ -7,7 +7,7 @@ EIGHT = Limits(max_array_size=1001, max_submit_jobs=None, slots=8)
 def test_default_packing_pulls_with_one_element_per_slot() -> None:
     plans = plan_batch(1000, EIGHT)
     assert [(p.mode, p.elements, p.total_elements) for p in plans] == [("pull", 8, 8)]
-    assert len(plans[0].to_json()["tasks"]) == 1000
+    assert len(plans[0].worker_plan().tasks) == 1000
 
 
 def test_few_calls_get_no_more_elements_than_calls() -> None:

@@ -5,17 +5,19 @@ import pickle
 import threading
 
 import cloudpickle
+import pytest
 
 from corral.engine.planning import Plan
 from corral.store.batch import BatchStore
+from corral.store.protocol import Claim, WorkerOptions
 from corral.transports import LocalTransport
 from corral.worker.run import element_order, pack_function, run_element
 
 
-def make_batch(tmp_path, fn, calls, plan):
+def make_batch(tmp_path, fn, calls, plan, options=None):
     store = BatchStore.create(str(tmp_path), "t", LocalTransport())
     store.write_batch({}, pack_function(fn), [cloudpickle.dumps(c) for c in calls])
-    store.write_submission(0, plan.to_json(), "#!/bin/bash\n")
+    store.write_submission(0, plan.worker_plan(options), "#!/bin/bash\n")
     return store
 
 
@@ -28,14 +30,14 @@ def noisy(x):
 
 
 def test_pull_order_starts_each_element_at_its_own_offset() -> None:
-    plan = Plan(0, 4, "pull", ((0, 8, 0),), first_element=0, total_elements=4).to_json()
+    plan = Plan(0, 4, "pull", ((0, 8, 0),), first_element=0, total_elements=4).worker_plan()
     assert element_order(plan, 0)[:2] == [(0, 0), (1, 0)]
     assert element_order(plan, 1)[:2] == [(2, 0), (3, 0)]
     assert sorted(element_order(plan, 3)) == [(i, 0) for i in range(8)]
 
 
 def test_static_order_is_the_elements_chunk() -> None:
-    plan = Plan(0, 3, "static", ((0, 7, 0),), chunk=3).to_json()
+    plan = Plan(0, 3, "static", ((0, 7, 0),), chunk=3).worker_plan()
     assert element_order(plan, 2) == [(6, 0)]
 
 
@@ -46,7 +48,7 @@ def test_each_call_runs_once_however_many_elements_pull(tmp_path) -> None:
     ran = run_element(store.path, 0, 0, "J_0")[0] + run_element(store.path, 0, 1, "J_1")[0]
     assert ran == 5
     assert store.finished() == {(i, 0) for i in range(5)}
-    assert store.claimant(3, 0).startswith("J_0 ")
+    assert store.read_claim(3, 0) == Claim("J_0", os.uname().nodename, os.getpid())
 
 
 def test_each_call_reads_its_own_payload(tmp_path) -> None:
@@ -83,13 +85,23 @@ def test_inputs_are_kept_and_folders_private(tmp_path) -> None:
         assert os.stat(os.path.join(store.path, name)).st_mode & 0o077 == 0
 
 
-def test_requeued_element_reruns_what_it_had_claimed(tmp_path, monkeypatch) -> None:
-    store = make_batch(tmp_path, noisy, [((0,), {}), ((1,), {})], Plan(0, 1, "static", ((0, 2, 0),), chunk=2))
-    assert store.claim(0, 0, "J_0 oldhost 1")  # taken before a requeue, never finished
-    assert store.claim(1, 0, "K_0 otherhost 1")  # somebody else's
-    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    assert run_element(store.path, 0, 0, "J_0") == (1, 0, 0)
-    assert store.finished() == {(0, 0)}
+@pytest.mark.parametrize(
+    ("restart_env", "count", "reran"), [("MY_RESTARTS", "1", 1), ("MY_RESTARTS", "0", 0), (None, "1", 0)]
+)
+def test_requeued_element_reruns_what_it_had_claimed(
+    tmp_path, monkeypatch, restart_env, count, reran
+) -> None:
+    """The plan names the variable that says "this is a rerun" (the backend's); a variable
+    the plan does not name means nothing to the worker."""
+    plan = Plan(0, 1, "static", ((0, 2, 0),), chunk=2)
+    store = make_batch(
+        tmp_path, noisy, [((0,), {}), ((1,), {})], plan, WorkerOptions(restart_env=restart_env)
+    )
+    assert store.claim(0, 0, Claim("J_0", "oldhost", 1))  # taken before a requeue, never finished
+    assert store.claim(1, 0, Claim("K_0", "otherhost", 1))  # somebody else's
+    monkeypatch.setenv("MY_RESTARTS", count)
+    assert run_element(store.path, 0, 0, "J_0") == (reran, 0, 0)
+    assert store.finished() == ({(0, 0)} if reran else set())
 
 
 def test_unpicklable_exception_and_result_are_reported_as_text(tmp_path) -> None:

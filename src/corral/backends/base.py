@@ -21,6 +21,7 @@ from typing import ClassVar
 from ..errors import SchedulerError
 from ..job import Condition, Dependency, ElementStatus
 from ..resources import Resources
+from ..store.protocol import Requeue
 from ..transports.base import CommandResult, CommandTimeout, Transport
 
 log = logging.getLogger(__name__)
@@ -113,13 +114,25 @@ class Backend(abc.ABC):
     #: The dependency conditions the scheduler can enforce itself (see ArraySpec.dependency).
     conditions: ClassVar[frozenset[Condition]] = frozenset(Condition)
     #: How a worker has its element run again after a time-limit warning (see
-    #: :mod:`corral.worker.checkpoint`): "scontrol" (SLURM's requeue), "exit" (it exits with
-    #: REQUEUE_EXIT), or None when the backend sends no warning.
-    requeue_method: ClassVar[str | None] = None
+    #: :mod:`corral.worker.checkpoint`), handed to it in every plan; None when the backend
+    #: sends no warning.
+    requeue: ClassVar[Requeue | None] = None
+    #: The environment variable the scheduler sets (to a count, or 1) when it runs an
+    #: element again, so that the worker re-runs the calls the element had taken; None
+    #: when elements never run again.
+    restart_env: ClassVar[str | None] = None
     #: Seconds an element's outcomes may appear after the scheduler reports it final; None:
     #: the engine's policy (outcome_grace, for slow shared filesystems). 0 for a backend
     #: whose elements are final only once their process has exited, outcomes written.
     outcome_grace: ClassVar[float | None] = None
+
+    @property
+    def requeue_method(self) -> tuple[Requeue | None, str | None]:
+        """(requeue, restart_env) for the engine's dict of worker options; never None, so
+        that the engine always passes it on. Only for that dict: it goes when the engine
+        builds a :class:`~corral.store.protocol.WorkerOptions` from ``requeue`` and
+        ``restart_env`` itself (see corral.engine.tracking.legacy_options)."""
+        return self.requeue, self.restart_env
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport

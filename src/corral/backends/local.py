@@ -21,14 +21,18 @@ from typing import ClassVar
 from ..errors import SubmissionError
 from ..job import Dependency, ElementStatus, JobState
 from ..resources import Resources
+from ..store.protocol import Requeue
 from ..transports.base import Transport
 from ..transports.local import LocalTransport
-from ..worker.checkpoint import REQUEUE_EXIT, WARNING_SIGNAL
-from ..worker.run import RESTART_ENV
+from ..worker.checkpoint import WARNING_SIGNAL
 from .base import ArraySpec, Backend, Limits, warning_trap
 
 log = logging.getLogger(__name__)
 
+#: The exit code with which an element asks to run again (after a time-limit warning).
+REQUEUE_EXIT = 99
+#: How many times an element ran again, set in its environment (0 on its first run).
+RESTART_ENV = "CORRAL_RESTART_COUNT"
 KILL_WAIT = 2.0  # seconds between SIGTERM and SIGKILL, like SLURM's KillWait
 TICK = 0.02  # how often running processes are checked
 
@@ -63,7 +67,8 @@ class LocalBackend(Backend):
     """Runs array elements as local processes under a small scheduler thread."""
 
     name = "local"
-    requeue_method = "exit"
+    requeue = Requeue(exit_code=REQUEUE_EXIT)
+    restart_env = RESTART_ENV
     # An element writes its outcomes before its process exits, and the process's exit is
     # what makes it final here: once it is final, what the work dir holds is all there is.
     outcome_grace: ClassVar[float | None] = 0.0

@@ -65,6 +65,9 @@ class SgeBackend(Backend):
     detached = True
     #: ``-hold_jid`` waits for jobs to end, however they end: no afterok or afternotok.
     conditions = frozenset({Condition.ANY})
+    # No time-limit warning is asked of SGE, so no requeue either (requeue stays None); a
+    # task it reruns (qmod -r, a rescheduled node) has RESTARTED=1.
+    restart_env = "RESTARTED"
 
     def __init__(self, transport: Transport) -> None:
         super().__init__(transport)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from ..errors import SchedulerError, SubmissionError
 from ..job import ElementStatus
 from ..resources import Resources
+from ..store.protocol import JOB_ID, Requeue
 from ..transports.base import CommandResult, Transport
 from .base import ArraySpec, Backend, Limits, env_int
 from .slurm_text import (
@@ -48,7 +49,9 @@ class SlurmBackend(Backend):
 
     name = "slurm"
     detached = True
-    requeue_method = "scontrol"
+    # The element's own job id: an array element has one of its own, which scontrol takes.
+    requeue = Requeue(argv=("scontrol", "requeue", JOB_ID), job_id_env="SLURM_JOB_ID")
+    restart_env = "SLURM_RESTART_COUNT"  # how many times the job was requeued
 
     def __init__(self, transport: Transport) -> None:
         super().__init__(transport)

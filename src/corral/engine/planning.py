@@ -2,8 +2,8 @@
 
 Two modes:
 
-* ``static`` (the caller gave ``chunksize``): element k runs calls ``[k*chunk, (k+1)*chunk)``.
-* ``pull`` (the default): about as many elements as there are slots, each claiming calls from
+* STATIC (the caller gave ``chunksize``): element k runs calls ``[k*chunk, (k+1)*chunk)``.
+* PULL (the default): about as many elements as there are slots, each claiming calls from
   the whole batch until none are left. Tiny calls are then done by the first elements to start
   (the rest find nothing and exit; pending ones are cancelled), while long calls spread over
   every slot, with no guess at durations.
@@ -14,11 +14,10 @@ Either way, submissions are split at the cluster's MaxArraySize and MaxSubmitJob
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
 
 from ..backends.base import Limits
-
-Mode = Literal["static", "pull"]
+from ..store.protocol import Mode as Mode  # re-exported: plans are made here
+from ..store.protocol import WorkerOptions, WorkerPlan
 
 
 @dataclass(frozen=True)
@@ -33,15 +32,22 @@ class Plan:
     first_element: int = 0  # pull: this submission's first element among all of the batch's
     total_elements: int = 1  # pull: elements of the batch in all its submissions
 
-    def to_json(self) -> dict[str, Any]:
-        """What the worker reads (see :func:`corral.worker.run.element_order`)."""
-        return {
-            "mode": self.mode,
-            "tasks": [[c, a] for start, end, a in self.ranges for c in range(start, end)],
-            "chunk": self.chunk,
-            "first_element": self.first_element,
-            "total_elements": self.total_elements,
-        }
+    def __post_init__(self) -> None:
+        # Mode("static") is Mode.STATIC: plans written with the plan file's words still work.
+        object.__setattr__(self, "mode", Mode(self.mode))
+
+    def worker_plan(self, options: WorkerOptions | None = None, max_requeues: int = 0) -> WorkerPlan:
+        """What the worker reads (see :func:`corral.worker.run.element_order`), with the
+        batch's ``options`` and how often a call may be requeued from a checkpoint."""
+        return WorkerPlan.build(
+            options or WorkerOptions(),
+            mode=self.mode,
+            tasks=tuple((c, a) for start, end, a in self.ranges for c in range(start, end)),
+            chunk=self.chunk,
+            first_element=self.first_element,
+            total_elements=self.total_elements,
+            max_requeues=max_requeues,
+        )
 
     def covers(self, call: int, attempt: int) -> bool:
         """True when this submission's elements may run attempt ``attempt`` of ``call``."""
@@ -76,14 +82,14 @@ def plan_batch(
         for sub, first in enumerate(range(0, total, cap)):
             count = min(cap, total - first)
             start, end = first * chunksize, min(n_calls, (first + count) * chunksize)
-            plans.append(Plan(sub, count, "static", ((start, end, 0),), chunk=chunksize))
+            plans.append(Plan(sub, count, Mode.STATIC, ((start, end, 0),), chunk=chunksize))
         return plans
     total = max(1, min(n_calls, limits.slots, max_running or n_calls))
     return [
         Plan(
             sub,
             min(cap, total - first),
-            "pull",
+            Mode.PULL,
             ((0, n_calls, 0),),
             first_element=first,
             total_elements=total,
@@ -94,7 +100,7 @@ def plan_batch(
 
 def element_of_call(plan: Plan, call: int) -> int | None:
     """In a static plan, the element that runs ``call``; None for pull plans."""
-    if plan.mode != "static":
+    if plan.mode is not Mode.STATIC:
         return None
     return (call - plan.ranges[0][0]) // plan.chunk
 
@@ -108,4 +114,4 @@ def plan_tasks(
         1, min(len(tasks), limits.slots, max_running or len(tasks), elements_per_submission(limits))
     )
     ranges = tuple((call, call + 1, attempt) for call, attempt in sorted(tasks))
-    return Plan(sub, elements, "pull", ranges, first_element=0, total_elements=elements)
+    return Plan(sub, elements, Mode.PULL, ranges, first_element=0, total_elements=elements)

@@ -19,11 +19,12 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..backends.base import ArraySpec
-from ..errors import CorralError, JobError, UnsafeWorkDirError
+from ..errors import CorralError, FormatError, JobError, UnsafeWorkDirError
 from ..job import Attempt, ElementStatus, JobState, describe_attempts
 from ..resources import Resources
 from ..retry import RetryPolicy
-from ..store.batch import CLIENT_CANCEL, BatchStore, Outcome
+from ..store.batch import BatchStore, Outcome
+from ..store.protocol import Claim, Mode, WorkerOptions, WorkerPlan
 from .dependencies import Needs
 from .elements import SubState as SubState  # re-exported: the engine takes it from here
 from .endings import ended_job_error
@@ -60,26 +61,32 @@ class BatchState:
         max_running: int | None = None,
         after: BatchState | None = None,
         needs: Needs | None = None,
-        worker_options: dict[str, Any] | None = None,
+        worker_options: WorkerOptions | dict[str, Any] | None = None,
         explain: Callable[[ElementStatus, str], ElementStatus] | None = None,
+        futures: list[CorralFuture] | None = None,
     ) -> None:
         self.store = store
         self.name = name  # the function's name, which its jobs carry
         self.max_running = max_running  # the throttle its arrays (and resubmissions) get
         self.after = after  # not submitted before this batch is done
         self.needs = needs  # calls of other batches it runs after (the scheduler's dependency)
-        self.worker_options = worker_options or {}  # added to each submission's plan
+        if isinstance(worker_options, dict):
+            worker_options = legacy_options(worker_options)
+        self.worker_options = worker_options or WorkerOptions()  # in each submission's plan
         # How the backend reads an element's end from its stderr (a memory kill, say).
         self.explain = explain or (lambda status, stderr: status)
         self.subs = subs
         self.attempts = [0] * n_calls
-        self.futures: list[CorralFuture] = [CorralFuture(self, i) for i in range(n_calls)]
+        # The pending futures of a burst of submits become this batch's (engine/coalesce.py).
+        self.futures: list[CorralFuture] = futures or [CorralFuture(self, i) for i in range(n_calls)]
+        for call, future in enumerate(futures or ()):
+            future.bind(self, call)
         self.resolved: set[int] = set()
         self.claimed: set[tuple[int, int]] = set()  # by elements or by the client
         self.client_claims: set[tuple[int, int]] = set()
         self.first_claim_at: float | None = None  # when we first saw a call start
         self._seen_results: set[tuple[int, int]] = set()
-        self._claimants: dict[tuple[int, int], str] = {}
+        self._claimants: dict[tuple[int, int], str | None] = {}  # None: not an element's claim
         self._owner = owner
         self.retry = retry or RetryPolicy(max_retries=0)
         self.history: dict[int, list[Attempt]] = {}  # failed attempts, by call
@@ -95,10 +102,10 @@ class BatchState:
     def cancel_element(self, call: int) -> bool:
         return self._owner.cancel_job_of(self, call)
 
-    def plan_json(self, plan: Plan, resources: Resources) -> dict[str, Any]:
+    def worker_plan(self, plan: Plan, resources: Resources) -> WorkerPlan:
         """What the worker reads for one submission: its plan, the batch's options, and how
         often a call may be requeued from a checkpoint."""
-        return {**plan.to_json(), **self.worker_options, "max_requeues": resources.requeues}
+        return plan.worker_plan(self.worker_options, resources.requeues)
 
     def save_submission(self, plan: Plan, spec: ArraySpec, script: str) -> str:
         """Write a submission's plan (with the batch's options), script, and what attach
@@ -106,7 +113,7 @@ class BatchState:
         from .submitting import pack_submission
 
         return self.store.write_submission(
-            plan.sub, self.plan_json(plan, spec.resources), script, pack_submission(plan, spec)
+            plan.sub, self.worker_plan(plan, spec.resources), script, pack_submission(plan, spec)
         )
 
     def task(self, call: int) -> tuple[int, int]:
@@ -128,11 +135,16 @@ class BatchState:
     def _element_of(self, task: tuple[int, int]) -> str | None:
         """The element named in a claim, read once and then remembered."""
         if task not in self._claimants:
-            who = self.store.claimant(*task)
-            if who is None:
+            try:
+                claim = self.store.read_claim(*task)
+            except FormatError as exc:  # not one corral wrote: no element's, once and for all
+                log.warning("%s", exc)
+                self._claimants[task] = None
                 return None
-            self._claimants[task] = who
-        return self._claimants[task].split(" ", 1)[0]
+            if claim is None:
+                return None  # not written yet: read again next time
+            self._claimants[task] = None if claim.by_client else claim.element
+        return self._claimants[task]
 
     def job_id_of(self, call: int) -> str | None:
         who = self.claimant(call)
@@ -164,7 +176,7 @@ class BatchState:
         """For a static plan, the submission and element index that run ``call``."""
         task = self.task(call)
         for sub in self.subs:
-            if sub.plan.mode == "static" and sub.covers(task):
+            if sub.plan.mode is Mode.STATIC and sub.covers(task):
                 return sub, element_of_call(sub.plan, call)
         return None, None
 
@@ -372,7 +384,7 @@ class BatchState:
         task = self.task(call)
         if call in self.resolved or task in self.claimed:
             return False
-        if not self.store.claim(*task, CLIENT_CANCEL):
+        if not self.store.claim(*task, Claim.CLIENT_CANCEL):
             self.claimed.add(task)
             return False
         self.claimed.add(task)
@@ -383,3 +395,14 @@ class BatchState:
 
 def now() -> float:
     return time.monotonic()
+
+
+def legacy_options(options: dict[str, Any]) -> WorkerOptions:
+    """The dict of worker options engine/cluster.py still builds (``"requeue"`` holding the
+    backend's ``requeue_method``: (requeue, restart_env)), as WorkerOptions. Transition
+    only: it goes (with Backend.requeue_method) once cluster.py passes WorkerOptions."""
+    requeue, restart_env = options.get("requeue") or (None, None)
+    return WorkerOptions(
+        strict=bool(options.get("strict")), stdin=bool(options.get("stdin")), requeue=requeue,
+        restart_env=restart_env,
+    )  # fmt: skip

@@ -33,7 +33,8 @@ from ..engine.tracking import BatchState, SubState
 from ..errors import CorralError, job_error
 from ..job import Attempt, ElementStatus, JobState
 from ..retry import RetryPolicy
-from ..store.batch import CLIENT_CANCEL, BatchStore
+from ..store.batch import BatchStore
+from ..store.claims import claim_of
 from ..store.records import find_batch, work_root
 from ..transports.local import LocalTransport
 from ..trust import check_batch_dir
@@ -92,7 +93,8 @@ def attach(batch: str, *, directory: str | None = None, backend: str | Backend |
     path = find_batch(batch, work_root(directory))
     check_batch_dir(path)  # before its manifest picks the backend
     root = os.path.dirname(path)
-    store_name = BatchStore(path, LocalTransport()).read_manifest().get("backend")
+    # Another format's batch is refused before anything else of it is read.
+    store_name = BatchStore(path, LocalTransport()).check_format().get("backend")
     if isinstance(backend, Backend):
         cluster = Cluster(backend, root)
     else:
@@ -108,12 +110,12 @@ def rebuild(cluster: Cluster, path: str) -> BatchState:
     must be the user's alone (:func:`corral.trust.check_batch_dir`): its pickles are loaded."""
     check_batch_dir(path)
     store = BatchStore(path, cluster.backend.transport)
+    manifest = store.check_format()  # another format's batch: refused before anything is read
     store.sweep_temporaries()  # what writers killed with the old client left behind
     try:
         settings = cloudpickle.loads(store.read_engine())
     except FileNotFoundError:
         raise CorralError(f"{path} was written by an older corral: it cannot be attached to") from None
-    manifest = store.read_manifest()
     batch = BatchState(
         store, int(manifest["calls"]), [], cluster, settings["retry"] or RetryPolicy(0),
         name=settings["name"], max_running=settings["max_running"],
@@ -144,7 +146,8 @@ def _keep_cancels(batch: BatchState) -> None:
     take their claims for an element's)."""
     finished = batch.store.finished()
     for call, attempt in batch.store.claimed() - finished:
-        if attempt == batch.attempts[call] and batch.store.claimant(call, attempt) == CLIENT_CANCEL:
+        claim = claim_of(batch.store, call, attempt) if attempt == batch.attempts[call] else None
+        if claim is not None and claim.by_client:
             batch.cancelled_before(call)
             mark_cancelled(batch.futures[call])
 
@@ -155,18 +158,16 @@ def _running_here(store: BatchStore) -> set[str]:
     host = os.uname().nodename
     alive: set[str] = set()
     for task in store.claimed():  # an element between two calls holds no unfinished claim
-        element, _, where = (store.claimant(*task) or "").partition(" ")
-        if element in alive:
+        claim = claim_of(store, *task)
+        if claim is None or claim.by_client or claim.element in alive or claim.host != host:
             continue
-        name, _, pid = where.partition(" ")
-        if name == host and pid.isdigit():
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                continue
-            except PermissionError:
-                pass  # someone else's process has that pid now: alive, as far as we can tell
-            alive.add(element)
+        try:
+            os.kill(claim.pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass  # someone else's process has that pid now: alive, as far as we can tell
+        alive.add(claim.element)
     return alive
 
 

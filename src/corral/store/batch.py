@@ -6,18 +6,20 @@ Layout (every folder 0700, every file written atomically: temporary file, then r
       <batch>/                    one folder per batch, e.g. square-20261121-140312-<24 hex digits>,
                                   created exclusively (never reused); the root and each batch
                                   folder must be the user's alone (see corral.trust)
-        manifest.json             what the batch is: function name, call count, backend, creation time
+        manifest.json             what the batch is: work-dir format version (see corral.store.protocol),
+                                  function name, call count, backend, creation time
         engine.pkl                the engine's settings for it (retry policy, worker options), so
                                   that corral.attach can watch it from another process
         function.pkl              the function, stored once (cloudpickle), with the client's sys.path
         calls.bin  calls.idx      one small payload per call, (args, kwargs), packed into one
                                   file with an index of offsets: one file to create, not N
         subs/<s>.json             submission s: which calls its array elements may take, and how
+                                  (a corral.store.protocol.WorkerPlan)
         subs/<s>.sh               the exact job script submitted
         subs/<s>.pkl              submission s as the engine knows it (plan and spec), for attach
         subs/<s>.job              the scheduler's job id for submission s
-        claims/<i>.<a>            who took attempt a of call i ("<element> <host> <pid>", or
-                                  "client-cancel"); created exclusively, so each attempt runs once
+        claims/<i>.<a>            who took attempt a of call i (a corral.store.protocol.Claim);
+                                  created exclusively, so each attempt runs once
         logs/<i>.<a>.out|err      the call's own stdout and stderr
         logs/job-<job>_<k>.out|err   array element k's stdout and stderr, as the scheduler wrote them
         results/<i>.<a>.pkl       the call's outcome: a data record (one JSON line: ok, exception
@@ -43,9 +45,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..errors import FormatError
 from ..transports.base import Transport
-
-CLIENT_CANCEL = "client-cancel"
+from .protocol import FORMAT_VERSION, Claim, WorkerPlan, check_format
 
 
 def default_root() -> str:
@@ -165,6 +167,8 @@ class BatchStore:
         return sum(self.transport.sweep_temporaries(self._p(f) if f else self.path) for f in folders)
 
     def write_batch(self, manifest: dict[str, Any], function: bytes, calls: list[bytes]) -> None:
+        """Store the batch's function and calls, then its manifest (last: a folder counts as
+        a batch once it has one), stamped with the format version this corral writes."""
         offsets = array.array("Q", [0])
         for data in calls:
             offsets.append(offsets[-1] + len(data))
@@ -175,15 +179,21 @@ class BatchStore:
                 (self._p("function.pkl"), function),
                 (self._p("calls.bin"), b"".join(calls)),
                 (self._p("calls.idx"), offsets.tobytes()),
-                (self._p("manifest.json"), json.dumps(manifest, indent=1).encode()),
+                (
+                    self._p("manifest.json"),
+                    json.dumps({**manifest, "format": FORMAT_VERSION}, indent=1).encode(),
+                ),
             ]
         )
 
-    def write_submission(self, sub: int, plan: dict[str, Any], script: str, engine: bytes = b"") -> str:
+    def write_submission(self, sub: int, plan: WorkerPlan, script: str, engine: bytes = b"") -> str:
         """Store submission ``sub``'s plan and script, and what the engine needs to watch it
         again from another process (``engine``, pickled); return the script's path."""
         script_path = self._p("subs", f"{sub}.sh")
-        files = [(self._p("subs", f"{sub}.json"), json.dumps(plan).encode()), (script_path, script.encode())]
+        files = [
+            (self._p("subs", f"{sub}.json"), json.dumps(plan.to_json()).encode()),
+            (script_path, script.encode()),
+        ]
         if engine:
             files.append((self._p("subs", f"{sub}.pkl"), engine))
         self.transport.write_many(files)
@@ -218,21 +228,28 @@ class BatchStore:
         start, end = self._offsets[call], self._offsets[call + 1]
         return self.transport.read_range(self._p("calls.bin"), start, end - start)
 
-    def read_plan(self, sub: int) -> dict[str, Any]:
-        plan: dict[str, Any] = json.loads(self.transport.read_bytes(self._p("subs", f"{sub}.json")))
-        return plan
+    def read_plan(self, sub: int) -> WorkerPlan:
+        """Submission ``sub``'s plan; :class:`~corral.errors.FormatError` naming the file
+        for one this corral did not write."""
+        path = self._p("subs", f"{sub}.json")
+        return WorkerPlan.from_json(self.transport.read_bytes(path), path)
 
     # -- tasks: claims, logs, outcomes ---------------------------------------------------------
 
-    def claim(self, call: int, attempt: int, who: str) -> bool:
+    def claim(self, call: int, attempt: int, who: Claim) -> bool:
         """Take attempt ``attempt`` of ``call`` for ``who``; False if someone already has."""
         return self.transport.create_exclusive(self._p("claims", task_name(call, attempt)), who.encode())
 
-    def claimant(self, call: int, attempt: int) -> str | None:
+    def read_claim(self, call: int, attempt: int) -> Claim | None:
+        """Who took the attempt; None when nobody has, or the claim is still being written
+        (it is created empty, then written). :class:`~corral.errors.FormatError` for a claim
+        that is not one corral writes."""
+        path = self._p("claims", task_name(call, attempt))
         try:
-            return self.transport.read_bytes(self._p("claims", task_name(call, attempt))).decode()
+            data = self.transport.read_bytes(path)
         except FileNotFoundError:
             return None
+        return Claim.parse(data, path) if data else None
 
     def claimed(self) -> set[tuple[int, int]]:
         return _task_names(self.transport.listdir(self._p("claims")))
@@ -313,8 +330,23 @@ class BatchStore:
     # -- reading, for the command line (corral.records) ----------------------------------------
 
     def read_manifest(self) -> dict[str, Any]:
-        """The batch's manifest (``FileNotFoundError`` when it has none yet)."""
+        """The batch's manifest, whatever its format (``FileNotFoundError`` when it has none
+        yet); see :meth:`check_format` before reading anything else."""
         manifest: dict[str, Any] = json.loads(self.transport.read_bytes(self._p("manifest.json")))
+        return manifest
+
+    def check_format(self) -> dict[str, Any]:
+        """The manifest of a batch written in this corral's format:
+        :class:`~corral.errors.FormatVersionError` for another version,
+        :class:`~corral.errors.FormatError` for a manifest that is not one. Every reader calls
+        this before it reads anything else of the batch."""
+        try:
+            manifest = self.read_manifest()
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise FormatError(
+                f"{self.path}/manifest.json is not a corral manifest: {exc}", path=self.path
+            ) from None
+        check_format(manifest, self.path)
         return manifest
 
     def submissions(self) -> list[int]:

@@ -1,10 +1,11 @@
 """Who took a call, from its claim file, and whether that process is certainly gone.
 
-An array element claims a call by creating ``claims/<i>.<a>`` holding ``"<element> <host>
-<pid>"`` (see :mod:`corral.worker.run`). Without asking a scheduler, a reader can still tell that
-a call will never finish when its element ran on *this* machine and the process is gone:
-the script that ran it was interrupted (Ctrl-C killed its local processes) or the process
-was killed. Other hosts' processes cannot be seen from here, so for them nothing is claimed.
+An array element claims a call by creating ``claims/<i>.<a>`` holding a
+:class:`~corral.store.protocol.Claim` (see :mod:`corral.worker.run`). Without asking a
+scheduler, a reader can still tell that a call will never finish when its element ran on
+*this* machine and the process is gone: the script that ran it was interrupted (Ctrl-C
+killed its local processes) or the process was killed. Other hosts' processes cannot be
+seen from here, so for them nothing is claimed.
 
 A pid alone is not enough: pids are reused (``pid_max`` is 32768 on many systems), and a
 process that has exited but was not reaped (a zombie) still has one. On Linux the claimant's
@@ -16,77 +17,55 @@ from __future__ import annotations
 
 import math
 import os
-import re
-from dataclasses import dataclass
 
+from ..errors import FormatError
 from .batch import BatchStore, task_name
-
-# Element ids are made by corral ("4242_0", "L3_1"); anything else in a claim file is not
-# used, so that a planted claim cannot name a log outside the batch's logs folder.
-_ELEMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", re.ASCII)
-_PID = re.compile(r"[1-9][0-9]{0,9}", re.ASCII)
-_PID_LIMIT = 2**31  # pids are C ints; a larger number is not one
+from .protocol import Claim, is_element_id
 
 #: How much earlier than its real start a process's start time read from /proc can appear
 #: (the boot time there is whole seconds) plus room for the claim file's timestamp.
 _START_SLACK = 2.0
 
 
-@dataclass(frozen=True)
-class Claimant:
-    """The process that claimed a call, as its claim file names it."""
-
-    element: str  # the array element's id, safe to use in a file name
-    host: str  # os.uname().nodename where it ran
-    pid: int
-
-
-def parse_claim(text: str) -> Claimant | None:
-    """``"4242_0 node1 99"`` -> Claimant; None for anything else (``client-cancel``, an
-    empty or foreign claim)."""
-    parts = text.split()
-    if len(parts) != 3 or not _ELEMENT.fullmatch(parts[0]) or not _PID.fullmatch(parts[2]):
-        return None
-    pid = int(parts[2])
-    return Claimant(parts[0], parts[1], pid) if pid < _PID_LIMIT else None
-
-
-def claim_text(store: BatchStore, call: int, attempt: int) -> str:
-    """The text of the attempt's claim; "" when it has none or it is not text."""
+def claim_of(store: BatchStore, call: int, attempt: int) -> Claim | None:
+    """The attempt's claim (:meth:`BatchStore.read_claim`); None when it has none, or one
+    that cannot be read or is not one corral writes: a reader for people shows the call as
+    not taken rather than fail."""
     try:
-        return store.claimant(call, attempt) or ""
-    except (OSError, ValueError):
-        return ""
+        return store.read_claim(call, attempt)
+    except (OSError, FormatError):
+        return None
 
 
-def claimant_gone(store: BatchStore, call: int, attempt: int, claimant: Claimant | None) -> bool:
-    """:func:`process_gone` for the claimant of an attempt of a call in ``store`` (local)."""
-    if claimant is None:
+def claimant_gone(store: BatchStore, call: int, attempt: int, claim: Claim | None) -> bool:
+    """:func:`process_gone` for the element that claimed an attempt of a call in ``store`` (local)."""
+    if claim is None or claim.by_client:
         return False
     try:
         claimed_at = os.stat(os.path.join(store.path, "claims", task_name(call, attempt))).st_mtime
     except OSError:
         return False
-    return process_gone(claimant, claimed_at)
+    return process_gone(claim, claimed_at)
 
 
 def element_of(store: BatchStore, call: int, attempt: int) -> str:
     """The array element that took the attempt, from its claim, else from the attempt's
     record (a job that died before the claim was read); "" when neither names one."""
-    claimant = parse_claim(claim_text(store, call, attempt))
-    if claimant is not None:
-        return claimant.element
+    claim = claim_of(store, call, attempt)
+    if claim is not None and not claim.by_client:
+        return claim.element
     if (call, attempt) not in store.recorded():
         return ""
     try:
         job = store.read_attempt(call, attempt).get("job_id")
     except (OSError, ValueError, AttributeError):
         return ""
-    return job if isinstance(job, str) and _ELEMENT.fullmatch(job) else ""
+    # Only an id corral makes: a planted record must not name a log outside logs/.
+    return job if isinstance(job, str) and is_element_id(job) else ""
 
 
-def process_gone(claimant: Claimant, claimed_at: float) -> bool:
-    """True when ``claimant`` ran on this machine and its process no longer runs: no process
+def process_gone(claimant: Claim, claimed_at: float) -> bool:
+    """True when the element of ``claimant`` ran on this machine and its process no longer runs: no process
     has its pid, or the one that has it is a zombie or started after ``claimed_at`` (seconds
     since the epoch, the claim file's time), so it is another process that got the pid.
     False whenever that cannot be known (another host, /proc unreadable)."""

@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import resolve
-from ..errors import ERROR_FOR_STATE, CorralError, JobLostError
+from ..errors import ERROR_FOR_STATE, CorralError, FormatError, JobLostError
 from ..job import JobState
 from ..transports.local import LocalTransport
 from ..trust import check_private_dir
-from .batch import CLIENT_CANCEL, BatchStore, Outcome, default_root, task_name
-from .claims import claim_text, claimant_gone, element_of, parse_claim
+from .batch import BatchStore, Outcome, default_root, task_name
+from .claims import claim_of, claimant_gone, element_of
 
 #: How many batch names an error message lists before it says "and N more".
 _SHOWN = 10
@@ -254,12 +254,12 @@ def _open(path: str) -> tuple[BatchStore, dict[str, Any], int]:
     if os.path.isdir(store.path):
         check_private_dir(store.path)
     try:
-        manifest = store.read_manifest()
-        if not isinstance(manifest, dict):
-            raise TypeError(f"a JSON {type(manifest).__name__}, not an object")
+        manifest = store.check_format()  # a batch of another format: its one-line error, nothing read
         calls = int(manifest["calls"])
     except FileNotFoundError:
         raise CorralError(f"{store.path} is not a corral batch folder (it has no manifest.json)") from None
+    except FormatError:
+        raise  # it says what the batch is, as it is
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise CorralError(f"{store.path}/manifest.json cannot be read: {exc!r}") from exc
     # The calls' offsets file holds one offset more than there are calls: a manifest that
@@ -288,14 +288,9 @@ def _planned(store: BatchStore, sub: int) -> list[tuple[int, int]]:
     """The (call, attempt) pairs submission ``sub`` plans; none from a plan that is not one
     (its other files still say how its calls stand)."""
     try:
-        tasks = store.read_plan(sub).get("tasks", ())
-    except (OSError, ValueError, AttributeError):
+        return list(store.read_plan(sub).tasks)
+    except (OSError, ValueError):  # FormatError is a ValueError
         return []
-    found = []
-    for task in tasks if isinstance(tasks, list) else ():
-        if isinstance(task, list) and len(task) == 2 and all(type(n) is int for n in task):
-            found.append((task[0], task[1]))
-    return found
 
 
 def _latest_status(store: BatchStore, folder: _Folder, call: int) -> tuple[CallStatus, int, Outcome | None]:
@@ -319,10 +314,10 @@ def _status(store: BatchStore, folder: _Folder, call: int, attempt: int) -> tupl
     if task in folder.recorded:
         return CallStatus.FAILED, None
     if task in folder.claimed:
-        text = claim_text(store, call, attempt)
-        if text == CLIENT_CANCEL:
+        claim = claim_of(store, call, attempt)
+        if claim is not None and claim.by_client:
             return CallStatus.CANCELLED, None
-        if claimant_gone(store, call, attempt, parse_claim(text)):
+        if claimant_gone(store, call, attempt, claim):
             return CallStatus.LOST, None
         return CallStatus.RUNNING, None
     return CallStatus.PENDING, None

@@ -8,9 +8,10 @@ A job asks its scheduler for a warning signal (SIGUSR1) some time before its tim
   run of the call (after the job is requeued, or in a resubmitted job) starts from there;
 * any other call is left to finish if it can in the time left after a warning; SIGTERM
   ends it, as it always did;
-* no new call starts. After a warning, an element with work left asks to be requeued (on
-  SLURM ``scontrol requeue``, elsewhere a special exit code); after SIGTERM it just ends:
-  a preempted job is requeued by the scheduler, a cancelled one is not.
+* no new call starts. After a warning, an element with work left asks to be requeued, as
+  its backend says in the plan (a command to run, or an exit code: see
+  :class:`corral.store.protocol.Requeue`); after SIGTERM it just ends: a preempted job is
+  requeued by the scheduler, a cancelled one is not.
 
 A call is requeued from a checkpoint at a time limit at most ``max_requeues`` times; after
 that it runs on and, if it does not finish, fails with the time-limit error.
@@ -26,8 +27,6 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-#: The exit code that asks the local backend and Grid Engine to run the element again.
-REQUEUE_EXIT = 99
 #: The signal the scheduler sends ``signal_grace`` seconds before the time limit.
 WARNING_SIGNAL = signal.SIGUSR1
 

@@ -4,13 +4,18 @@ One array element of submission SUB of the batch in BATCH_DIR. It reads its subm
 and takes calls one by one, each by creating its claim file exclusively, so that no call runs
 twice however many elements pull from the same batch:
 
-* ``static`` plans give element k the calls ``tasks[k*chunk:(k+1)*chunk]``;
-* ``pull`` plans let every element take any unclaimed call, each starting at its own offset,
+* STATIC plans give element k the calls ``tasks[k*chunk:(k+1)*chunk]``;
+* PULL plans let every element take any unclaimed call, each starting at its own offset,
   so that uneven or unknown durations balance themselves and late elements find little to do.
 
 Each call's stdout and stderr go to their own files, and its outcome (the value, or the
 exception with its formatted traceback) is written atomically. Inputs are never deleted: a
 requeued element starts again and re-runs the calls it had claimed but not finished.
+
+The plan (a :class:`corral.store.protocol.WorkerPlan`) also carries what the backend wants of
+the worker, as data: how to have the element run again after a time-limit warning
+(:class:`~corral.store.protocol.Requeue`) and which environment variable says it is a rerun.
+This module names no scheduler.
 """
 
 from __future__ import annotations
@@ -28,18 +33,20 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
+from ..errors import FormatError
 from ..store.batch import BatchStore, Outcome
 from ..store.pickling import dumps
+from ..store.protocol import Claim, Mode, Requeue, WorkerPlan
 from ..transports.local import LocalTransport
 from ..trust import check_batch_dir
-from .checkpoint import REQUEUE_EXIT, Checkpointable, Interrupted, Resume, StopSignals
+from .checkpoint import Checkpointable, Interrupted, Resume, StopSignals
 
 #: Set while a call runs in this process (the sequential backend); the env var covers jobs.
 _current_element: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "corral_current_element", default=None
 )
 IN_JOB_ENV = "CORRAL_IN_JOB"
-RESTART_ENV = "CORRAL_RESTART_COUNT"  # set by the local backend when it runs an element again
+REQUEUE_TIMEOUT = 60.0  # seconds the requeue command may take
 
 
 def inside_job() -> str | None:
@@ -71,14 +78,12 @@ class ElementRun(NamedTuple):
     exit_code: int  # 1 when one failed and its plan is strict, else 0
 
 
-def element_order(plan: dict[str, Any], index: int) -> list[tuple[int, int]]:
+def element_order(plan: WorkerPlan, index: int) -> list[tuple[int, int]]:
     """The calls element ``index`` of a submission tries, in order."""
-    tasks = [(int(c), int(a)) for c, a in plan["tasks"]]
-    if plan["mode"] == "static":
-        chunk = int(plan["chunk"])
-        return tasks[index * chunk : (index + 1) * chunk]
-    total = max(1, int(plan["total_elements"]))
-    offset = (int(plan["first_element"]) + index) * len(tasks) // total
+    tasks = list(plan.tasks)
+    if plan.mode is Mode.STATIC:
+        return tasks[index * plan.chunk : (index + 1) * plan.chunk]
+    offset = (plan.first_element + index) * len(tasks) // plan.total_elements
     return tasks[offset:] + tasks[:offset]
 
 
@@ -100,21 +105,18 @@ def run_element(
     the element between calls, or interrupt a checkpointable call (see
     :mod:`corral.worker.checkpoint`); an element with work left after a warning asks to be requeued."""
     store = BatchStore(batch_dir, LocalTransport())
-    fn = unpack_function(store.read_function())
+    store.check_format()  # a batch of another format: refused before anything of it is read
     plan = store.read_plan(sub)
-    if plan.get("stdin"):
+    fn = unpack_function(store.read_function())
+    if plan.stdin:
         fn = functools.partial(fn, sys.stdin.read().removesuffix("\n") if stdin is None else stdin)
     signals = signals or StopSignals()
-    # SLURM counts restarts of a requeued job; Grid Engine sets RESTARTED=1 on a rerun; the
-    # local backend sets CORRAL_RESTART_COUNT.
-    restarted = any(
-        (os.environ.get(name) or "0") not in ("", "0")
-        for name in ("SLURM_RESTART_COUNT", "RESTARTED", RESTART_ENV)
-    )
-    who = f"{element} {os.uname().nodename} {os.getpid()}"
+    # The backend names the variable its scheduler sets (to a count, or 1) on a rerun.
+    restarted = plan.restart_env is not None and (os.environ.get(plan.restart_env) or "0") != "0"
+    who = Claim(element, os.uname().nodename, os.getpid())
     ran = failed = 0
     # A call that failed in a run before a requeue still fails a strict element.
-    failed_before = _failed_before(store, plan, index, element) if restarted and plan.get("strict") else 0
+    failed_before = _failed_before(store, plan, index, element) if restarted and plan.strict else 0
     left = False  # a call of this element was interrupted, or never started for lack of time
     for call, attempt in element_order(plan, index):
         if signals.stopping:  # no time to start anything: is there anything left to start?
@@ -131,7 +133,7 @@ def run_element(
         try:
             outcome = run_call(
                 store, fn, call, attempt, element, redirect=redirect, signals=signals,
-                max_requeues=int(plan.get("max_requeues", 0)), resumed=not fresh or attempt > 0,
+                max_requeues=plan.max_requeues, resumed=not fresh or attempt > 0,
             )  # fmt: skip
         finally:
             _current_element.reset(token)
@@ -142,15 +144,15 @@ def run_element(
         ran += 1
         failed += not outcome.ok
     # A strict plan (jobs others wait for with afterok) reports a failed call to the scheduler.
-    exit_code = 1 if (failed or failed_before) and plan.get("strict") else 0
-    if signals.warned and not signals.terminated and left and plan.get("requeue"):
-        exit_code = _requeue(str(plan["requeue"]), element)
+    exit_code = 1 if (failed or failed_before) and plan.strict else 0
+    if signals.warned and not signals.terminated and left and plan.requeue is not None:
+        exit_code = requeue(plan.requeue, element)
     elif signals.terminated:
         exit_code = 128 + signal.SIGTERM
     return ElementRun(ran, failed, exit_code)
 
 
-def _failed_before(store: BatchStore, plan: dict[str, Any], index: int, element: str) -> int:
+def _failed_before(store: BatchStore, plan: WorkerPlan, index: int, element: str) -> int:
     """Calls this element ran and saw fail in an earlier run (before it was requeued)."""
     finished = store.finished()
     mine = [t for t in element_order(plan, index) if t in finished and _taken_by(store, t, element)]
@@ -159,22 +161,31 @@ def _failed_before(store: BatchStore, plan: dict[str, Any], index: int, element:
 
 def _taken_by(store: BatchStore, task: tuple[int, int], element: str) -> bool:
     """True when ``element`` claimed ``task`` (in this run or one before a requeue)."""
-    return (store.claimant(*task) or "").startswith(element + " ")
+    try:
+        claim = store.read_claim(*task)
+    except FormatError:  # not one corral wrote: not this element's
+        return False
+    return claim is not None and claim.element == element
 
 
-def _requeue(how: str, element: str) -> int:
-    """Ask the scheduler to run this element again; return the exit code to end with."""
-    if how != "scontrol":
-        return REQUEUE_EXIT  # the local backend and Grid Engine rerun an element that exits so
-    job = os.environ.get("SLURM_JOB_ID", "")  # the element's own id
+def requeue(how: Requeue, element: str) -> int:
+    """Ask the scheduler, as the backend said, to run this element again; return the exit
+    code to end with."""
+    if how.exit_code is not None:
+        return how.exit_code  # the backend reruns an element that exits so
+    job = os.environ.get(how.job_id_env, "")  # the element's own job id
     sys.stderr.write(f"corral: time limit near; requeueing {element} (job {job}) to finish its calls\n")
     sys.stderr.flush()
-    import subprocess
+    import subprocess  # only here: a worker's start-up time is every job's
 
-    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    try:  # an argv, never a shell
+        result = subprocess.run(how.command(job), capture_output=True, text=True, timeout=REQUEUE_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        sys.stderr.write(f"corral: could not requeue {element}: {exc}\n")
+        return 1
     if result.returncode == 0:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the requeue's SIGTERM may end us now
-        time.sleep(120)  # the requeue stops this process; if it has not yet, end anyway
+        time.sleep(how.settle)  # the requeue stops this process; if it has not yet, end anyway
         return 0
     sys.stderr.write(f"corral: could not requeue {element}: {result.stderr.strip()}\n")
     return 1
@@ -317,4 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
     signals = StopSignals()
     signals.install()
-    return run_element(batch_dir, int(sub), int(index), element, signals=signals).exit_code
+    try:
+        return run_element(batch_dir, int(sub), int(index), element, signals=signals).exit_code
+    except FormatError as exc:  # another format's batch, or a plan this corral did not write
+        sys.stderr.write(f"corral: {exc}\n")
+        return 2
