@@ -29,8 +29,9 @@ from ..job import Condition, ElementStatus, JobState
 from ..resources import Resources
 from ..store.batch import BatchStore, default_root
 from . import budget
+from .coalesce import Coalescer, Pending
 from .dispatch import Dispatcher
-from .futures import mark_cancelled
+from .futures import CorralFuture, mark_cancelled
 from .pacing import release_idle, widen
 from .planning import plan_batch
 from .policy import PollPolicy
@@ -63,17 +64,20 @@ class Cluster:
         self._thread: threading.Thread | None = None
         self._last_activity = 0.0  # when a batch was submitted or a call started or ended
         self._dispatch = Dispatcher(backend, self.policy, self._live_elements)
+        self._coalescer = Coalescer(self._kick)
 
     # -- submitting -----------------------------------------------------------------------------
 
-    def submit(self, request: Request) -> BatchState:
+    def submit(self, request: Request, futures: list[CorralFuture] | None = None) -> BatchState:
         """Write the request's calls to a new batch folder and submit them as array jobs: the
         engine's one door (see :mod:`corral.engine.request`). Everything that can fail before
         the scheduler sees the batch (the budget, pickling, limits) fails here, and a refused
         submission cancels the parts already submitted. A batch with a ``throttle`` keeps, with
         the other batches sharing it, to the limit of its executor or pool (see
         :mod:`corral.engine.throttle`); one with ``needs`` is submitted with the scheduler's
-        dependency on those calls' jobs (see :mod:`corral.engine.dependencies`)."""
+        dependency on those calls' jobs (see :mod:`corral.engine.dependencies`). ``futures``
+        are the pending futures of a burst of submits (see :mod:`corral.engine.coalesce`),
+        which the batch takes as its own."""
         guard_nested(request.allow_nested)
         needs = request.needs
         if needs is not None and needs.condition not in self.backend.conditions:
@@ -104,7 +108,7 @@ class Cluster:
             options["requeue"] = self.backend.requeue_method
         batch = BatchState(
             store, len(payloads), [], self, request.retry, name=name, max_running=max_running,
-            needs=needs, worker_options=options, explain=self.backend.explain_end,
+            needs=needs, worker_options=options, explain=self.backend.explain_end, futures=futures,
         )  # fmt: skip
         store.write_engine(pack_engine(name, max_running, batch.retry, options))
         probing = probes(plans)
@@ -228,8 +232,39 @@ class Cluster:
 
     # -- the poll loop --------------------------------------------------------------------------
 
+    def gather(
+        self, key: Any, template: Request, submitted: Callable[[BatchState], None], *, explicit: bool = False
+    ) -> Pending:
+        """The pending batch that a call submitted on its own joins (see
+        :mod:`corral.engine.coalesce`): the open one for ``key`` (a tuple whose first item is
+        the front-end), else a new one for ``template`` (a request without calls).
+        ``submitted`` is called with the batch once it is submitted."""
+        return self._coalescer.join(key, lambda: Pending(template, self.submit, submitted, explicit=explicit))
+
+    def flush(self, owner: Any = None) -> None:
+        """Submit now the pending batches of the front-end ``owner`` (of all, when None)."""
+        self._coalescer.flush_all(owner)
+
+    def end_gathering(self, key: Any, *, submit: bool = True) -> None:
+        """Submit the pending batch of ``key`` now (an explicit block ended), or cancel its
+        calls (the block raised)."""
+        pending = self._coalescer.detach(key)
+        if pending is not None:
+            pending.flush() if submit else pending.discard()
+
+    def discard(self, owner: Any) -> None:
+        """Cancel the pending calls of the front-end ``owner`` (see :meth:`gather`)."""
+        self._coalescer.discard_all(owner)
+
+    def _kick(self) -> None:
+        """A pending batch appeared: the poll loop must run, and watch its pause."""
+        with self._wake:
+            self._ensure_loop()
+            self._wake.notify()
+
     def _ensure_loop(self) -> None:
-        if self._thread is None and any(not b.done for b in self._batches):
+        live = bool(self._coalescer) or any(not b.done for b in self._batches)
+        if self._thread is None and live:
             self._thread = threading.Thread(target=self._loop, name="corral-poll", daemon=True)
             self._thread.start()
 
@@ -251,9 +286,10 @@ class Cluster:
         files_wait, sched_wait, failures = policy.files_min, policy.scheduler_min, 0
         next_query = time.monotonic() + sched_wait
         while True:
+            self._coalescer.flush_due(time.monotonic())  # bursts of submits that paused
             with self._lock:
                 self._let_go()
-                if not self._batches and not self._dispatch.settling:
+                if not self._batches and not self._dispatch.settling and not self._coalescer:
                     self._thread = None
                     return
                 claims = sum(len(b.claimed) for b in self._batches)
@@ -299,7 +335,11 @@ class Cluster:
             )
             files_wait = max(files_wait, 2 * scan_cost)  # huge batches: listing stays under 1/3 of a core
             with self._wake:
-                self._wake.wait(min(files_wait, max(0.0, next_query - time.monotonic())))
+                wait = min(files_wait, next_query - time.monotonic())
+                flush_at = self._coalescer.next_due()
+                if flush_at is not None:
+                    wait = min(wait, flush_at - time.monotonic())
+                self._wake.wait(max(0.0, wait))
 
     def _let_go(self) -> None:
         """Stop watching the batches that are done (see Dispatcher.settle_later)."""

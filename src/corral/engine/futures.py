@@ -16,6 +16,13 @@ from ..store.batch import BatchStore, Outcome
 from .elements import SubState
 
 
+class Gathering(Protocol):
+    """A burst of submits that a pending future waits in (:class:`corral.engine.coalesce.Pending`)."""
+
+    def flush(self) -> None: ...
+    def withdraw(self, future: CorralFuture) -> bool: ...
+
+
 class CallSource(Protocol):
     """What a future (and the modules that explain or wait for its call) asks of the
     engine's bookkeeping of its batch (:class:`corral.engine.tracking.BatchState`)."""
@@ -40,27 +47,50 @@ class CorralFuture(concurrent.futures.Future[Any]):
     own exception type, its ``__cause__`` holding the traceback formatted on the node.
     """
 
-    def __init__(self, batch: CallSource, call: int) -> None:
+    def __init__(self, batch: CallSource | None, call: int, *, pending: Gathering | None = None) -> None:
         super().__init__()
         self._batch = batch
-        self.call = call
+        self._pending = pending  # the burst of submits it waits in, until bound to its batch
+        self.call = call  # its index in the batch (-1 while pending)
+
+    def bind(self, batch: CallSource, call: int) -> None:
+        """The engine submitted the pending call as call ``call`` of ``batch``."""
+        self._batch, self.call, self._pending = batch, call, None
 
     @property
     def job_id(self) -> str | None:
         """The scheduler's id of the array element running (or that ran) this call; before
         it starts, the element that will run it when that is known (``"4242_0"``), else the
         array job's id (``"4242"``); None while not yet submitted."""
-        return self._batch.job_id_of(self.call)
+        return None if self._batch is None else self._batch.job_id_of(self.call)
 
     @property
     def state(self) -> JobState:
         """Where this call stands (PENDING, RUNNING, then a final state)."""
+        if self._batch is None:
+            return JobState.CANCELLED if self.cancelled() else JobState.PENDING
         return self._batch.state_of(self.call)
 
     @property
     def batch(self) -> str:
-        """The name of the batch (its folder in the work dir)."""
-        return self._batch.store.name
+        """The name of the batch (its folder in the work dir); empty until submitted."""
+        return "" if self._batch is None else self._batch.store.name
+
+    def result(self, timeout: float | None = None) -> Any:
+        """As ``concurrent.futures``; a call still waiting for its burst of submits to end is
+        submitted now (see :mod:`corral.engine.coalesce`)."""
+        self._submit_pending()
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """As ``concurrent.futures``; submits a pending call first, as :meth:`result` does."""
+        self._submit_pending()
+        return super().exception(timeout)
+
+    def _submit_pending(self) -> None:
+        pending = self._pending
+        if pending is not None:
+            pending.flush()
 
     def stdout(self) -> str:
         """What the call printed to stdout so far."""
@@ -71,6 +101,8 @@ class CorralFuture(concurrent.futures.Future[Any]):
         return self._stream("err")
 
     def _stream(self, name: str) -> str:
+        if self._batch is None:
+            return ""
         store = self._batch.store
         return store.read_text(store.call_log(*self._batch.task(self.call), name))
 
@@ -79,18 +111,23 @@ class CorralFuture(concurrent.futures.Future[Any]):
         needs it. Returns False when it is running or done."""
         if self.done():
             return self.cancelled()
-        if not self._batch.cancel_call(self.call):
+        pending = self._pending
+        if pending is not None and pending.withdraw(self):
+            return mark_cancelled(self)
+        if self._batch is None or not self._batch.cancel_call(self.call):
             return False
         return mark_cancelled(self)
 
     def cancel_job(self) -> bool:
         """Cancel the array element that runs this call, with any call bundled with it (see
         ``JobRef.cancel``); False when the call had already finished."""
-        return self._batch.cancel_element(self.call)
+        return self._batch is not None and self._batch.cancel_element(self.call)
 
     @property
     def source(self) -> CallSource:
         """The engine's bookkeeping of this call's batch (what a dependency waits on)."""
+        self._submit_pending()
+        assert self._batch is not None, "a submitted call has a batch"
         return self._batch
 
     def hand_over(self, timeout: float | None = None) -> Any:

@@ -45,15 +45,18 @@ def pickle_calls(fn: Callable[..., Any], calls: Sequence[Call]) -> tuple[bytes, 
         function = pack_function(fn, _dumps)
     except Exception as exc:
         raise SerializationError(f"cannot pickle the function {fn!r}: {exc}") from exc
-    payloads = []
-    for index, call in enumerate(calls):
-        try:
-            payloads.append(_dumps(call))
-        except _Refused as refused:
-            raise SerializationError(_refusal(_which(call), f"call {index}", refused)) from None
-        except Exception as exc:
-            raise SerializationError(f"cannot pickle the arguments of call {index}: {exc}") from exc
-    return function, payloads
+    return function, [pickle_call(call, index) for index, call in enumerate(calls)]
+
+
+def pickle_call(call: Call, index: int) -> bytes:
+    """One call's ``(args, kwargs)``, pickled; SerializationError names the argument that
+    cannot go to a job, and the call by ``index``."""
+    try:
+        return _dumps(call)
+    except _Refused as refused:
+        raise SerializationError(_refusal(_which(call), f"call {index}", refused)) from None
+    except Exception as exc:
+        raise SerializationError(f"cannot pickle the arguments of call {index}: {exc}") from exc
 
 
 def refuse_unshareable(value: object, name: str) -> None:

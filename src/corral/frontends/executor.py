@@ -1,7 +1,9 @@
 """The Executor front-end: ``concurrent.futures`` on a cluster.
 
-A thin layer: it turns calls into batches for the engine (:class:`~corral.engine.cluster.Cluster`)
-and hands back its futures. ``submit`` is a batch of one call; ``map`` is one batch.
+A thin layer: it turns calls into requests for the engine (:class:`~corral.engine.cluster.Cluster`)
+and hands back its futures. ``map`` is one batch; consecutive ``submit`` calls of one function
+join one batch too, submitted when the burst pauses or an answer is wanted (see
+:mod:`corral.engine.coalesce`), and ``with executor.batch():`` makes that explicit.
 ``max_workers`` (or ``max_running``) limits the whole executor, as in ``concurrent.futures``:
 its batches share one :class:`~corral.engine.throttle.Throttle`, which the engine keeps to. What a
 script that ends without waiting does is in :mod:`corral.frontends.exiting`.
@@ -10,6 +12,7 @@ script that ends without waiting does is in :mod:`corral.frontends.exiting`.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import threading
 import time
 import weakref
@@ -92,6 +95,7 @@ class Executor(concurrent.futures.Executor):
         self._batches = WeakBatches()
         self._lock = threading.Lock()
         self._shutdown = False
+        self._block: list[Any] | None = None  # the keys gathered by an open ``batch()`` block
 
     @property
     def max_workers(self) -> int | None:
@@ -104,8 +108,45 @@ class Executor(concurrent.futures.Executor):
         return self.cluster.backend.name
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> CorralFuture:
-        """Run ``fn(*args, **kwargs)`` as a job; return its future."""
-        return self._submit(fn, [(args, kwargs)], None)[0]
+        """Run ``fn(*args, **kwargs)`` as a job; return its future at once.
+
+        Calls submitted one after another (``[ex.submit(f, x) for x in data]``) join one
+        batch, submitted as one array when the loop pauses for a few milliseconds, when a
+        result is asked for, or at ``shutdown``: a loop of submits costs what one ``map``
+        costs. A bad argument raises here, at its own line."""
+        self._check_open()
+        with self._lock:
+            block = self._block
+            key = (self, id(fn), block is not None)
+            if block is not None and key not in block:
+                block.append(key)
+        pending = self.cluster.gather(
+            key, self._request(fn, [], None), self._keep, explicit=block is not None
+        )
+        return pending.add((args, kwargs))
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Submit the calls of the ``with`` block together when it ends: one batch (one array)
+        per function, however long the block takes. If the block raises, its calls are
+        cancelled, never submitted."""
+        with self._lock:
+            if self._block is not None:
+                raise RuntimeError("this executor's batch() block is already open")
+            keys: list[Any] = []
+            self._block = keys
+        try:
+            yield
+        except BaseException:
+            self._end_block(keys, submit=False)
+            raise
+        self._end_block(keys, submit=True)
+
+    def _end_block(self, keys: list[Any], *, submit: bool) -> None:
+        with self._lock:
+            self._block = None
+        for key in keys:
+            self.cluster.end_gathering(key, submit=submit)
 
     def map(
         self,
@@ -144,23 +185,31 @@ class Executor(concurrent.futures.Executor):
         )
 
     def _submit(self, fn: Callable[..., Any], calls: list[Call], chunksize: int | None) -> list[CorralFuture]:
+        self._check_open()
+        if not calls:
+            return []
+        batch = self.cluster.submit(self._request(fn, calls, chunksize))
+        self._keep(batch)
+        return list(batch.futures)
+
+    def _check_open(self) -> None:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
         exiting.check_open()
-        if not calls:
-            return []
-        batch = self.cluster.submit(self._request(fn, calls, chunksize))
+
+    def _keep(self, batch: BatchState) -> None:
+        """A batch of this executor was submitted: keep it (weakly), and the process alive
+        at exit while it needs it."""
         with self._lock:
             self._batches.append(batch)
         exiting.watch(self.cluster, batch)
-        return list(batch.futures)
 
     def _request(self, fn: Callable[..., Any], calls: list[Call], chunksize: int | None) -> Request:
         return Request(
             fn=fn, calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.max_running,
             throttle=self._throttle, retry=self.retry, allow_nested=self.allow_nested,
-            budget=self.submit_budget, what="call" if len(calls) == 1 else "map",
+            budget=self.submit_budget, what="map" if calls else "burst of submits",
         )  # fmt: skip
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -168,6 +217,10 @@ class Executor(concurrent.futures.Executor):
         ``wait``, return when every call has finished."""
         with self._lock:
             self._shutdown = True
+        if cancel_futures:
+            self.cluster.discard(self)  # calls still gathering are never submitted
+        self.cluster.flush(self)
+        with self._lock:
             batches = list(self._batches)
         futures = [f for b in batches for f in b.futures]
         del batches
@@ -180,6 +233,7 @@ class Executor(concurrent.futures.Executor):
     def cancel_all(self) -> None:
         """Cancel every call of this executor: pending ones never start, running jobs are
         cancelled in the scheduler (their futures raise JobCancelledError)."""
+        self.cluster.discard(self)
         with self._lock:
             batches = list(self._batches)
         self.cluster.cancel_batches(batches)

@@ -27,6 +27,8 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
+from ..engine.coalesce import flush_everywhere
+
 if TYPE_CHECKING:
     from ..engine.cluster import Cluster
     from ..engine.tracking import BatchState
@@ -87,6 +89,7 @@ def _wait_at_exit() -> None:
     global _exiting
     _exiting = True
     announced = False
+    flush_everywhere()  # calls still gathering in a burst of submits go out now
     try:
         while waiting := _waiting():
             if not announced:

@@ -28,6 +28,7 @@ from ..engine.futures import CorralFuture
 from ..engine.request import Request
 from ..engine.submitting import Call, refuse_unshareable
 from ..engine.throttle import Throttle
+from ..engine.tracking import BatchState
 from ..resources import check_max_running
 from .executor import WeakBatches, configure
 
@@ -253,9 +254,16 @@ class Pool:
         callback: Callable[[T], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> AsyncResult[T]:
-        """``func(*args, **kwds)`` as a job; return at once."""
-        futures = self._submit(func, [(tuple(args), dict(kwds or {}))], None)
-        return AsyncResult(futures, True, callback, error_callback)
+        """``func(*args, **kwds)`` as a job; return at once. Calls made one after another join
+        one batch (see :mod:`corral.engine.coalesce`): a loop of ``apply_async`` costs what one
+        ``map`` costs."""
+        with self._lock:
+            if self._state != "RUN":
+                raise ValueError("Pool not running")
+        template = self._request(self._wrapped(func), [], None)
+        pending = self.cluster.gather((self, id(func)), template, self._keep)
+        future = pending.add((tuple(args), dict(kwds or {})))
+        return AsyncResult([future], True, callback, error_callback)
 
     def map(self, func: Callable[..., T], iterable: Iterable[Any], chunksize: int | None = None) -> list[T]:
         """``[func(x) for x in iterable]``, run as one batch; raises the first failing call's
@@ -315,6 +323,8 @@ class Pool:
         """Cancel everything of this pool at once: nothing of it stays in the queue."""
         with self._lock:
             self._state = "TERMINATE"
+        self.cluster.discard(self)
+        with self._lock:
             batches = list(self._batches)
         self.cluster.cancel_batches(batches)
         if self._owns_cluster:
@@ -325,6 +335,8 @@ class Pool:
         with self._lock:
             if self._state == "RUN":
                 raise ValueError("Pool is still running")
+        self.cluster.flush(self)
+        with self._lock:
             batches = list(self._batches)
         concurrent.futures.wait([f for b in batches for f in b.futures])
 
@@ -353,14 +365,22 @@ class Pool:
                 raise ValueError("Pool not running")
         if not calls:
             return []
+        batch = self.cluster.submit(self._request(self._wrapped(func), calls, chunksize))
+        self._keep(batch)
+        return list(batch.futures)
+
+    def _wrapped(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """``func``, preceded on the nodes by the pool's initializer if it has one."""
         initializer, initargs, key = self._init
-        fn = func if initializer is None else _Initialized(func, key, initializer, initargs)
-        batch = self.cluster.submit(
-            Request(
-                fn=fn, calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.processes,
-                throttle=self._throttle, retry=self.retry, budget=self.submit_budget,
-            )
+        return func if initializer is None else _Initialized(func, key, initializer, initargs)
+
+    def _request(self, fn: Callable[..., Any], calls: list[Call], chunksize: int | None) -> Request:
+        return Request(
+            fn=fn, calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.processes,
+            throttle=self._throttle, retry=self.retry, budget=self.submit_budget,
+            what="map" if calls else "burst of apply_async",
         )  # fmt: skip
+
+    def _keep(self, batch: BatchState) -> None:
         with self._lock:
             self._batches.append(batch)
-        return list(batch.futures)
