@@ -88,6 +88,7 @@ def with_length(frame: bytes, length: int) -> bytes:
 
 A, B, C, D = (encode_frame(body) for body in (b"alpha", b"bravo!", b"charlie", b"delta"))
 AB = len(A) + len(B)
+XX_LENGTH = int.from_bytes(b"xx" + MAGIC, "little")  # the length a stray MAGIC + b"xx" reads
 
 
 def fa(offset: int = 0) -> Frame:
@@ -122,7 +123,7 @@ CORRUPTIONS = [
     ("garbage before the first frame", b"garbage!" + A + B,
      [Corrupt(0, 8, "bad magic 6761"), fa(8), Frame(8 + len(A), b"bravo!")], []),
     ("garbage holding a MAGIC between frames", A + MAGIC + b"xx" + C,
-     [fa(), Corrupt(len(A), 4, f"length {int.from_bytes(b'xx' + MAGIC, 'little')} above MAX_BODY"), fc(len(A) + 4)], []),
+     [fa(), Corrupt(len(A), 4, f"length {XX_LENGTH} above MAX_BODY"), fc(len(A) + 4)], []),
     ("a truncated header at the end", A + B + C[:6],
      [fa(), Frame(len(A), b"bravo!")],
      [Corrupt(AB, 6, "truncated frame (6 bytes)")]),
