@@ -175,8 +175,11 @@ def test_a_worker_that_dies_reports_the_state_and_its_stderr(make_executor) -> N
 
 def test_cancelling_a_pending_future_removes_its_job(make_executor) -> None:
     ex = make_executor("local")
-    blockers = [ex.submit(time.sleep, 30) for _ in range(os.cpu_count() or 1)]
+    blockers = ex._submit(time.sleep, [((30,), {})] * (os.cpu_count() or 1), 1)  # every slot taken
     waiting = ex.submit(square, 3)
+    deadline = time.monotonic() + 30  # its burst of submits goes out once the loop pauses
+    while waiting.job_id is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert waiting.state is JobState.PENDING
     assert waiting.cancel()
     assert waiting.cancelled()

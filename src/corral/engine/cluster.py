@@ -37,6 +37,7 @@ from .planning import plan_batch
 from .policy import PollPolicy
 from .request import Request
 from .submitting import (
+    Call,
     array_specs,
     guard_nested,
     log_pattern,
@@ -233,13 +234,23 @@ class Cluster:
     # -- the poll loop --------------------------------------------------------------------------
 
     def gather(
-        self, key: Any, template: Request, submitted: Callable[[BatchState], None], *, explicit: bool = False
-    ) -> Pending:
-        """The pending batch that a call submitted on its own joins (see
-        :mod:`corral.engine.coalesce`): the open one for ``key`` (a tuple whose first item is
-        the front-end), else a new one for ``template`` (a request without calls).
-        ``submitted`` is called with the batch once it is submitted."""
-        return self._coalescer.join(key, lambda: Pending(template, self.submit, submitted, explicit=explicit))
+        self,
+        key: Any,
+        template: Request,
+        call: Call,
+        submitted: Callable[[BatchState], None],
+        *,
+        explicit: bool = False,
+    ) -> CorralFuture:
+        """Add a call submitted on its own to a pending batch (see :mod:`corral.engine.coalesce`):
+        the open one for ``key`` (a tuple whose first item is the front-end), else a new one
+        for ``template`` (a request without calls); return the call's future. ``submitted``
+        is called with the batch once it is submitted."""
+
+        def make() -> Pending:
+            return Pending(template, self.submit, submitted, explicit=explicit)
+
+        return self._coalescer.add(key, make, call)
 
     def flush(self, owner: Any = None) -> None:
         """Submit now the pending batches of the front-end ``owner`` (of all, when None)."""

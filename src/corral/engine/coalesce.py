@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .futures import CorralFuture
+from .futures import CorralFuture, mark_cancelled
 from .request import Request
 from .submitting import Call, pickle_call, pickle_calls
 
@@ -68,9 +68,10 @@ class Pending:
         self.last_add = time.monotonic()
         self.closed = False
 
-    def add(self, call: Call) -> CorralFuture:
+    def add(self, call: Call) -> CorralFuture | None:
         """Pickle ``call`` (SerializationError here, naming the bad argument) and return its
-        future, not yet bound to a batch."""
+        future, not yet bound to a batch; None when this batch was submitted meanwhile (the
+        call then joins the next one: see :meth:`Coalescer.add`)."""
         if not self._function_checked:
             pickle_calls(self.template.fn, [])  # the function too must fail at this line
             self._function_checked = True
@@ -78,7 +79,7 @@ class Pending:
         future = CorralFuture(None, -1, pending=self)
         with self._lock:
             if self.closed:
-                raise RuntimeError("this pending batch was already submitted")  # the caller's race
+                return None
             self._payloads.append(payload)
             self._futures.append(future)
             self.last_add = time.monotonic()
@@ -107,7 +108,7 @@ class Pending:
             self.closed = True
             futures, self._futures, self._payloads = self._futures, [], []
         for future in futures:
-            future.cancel()
+            mark_cancelled(future)
 
     def due(self, now: float) -> float | None:
         """When the pause will be over (None for an explicit batch, which waits for its
@@ -148,7 +149,15 @@ class Coalescer:
         self._pending: dict[Any, Pending] = {}
         _coalescers.add(self)
 
-    def join(self, key: Any, make: Callable[[], Pending]) -> Pending:
+    def add(self, key: Any, make: Callable[[], Pending], call: Call) -> CorralFuture:
+        """Add ``call`` to the open pending batch for ``key`` (made by ``make`` when there is
+        none) and return its future."""
+        while True:  # the batch found may be submitted by the poll loop before the call joins
+            future = self._join(key, make).add(call)
+            if future is not None:
+                return future
+
+    def _join(self, key: Any, make: Callable[[], Pending]) -> Pending:
         """The open pending batch for ``key``, made by ``make`` when there is none."""
         with self._lock:
             pending = self._pending.get(key)

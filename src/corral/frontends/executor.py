@@ -120,10 +120,9 @@ class Executor(concurrent.futures.Executor):
             key = (self, id(fn), block is not None)
             if block is not None and key not in block:
                 block.append(key)
-        pending = self.cluster.gather(
-            key, self._request(fn, [], None), self._keep, explicit=block is not None
-        )
-        return pending.add((args, kwargs))
+        template = self._request(fn, [], None)
+        exiting.expect()
+        return self.cluster.gather(key, template, (args, kwargs), self._keep, explicit=block is not None)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:

@@ -60,15 +60,26 @@ def check_open() -> None:
 
 def watch(cluster: Cluster, batch: BatchState) -> None:
     """Keep the process alive at exit for as long as ``batch`` needs it."""
-    global _registered, _exiting
     with _lock:
-        if not _registered:
-            try:
-                _register(_wait_at_exit)
-            except RuntimeError:  # the exit has begun (an executor made in an atexit handler)
-                _exiting = True
-            _registered = True
+        _expect()
         _watched[batch] = cluster
+
+
+def expect() -> None:
+    """Calls are gathering (a burst of submits): at exit, submit them, then wait for them
+    as for any batch."""
+    with _lock:
+        _expect()
+
+
+def _expect() -> None:
+    global _registered, _exiting
+    if not _registered:
+        try:
+            _register(_wait_at_exit)
+        except RuntimeError:  # the exit has begun (an executor made in an atexit handler)
+            _exiting = True
+        _registered = True
 
 
 def _needs_process(cluster: Cluster, batch: BatchState) -> bool:

@@ -261,8 +261,7 @@ class Pool:
             if self._state != "RUN":
                 raise ValueError("Pool not running")
         template = self._request(self._wrapped(func), [], None)
-        pending = self.cluster.gather((self, id(func)), template, self._keep)
-        future = pending.add((tuple(args), dict(kwds or {})))
+        future = self.cluster.gather((self, id(func)), template, (tuple(args), dict(kwds or {})), self._keep)
         return AsyncResult([future], True, callback, error_callback)
 
     def map(self, func: Callable[..., T], iterable: Iterable[Any], chunksize: int | None = None) -> list[T]:
