@@ -28,7 +28,9 @@ from .elements import SubState
 from .ledger_calls import TAKEN, WAITING, Calls
 from .ledger_subs import End, Submissions
 from .ledger_values import (
+    STATE_OF_PHASE,
     Cancelled,
+    Counts,
     Decision,
     Orphan,
     Phase,
@@ -36,6 +38,12 @@ from .ledger_values import (
     Retry,
     Withdraw,
 )
+
+#: The ledger's whole vocabulary, importable from here.
+__all__ = [
+    "STATE_OF_PHASE", "Cancelled", "Counts", "Decision", "Ledger", "Orphan", "Phase", "Resolve", "Retry",
+    "Withdraw",
+]  # fmt: skip
 
 _Result = tuple[bool, BaseException | None, str, str]  # ok, error, element, host
 
