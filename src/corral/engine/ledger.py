@@ -25,7 +25,7 @@ from ..job import Attempt, ElementStatus
 from ..resources import Resources
 from ..retry import RetryPolicy
 from .elements import SubState
-from .ledger_calls import TAKEN, WAITING, Calls
+from .ledger_calls import DONE, TAKEN, WAITING, Calls
 from .ledger_subs import End, Submissions
 from .ledger_values import (
     STATE_OF_PHASE,
@@ -119,7 +119,7 @@ class Ledger(Calls):
             self._set_phase(call, Phase.TAKEN)
             self._hold(call, element)
             self._started += 1
-            if self.plans.final_element(element) is not None:
+            if element in self.plans.final_ids:
                 self._due.add(call)  # a claim read after its element ended
             return True
         elif phase == TAKEN and self._holder[call] != element:
@@ -142,7 +142,7 @@ class Ledger(Calls):
         """A result of ``attempt`` of ``call`` was read: ``ok``, or ``error`` (the call's own
         exception, decoded)."""
         current = self._attempt[call]
-        if self.phase(call).is_final:
+        if self._phase[call] >= DONE:
             if attempt == current and element and self._holder[call] is None:
                 self._holder[call] = element
             return []

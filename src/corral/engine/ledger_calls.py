@@ -12,7 +12,7 @@ from ..job import Attempt, JobState
 from ..resources import Resources
 from .ledger_values import STATE_OF_PHASE, Counts, Phase
 
-WAITING, TAKEN = Phase.WAITING.value, Phase.TAKEN.value
+WAITING, TAKEN, DONE = Phase.WAITING.value, Phase.TAKEN.value, Phase.DONE.value
 
 
 class Calls:

@@ -60,6 +60,7 @@ class Submissions:
         self._static_of = array("i", [-1]) * n_calls  # the static submission that runs a call
         self._job_sub: dict[str, int] = {}  # job id -> submission
         self._ending: list[tuple[float, int, int]] = []  # heap of (final at, sub, index)
+        self.final_ids: set[str] = set()  # the elements that ended, for a lookup per claim
 
     def add(self, sub: SubState) -> int:
         number = len(self.subs)
@@ -86,6 +87,7 @@ class Submissions:
             if sub.take_report(statuses, now, lost_after):
                 for index in list(sub.final_at)[before:]:  # final_at only grows, in order
                     heapq.heappush(self._ending, (sub.final_at[index], number, index))
+                    self.final_ids.add(sub.element(index))
                     ended += 1
         return ended
 
@@ -95,6 +97,7 @@ class Submissions:
             sub.status[index] = status
             sub.final_at[index] = now
             heapq.heappush(self._ending, (now, number, index))
+            self.final_ids.add(sub.element(index))
 
     def expiring(self, now: float, grace: float) -> bool:
         """True when some element's grace period is over and it was not looked at yet."""
