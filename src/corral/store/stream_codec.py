@@ -1,0 +1,368 @@
+"""The codec of the records of an element's stream (the table is in :mod:`corral.store.streams`).
+
+Encoding checks every field as decoding does, so nothing written comes back Foreign. Decoding
+is strict (bool is not int, an int field takes no float, numbers are finite, call and attempt
+are >= 0, no field missing or unknown) and never raises: what is not a record is a
+:class:`Foreign`. The hot path is a tick's worth of Results: their JSON lines are parsed in one
+call and checked by one expression; anything unusual takes the table and its reasons.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .frames import Corrupt, Frame, encode_frame
+
+Metric = float | int | str | bool | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Start:
+    """An element (re)started: ``run`` is 0 the first time, +1 per requeue restart."""
+
+    element: str
+    host: str
+    pid: int
+    run: int
+    out: int
+    err: int
+    t: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """The element took positions ``pos``..``pos+n-1`` of submission ``sub``'s task list."""
+
+    sub: int
+    pos: int
+    n: int
+    out: int
+    err: int
+    t: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progress:
+    """Where a running call is, as it said through ``corral.progress()``."""
+
+    call: int
+    attempt: int
+    step: float | int
+    total: float | int | None
+    metrics: dict[str, Metric]
+    t: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    """How a call ended: its value or exception pickled in ``payload`` (empty when
+    ``in_file``: then it is in ``results/<call>.<attempt>.pkl``)."""
+
+    call: int
+    attempt: int
+    ok: bool
+    type_name: str
+    message: str
+    traceback: str
+    host: str
+    started: float
+    finished: float
+    out: int
+    err: int
+    in_file: bool
+    payload: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Skip:
+    """The element did not run this call: the client had cancelled it."""
+
+    call: int
+    attempt: int
+    why: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Beat:
+    """A heartbeat of a live element."""
+
+    t: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class End:
+    """The element is done: its exit code, how many calls it ran and how many failed."""
+
+    code: int
+    ran: int
+    failed: int
+    t: float
+
+
+Record = Start | Claim | Progress | Result | Skip | Beat | End
+_R = TypeVar("_R")
+
+
+@dataclass(frozen=True, slots=True)
+class Foreign:
+    """A whole, crc-valid frame whose body is no record of ours; ``call`` and ``attempt``
+    when the body names them readably, so that exactly that call can fail."""
+
+    offset: int
+    reason: str
+    call: int | None = None
+    attempt: int | None = None
+
+
+class _Bad(ValueError):
+    """A field that is not what the record says it is."""
+
+
+def _nat(v: Any) -> int:
+    if type(v) is not int or v < 0:
+        raise _Bad(f"{v!r} is not an integer >= 0")
+    return v
+
+
+def _int(v: Any) -> int:
+    if type(v) is not int:
+        raise _Bad(f"{v!r} is not an integer")
+    return v
+
+
+def _positive(v: Any) -> int:
+    if type(v) is not int or v < 1:
+        raise _Bad(f"{v!r} is not an integer >= 1")
+    return v
+
+
+def _real(v: Any) -> float:
+    if type(v) is float:
+        if math.isfinite(v):
+            return v
+    elif type(v) is int:
+        return float(v)
+    raise _Bad(f"{v!r} is not a finite number")
+
+
+def _num(v: Any) -> float | int:
+    if (type(v) is float and math.isfinite(v)) or type(v) is int:
+        return v
+    raise _Bad(f"{v!r} is not a finite number")
+
+
+def _opt_num(v: Any) -> float | int | None:
+    return None if v is None else _num(v)
+
+
+def _str(v: Any) -> str:
+    if type(v) is not str:
+        raise _Bad(f"{v!r} is not a string")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if type(v) is not bool:
+        raise _Bad(f"{v!r} is not true or false")
+    return v
+
+
+def _metrics(v: Any) -> dict[str, Metric]:
+    if type(v) is not dict:
+        raise _Bad(f"{v!r} is not an object")
+    for key, value in v.items():
+        if type(key) is not str:
+            raise _Bad(f"metric name {key!r} is not a string")
+        if value is not None and type(value) not in (str, bool):
+            _num(value)
+    return v
+
+
+Check = Callable[[Any], Any]
+
+#: Per kind: the record class and its fields as (attribute, JSON key, check), in JSON order.
+# fmt: off
+_FIELDS: dict[str, tuple[type[Record], tuple[tuple[str, str, Check], ...]]] = {
+    "start": (Start, (("element", "el", _str), ("host", "h", _str), ("pid", "pid", _nat),
+                      ("run", "run", _nat), ("out", "o", _nat), ("err", "e", _nat), ("t", "t", _real))),
+    "claim": (Claim, (("sub", "s", _nat), ("pos", "p", _nat), ("n", "n", _positive),
+                      ("out", "o", _nat), ("err", "e", _nat), ("t", "t", _real))),
+    "prog": (Progress, (("call", "c", _nat), ("attempt", "a", _nat), ("step", "st", _num),
+                        ("total", "tot", _opt_num), ("metrics", "m", _metrics), ("t", "t", _real))),
+    "out": (Result, (("call", "c", _nat), ("attempt", "a", _nat), ("ok", "ok", _bool),
+                     ("type_name", "ty", _str), ("message", "msg", _str), ("traceback", "tb", _str),
+                     ("host", "h", _str), ("started", "t0", _real), ("finished", "t1", _real),
+                     ("out", "o", _nat), ("err", "e", _nat), ("in_file", "f", _bool))),
+    "skip": (Skip, (("call", "c", _nat), ("attempt", "a", _nat), ("why", "why", _str))),
+    "beat": (Beat, (("t", "t", _real),)),
+    "end": (End, (("code", "code", _int), ("ran", "ran", _nat), ("failed", "fail", _nat), ("t", "t", _real))),
+}
+# fmt: on
+_KIND_OF: dict[type[Record], str] = {cls: kind for kind, (cls, _) in _FIELDS.items()}
+
+
+def _reject_constant(name: str) -> None:
+    raise _Bad(f"{name} is not a finite number")
+
+
+#: The C scanner behind json.loads, called directly (see decode_body).
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder(parse_constant=_reject_constant).scan_once  # type: ignore[attr-defined]
+_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
+def encode_record(record: Record) -> bytes:
+    """The whole frame holding ``record``; ValueError for a field no reader would accept
+    (a NaN, a metric that is not a number, string, bool or None, an inline payload with
+    ``in_file``), so that nothing written can come back Foreign."""
+    kind = _KIND_OF[type(record)]
+    head: dict[str, Any] = {"k": kind}
+    try:
+        for attr, key, check in _FIELDS[kind][1]:
+            head[key] = check(getattr(record, attr))
+    except _Bad as bad:
+        raise ValueError(f"cannot write {record!r}: {attr} {bad}") from None
+    line = _ENCODER.encode(head).encode("ascii")
+    if type(record) is Result:
+        if record.in_file and record.payload:
+            raise ValueError(f"Result of call {record.call} has a payload and in_file")
+        return encode_frame(line + b"\n" + bytes(record.payload))
+    return encode_frame(line)
+
+
+def _readable(head: Any, key: str) -> int | None:
+    value = head.get(key) if type(head) is dict else None
+    return value if type(value) is int and value >= 0 else None
+
+
+def _fast_result(head: dict[str, Any], body: bytes, cut: int) -> Result | None:
+    """The Result in ``head`` when every field is exactly what the writer writes, else None
+    (then the table decides, and says why): a 100,000-call stream is mostly Results."""
+    try:
+        c, a, ok, f = head["c"], head["a"], head["ok"], head["f"]
+        ty, msg, tb, h = head["ty"], head["msg"], head["tb"], head["h"]
+        t0, t1, o, e = head["t0"], head["t1"], head["o"], head["e"]
+    except KeyError:
+        return None
+    # fmt: off
+    if not (
+        len(head) == 13 and cut >= 0
+        and type(c) is int and c >= 0 and type(a) is int and a >= 0
+        and type(ok) is bool and type(f) is bool
+        and type(ty) is str and type(msg) is str and type(tb) is str and type(h) is str
+        and type(t0) is float and _isfinite(t0) and type(t1) is float and _isfinite(t1)
+        and type(o) is int and o >= 0 and type(e) is int and e >= 0
+    ):
+        return None
+    payload = body[cut + 1 :]
+    if f and payload:
+        return None
+    return _build(Result, {
+        "call": c, "attempt": a, "ok": ok, "type_name": ty, "message": msg, "traceback": tb, "host": h,
+        "started": t0, "finished": t1, "out": o, "err": e, "in_file": f, "payload": payload,
+    })
+    # fmt: on
+
+
+def _build(cls: type[_R], values: dict[str, Any]) -> _R:
+    # Every field was checked already; a frozen dataclass's __init__ would spend more than
+    # the JSON parse on setting them one by one through object.__setattr__.
+    record = _new(cls)
+    record.__dict__.update(values)
+    return record
+
+
+_new = object.__new__
+_isfinite = math.isfinite
+
+
+def _decode_fields(offset: int, head: dict[str, Any], body: bytes, cut: int) -> Record | Foreign:
+    kind = head.get("k")
+    spec = _FIELDS.get(kind) if type(kind) is str else None
+    if spec is None:
+        return Foreign(offset, f"unknown record kind {kind!r}", _readable(head, "c"), _readable(head, "a"))
+    cls, fields = spec
+    values: dict[str, Any] = {}
+    try:
+        for attr, key, check in fields:
+            if key not in head:
+                raise _Bad(f"no field {key!r}")
+            try:
+                values[attr] = check(head[key])
+            except _Bad as bad:
+                raise _Bad(f"field {key!r}: {bad}") from None
+        if len(head) != len(fields) + 1:
+            raise _Bad(f"unknown fields {sorted(set(head) - {'k'} - {f[1] for f in fields})}")
+        if cls is Result:
+            values["payload"] = b"" if cut < 0 else body[cut + 1 :]
+            if values["in_file"] and values["payload"]:
+                raise _Bad("a payload in the stream and in_file")
+        elif cut >= 0:
+            raise _Bad("a payload after a record that has none")
+    except _Bad as bad:
+        return Foreign(offset, f"bad {kind} record: {bad}", _readable(head, "c"), _readable(head, "a"))
+    return _build(cls, values)
+
+
+def decode_body(offset: int, body: bytes) -> Record | Foreign:
+    """The record in the body of the frame at ``offset``, or a Foreign saying why not."""
+    cut = body.find(b"\n")
+    try:
+        # White space around the value is what the joined parse of _decode_all lets pass.
+        text = (body if cut < 0 else body[:cut]).decode("ascii").strip(" \t\r")
+        # The scanner json.loads uses, without its per-call Python layers; the value must
+        # end where the line does.
+        head, end = _scan(text, 0)
+        if end != len(text):
+            raise _Bad(f"extra data at byte {end}")
+    except StopIteration:
+        return Foreign(offset, "not a JSON record")
+    except (ValueError, RecursionError) as error:
+        return Foreign(offset, f"not a JSON record: {error}")
+    return _decode_head(offset, head, body)
+
+
+def _decode_head(offset: int, head: Any, body: bytes) -> Record | Foreign:
+    if type(head) is not dict:
+        return Foreign(offset, f"not a JSON object: {type(head).__name__}")
+    cut = body.find(b"\n")
+    if head.get("k") == "out":
+        record = _fast_result(head, body, cut)
+        if record is not None:
+            return record
+    return _decode_fields(offset, head, body, cut)
+
+
+def _decode_all(frames: list[Frame]) -> list[Record | Foreign]:
+    """The records in ``frames``, with one JSON parse for all their lines (the parse is most
+    of the cost of a tick, and one call shares the key strings); if that parse fails or
+    finds another number of values, each body is decoded on its own, to say which are bad.
+
+    A line spilling into the next in the joined array (``[1`` then ``2]``) needs bodies
+    crafted to pass the crc: only the worker writes its stream, and whoever could craft
+    them could as well write any record."""
+    lines = [frame.body.partition(b"\n")[0] for frame in frames]
+    joined = b"[" + b",".join(lines) + b"]"
+    try:
+        heads, end = _scan(joined.decode("ascii"), 0)
+    except (StopIteration, ValueError, RecursionError):
+        heads, end = [], -1
+    if end != len(joined) or len(heads) != len(frames):
+        return [decode_body(frame.offset, frame.body) for frame in frames]
+    return [_decode_head(frame.offset, head, frame.body) for frame, head in zip(frames, heads, strict=True)]
+
+
+Item = Record | Foreign | Corrupt
+
+
+def decode_items(items: list[Frame | Corrupt]) -> list[tuple[int, Item]]:
+    """What :class:`~corral.store.frames.FrameReader` gave, with each frame's record decoded."""
+    frames = [item for item in items if type(item) is Frame]
+    records = _decode_all(frames)
+    if len(frames) == len(items):
+        return [(frame.offset, record) for frame, record in zip(frames, records, strict=True)]
+    decoded = iter(records)
+    return [(item.offset, item if isinstance(item, Corrupt) else next(decoded)) for item in items]
