@@ -356,6 +356,26 @@ def test_a_worker_killed_mid_write_leaves_a_stream_repaired_before_the_next_run(
     assert scan_frames(path.read_bytes(), final=True)[1] == path.stat().st_size
 
 
+def test_a_client_that_read_the_torn_tail_rereads_from_its_cursor_after_the_repair(
+    tmp_path: Path, private_umask: None
+) -> None:
+    path = tmp_path / "s.log"
+    with StreamWriter(path) as writer:
+        writer.write(result(1))
+    with open(path, "ab") as torn:
+        torn.write(encode_record(result(2))[:40])
+    reader = StreamReader()
+    assert reader.feed(path.read_bytes()) == [(0, result(1))]
+    truncate_torn_tail(path)
+    restarted = Start(element="1_0", host="h", pid=2, run=1, out=0, err=0, t=2.0)
+    with StreamWriter(path) as writer:
+        writer.write(restarted)
+        writer.write(result(2))
+    assert reader.position != reader.offset
+    cursor = reader.rewind()
+    assert [record for _, record in reader.feed(path.read_bytes()[cursor:])] == [restarted, result(2)]
+
+
 def test_without_the_repair_the_torn_record_alone_is_lost(tmp_path: Path) -> None:
     data = encode_record(result(1)) + encode_record(result(2))[:25] + encode_record(result(3))
     assert [type(item) for _, item in items_of(data)] == [Result, Corrupt, Result]

@@ -101,6 +101,7 @@ def _open_private(path: str | os.PathLike[str], flags: int) -> int:
                 owner=info.st_uid,
                 mode=stat.S_IMODE(info.st_mode),
             )
+        os.set_blocking(fd, True)  # O_NONBLOCK was only for the open itself
     except BaseException:
         os.close(fd)
         raise
@@ -146,7 +147,12 @@ class StreamWriter:
 
 def truncate_torn_tail(path: str | os.PathLike[str]) -> int:
     """Cut what follows the last whole frame of the stream at ``path`` (a frame a kill left
-    half written); return how many bytes went. A missing stream has nothing to cut."""
+    half written); return how many bytes went. A missing stream has nothing to cut.
+
+    A client may have read the torn bytes already: it holds them as a partial frame, never
+    reported while more may come. So a client re-reads from its cursor when it holds
+    anything past it (``if reader.position != reader.offset: reader.rewind()``), which sees
+    the stream as the restarted writer made it rather than old bytes joined to new ones."""
     try:
         fd = _open_private(path, os.O_RDWR)
     except FileNotFoundError:
