@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 if os.environ.get("CORRAL_FAULT_OUTCOME_DIR"):
-    from corral import store
+    from corral.store import batch as store
 
     def _write_elsewhere(self, call, attempt, outcome):  # type: ignore[no-untyped-def]
         folder = os.environ["CORRAL_FAULT_OUTCOME_DIR"]
