@@ -28,6 +28,7 @@ from ..errors import CorralError, JobCancelledError, SchedulerError, SubmissionE
 from ..job import Condition, ElementStatus, JobState
 from ..resources import Resources
 from ..store.batch import BatchStore, default_root
+from ..store.protocol import WorkerOptions
 from . import budget
 from .coalesce import Coalescer, Pending
 from .dispatch import Dispatcher
@@ -102,11 +103,10 @@ class Cluster:
             function,
             payloads,
         )
-        options: dict[str, Any] = {"strict": True} if request.strict else {}
-        if request.command is not None:
-            options["stdin"] = True
-        if self.backend.requeue_method is not None:
-            options["requeue"] = self.backend.requeue_method
+        options = WorkerOptions(
+            strict=request.strict, stdin=request.command is not None,
+            requeue=self.backend.requeue, restart_env=self.backend.restart_env,
+        )  # fmt: skip
         batch = BatchState(
             store, len(payloads), [], self, request.retry, name=name, max_running=max_running,
             needs=needs, worker_options=options, explain=self.backend.explain_end, futures=futures,

@@ -25,6 +25,7 @@ from ..resources import Resources
 from ..retry import RetryPolicy
 from ..store.batch import BatchStore
 from ..store.pickling import Pickler
+from ..store.protocol import WorkerOptions
 from ..worker.run import inside_job, pack_function
 from .planning import Plan, plan_tasks
 
@@ -234,7 +235,7 @@ def retry_plans(
 
 
 def pack_engine(
-    name: str, max_running: int | None, retry: RetryPolicy, worker_options: dict[str, Any]
+    name: str, max_running: int | None, retry: RetryPolicy, worker_options: WorkerOptions
 ) -> bytes:
     """The batch settings :func:`attach` needs (cloudpickle: ``retry_on`` may name classes
     defined in ``__main__``)."""
