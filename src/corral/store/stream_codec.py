@@ -271,11 +271,12 @@ def _build(cls: type[_R], values: dict[str, Any]) -> _R:
     # Every field was checked already; a frozen dataclass's __init__ would spend more than
     # the JSON parse on setting them one by one through object.__setattr__.
     record = _new(cls)
-    record.__dict__.update(values)
+    _setattr(record, "__dict__", values)  # ``values`` becomes the record's own: no copy
     return record
 
 
 _new = object.__new__
+_setattr = object.__setattr__
 _isfinite = math.isfinite
 
 
