@@ -126,14 +126,6 @@ class Backend(abc.ABC):
     #: whose elements are final only once their process has exited, outcomes written.
     outcome_grace: ClassVar[float | None] = None
 
-    @property
-    def requeue_method(self) -> tuple[Requeue | None, str | None]:
-        """(requeue, restart_env) for the engine's dict of worker options; never None, so
-        that the engine always passes it on. Only for that dict: it goes when the engine
-        builds a :class:`~corral.store.protocol.WorkerOptions` from ``requeue`` and
-        ``restart_env`` itself (see corral.engine.tracking.legacy_options)."""
-        return self.requeue, self.restart_env
-
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         self._limits: dict[tuple[str | None, int], Limits] = {}

@@ -61,7 +61,7 @@ class BatchState:
         max_running: int | None = None,
         after: BatchState | None = None,
         needs: Needs | None = None,
-        worker_options: WorkerOptions | dict[str, Any] | None = None,
+        worker_options: WorkerOptions | None = None,
         explain: Callable[[ElementStatus, str], ElementStatus] | None = None,
         futures: list[CorralFuture] | None = None,
     ) -> None:
@@ -70,8 +70,6 @@ class BatchState:
         self.max_running = max_running  # the throttle its arrays (and resubmissions) get
         self.after = after  # not submitted before this batch is done
         self.needs = needs  # calls of other batches it runs after (the scheduler's dependency)
-        if isinstance(worker_options, dict):
-            worker_options = legacy_options(worker_options)
         self.worker_options = worker_options or WorkerOptions()  # in each submission's plan
         # How the backend reads an element's end from its stderr (a memory kill, say).
         self.explain = explain or (lambda status, stderr: status)
@@ -395,14 +393,3 @@ class BatchState:
 
 def now() -> float:
     return time.monotonic()
-
-
-def legacy_options(options: dict[str, Any]) -> WorkerOptions:
-    """The dict of worker options engine/cluster.py still builds (``"requeue"`` holding the
-    backend's ``requeue_method``: (requeue, restart_env)), as WorkerOptions. Transition
-    only: it goes (with Backend.requeue_method) once cluster.py passes WorkerOptions."""
-    requeue, restart_env = options.get("requeue") or (None, None)
-    return WorkerOptions(
-        strict=bool(options.get("strict")), stdin=bool(options.get("stdin")), requeue=requeue,
-        restart_env=restart_env,
-    )  # fmt: skip
