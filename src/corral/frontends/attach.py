@@ -126,7 +126,7 @@ def rebuild(cluster: Cluster, path: str) -> BatchState:
     for number in store.submissions():
         packed = pickle.loads(store.read_submission_engine(number))
         plan, spec = packed["plan"], packed["spec"]
-        sub = SubState(plan, spec, os.path.join(path, "subs", f"{number}.sh"), job_id=job_ids.get(number))
+        sub = SubState(plan, spec, store.script_path(number), job_id=job_ids.get(number))
         sub.submitted_at = sub.last_seen = now
         batch.subs.append(sub)
         for start, end, attempt in plan.ranges:

@@ -49,6 +49,8 @@ from ..errors import FormatError
 from ..transports.base import Transport
 from .protocol import FORMAT_VERSION, Claim, WorkerPlan, check_format
 
+MANIFEST = "manifest.json"  # written last: a folder with one is a batch
+
 
 def default_root() -> str:
     """The work dir root: ``$CORRAL_DIR`` or ``./.corral``, as an absolute path."""
@@ -178,9 +180,9 @@ class BatchStore:
             [
                 (self._p("function.pkl"), function),
                 (self._p("calls.bin"), b"".join(calls)),
-                (self._p("calls.idx"), offsets.tobytes()),
+                (self.calls_index_path(), offsets.tobytes()),
                 (
-                    self._p("manifest.json"),
+                    self._p(MANIFEST),
                     json.dumps({**manifest, "format": FORMAT_VERSION}, indent=1).encode(),
                 ),
             ]
@@ -189,7 +191,7 @@ class BatchStore:
     def write_submission(self, sub: int, plan: WorkerPlan, script: str, engine: bytes = b"") -> str:
         """Store submission ``sub``'s plan and script, and what the engine needs to watch it
         again from another process (``engine``, pickled); return the script's path."""
-        script_path = self._p("subs", f"{sub}.sh")
+        script_path = self.script_path(sub)
         files = [
             (self._p("subs", f"{sub}.json"), json.dumps(plan.to_json()).encode()),
             (script_path, script.encode()),
@@ -198,6 +200,10 @@ class BatchStore:
             files.append((self._p("subs", f"{sub}.pkl"), engine))
         self.transport.write_many(files)
         return script_path
+
+    def script_path(self, sub: int) -> str:
+        """Where submission ``sub``'s job script is."""
+        return self._p("subs", f"{sub}.sh")
 
     def read_submission_engine(self, sub: int) -> bytes:
         """What :meth:`write_submission` kept for the engine."""
@@ -221,7 +227,7 @@ class BatchStore:
     def read_call(self, call: int) -> bytes:
         """Call ``call``'s payload alone, by its offsets in the packed file."""
         if self._offsets is None:
-            offsets = array.array("Q", self.transport.read_bytes(self._p("calls.idx")))
+            offsets = array.array("Q", self.transport.read_bytes(self.calls_index_path()))
             if sys.byteorder != "little":
                 offsets.byteswap()
             self._offsets = offsets
@@ -238,13 +244,17 @@ class BatchStore:
 
     def claim(self, call: int, attempt: int, who: Claim) -> bool:
         """Take attempt ``attempt`` of ``call`` for ``who``; False if someone already has."""
-        return self.transport.create_exclusive(self._p("claims", task_name(call, attempt)), who.encode())
+        return self.transport.create_exclusive(self.claim_path(call, attempt), who.encode())
+
+    def claim_path(self, call: int, attempt: int) -> str:
+        """Where the claim of an attempt is (its time is when the attempt was taken)."""
+        return self._p("claims", task_name(call, attempt))
 
     def read_claim(self, call: int, attempt: int) -> Claim | None:
         """Who took the attempt; None when nobody has, or the claim is still being written
         (it is created empty, then written). :class:`~corral.errors.FormatError` for a claim
         that is not one corral writes."""
-        path = self._p("claims", task_name(call, attempt))
+        path = self.claim_path(call, attempt)
         try:
             data = self.transport.read_bytes(path)
         except FileNotFoundError:
@@ -329,10 +339,19 @@ class BatchStore:
 
     # -- reading, for the command line (corral.records) ----------------------------------------
 
+    @staticmethod
+    def is_batch(path: str) -> bool:
+        """True when the folder ``path`` holds a batch: its manifest, written last, is there."""
+        return os.path.isfile(os.path.join(path, MANIFEST))
+
+    def calls_index_path(self) -> str:
+        """Where the calls' index is: one 8-byte offset more than there are calls."""
+        return self._p("calls.idx")
+
     def read_manifest(self) -> dict[str, Any]:
         """The batch's manifest, whatever its format (``FileNotFoundError`` when it has none
         yet); see :meth:`check_format` before reading anything else."""
-        manifest: dict[str, Any] = json.loads(self.transport.read_bytes(self._p("manifest.json")))
+        manifest: dict[str, Any] = json.loads(self.transport.read_bytes(self._p(MANIFEST)))
         return manifest
 
     def check_format(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import math
 import os
 
 from ..errors import FormatError
-from .batch import BatchStore, task_name
+from .batch import BatchStore
 from .protocol import Claim, is_element_id
 
 #: How much earlier than its real start a process's start time read from /proc can appear
@@ -42,7 +42,7 @@ def claimant_gone(store: BatchStore, call: int, attempt: int, claim: Claim | Non
     if claim is None or claim.by_client:
         return False
     try:
-        claimed_at = os.stat(os.path.join(store.path, "claims", task_name(call, attempt))).st_mtime
+        claimed_at = os.stat(store.claim_path(call, attempt)).st_mtime
     except OSError:
         return False
     return process_gone(claim, claimed_at)

@@ -146,7 +146,7 @@ def find_batch(ref: str, root: str | None = None) -> str:
     the name of a folder in ``root`` (default :func:`work_root`) or a prefix of exactly one."""
     if os.sep in ref or (os.altsep and os.altsep in ref) or ref in (".", ".."):
         path = os.path.abspath(os.path.expanduser(ref))
-        if not os.path.isfile(os.path.join(path, "manifest.json")):
+        if not BatchStore.is_batch(path):
             raise CorralError(f"{path} is not a corral batch folder (it has no manifest.json)")
         return path
     root = work_root(root)
@@ -265,7 +265,7 @@ def _open(path: str) -> tuple[BatchStore, dict[str, Any], int]:
     # The calls' offsets file holds one offset more than there are calls: a manifest that
     # claims more (a huge number would exhaust memory here) is not the one corral wrote.
     try:
-        stored = os.path.getsize(os.path.join(store.path, "calls.idx")) // 8 - 1
+        stored = os.path.getsize(store.calls_index_path()) // 8 - 1
     except OSError:
         stored = -1
     if not 0 <= calls <= stored:
