@@ -75,7 +75,7 @@ def test_element_logs_are_0_based_and_a_worker_that_cannot_start_says_why(tmp_pa
     store.write_batch({}, pack_function(print), [cloudpickle.dumps(((i,), {})) for i in range(2)])
     plan = Plan(0, 2, "static", ((0, 2, 0),), chunk=1)
     spec = ArraySpec(store.path, 0, 2, Resources(), "logs", "/no/such/python", str(tmp_path))
-    script = store.write_submission(0, plan.to_json(), backend.render(spec))
+    script = store.write_submission(0, plan.worker_plan(), backend.render(spec))
     patterns = (
         store.element_log_pattern("out", "{job}", "{index}"),
         store.element_log_pattern("err", "{job}", "{index}"),
