@@ -200,6 +200,7 @@ def test_a_forced_name_collision_gives_two_folders_and_correct_results(
     monkeypatch.setattr(corral.store.batch, "_unique_suffix", same_then_other)
     ex = make_executor("local")
     first = ex.submit(times_ten, 1)
+    assert first.batch  # asking for its batch submits it: the second call is a batch of its own
     second = ex.submit(times_ten, 2)
     assert (first.result(timeout=60), second.result(timeout=60)) == (10, 20)
     assert len(drawn) == 3  # the second batch found its first name taken and drew again

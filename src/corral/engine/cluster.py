@@ -248,6 +248,9 @@ class Cluster:
         is called with the batch once it is submitted."""
 
         def make() -> Pending:
+            # The work dir is checked now, so that one that cannot be used (not the user's
+            # alone, read-only) fails at the submit line, as for a map, before any call waits.
+            self.backend.transport.makedirs(self.root)
             return Pending(template, self.submit, submitted, explicit=explicit)
 
         return self._coalescer.add(key, make, call)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..job import Condition, Dependency, JobState
+from ..store.protocol import Mode
 from .futures import CallSource
 
 
@@ -100,5 +101,5 @@ def _elements_of(needs: Needs, job: str) -> int | None:
     for batch, _ in needs.calls:
         sub = batch.sub_of_job(job)
         if sub is not None:
-            return sub.plan.elements if sub.plan.mode == "static" else None
+            return sub.plan.elements if sub.plan.mode is Mode.STATIC else None
     return None

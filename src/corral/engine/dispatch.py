@@ -21,6 +21,7 @@ from ..backends.base import Backend
 from ..errors import DependencyError, SchedulerError
 from ..job import ElementStatus, JobState
 from ..resources import Resources
+from ..store.protocol import Mode
 from .dependencies import resolve as resolve_needs
 from .policy import PollPolicy
 from .submitting import array_specs, log_pattern, retry_plans
@@ -117,7 +118,7 @@ class Dispatcher:
         plan = sub.plan
         if (
             room < plan.elements
-            and plan.mode == "pull"
+            and plan.mode is Mode.PULL
             and plan.first_element == 0
             and plan.total_elements == plan.elements
         ):

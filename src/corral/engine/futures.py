@@ -73,7 +73,9 @@ class CorralFuture(concurrent.futures.Future[Any]):
 
     @property
     def batch(self) -> str:
-        """The name of the batch (its folder in the work dir); empty until submitted."""
+        """The name of the batch (its folder in the work dir). A call still gathering in a
+        burst of submits has none yet: asking for it submits the burst (as ``result()`` does)."""
+        self._submit_pending()
         return "" if self._batch is None else self._batch.store.name
 
     def result(self, timeout: float | None = None) -> Any:

@@ -25,7 +25,7 @@ from ..resources import Resources
 from ..retry import RetryPolicy
 from ..store.batch import BatchStore
 from ..store.pickling import Pickler
-from ..store.protocol import WorkerOptions
+from ..store.protocol import Mode, WorkerOptions
 from ..worker.run import inside_job, pack_function
 from .planning import Plan, plan_tasks
 
@@ -180,7 +180,7 @@ def probes(plans: list[Plan]) -> bool:
     """A lone pull array starts throttled to one element (one element starts about as fast as
     a plain job, eight take twice as long), and is widened once its calls turn out long enough
     to need more (Cluster._widen)."""
-    return len(plans) == 1 and plans[0].mode == "pull" and plans[0].elements > 1
+    return len(plans) == 1 and plans[0].mode is Mode.PULL and plans[0].elements > 1
 
 
 def array_specs(
@@ -202,7 +202,7 @@ def array_specs(
             job_name=f"corral-{name}"[:64],
             python=sys.executable,
             chdir=os.getcwd(),
-            max_running=1 if probe else max_running if plan.mode == "static" else None,
+            max_running=1 if probe else max_running if plan.mode is Mode.STATIC else None,
             command=command,
         )  # fmt: skip
         for plan in plans
