@@ -105,7 +105,7 @@ def fd(offset: int) -> Frame:
 
 # (what was done, the stream, what a live reader yields, what finish() adds)
 # fmt: off
-CORRUPTIONS = [
+CORRUPTIONS: list[tuple[str, bytes, list[Frame | Corrupt], list[Frame | Corrupt]]] = [
     ("bit flip in a body", A + flip(B, 12) + C,
      [fa(), Corrupt(len(A), len(B), "crc mismatch"), fc(AB)], []),
     ("bit flip in a length", A + flip(B, 2) + C,
@@ -156,18 +156,21 @@ def test_damage_costs_only_the_damaged_frames(
     assert feed_in(stream_, list(range(1, len(stream_))), finish=True) == live + at_end
     reader = FrameReader()
     reader.feed(stream_)
-    assert reader.offset == (live[-1].offset + HEADER_SIZE + len(live[-1].body) if live else 0)
+    assert reader.offset == (end_of(live[-1]) if live else 0)
     reader.finish()
     assert reader.offset == reader.position == len(stream_)
 
 
-def test_the_offsets_tile_the_stream_after_finish() -> None:
-    for _, stream_, live, at_end in CORRUPTIONS:
-        position = 0
-        for item in live + at_end:
-            assert item.offset == position
-            position += item.length if isinstance(item, Corrupt) else HEADER_SIZE + len(item.body)
-        assert position == len(stream_)
+def end_of(item: Frame | Corrupt) -> int:
+    return item.offset + (item.length if isinstance(item, Corrupt) else HEADER_SIZE + len(item.body))
+
+
+@pytest.mark.parametrize(
+    ("stream_", "items"), [(c[1], c[2] + c[3]) for c in CORRUPTIONS], ids=[c[0] for c in CORRUPTIONS]
+)
+def test_the_offsets_tile_the_stream_after_finish(stream_: bytes, items: list[Frame | Corrupt]) -> None:
+    assert [item.offset for item in items] == [0] + [end_of(item) for item in items[:-1]]
+    assert end_of(items[-1]) == len(stream_)
 
 
 def test_a_damaged_frame_resyncs_on_a_good_frame_inside_it_not_after_it() -> None:
