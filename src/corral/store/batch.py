@@ -18,14 +18,25 @@ Layout (every folder 0700, every file written atomically: temporary file, then r
         subs/<s>.sh               the exact job script submitted
         subs/<s>.pkl              submission s as the engine knows it (plan and spec), for attach
         subs/<s>.job              the scheduler's job id for submission s
-        claims/<i>.<a>            who took attempt a of call i (a corral.store.protocol.Claim);
-                                  created exclusively, so each attempt runs once
-        logs/<i>.<a>.out|err      the call's own stdout and stderr
-        logs/job-<job>_<k>.out|err   array element k's stdout and stderr, as the scheduler wrote them
-        results/<i>.<a>.pkl       the call's outcome: a data record (one JSON line: ok, exception
-                                  type, message, traceback, element, host, times) and then the
-                                  pickled value or exception. Readers for people read the record
-                                  alone and never unpickle (see read_outcome_record)
+        claims/<s>.<pos>          a chunk claim: who took positions pos..pos+n-1 of submission
+                                  s's task list, and n (a corral.store.protocol.ChunkClaim);
+                                  created exclusively and whole (written, then linked)
+        cancels/<i>.<a>           the client cancelled attempt a of call i (empty, exclusive): an
+                                  element that takes it writes a Skip record instead of running it
+        stops/<i>.<a>             the client asks the running attempt to stop (empty): the call
+                                  gets corral.Stopped at its next progress()
+        streams/<element>.log     element <job>_<k>'s records, framed (corral.store.streams):
+                                  Start, Claim, Progress, Result, Skip, Beat, End. A call's
+                                  outcome is a Result record, its value pickled inside
+        streams/<element>.out|err what the element's calls printed (fds 1 and 2); a call's own
+                                  output is the range between the offsets of the record before
+                                  its Result and of its Result
+        results/<i>.<a>.pkl       only a result above RESULT_INLINE_MAX: the outcome file (a data
+                                  record, one JSON line, then the pickled value or exception),
+                                  written and synced before the Result that points to it.
+                                  Readers for people read the record alone and never unpickle
+        logs/job-<job>_<k>.out|err   array element k's stdout and stderr as the scheduler wrote
+                                  them: what the worker printed outside calls
         attempts/<i>.<a>.json     how attempt a of call i ended without a result (job, state, node),
                                   written by the client when it resubmits or fails the call
         checkpoints/<i>.pkl       what to run in place of call i when it runs again: written by
@@ -42,12 +53,14 @@ import os
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from ..errors import FormatError
 from ..transports.base import Transport
-from .protocol import FORMAT_VERSION, Claim, WorkerPlan, check_format
+from .elements import ELEMENT_FOLDERS, ElementFiles
+from .outcomes import OUTCOME_MAGIC, Outcome, decode_outcome_file, encode_outcome
+from .protocol import FORMAT_VERSION, WorkerPlan, check_format
 
 MANIFEST = "manifest.json"  # written last: a folder with one is a batch
 
@@ -83,57 +96,9 @@ def parse_task_name(name: str) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """How one call ended, as the worker recorded it. Pickles travel as bytes so that a
-    value or exception the client cannot unpickle is still reported, not lost."""
-
-    ok: bool
-    payload: bytes  # cloudpickled value (ok) or exception (not ok); may be b""
-    type_name: str = ""  # the exception's qualified type name
-    message: str = ""
-    traceback: str = ""
-    element: str = ""  # the array element that ran it
-    host: str = ""
-    started: float = 0.0
-    finished: float = 0.0
-
-
-#: The first line of every outcome file; a reader refuses anything else.
-OUTCOME_MAGIC = b"corral-outcome 1\n"
-_RECORD_FIELDS = ("ok", "type_name", "message", "traceback", "element", "host", "started", "finished")
-
-
-def encode_outcome(outcome: Outcome) -> bytes:
-    """An outcome as stored: the magic line, its data record as one JSON line (ASCII, so no
-    text in it can break the line), then the pickled payload."""
-    record = {name: getattr(outcome, name) for name in _RECORD_FIELDS}
-    return OUTCOME_MAGIC + json.dumps(record, ensure_ascii=True).encode() + b"\n" + outcome.payload
-
-
-def decode_outcome_file(data: bytes) -> Outcome:
-    """The inverse of :func:`encode_outcome`; never unpickles. ``ValueError`` for a file that
-    is not an outcome (truncated, foreign, or from another version of corral)."""
-    if not data.startswith(OUTCOME_MAGIC):
-        raise ValueError("not a corral outcome file")
-    line, newline, payload = data[len(OUTCOME_MAGIC) :].partition(b"\n")
-    if not newline:
-        raise ValueError("truncated corral outcome file")
-    record = json.loads(line)
-    if not isinstance(record, dict):
-        raise ValueError("malformed corral outcome record")
-    ok, floats = record.get("ok"), ("started", "finished")
-    texts = [n for n in _RECORD_FIELDS if n != "ok" and n not in floats]
-    if not isinstance(ok, bool) or any(not isinstance(record.get(n, ""), str) for n in texts):
-        raise ValueError("malformed corral outcome record")
-    if any(not isinstance(record.get(n, 0.0), (int, float)) for n in floats):
-        raise ValueError("malformed corral outcome record")
-    values = {n: record[n] for n in _RECORD_FIELDS if n in record}
-    return Outcome(payload=payload, **values)
-
-
-class BatchStore:
-    """One batch folder, reached through a transport (local, or a remote host's)."""
+class BatchStore(ElementFiles):
+    """One batch folder, reached through a transport (local, or a remote host's); its
+    per-element files are :class:`~corral.store.elements.ElementFiles`'."""
 
     def __init__(self, path: str, transport: Transport) -> None:
         self.path = path
@@ -158,14 +123,14 @@ class BatchStore:
             from ..errors import WorkDirError
 
             raise WorkDirError(f"no free batch folder name in {root} after {_NAME_TRIES} tries", path=root)
-        for sub in ("subs", "claims", "logs", "results", "attempts", "checkpoints"):
+        for sub in ("subs", "logs", "attempts", "checkpoints", *ELEMENT_FOLDERS):
             transport.mkdir_exclusive(os.path.join(path, sub))
         return cls(path, transport)
 
     def sweep_temporaries(self) -> int:
         """Remove the temporary files that writers killed mid-write left in this batch's
         folders (see :meth:`corral.transports.base.Transport.sweep_temporaries`)."""
-        folders = ("", "subs", "results", "attempts", "checkpoints")
+        folders = ("", "subs", "results", "attempts", "checkpoints", "claims", "cancels", "stops")
         return sum(self.transport.sweep_temporaries(self._p(f) if f else self.path) for f in folders)
 
     def write_batch(self, manifest: dict[str, Any], function: bytes, calls: list[bytes]) -> None:
@@ -240,43 +205,7 @@ class BatchStore:
         path = self._p("subs", f"{sub}.json")
         return WorkerPlan.from_json(self.transport.read_bytes(path), path)
 
-    # -- tasks: claims, logs, outcomes ---------------------------------------------------------
-
-    def claim(self, call: int, attempt: int, who: Claim) -> bool:
-        """Take attempt ``attempt`` of ``call`` for ``who``; False if someone already has."""
-        return self.transport.create_exclusive(self.claim_path(call, attempt), who.encode())
-
-    def claim_path(self, call: int, attempt: int) -> str:
-        """Where the claim of an attempt is (its time is when the attempt was taken)."""
-        return self._p("claims", task_name(call, attempt))
-
-    def read_claim(self, call: int, attempt: int) -> Claim | None:
-        """Who took the attempt; None when nobody has, or the claim is still being written
-        (it is created empty, then written). :class:`~corral.errors.FormatError` for a claim
-        that is not one corral writes."""
-        path = self.claim_path(call, attempt)
-        try:
-            data = self.transport.read_bytes(path)
-        except FileNotFoundError:
-            return None
-        return Claim.parse(data, path) if data else None
-
-    def claimed(self) -> set[tuple[int, int]]:
-        return _task_names(self.transport.listdir(self._p("claims")))
-
-    def finished(self) -> set[tuple[int, int]]:
-        return _task_names(self.transport.listdir(self._p("results")))
-
-    def write_outcome(self, call: int, attempt: int, outcome: Outcome) -> None:
-        path = self._p("results", f"{task_name(call, attempt)}.pkl")
-        self.transport.write_bytes(path, encode_outcome(outcome))
-
-    def read_outcome(self, call: int, attempt: int) -> Outcome:
-        """The outcome of an attempt. Nothing is unpickled here: the value or exception stays
-        bytes in ``payload`` until the client decodes it (see corral.futures)."""
-        return decode_outcome_file(
-            self.transport.read_private(self._p("results", f"{task_name(call, attempt)}.pkl"))
-        )
+    # -- outcomes, attempts, checkpoints, logs ----------------------------------------------------
 
     def read_outcome_record(self, call: int, attempt: int) -> Outcome:
         """The outcome's data record alone (``payload`` is empty): what a reader for people
@@ -313,10 +242,6 @@ class BatchStore:
             raise ValueError(f"checkpoint of call {call} in {self.path} is not one corral wrote")
         return resume, requeues
 
-    def call_log(self, call: int, attempt: int, stream: str) -> str:
-        """Path of a call's own ``"out"`` or ``"err"`` stream."""
-        return self._p("logs", f"{task_name(call, attempt)}.{stream}")
-
     def element_log(self, element: str, stream: str) -> str:
         """Path of an array element's stream as the scheduler writes it."""
         return self._p("logs", f"job-{element}.{stream}")
@@ -333,9 +258,6 @@ class BatchStore:
 
     def tail(self, path: str, lines: int = 20) -> str:
         return "\n".join(self.read_text(path).rstrip("\n").splitlines()[-lines:])
-
-    def _p(self, *parts: str) -> str:
-        return os.path.join(self.path, *parts)
 
     # -- reading, for the command line (corral.records) ----------------------------------------
 
@@ -401,3 +323,15 @@ def _numbered(names: Iterable[str], suffix: str) -> list[int]:
         if dot and ext == suffix and stem.isdigit():
             found.append(int(stem))
     return found
+
+
+__all__ = [
+    "OUTCOME_MAGIC",
+    "BatchStore",
+    "Outcome",
+    "decode_outcome_file",
+    "default_root",
+    "encode_outcome",
+    "parse_task_name",
+    "task_name",
+]

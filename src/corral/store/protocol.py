@@ -6,7 +6,9 @@ and the version of the work-dir format they belong to.
   backend hands the worker as data: how to be run again after a time-limit warning
   (:class:`Requeue`) and which environment variable counts the element's restarts. The
   worker names no scheduler: everything scheduler-specific comes through here.
-* :class:`Claim` (``claims/<i>.<a>``): who took an attempt of a call, or the client's cancel.
+* :class:`ChunkClaim` (``claims/<s>.<pos>``): who took the positions ``pos..pos+n-1`` of
+  submission s's task list (a :class:`Claim`: an element, or the client's cancel), and n.
+* :data:`BEAT`: how often a running element writes a heartbeat into its stream.
 * :data:`FORMAT_VERSION`, written into every batch's ``manifest.json`` ("format"), and
   :func:`check_format`, which every reader (the worker, ``attach``, ``corral status``) calls
   before reading anything else of a batch. Version 1 is the format without a version: every
@@ -39,6 +41,11 @@ _ELEMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", re.ASCII)
 _PID_LIMIT = 2**31  # pids are C ints; a larger number is not one
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _CANCEL_TEXT = b"client-cancel"
+
+#: Seconds between two heartbeats (Beat records) of a running element: the client's liveness
+#: signal. The client deems an element alive while its stream grew within ``3 * BEAT``, and
+#: asks the scheduler about it only when it did not.
+BEAT = 15.0
 
 
 def is_element_id(text: str) -> bool:
@@ -235,8 +242,8 @@ class WorkerPlan:
 
 @dataclass(frozen=True)
 class Claim:
-    """Who took an attempt of a call: an array element (its id, host and pid), or the client
-    (:attr:`CLIENT_CANCEL`: taken so that no element runs it)."""
+    """Who took something: an array element (its id, host and pid), or the client
+    (:attr:`CLIENT_CANCEL`: taken so that no element runs it). Part of a :class:`ChunkClaim`."""
 
     element: str
     host: str
@@ -278,6 +285,39 @@ class Claim:
 
 
 Claim.CLIENT_CANCEL = Claim("", "", 0)
+
+
+@dataclass(frozen=True)
+class ChunkClaim:
+    """The content of ``claims/<s>.<pos>``: ``who`` took positions ``pos..pos+n-1`` of
+    submission s's task list (:attr:`WorkerPlan.tasks`, in order). The file is created
+    exclusively and whole, so a reader never sees it empty or half written."""
+
+    who: Claim
+    n: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.who, Claim):
+            raise ValueError(f"a chunk claim's who must be a Claim, not {self.who!r}")
+        _int(self.n, "a chunk claim's n", 1)
+
+    def encode(self) -> bytes:
+        """The claim file's bytes: the :class:`Claim`'s, a space, then ``n``."""
+        return self.who.encode() + f" {self.n}".encode()
+
+    @classmethod
+    def parse(cls, data: bytes, path: str = "a chunk claim") -> ChunkClaim:
+        """The one reader of chunk claim files: :class:`FormatError` naming ``path`` for
+        anything :meth:`encode` does not write."""
+        who, space, n = data.rpartition(b" ")
+        if not space or not n.isascii() or not n.isdigit() or len(n) > 18:
+            raise FormatError(f"{path} is not a corral chunk claim ({data[:80]!r})", path=path)
+        try:
+            return cls(Claim.parse(who, path), int(n))
+        except ValueError as exc:
+            raise FormatError(
+                f"{path} is not a corral chunk claim ({data[:80]!r}): {exc}", path=path
+            ) from None
 
 
 def manifest_format(manifest: Mapping[str, Any]) -> int:

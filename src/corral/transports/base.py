@@ -5,7 +5,7 @@ A transport knows nothing of schedulers. Commands are argv lists, never shell st
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,8 +42,9 @@ class Transport(Protocol):
         """Create the one folder ``path`` (0700); False when the name is taken already."""
         ...
 
-    def write_bytes(self, path: str, data: bytes) -> None:
-        """Write a file atomically (temporary file, then rename), private to the user."""
+    def write_bytes(self, path: str, data: bytes, *, durable: bool = False) -> None:
+        """Write a file atomically (temporary file, then rename), private to the user;
+        ``durable``: synced to disk before it takes its name."""
         ...
 
     def write_many(self, items: Sequence[tuple[str, bytes]]) -> None:
@@ -51,7 +52,9 @@ class Transport(Protocol):
         ...
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
-        """Create ``path`` holding ``data`` only if it does not exist; False if it did."""
+        """Create ``path`` holding ``data`` only if it does not exist; False if it did. The
+        file appears whole (written under another name, then linked), so a reader never sees
+        it empty or partial, on NFS too."""
         ...
 
     def read_bytes(self, path: str) -> bytes:
@@ -70,6 +73,17 @@ class Transport(Protocol):
 
     def listdir(self, path: str) -> list[str]:
         """Names in a folder; an empty list when the folder does not exist."""
+        ...
+
+    def scan(self, folder: str, cursors: Mapping[str, int]) -> dict[str, bytes]:
+        """ONE operation (one round trip for a remote transport) that lists ``folder`` and
+        returns, for every regular file in it whose name ends in ``.log``, the bytes from
+        ``cursors.get(name, 0)`` to its current end: only files that grew are in the answer,
+        and a file now shorter than its cursor maps to ``b""`` (the caller re-reads it from
+        where its records are whole). Each file is opened without following a symbolic link
+        and checked as :meth:`read_private` checks (payloads in streams are unpickled):
+        :class:`~corral.errors.UnsafeWorkDirError` for one someone else could write. A
+        missing folder: ``{}``."""
         ...
 
     def sweep_temporaries(self, folder: str, max_age: float = 86400.0) -> int:

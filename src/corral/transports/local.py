@@ -11,10 +11,11 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import stat
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..trust import check_private_dir, check_private_file, refusal
 from .base import CommandResult, CommandTimeout
@@ -78,7 +79,16 @@ class LocalTransport:
             raise _choose_another(path, exc) from exc
         return True
 
-    def write_bytes(self, path: str, data: bytes) -> None:
+    def write_bytes(self, path: str, data: bytes, *, durable: bool = False) -> None:
+        tmp = self._write_temporary(path, data, durable)
+        try:
+            os.replace(tmp, path)  # replaces a symbolic link at ``path``, never follows it
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+    def _write_temporary(self, path: str, data: bytes, durable: bool = False) -> str:
+        """Write ``data`` to a new temporary file beside ``path`` and return its name."""
         folder, name = os.path.split(path)
         # A dot-name unique to this host, process and thread: readers skip it, no writer
         # shares it, and sweep_temporaries can tell whether its writer still lives.
@@ -89,25 +99,32 @@ class LocalTransport:
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-            os.replace(tmp, path)  # replaces a symbolic link at ``path``, never follows it
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            _unlink_quietly(tmp)
             raise
+        return tmp
 
     def write_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         for path, data in items:
             self.write_bytes(path, data)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
-        try:  # O_EXCL: a symbolic link at ``path`` counts as existing and is not followed
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        """Create ``path`` holding ``data`` whole, only if the name is free: the data goes to a
+        temporary file first, which is then hard-linked to ``path``. ``link`` fails when the
+        name exists (a symbolic link too, never followed) and is atomic on NFS as well, so no
+        reader ever sees the file empty or half written."""
+        tmp = self._write_temporary(path, data)
+        try:
+            os.link(tmp, path)
         except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            # An NFS client may retry a link whose reply was lost and then hear "exists" for
+            # its own link: the temporary file then has two names.
+            return os.lstat(tmp).st_nlink == 2 and os.path.samefile(tmp, path)
+        finally:
+            _unlink_quietly(tmp)
         return True
 
     def read_bytes(self, path: str) -> bytes:
@@ -145,6 +162,39 @@ class LocalTransport:
         except FileNotFoundError:
             return []
 
+    def scan(self, folder: str, cursors: Mapping[str, int]) -> dict[str, bytes]:
+        """What grew in the ``.log`` files of ``folder`` since ``cursors`` (see
+        :meth:`corral.transports.base.Transport.scan`)."""
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return {}
+        grown: dict[str, bytes] = {}
+        for name in names:
+            if not name.endswith(".log") or name.startswith("."):
+                continue
+            path = os.path.join(folder, name)
+            try:  # O_NONBLOCK: a FIFO planted under a .log name must not hang the poll loop
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                continue  # a symbolic link is no stream of ours
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                size = check_private_file(fd, path)  # the client unpickles payloads in streams
+                start = cursors.get(name, 0)
+                if size < start:
+                    grown[name] = b""  # cut below the cursor: the caller rewinds
+                elif size > start:
+                    grown[name] = _read_from(fd, start, size)
+            finally:
+                os.close(fd)
+        return grown
+
     def sweep_temporaries(self, folder: str, max_age: float = 86400.0) -> int:
         """Remove the temporary files in ``folder`` whose writer is gone: one of this host
         whose process no longer exists, or any older than ``max_age`` seconds (a writer on
@@ -180,6 +230,23 @@ def _open_no_link(path: str) -> int:
             f"refusing to read {path}: it is a symbolic link, and corral follows none inside a work dir",
             path=path,
         ) from None
+
+
+def _read_from(fd: int, start: int, size: int) -> bytes:
+    """The bytes of ``fd`` from ``start`` to the end (at least to ``size``, if it grew since)."""
+    chunks = []
+    offset = start
+    while chunk := os.pread(fd, max(size - offset, 1 << 16), offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _writer_is_dead(entry: str) -> bool:
