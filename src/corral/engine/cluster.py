@@ -30,6 +30,7 @@ from ..resources import Resources
 from ..store.batch import BatchStore, default_root
 from ..store.protocol import WorkerOptions
 from . import budget
+from .cancelling import cancel_one, take_unclaimed
 from .coalesce import Coalescer, Pending
 from .dispatch import Dispatcher
 from .futures import CorralFuture, mark_cancelled
@@ -177,7 +178,7 @@ class Cluster:
     def cancel_call(self, batch: BatchState, call: int) -> bool:
         """Cancel one call that has not started; drop pending elements nobody needs."""
         with self._lock:
-            if not batch.claim_for_client(call):
+            if not cancel_one(batch, call):
                 return False
             completions = self._scan(batch)  # a fresh view: are any calls left unclaimed?
             release_idle(self.backend, batch)
@@ -193,7 +194,7 @@ class Cluster:
             if future.done():
                 return False
             sub, index = batch.sub_of(call)
-            not_started = batch.claim_for_client(call)
+            not_started = cancel_one(batch, call)
             if sub is not None and sub.job_id is not None and index is not None:
                 self._cancel_jobs([sub.element(index)])
         if not_started:
@@ -208,18 +209,17 @@ class Cluster:
             for batch in batches:
                 if batch.done:
                     continue
-                for call in batch.unclaimed():
-                    if batch.claim_for_client(call):
-                        mark_cancelled(batch.futures[call])
+                for call in take_unclaimed(batch):
+                    mark_cancelled(batch.futures[call])
                 self._cancel_jobs(batch.live_job_ids())
                 for call in range(len(batch.futures)):
-                    if call not in batch.resolved:
-                        batch.resolved.add(call)
+                    if not batch.is_resolved(call):
                         error = JobCancelledError(
                             state=JobState.CANCELLED, job_id=batch.job_id_of(call), call=call,
                             batch=batch.store.name, reason="cancelled by the executor",
                         )  # fmt: skip
-                        running.append((batch.futures[call], False, error))
+                        if batch.ledger.abandon(call, error) is not None:
+                            running.append((batch.futures[call], False, error))
                 self._batches = [b for b in self._batches if b is not batch]
                 self._dispatch.settle_later(batch)
         _complete(running)
@@ -306,12 +306,12 @@ class Cluster:
                 if not self._batches and not self._dispatch.settling and not self._coalescer:
                     self._thread = None
                     return
-                claims = sum(len(b.claimed) for b in self._batches)
+                claims = sum(b.ledger.started for b in self._batches)
                 scan_started = time.monotonic()
                 completions = [c for b in self._batches for c in self._scan(b)]
                 scan_cost = time.monotonic() - scan_started
                 # A call that just started will finish soon: look again quickly.
-                progressed = bool(completions) or claims != sum(len(b.claimed) for b in self._batches)
+                progressed = bool(completions) or claims != sum(b.ledger.started for b in self._batches)
                 # The local backend's status query reads memory: ask on every tick, so that
                 # an element that ended (or frees a place under an executor's limit) is seen.
                 holding = self._dispatch.holding_back()

@@ -22,6 +22,7 @@ from ..errors import DependencyError, SchedulerError
 from ..job import ElementStatus, JobState
 from ..resources import Resources
 from ..store.protocol import Mode
+from .cancelling import cancel_one, take_unclaimed
 from .dependencies import resolve as resolve_needs
 from .policy import PollPolicy
 from .submitting import array_specs, log_pattern, retry_plans
@@ -96,12 +97,12 @@ class Dispatcher:
             if dependency != sub.spec.dependency:  # known only now: write it into the script
                 sub.spec = replace(sub.spec, dependency=dependency)
                 batch.save_submission(sub.plan, sub.spec, self.backend.render(sub.spec))
-            sub.job_id = self.backend.submit(sub.spec, sub.script_path, log_pattern(batch.store))
-            sub.submitted_at = sub.last_seen = time.monotonic()
-            batch.store.record_job_id(sub.plan.sub, sub.job_id)
+            job_id = self.backend.submit(sub.spec, sub.script_path, log_pattern(batch.store))
+            batch.ledger.submitted(sub.plan.sub, job_id, time.monotonic())
+            batch.store.record_job_id(sub.plan.sub, job_id)
             if throttle is not None:
                 throttle.submitted(sub)
-            log.debug("submitted %s (%d elements) for %s", sub.job_id, sub.plan.elements, batch.store.name)
+            log.debug("submitted %s (%d elements) for %s", job_id, sub.plan.elements, batch.store.name)
         return []
 
     def _fit(self, batch: BatchState, sub: SubState, throttle: Throttle) -> bool:
@@ -135,13 +136,15 @@ class Dispatcher:
         for sub in batch.subs:
             sub.dropped = sub.dropped or not sub.submitted
         failed: list[Completion] = []
-        for call in batch.unclaimed():
-            if batch.claim_for_client(call):
-                error = DependencyError(
-                    state=JobState.CANCELLED, job_id=None, call=call, batch=batch.store.name,
-                    reason=f"never submitted: {why}", work_dir=batch.store.path,
-                )  # fmt: skip
-                failed.append((batch.futures[call], False, error))
+
+        def never(call: int) -> BaseException:
+            return DependencyError(
+                state=JobState.CANCELLED, job_id=None, call=call, batch=batch.store.name,
+                reason=f"never submitted: {why}", work_dir=batch.store.path,
+            )  # fmt: skip
+
+        for call in take_unclaimed(batch, never):
+            failed.append((batch.futures[call], False, batch.ledger.error(call)))
         return failed
 
     def _room_for(self, resources: Resources, elements: int) -> bool:
@@ -155,25 +158,26 @@ class Dispatcher:
     def resubmit(self, batch: BatchState) -> list[Completion]:
         """Turn the batch's calls waiting for another attempt into new (unsubmitted) arrays,
         which ``deferred`` then submits."""
-        if not batch.retries:
+        waiting = batch.ledger.retries()
+        if not waiting:
             return []
-        waiting = [(c, batch.attempts[c], r) for c, r in batch.retries if c not in batch.resolved]
-        batch.retries.clear()
         try:
             plans = retry_plans(len(batch.subs), waiting, self.backend.limits, batch.max_running)
         except SchedulerError as exc:  # the limits could not be read: try again next tick
-            batch.retries.extend((c, r) for c, _, r in waiting)
+            batch.ledger.put_back(waiting)
             log.warning("cannot plan the resubmission for %s yet: %s", batch.store.name, exc)
             return []
+        completions: list[Completion] = []
         for plan, resources in plans:
             command = batch.subs[0].spec.command
             spec = array_specs([plan], batch.store.path, batch.name, resources, batch.max_running, command)[0]
             try:
                 path = batch.save_submission(plan, spec, self.backend.render(spec))
             except OSError as exc:
-                return self._refuse(batch, SubState(plan, spec, ""), exc)
-            batch.subs.append(SubState(plan, spec, path))
-        return []
+                batch.add_sub(SubState(plan, spec, "", dropped=True))
+                return completions + self._refuse(batch, batch.subs[-1], exc)
+            completions += batch.add_sub(SubState(plan, spec, path))
+        return completions
 
     def deferred(self, batch: BatchState, now: float) -> list[Completion]:
         """Submit what MaxSubmitJobs held back and the arrays of resubmitted calls. While the
@@ -200,8 +204,8 @@ class Dispatcher:
         """A submission that cannot be made fails the calls it was for, with the reason."""
         log.error("submission %d of %s failed: %s", sub.plan.sub, batch.store.name, error)
         sub.dropped = True
-        failed = []
+        failed: list[Completion] = []
         for call in batch.unclaimed():
-            if sub.covers(batch.task(call)) and batch.claim_for_client(call):
+            if sub.covers(batch.task(call)) and cancel_one(batch, call, error):
                 failed.append((batch.futures[call], False, error))
         return failed

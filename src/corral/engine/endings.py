@@ -29,6 +29,7 @@ class EndedBatch(Protocol):
 
     def task(self, call: int) -> tuple[int, int]: ...
     def explain(self, status: ElementStatus, stderr: str) -> ElementStatus: ...
+    def stderr_of(self, call: int) -> str: ...
 
 
 def ended_job_error(
@@ -42,10 +43,13 @@ def ended_job_error(
     """The error of ``call``, whose element ``index`` of ``sub`` ended without its outcome;
     ``who`` is the element that had started it (None: it never started)."""
     store = batch.store
-    streams = [store.call_log(*batch.task(call), "err")] if who else []
-    streams.append(store.element_log(sub.element(index), "err"))
-    # Enough lines for a whole traceback, whose first line tells where its key line is.
-    texts = [store.tail(path, KEY_LINE_WINDOW) for path in streams]
+    element = sub.element(index)
+    # Enough lines for a whole traceback, whose first line tells where its key line is: the
+    # call's own stderr, then what the element printed outside its calls (the worker's own
+    # errors), then what the scheduler wrote (slurmstepd's, last: explain_end reads it).
+    texts = ["\n".join(batch.stderr_of(call).splitlines()[-KEY_LINE_WINDOW:])] if who else []
+    texts.append(store.tail(store.output_path(element, "err"), KEY_LINE_WINDOW))
+    texts.append(store.tail(store.element_log(element, "err"), KEY_LINE_WINDOW))
     status = batch.explain(sub.status[index], texts[-1])
     tail = next(("\n".join(t.splitlines()[-TAIL_LINES:]) for t in texts if t.strip()), "")
     key = next(filter(None, map(key_line, texts)), "")

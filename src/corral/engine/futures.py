@@ -13,6 +13,7 @@ import cloudpickle
 from ..errors import RemoteError, RemoteTraceback
 from ..job import JobState
 from ..store.batch import BatchStore, Outcome
+from ..store.stream_codec import Progress
 from .elements import SubState
 
 
@@ -38,6 +39,9 @@ class CallSource(Protocol):
     def cancel_element(self, call: int) -> bool: ...
     def dependency_of(self, call: int) -> list[tuple[str, int | None]] | None: ...
     def sub_of_job(self, job_id: str) -> SubState | None: ...
+    def output(self, call: int, stream: str) -> str: ...
+    def progress_of(self, call: int) -> Progress | None: ...
+    def request_stop(self, call: int) -> bool: ...
 
 
 class CorralFuture(concurrent.futures.Future[Any]):
@@ -103,10 +107,20 @@ class CorralFuture(concurrent.futures.Future[Any]):
         return self._stream("err")
 
     def _stream(self, name: str) -> str:
-        if self._batch is None:
-            return ""
-        store = self._batch.store
-        return store.read_text(store.call_log(*self._batch.task(self.call), name))
+        return "" if self._batch is None else self._batch.output(self.call, name)
+
+    @property
+    def progress(self) -> Progress | None:
+        """Where the running call said it stands, with ``corral.progress(step, total,
+        **metrics)`` on the node: the latest record (``step``, ``total``, ``metrics``, ``t``,
+        the node's time), seen within one poll tick; None before its first."""
+        return None if self._batch is None else self._batch.progress_of(self.call)
+
+    def stop(self) -> bool:
+        """Ask the running call to stop: ``corral.Stopped`` is raised in it at its next
+        ``corral.progress()`` (or it may poll ``corral.should_stop()``), without touching the
+        calls that share its job. False when the call is not running."""
+        return self._batch is not None and self._batch.request_stop(self.call)
 
     def cancel(self) -> bool:
         """Cancel the call if it has not started; its job leaves the queue when no other call

@@ -22,7 +22,7 @@ def widen(backend: Backend, policy: PollPolicy, batch: BatchState, now: float) -
             continue
         left = batch.unclaimed_count()
         # Calls started so far tell the pace: a long call keeps this at one.
-        started = len(batch.claimed) - len(batch.client_claims)
+        started = batch.ledger.started
         if left and not sub.final_at:
             if batch.first_claim_at is None or now - batch.first_claim_at < policy.probe_for:
                 continue
@@ -47,7 +47,7 @@ def release_idle(backend: Backend, batch: BatchState) -> None:
     if batch.unclaimed_count():
         return
     idle = [s for s in batch.subs if s.submitted and not s.all_final and not s.pending_cancelled]
-    if len(idle) == 1 == len(batch.subs) == idle[0].plan.elements and batch.claimed - batch.client_claims:
+    if len(idle) == 1 == len(batch.subs) == idle[0].plan.elements and batch.ledger.started:
         idle = []  # its only element has started (it claimed a call): nothing is pending
     if not idle:
         return

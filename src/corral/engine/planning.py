@@ -85,17 +85,16 @@ def plan_batch(
             plans.append(Plan(sub, count, Mode.STATIC, ((start, end, 0),), chunk=chunksize))
         return plans
     total = max(1, min(n_calls, limits.slots, max_running or n_calls))
-    return [
-        Plan(
-            sub,
-            min(cap, total - first),
-            Mode.PULL,
-            ((0, n_calls, 0),),
-            first_element=first,
-            total_elements=total,
+    # Elements claim chunks of their own submission's task list: a batch split at
+    # MaxArraySize gives each submission a share of the calls in proportion to its elements.
+    plans = []
+    for sub, first in enumerate(range(0, total, cap)):
+        elements = min(cap, total - first)
+        start, end = first * n_calls // total, (first + elements) * n_calls // total
+        plans.append(
+            Plan(sub, elements, Mode.PULL, ((start, end, 0),), first_element=0, total_elements=elements)
         )
-        for sub, first in enumerate(range(0, total, cap))
-    ]
+    return plans
 
 
 def element_of_call(plan: Plan, call: int) -> int | None:

@@ -1,13 +1,18 @@
-"""What the engine knows about one batch: its submissions, which calls were claimed, which
-finished, and which failed because their job ended without an outcome.
+"""One batch as the engine holds it: its futures, its :class:`~corral.engine.ledger.Ledger`
+(the decisions, pure), and the :class:`~corral.store.replay.Replay` of its elements' streams
+(the facts, read incrementally). This module is the I/O between them:
 
-A call is *resolved* once its future is done: by its outcome file, by a job error, or by a
-cancel. A call fails only after its job has been final for ``grace`` seconds with no outcome,
-so that outcome files delayed by a slow shared filesystem are still read.
+* :meth:`BatchState.scan` reads, with ONE transport operation, the bytes the elements
+  appended to their streams since the last tick, turns the records into ledger events, and
+  carries out the decisions (complete a future, record an attempt, withdraw an attempt);
+* :meth:`BatchState.failures` builds the error of each call whose element ended without its
+  result (that needs the element's stderr) and hands it back to the ledger;
+* cancelling takes calls away from the elements through the work dir (see
+  :mod:`corral.engine.cancelling`).
 
-A failure the retry policy forgives (see :mod:`corral.retry`) does not resolve the call: the
-call moves on to its next attempt, which waits in ``retries`` until the engine submits it in
-a new small array; each failed attempt is recorded in the work dir.
+A call fails only after its element has been final for ``grace`` seconds with no result, so
+that records delayed by a slow shared filesystem are still read. A failure the retry policy
+forgives moves the call on to its next attempt, which the engine resubmits in a new array.
 """
 
 from __future__ import annotations
@@ -15,21 +20,24 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ..backends.base import ArraySpec
-from ..errors import CorralError, FormatError, JobError, UnsafeWorkDirError
-from ..job import Attempt, ElementStatus, JobState, describe_attempts
+from ..errors import CorralError, JobCancelledError, JobError, UnsafeWorkDirError
+from ..job import ElementStatus, JobState, describe_attempts
 from ..resources import Resources
 from ..retry import RetryPolicy
 from ..store.batch import BatchStore, Outcome
-from ..store.protocol import Claim, Mode, WorkerOptions, WorkerPlan
+from ..store.protocol import WorkerOptions, WorkerPlan
+from ..store.replay import Damaged, Event, Ran, Replay, Skipped, Took
+from ..store.stream_codec import Progress, Result
 from .dependencies import Needs
 from .elements import SubState as SubState  # re-exported: the engine takes it from here
 from .endings import ended_job_error
-from .futures import CorralFuture, decode_outcome
-from .planning import Plan, element_of_call
+from .futures import CorralFuture, decode_outcome, mark_cancelled
+from .ledger import Cancelled, Decision, Ledger, Phase, Resolve, Retry, Withdraw
+from .planning import Plan
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +53,9 @@ class Owner(Protocol):
 
 
 class BatchState:
-    """Bookkeeping of one batch. What changes it runs under the cluster's lock; the futures'
-    queries (``job_id_of``, ``state_of``) may run in user threads without it, and so only read
-    single values (a set lookup, a dict entry) that are whole at any moment."""
+    """One batch. What changes it runs under the cluster's lock; the futures' queries
+    (``job_id_of``, ``state_of``, ``output``) may run in user threads without it, and so
+    only read single values that are whole at any moment."""
 
     def __init__(
         self,
@@ -59,7 +67,6 @@ class BatchState:
         *,
         name: str = "call",
         max_running: int | None = None,
-        after: BatchState | None = None,
         needs: Needs | None = None,
         worker_options: WorkerOptions | None = None,
         explain: Callable[[ElementStatus, str], ElementStatus] | None = None,
@@ -68,37 +75,39 @@ class BatchState:
         self.store = store
         self.name = name  # the function's name, which its jobs carry
         self.max_running = max_running  # the throttle its arrays (and resubmissions) get
-        self.after = after  # not submitted before this batch is done
         self.needs = needs  # calls of other batches it runs after (the scheduler's dependency)
         self.worker_options = worker_options or WorkerOptions()  # in each submission's plan
         # How the backend reads an element's end from its stderr (a memory kill, say).
         self.explain = explain or (lambda status, stderr: status)
-        self.subs = subs
-        self.attempts = [0] * n_calls
+        self.ledger = Ledger(n_calls, retry)
+        self.retry = self.ledger.retry
+        self.replay = Replay(n_calls, self.tasks_of)
         # The pending futures of a burst of submits become this batch's (engine/coalesce.py).
         self.futures: list[CorralFuture] = futures or [CorralFuture(self, i) for i in range(n_calls)]
         for call, future in enumerate(futures or ()):
             future.bind(self, call)
-        self.resolved: set[int] = set()
-        self.claimed: set[tuple[int, int]] = set()  # by elements or by the client
-        self.client_claims: set[tuple[int, int]] = set()
         self.first_claim_at: float | None = None  # when we first saw a call start
-        self._seen_results: set[tuple[int, int]] = set()
-        self._claimants: dict[tuple[int, int], str | None] = {}  # None: not an element's claim
         self._owner = owner
-        self.retry = retry or RetryPolicy(max_retries=0)
-        self.history: dict[int, list[Attempt]] = {}  # failed attempts, by call
-        self.retries: list[tuple[int, Resources]] = []  # next attempts waiting to be submitted
-        self._unclaimed = set(range(n_calls))  # calls whose current attempt nobody took
-        self._ended_at: list[float] = []  # when elements turned final, until their grace is over
+        self._tasks: dict[int, list[tuple[int, int]]] = {}
+        for sub in subs:
+            self.add_sub(sub)
 
-    # -- for the futures ------------------------------------------------------------------------
+    # -- submissions ----------------------------------------------------------------------------
 
-    def cancel_call(self, call: int) -> bool:
-        return self._owner.cancel_call(self, call)
+    @property
+    def subs(self) -> list[SubState]:
+        return self.ledger.subs
 
-    def cancel_element(self, call: int) -> bool:
-        return self._owner.cancel_job_of(self, call)
+    def add_sub(self, sub: SubState) -> list[Completion]:
+        """Take in submission ``sub`` (numbered ``len(subs)``, as its plan is)."""
+        return self.apply(self.ledger.add_submission(sub))
+
+    def tasks_of(self, sub: int) -> list[tuple[int, int]]:
+        """Submission ``sub``'s task list, in plan order (chunk claims name its positions)."""
+        if sub not in self._tasks:
+            ranges = self.subs[sub].plan.ranges if sub < len(self.subs) else ()
+            self._tasks[sub] = [(c, a) for start, end, a in ranges for c in range(start, end)]
+        return self._tasks[sub]
 
     def worker_plan(self, plan: Plan, resources: Resources) -> WorkerPlan:
         """What the worker reads for one submission: its plan, the batch's options, and how
@@ -114,50 +123,28 @@ class BatchState:
             plan.sub, self.worker_plan(plan, spec.resources), script, pack_submission(plan, spec)
         )
 
+    # -- for the futures ------------------------------------------------------------------------
+
+    def cancel_call(self, call: int) -> bool:
+        return self._owner.cancel_call(self, call)
+
+    def cancel_element(self, call: int) -> bool:
+        return self._owner.cancel_job_of(self, call)
+
     def task(self, call: int) -> tuple[int, int]:
-        return call, self.attempts[call]
+        return call, self.ledger.attempt(call)
 
     def claimant(self, call: int) -> str | None:
         """The element that took the call's current attempt, if any."""
-        task = self.task(call)
-        if task not in self.claimed or task in self.client_claims:
-            return None
-        return self._element_of(task)
+        return self.ledger.holder(call) if self.ledger.phase(call) is not Phase.CANCELLED else None
 
     def holders(self) -> set[str]:
         """Elements that took a call which has not ended: one that was requeued (pending
         again) will run it again, so it must not be cancelled as idle."""
-        tasks = self.claimed - self.client_claims - self._seen_results
-        return {who for t in tasks if t[0] not in self.resolved and (who := self._element_of(t)) is not None}
-
-    def _element_of(self, task: tuple[int, int]) -> str | None:
-        """The element named in a claim, read once and then remembered."""
-        if task not in self._claimants:
-            try:
-                claim = self.store.read_claim(*task)
-            except FormatError as exc:  # not one corral wrote: no element's, once and for all
-                log.warning("%s", exc)
-                self._claimants[task] = None
-                return None
-            if claim is None:
-                return None  # not written yet: read again next time
-            self._claimants[task] = None if claim.by_client else claim.element
-        return self._claimants[task]
+        return self.ledger.holders()
 
     def job_id_of(self, call: int) -> str | None:
-        who = self.claimant(call)
-        if who is not None:
-            return who
-        sub, index = self.sub_of(call)
-        if sub is None:
-            task = self.task(call)
-            sub = next((s for s in self.subs if s.job_id and s.covers(task)), None)
-            if sub is None:
-                return None
-            index = 0 if sub.plan.elements == 1 else None  # a lone element is the call's own
-        if sub.job_id is None:
-            return None
-        return sub.element(index) if index is not None else sub.job_id
+        return self.ledger.job_id_of(call)
 
     def state_of(self, call: int) -> JobState:
         future = self.futures[call]
@@ -168,15 +155,34 @@ class BatchState:
             if error is None:
                 return JobState.COMPLETED
             return error.state if isinstance(error, JobError) else JobState.FAILED
-        return JobState.RUNNING if self.claimant(call) else JobState.PENDING
+        return JobState.RUNNING if self.ledger.phase(call) is Phase.TAKEN else JobState.PENDING
+
+    def output(self, call: int, stream: str) -> str:
+        """What the call's current attempt printed on ``stream`` (``"out"``/``"err"``) so far."""
+        where = self.replay.output(*self.task(call))
+        if where is None:
+            return ""
+        element, out, err = where
+        start, end = out if stream == "out" else err
+        return self.store.read_output(element, stream, start, end)
+
+    def progress_of(self, call: int) -> Progress | None:
+        """The latest ``corral.progress`` record of the call's current attempt."""
+        found = self.replay.progress.get(call)
+        return found if found is not None and found.attempt == self.ledger.attempt(call) else None
+
+    def request_stop(self, call: int) -> bool:
+        """Ask the running call to stop (``corral.Stopped`` at its next progress()); False
+        when it is not running."""
+        if self.ledger.phase(call) is not Phase.TAKEN:
+            return False
+        self.store.request_stop(*self.task(call))
+        return True
 
     def sub_of(self, call: int) -> tuple[SubState | None, int | None]:
         """For a static plan, the submission and element index that run ``call``."""
-        task = self.task(call)
-        for sub in self.subs:
-            if sub.plan.mode is Mode.STATIC and sub.covers(task):
-                return sub, element_of_call(sub.plan, call)
-        return None, None
+        found = self.ledger.static_element(call)
+        return (None, None) if found is None else found
 
     def dependency_of(self, call: int) -> list[tuple[str, int | None]] | None:
         """The jobs a batch waiting on ``call`` must wait for: the element that runs it
@@ -185,7 +191,7 @@ class BatchState:
         sub, index = self.sub_of(call)
         if sub is not None:
             return [(sub.job_id, index)] if sub.job_id is not None else None
-        subs = [s for s in self.subs if s.covers(self.task(call))]
+        subs = self.ledger.covering(call)
         if not subs or any(s.job_id is None for s in subs):
             return None
         return [(s.job_id, None) for s in subs if s.job_id is not None]
@@ -195,201 +201,181 @@ class BatchState:
         job = job_id.split("_", 1)[0]
         return next((s for s in self.subs if s.job_id == job), None)
 
-    # -- reading the work dir -------------------------------------------------------------------
+    # -- where the calls stand ------------------------------------------------------------------
 
     @property
     def done(self) -> bool:
-        return len(self.resolved) == len(self.futures)
+        return self.ledger.done
+
+    def is_resolved(self, call: int) -> bool:
+        return self.ledger.phase(call).is_final
+
+    def open_calls(self) -> int:
+        """Calls not ended yet."""
+        counts = self.ledger.counts()
+        return counts.pending + counts.running
 
     def unclaimed_count(self) -> int:
         """Calls whose current attempt no element (nor the client) has taken yet."""
-        return len(self._unclaimed)
+        return self.ledger.unclaimed_count()
 
     def unclaimed(self) -> list[int]:
-        return sorted(self._unclaimed)
+        return self.ledger.unclaimed()
+
+    def live_job_ids(self) -> list[str]:
+        """The jobs to ask the scheduler about (see :meth:`Ledger.live_job_ids`)."""
+        return self.ledger.live_job_ids()
+
+    # -- reading the streams --------------------------------------------------------------------
 
     def scan(self) -> list[Completion]:
-        """Read new claims and outcomes; return the futures they complete."""
+        """Read what the elements appended since the last scan (one transport operation);
+        return the futures it completes."""
+        appended = self.store.scan_streams(self.replay.cursors())
+        now = time.monotonic()
         completions: list[Completion] = []
-        for task in self.store.claimed() - self.claimed:
-            self.claimed.add(task)
-            if task != self.task(task[0]):
-                continue
-            self._unclaimed.discard(task[0])
-            if self.first_claim_at is None and task not in self.client_claims:
-                self.first_claim_at = time.monotonic()
-            future = self.futures[task[0]]
-            if task not in self.client_claims and not (future.running() or future.done()):
-                future.set_running_or_notify_cancel()
-        for task in sorted(self.store.finished() - self._seen_results):
-            self._seen_results.add(task)
-            call = task[0]
-            if call in self.resolved:
-                continue
-            try:
-                outcome = self.store.read_outcome(*task)
-            except UnsafeWorkDirError as exc:  # not the user's own file: refused unread, fails the call
-                self._resolve(call)
-                completions.append((self.futures[call], False, exc))
-                continue
-            except ValueError as exc:  # not an outcome corral wrote: fail the call, not the loop
-                self._resolve(call)
-                error = CorralError(
-                    f"call {call} of {self.store.name}: results/{task[0]}.{task[1]}.pkl: {exc}"
-                )
-                completions.append((self.futures[call], False, error))
-                continue
-            current = task == self.task(call)
-            if not current and not outcome.ok:
-                continue  # a late failure of an attempt already given up on
-            ok, value = decode_outcome(outcome, call, self.store.name, self.store.path)
-            if not ok and self._forgiven(call, value, outcome):
-                continue
-            if not current:  # an earlier attempt succeeded after all: the next need not run
-                self.claim_for_client(call)
-            self._resolve(call)
-            if not ok and len(self.history.get(call, ())) > 1 and sys.version_info >= (3, 11):
-                value.add_note(describe_attempts(self.history[call]))
-            completions.append((self.futures[call], ok, value))
+        for name, data in appended.items():
+            for event in self.replay.feed(name, data, now):
+                completions += self._take(event, now)
         return completions
 
-    def _forgiven(self, call: int, error: BaseException, outcome: Outcome) -> bool:
-        """Record the call's exception as a failed attempt; True when it is retried."""
-        kind = type(error)
-        record = Attempt(
-            self.attempts[call], outcome.element or None, f"raised {kind.__qualname__}", outcome.host,
-            str(error)[:200],
-        )  # fmt: skip
-        sub = self.sub_of_job(outcome.element) if outcome.element else None
-        return self.next_attempt(call, record, error, sub)
+    def _take(self, event: Event, now: float) -> list[Completion]:
+        kind = type(event)
+        if kind is Took:
+            assert isinstance(event, Took)
+            if self.ledger.taken(event.call, event.attempt, event.element):
+                if self.first_claim_at is None:
+                    self.first_claim_at = now
+                future = self.futures[event.call]
+                if not (future.running() or future.done()):
+                    future.set_running_or_notify_cancel()
+            return []
+        if kind is Ran:
+            assert isinstance(event, Ran)
+            return self._finished(event.call, event.attempt, event.element, event.result)
+        if kind is Skipped:
+            assert isinstance(event, Skipped)
+            decisions = self.ledger.skipped(event.call, event.attempt)
+            if not decisions and self.task(event.call) == (event.call, event.attempt):
+                # The client's cancel lost the race with the element's claim, yet the element
+                # saw it: the call is cancelled after all.
+                error = JobCancelledError(
+                    state=JobState.CANCELLED, job_id=event.element, call=event.call, batch=self.store.name,
+                    reason="cancelled by the client as its element took it",
+                )  # fmt: skip
+                found = self.ledger.abandon(event.call, error)
+                decisions = [found] if found is not None else []
+            return self.apply(decisions)
+        assert isinstance(event, Damaged)
+        where = f"{self.store.stream_path(event.element)} at offset {event.offset}"
+        if event.call is None or not 0 <= event.call < len(self.futures):
+            log.warning("%s: not a record corral wrote (%s)", where, event.reason)
+            return []
+        if event.attempt is not None and event.attempt != self.ledger.attempt(event.call):
+            return []
+        damaged = CorralError(f"call {event.call} of {self.store.name}: {where}: {event.reason}")
+        found = self.ledger.abandon(event.call, damaged)
+        return self.apply([found] if found is not None else [])
 
-    def next_attempt(
-        self, call: int, record: Attempt, error: BaseException, sub: SubState | None, *, started: bool = True
-    ) -> bool:
-        """Keep ``record``; when the retry policy allows, queue the call's next attempt."""
-        self.history.setdefault(call, []).append(record)
+    def _finished(self, call: int, attempt: int, element: str, result: Result) -> list[Completion]:
+        if not 0 <= call < len(self.futures) or self.ledger.phase(call).is_final:
+            return []
+        try:
+            outcome = self._outcome(call, attempt, element, result)
+        except UnsafeWorkDirError as exc:  # not the user's own file: refused unread
+            found = self.ledger.abandon(call, exc)
+            return self.apply([found] if found is not None else [])
+        except (OSError, ValueError) as exc:  # not an outcome corral wrote: fail the call
+            error = CorralError(f"call {call} of {self.store.name}: result of attempt {attempt}: {exc}")
+            found = self.ledger.abandon(call, error)
+            return self.apply([found] if found is not None else [])
+        ok, value = decode_outcome(outcome, call, self.store.name, self.store.path)
+        decisions = self.ledger.finished(call, attempt, ok, None if ok else value, element, result.host)
+        return self.apply(decisions, {call: value} if ok else {})
+
+    def _outcome(self, call: int, attempt: int, element: str, result: Result) -> Outcome:
+        if result.in_file:
+            return self.store.read_large_result(call, attempt)
+        return Outcome(
+            result.ok, result.payload, type_name=result.type_name, message=result.message,
+            traceback=result.traceback, element=element, host=result.host,
+            started=result.started, finished=result.finished,
+        )  # fmt: skip
+
+    # -- carrying out the ledger's decisions ----------------------------------------------------
+
+    def apply(self, decisions: Sequence[Decision], values: dict[int, Any] | None = None) -> list[Completion]:
+        """Do what the ledger decided; return the futures to complete."""
+        completions: list[Completion] = []
+        for decision in decisions:
+            record = getattr(decision, "record", None)
+            if record is not None:
+                self._record(decision.call, record)
+            if isinstance(decision, Resolve):
+                if decision.ok:
+                    value = (values or {}).get(decision.call)
+                    completions.append((self.futures[decision.call], True, value))
+                    continue
+                error = decision.error
+                if len(decision.attempts) > 1 and sys.version_info >= (3, 11) and error is not None:
+                    if not isinstance(error, JobError):  # a JobError lists its attempts itself
+                        error.add_note(describe_attempts(decision.attempts))
+                completions.append((self.futures[decision.call], False, error))
+            elif isinstance(decision, Retry):
+                log.warning(
+                    "call %d of %s: %s; resubmitting it (attempt %d of at most %d)",
+                    decision.call, self.store.name, decision.record, decision.attempt + 1,
+                    self.retry.max_retries + 1,
+                )  # fmt: skip
+            elif isinstance(decision, Withdraw):
+                self.store.mark_cancel(decision.call, decision.attempt)  # no element runs it now
+            elif isinstance(decision, Cancelled):
+                mark_cancelled(self.futures[decision.call])
+        return completions
+
+    def _record(self, call: int, record: Any) -> None:
         try:
             self.store.record_attempt(call, record.attempt, record.to_json())
         except OSError as exc:
             log.warning("could not record attempt %s of call %d: %s", record.attempt, call, exc)
-        if sub is None:
-            return False
-        resources = self.retry.next_resources(
-            error, self.attempts[call] + 1, sub.spec.resources, started=started
-        )
-        if resources is None:
-            return False
-        self.attempts[call] += 1
-        self._unclaimed.add(call)
-        self.retries.append((call, resources))
-        log.warning(
-            "call %d of %s: %s; resubmitting it (attempt %d of at most %d)",
-            call, self.store.name, record, self.attempts[call] + 1, self.retry.max_retries + 1,
-        )  # fmt: skip
-        return True
-
-    def _resolve(self, call: int) -> None:
-        self.resolved.add(call)
-        self._unclaimed.discard(call)
 
     # -- the scheduler's view -------------------------------------------------------------------
 
-    def live_job_ids(self) -> list[str]:
-        """The jobs to ask the scheduler about: those with elements not final, and those
-        with a failed element whose exit code is not known yet (SLURM's accounting may learn
-        it a little after the element ended), while the batch's calls wait for it."""
-        return [
-            s.job_id
-            for s in self.subs
-            if s.job_id is not None and (not s.all_final or (not self.done and s.exit_unknown))
-        ]
-
     def update(self, statuses: dict[str, ElementStatus], now: float, lost_after: float) -> None:
-        """Take in one bulk status report. An element missing from two reports in a row that
-        show other elements of its array was cancelled before it started (SLURM keeps no
-        record of those); an element whose whole array the scheduler has not known for
-        ``lost_after`` seconds is LOST."""
-        for sub in self.subs:
-            self._ended_at += [now] * sub.take_report(statuses, now, lost_after)
+        """Take in one bulk status report (see :meth:`SubState.take_report`)."""
+        self.ledger.element_status(statuses, now, lost_after)
 
     def failures(self, now: float, grace: float) -> list[Completion]:
-        """Calls whose job has been final, with no outcome, for longer than ``grace``, and
-        the outcomes found by one more look at the work dir first. Only looked for when an
+        """Calls whose job has been final, with no result, for longer than ``grace``, and
+        the results found by one more look at the streams first. Only looked for when an
         element's grace period is over, not on every tick."""
-        if not self._ended_at or min(self._ended_at) + grace > now:
+        if not self.ledger.orphans_due(now, grace):
             return []
-        by_element = {
-            sub.element(i): (sub, i) for sub in self.subs if sub.job_id is not None for i in sub.final_at
-        }
-        if not by_element:  # no element has ended: nothing can have failed (the common case)
-            return []
-        # An outcome written after this tick's scan but before the status report that made
+        # A result written after this tick's scan but before the status report that made
         # its element final must not be taken for a failure: with no grace (the local
-        # backend), this look is what makes the absence of an outcome conclusive.
+        # backend), this look is what makes the absence of a result conclusive.
         try:
-            failed = self.scan()
+            completions = self.scan()
         except OSError as exc:
             log.warning("could not read %s: %s", self.store.path, exc)
             return []  # decide on a later tick
-        self._ended_at = [t for t in self._ended_at if t + grace > now]
-        for call in range(len(self.futures)):
-            if call in self.resolved or self.task(call) in self.client_claims:
-                continue
-            who = self.claimant(call)
-            if who is not None:
-                found = by_element.get(who)
-            else:
-                found = self._unclaimed_end(call)
-            if found is None:
-                continue
-            sub, index = found
-            if now - sub.final_at[index] < grace:
-                continue
-            error = ended_job_error(self, call, sub, index, who)
-            record = Attempt(self.attempts[call], error.job_id, error.state.name, error.node, error.reason)
-            if self.next_attempt(call, record, error, sub, started=who is not None):
-                continue
-            if len(self.history[call]) > 1:
-                error = ended_job_error(self, call, sub, index, who, tuple(self.history[call]))
-            self._resolve(call)
-            failed.append((self.futures[call], False, error))
-        return failed
+        for orphan in self.ledger.orphans(now, grace):
+            sub = self.subs[orphan.sub]
+            who = orphan.element if orphan.started else None
+            error = ended_job_error(self, orphan.call, sub, orphan.index, who)
+            decisions = self.ledger.failed(
+                orphan.call, orphan.attempt, error, orphan.element, orphan.status, orphan.started
+            )
+            for decision in decisions:
+                if isinstance(decision, Resolve) and len(decision.attempts) > 1:
+                    rebuilt = ended_job_error(self, orphan.call, sub, orphan.index, who, decision.attempts)
+                    decision = Resolve(decision.call, False, rebuilt, decision.attempts, decision.record)
+                completions += self.apply([decision])
+        return completions
 
-    def _unclaimed_end(self, call: int) -> tuple[SubState, int] | None:
-        """Where an unclaimed call's chance to run ended: its own element (static), or the
-        last element of the batch to end (pull), preferring one that did not complete."""
-        sub, index = self.sub_of(call)
-        if sub is not None and index is not None:
-            return (sub, index) if index in sub.final_at else None
-        task = self.task(call)
-        subs = [s for s in self.subs if s.covers(task)]
-        if not subs or not all(s.all_final for s in subs):
-            return None
-        ends = [(s, i) for s in subs if s.submitted for i in s.final_at]
-        if not ends:
-            return None
-        failing = [e for e in ends if e[0].status[e[1]].state is not JobState.COMPLETED]
-        return max(failing or ends, key=lambda e: e[0].final_at[e[1]])
-
-    def cancelled_before(self, call: int) -> None:
-        """The client took the call's current attempt earlier (a cancel): keep it so."""
-        self.claimed.add(self.task(call))
-        self.client_claims.add(self.task(call))
-        self._resolve(call)
-
-    def claim_for_client(self, call: int) -> bool:
-        """Take the call's current attempt so no element will run it (a cancel)."""
-        task = self.task(call)
-        if call in self.resolved or task in self.claimed:
-            return False
-        if not self.store.claim(*task, Claim.CLIENT_CANCEL):
-            self.claimed.add(task)
-            return False
-        self.claimed.add(task)
-        self.client_claims.add(task)
-        self._resolve(call)
-        return True
-
-
-def now() -> float:
-    return time.monotonic()
+    def stderr_of(self, call: int) -> str:
+        """What the call's current attempt wrote to stderr (for the error of its end)."""
+        try:
+            return self.output(call, "err")
+        except OSError:
+            return ""

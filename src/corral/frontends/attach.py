@@ -22,6 +22,7 @@ import os
 import pickle
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import cloudpickle
@@ -29,12 +30,13 @@ import cloudpickle
 from ..backends.base import Backend
 from ..engine.cluster import Cluster
 from ..engine.futures import CorralFuture, mark_cancelled
+from ..engine.ledger import Decision, Resolve
 from ..engine.tracking import BatchState, SubState
 from ..errors import CorralError, job_error
 from ..job import Attempt, ElementStatus, JobState
 from ..retry import RetryPolicy
 from ..store.batch import BatchStore
-from ..store.claims import claim_of
+from ..store.protocol import ChunkClaim
 from ..store.records import find_batch, work_root
 from ..transports.local import LocalTransport
 from ..trust import check_batch_dir
@@ -107,7 +109,8 @@ def attach(batch: str, *, directory: str | None = None, backend: str | Backend |
 
 def rebuild(cluster: Cluster, path: str) -> BatchState:
     """The engine's bookkeeping of the batch in ``path``, as its files tell it. The folder
-    must be the user's alone (:func:`corral.trust.check_batch_dir`): its pickles are loaded."""
+    must be the user's alone (:func:`corral.trust.check_batch_dir`): its pickles are loaded.
+    What the elements did is read by the first scan (see :meth:`Cluster.adopt`)."""
     check_batch_dir(path)
     store = BatchStore(path, cluster.backend.transport)
     manifest = store.check_format()  # another format's batch: refused before anything is read
@@ -125,94 +128,96 @@ def rebuild(cluster: Cluster, path: str) -> BatchState:
     now = time.monotonic()
     for number in store.submissions():
         packed = pickle.loads(store.read_submission_engine(number))
-        plan, spec = packed["plan"], packed["spec"]
-        sub = SubState(plan, spec, store.script_path(number), job_id=job_ids.get(number))
+        sub = SubState(packed["plan"], packed["spec"], store.script_path(number), job_id=job_ids.get(number))
         sub.submitted_at = sub.last_seen = now
-        batch.subs.append(sub)
-        for start, end, attempt in plan.ranges:
-            for call in range(start, end):
-                batch.attempts[call] = max(batch.attempts[call], attempt)
+        batch.add_sub(sub)  # a submission of later attempts moves its calls on to them
+    for (call, _), record in sorted(store.attempts().items()):
+        batch.ledger.past_attempt(call, Attempt(**record))
+    claims = {number: store.chunk_claims(number) for number in range(len(batch.subs))}
     if not cluster.backend.detached:  # its elements were the old client's children
-        alive = _running_here(store)
-        for sub in batch.subs:
-            _lost_with_the_client(sub, now, alive)
-    _load_history(batch)
-    _keep_cancels(batch)
+        alive = _running_here(claims)
+        for number, sub in enumerate(batch.subs):
+            _lost_with_the_client(batch, number, sub, now, alive)
+    _keep_cancels(batch, claims)
     return batch
 
 
-def _keep_cancels(batch: BatchState) -> None:
-    """Calls the old client cancelled stay cancelled (before the first scan, which would
-    take their claims for an element's)."""
-    finished = batch.store.finished()
-    for call, attempt in batch.store.claimed() - finished:
-        claim = claim_of(batch.store, call, attempt) if attempt == batch.attempts[call] else None
-        if claim is not None and claim.by_client:
-            batch.cancelled_before(call)
-            mark_cancelled(batch.futures[call])
+def _keep_cancels(batch: BatchState, claims: dict[int, dict[int, ChunkClaim]]) -> None:
+    """Calls the old client took for itself (it cancelled them) stay cancelled."""
+    for number, taken in claims.items():
+        tasks = batch.tasks_of(number)
+        for start, claim in taken.items():
+            if not claim.who.by_client:
+                continue
+            for call, attempt in tasks[start : start + claim.n]:
+                if batch.ledger.attempt(call) == attempt and batch.ledger.cancel(call):
+                    mark_cancelled(batch.futures[call])
 
 
-def _running_here(store: BatchStore) -> set[str]:
+def _running_here(claims: dict[int, dict[int, ChunkClaim]]) -> set[str]:
     """Elements of a local batch whose process still runs on this host: they outlive a
-    client killed at once (each has a session of its own) and will write their outcomes."""
+    client killed at once (each has a session of its own) and will write their results."""
     host = os.uname().nodename
     alive: set[str] = set()
-    for task in store.claimed():  # an element between two calls holds no unfinished claim
-        claim = claim_of(store, *task)
-        if claim is None or claim.by_client or claim.element in alive or claim.host != host:
-            continue
-        try:
-            os.kill(claim.pid, 0)
-        except ProcessLookupError:
-            continue
-        except PermissionError:
-            pass  # someone else's process has that pid now: alive, as far as we can tell
-        alive.add(claim.element)
+    for taken in claims.values():
+        for claim in taken.values():
+            who = claim.who
+            if who.by_client or who.element in alive or who.host != host:
+                continue
+            try:
+                os.kill(who.pid, 0)
+            except ProcessLookupError:
+                continue
+            except PermissionError:
+                pass  # someone else's process has that pid now: alive, as far as we can tell
+            alive.add(who.element)
     return alive
 
 
-def _lost_with_the_client(sub: SubState, now: float, alive: set[str]) -> None:
+def _lost_with_the_client(batch: BatchState, number: int, sub: SubState, now: float, alive: set[str]) -> None:
     if sub.job_id is None:
         return  # never submitted: it is now
     for index in range(sub.plan.elements):
         if sub.element(index) in alive:
             continue  # watched until the scheduler's silence makes it LOST (lost_after)
         status = ElementStatus(sub.element(index), JobState.LOST, None, "its client process ended")
-        sub.status[index] = status
-        sub.final_at[index] = now
-
-
-def _load_history(batch: BatchState) -> None:
-    """Past failed attempts, for the retry count and the error messages."""
-    for (call, attempt), record in sorted(batch.store.attempts().items()):
-        if attempt < batch.attempts[call]:
-            batch.history.setdefault(call, []).append(Attempt(**record))
+        batch.ledger.element_ended(number, index, status, now)
 
 
 def settle(batch: BatchState) -> list[tuple[CorralFuture, bool, Any]]:
     """After the first scan of a rebuilt batch: a call whose current attempt was recorded
     as failed (the old client decided) is decided again with the same policy: retried, or
-    failed with its job's error."""
+    failed with its job's error; a call the old client marked cancelled that no element
+    took stays cancelled."""
     completions: list[tuple[CorralFuture, bool, Any]] = []
     recorded = batch.store.attempts()
+    marked = batch.store.cancel_marks()
     for call in range(len(batch.futures)):
+        if batch.is_resolved(call):
+            continue
         task = batch.task(call)
-        if call in batch.resolved:
+        if task in marked and batch.ledger.cancel(call):
+            mark_cancelled(batch.futures[call])
             continue
         record = recorded.get(task)
         state = None if record is None else _state_of(record)
         if record is None or state is None:
-            continue  # nothing decided yet, or an exception: its outcome was read by the scan
+            continue  # nothing decided yet, or an exception: its result was read by the scan
         error = job_error(
             state, job_id=record["job_id"], call=call, batch=batch.store.name, node=record["node"],
             reason=record["reason"], work_dir=batch.store.path,
         )  # fmt: skip
-        sub = batch.sub_of_job(record["job_id"]) if record["job_id"] else None
-        if batch.next_attempt(call, Attempt(**record), error, sub):
-            continue
-        batch.resolved.add(call)
-        completions.append((batch.futures[call], False, error))
+        element = record["job_id"] or ""
+        status = ElementStatus(element, state, record["node"], record["reason"])
+        # Recorded once already: the ledger must not record it again, only decide.
+        decisions = batch.ledger.failed(call, task[1], error, element, status, started=True)
+        completions += batch.apply([_unrecorded(d) for d in decisions])
     return completions
+
+
+def _unrecorded(decision: Decision) -> Decision:
+    # A retry's record is written again, the same: harmless.
+    return replace(decision, record=None) if isinstance(decision, Resolve) else decision
 
 
 def _state_of(record: dict[str, Any]) -> JobState | None:

@@ -104,7 +104,7 @@ def _wait_at_exit() -> None:
     try:
         while waiting := _waiting():
             if not announced:
-                calls = sum(len(b.futures) - len(b.resolved) for _, b in waiting)
+                calls = sum(b.open_calls() for _, b in waiting)
                 log.info("waiting for %d corral call(s) before this process exits", calls)
                 announced = True
             del waiting  # hold no batch while sleeping
@@ -122,7 +122,7 @@ def _interrupted() -> NoReturn:
     try:
         waiting = _waiting()
         local = [(c, b) for c, b in waiting if not c.backend.detached]
-        calls = sum(len(b.futures) - len(b.resolved) for _, b in local)
+        calls = sum(b.open_calls() for _, b in local)
         jobs = sorted({j for _, b in local for j in b.live_job_ids()})
         clusters = list({id(c): c for c, _ in local}.values())
         for cluster in clusters:
@@ -130,7 +130,7 @@ def _interrupted() -> NoReturn:
         parts = []
         if local:
             parts.append(f"cancelled {calls} call(s) of local job(s) {', '.join(jobs) or '(none started)'}")
-        unsent = sum(len(b.futures) - len(b.resolved) for c, b in waiting if c.backend.detached)
+        unsent = sum(b.open_calls() for c, b in waiting if c.backend.detached)
         if unsent:
             parts.append(f"{unsent} call(s) not submitted yet were dropped")
         sys.stderr.write(f"corral: interrupted; {'; '.join(parts) or 'nothing was waiting'}\n")

@@ -1,9 +1,9 @@
-"""Who took a call, from its claim file, and whether that process is certainly gone.
+"""Whether the process of an element that took calls is certainly gone.
 
-An array element claims a call by creating ``claims/<i>.<a>`` holding a
-:class:`~corral.store.protocol.Claim` (see :mod:`corral.worker.run`). Without asking a
-scheduler, a reader can still tell that a call will never finish when its element ran on
-*this* machine and the process is gone: the script that ran it was interrupted (Ctrl-C
+An array element names itself (element, host, pid) in its claims and in the Start record of
+its stream (see :mod:`corral.worker.run`). Without asking a scheduler, a reader can still
+tell that a call will never finish when its element ran on *this* machine and the process
+is gone: the script that ran it was interrupted (Ctrl-C
 killed its local processes) or the process was killed. Other hosts' processes cannot be
 seen from here, so for them nothing is claimed.
 
@@ -18,50 +18,11 @@ from __future__ import annotations
 import math
 import os
 
-from ..errors import FormatError
-from .batch import BatchStore
-from .protocol import Claim, is_element_id
+from .protocol import Claim
 
 #: How much earlier than its real start a process's start time read from /proc can appear
 #: (the boot time there is whole seconds) plus room for the claim file's timestamp.
 _START_SLACK = 2.0
-
-
-def claim_of(store: BatchStore, call: int, attempt: int) -> Claim | None:
-    """The attempt's claim (:meth:`BatchStore.read_claim`); None when it has none, or one
-    that cannot be read or is not one corral writes: a reader for people shows the call as
-    not taken rather than fail."""
-    try:
-        return store.read_claim(call, attempt)
-    except (OSError, FormatError):
-        return None
-
-
-def claimant_gone(store: BatchStore, call: int, attempt: int, claim: Claim | None) -> bool:
-    """:func:`process_gone` for the element that claimed an attempt of a call in ``store`` (local)."""
-    if claim is None or claim.by_client:
-        return False
-    try:
-        claimed_at = os.stat(store.claim_path(call, attempt)).st_mtime
-    except OSError:
-        return False
-    return process_gone(claim, claimed_at)
-
-
-def element_of(store: BatchStore, call: int, attempt: int) -> str:
-    """The array element that took the attempt, from its claim, else from the attempt's
-    record (a job that died before the claim was read); "" when neither names one."""
-    claim = claim_of(store, call, attempt)
-    if claim is not None and not claim.by_client:
-        return claim.element
-    if (call, attempt) not in store.recorded():
-        return ""
-    try:
-        job = store.read_attempt(call, attempt).get("job_id")
-    except (OSError, ValueError, AttributeError):
-        return ""
-    # Only an id corral makes: a planted record must not name a log outside logs/.
-    return job if isinstance(job, str) and is_element_id(job) else ""
 
 
 def process_gone(claimant: Claim, claimed_at: float) -> bool:

@@ -37,7 +37,9 @@ from ..job import JobState
 from ..transports.local import LocalTransport
 from ..trust import check_private_dir
 from .batch import BatchStore, Outcome, default_root, task_name
-from .claims import claim_of, claimant_gone, element_of
+from .claims import process_gone
+from .protocol import ChunkClaim, Claim, is_element_id
+from .replay import Event, Ran, Replay, Skipped, Took
 
 #: How many batch names an error message lists before it says "and N more".
 _SHOWN = 10
@@ -205,32 +207,38 @@ def call_logs(path: str, call: int, attempt: int | None = None) -> CallLogs:
         raise CorralError(f"there is no call {call} in batch {store.name}: it has {span}")
     folder = _scan(store, calls)
     if attempt is None:
-        status, attempt, outcome = _latest_status(store, folder, call)
+        status, attempt, result = _latest_status(store, folder, call)
     elif 0 <= attempt <= folder.latest[call]:
-        status, outcome = _status(store, folder, call, attempt)
+        status, result = _status(store, folder, call, attempt)
     else:
         raise CorralError(
             f"call {call} of batch {store.name} has no attempt {attempt}: "
             f"its attempts are 0 to {folder.latest[call]}"
         )
-    out_path, err_path = store.call_log(call, attempt, "out"), store.call_log(call, attempt, "err")
+    where = folder.replay.output(call, attempt) if folder.replay.output(call, attempt) else None
+    element = (
+        where[0] if where else folder.took.get((call, attempt), "") or _recorded_element(store, call, attempt)
+    )
+    out_path = store.output_path(element, "out") if element else ""
+    err_path = store.output_path(element, "err") if element else ""
+    stdout = _read_range(store, element, "out", where[1]) if where else ""
+    stderr = _read_range(store, element, "err", where[2]) if where else ""
+    shown = element if element and (not stderr or result is None) else ""
+    element_path = store.element_log(shown, "err") if shown else ""
     failed = status is CallStatus.FAILED
-    stderr = store.read_text(err_path)
-    element = element_of(store, call, attempt) if not stderr or outcome is None else ""
-    element_path = store.element_log(element, "err") if element else ""
     return CallLogs(
         batch=store.name,
         call=call,
         attempt=attempt,
         status=status,
-        stdout=store.read_text(out_path),
+        stdout=stdout,
         stderr=stderr,
-        traceback=outcome.traceback if outcome is not None and not outcome.ok else "",
+        traceback=result.traceback if result is not None and not result.ok else "",
         stdout_path=out_path,
         stderr_path=err_path,
-        failure=_failure(store, call, attempt, outcome) if failed else None,
-        element=element,
-        element_stderr=store.read_text(element_path) if element else "",
+        failure=_failure(store, call, attempt, result) if failed else None,
+        element=shown,
+        element_stderr=store.read_text(element_path) if shown else "",
         element_stderr_path=element_path,
     )
 
@@ -240,13 +248,17 @@ def call_logs(path: str, call: int, attempt: int | None = None) -> CallLogs:
 
 @dataclass(frozen=True)
 class _Folder:
-    """What the folder holds: each call's latest attempt number, and the (call, attempt)
-    pairs that have a claim, an outcome, an attempt record (names only: nothing read)."""
+    """What the folder holds: each call's latest attempt number; from the streams, who took
+    each (call, attempt), its result record and which were skipped; the attempt records and
+    the client's cancels (names only)."""
 
     latest: list[int]
-    claimed: set[tuple[int, int]]
-    finished: set[tuple[int, int]]
+    replay: Replay
+    took: dict[tuple[int, int], str]
+    results: dict[tuple[int, int], Outcome]
+    skipped: set[tuple[int, int]]
     recorded: set[tuple[int, int]]
+    cancelled: set[tuple[int, int]]
 
 
 def _open(path: str) -> tuple[BatchStore, dict[str, Any], int]:
@@ -274,14 +286,48 @@ def _open(path: str) -> tuple[BatchStore, dict[str, Any], int]:
 
 
 def _scan(store: BatchStore, calls: int) -> _Folder:
-    # One listing per folder, whatever the number of calls; the plans are the only files read.
-    folder = _Folder([0] * calls, store.claimed(), store.finished(), store.recorded())
+    # The plans, one scan of the streams, one listing of attempts/ and cancels/, and the
+    # client's chunk claims; a result is read from its own file only when it is large.
+    plans = {sub: _planned(store, sub) for sub in store.submissions()}
+    replay = Replay(calls, lambda sub: plans.get(sub, []))
+    folder = _Folder([0] * calls, replay, {}, {}, set(), store.recorded(), set(store.cancel_marks()))
+    for name, data in store.scan_streams({}).items():
+        for event in replay.feed(name, data, 0.0):
+            _take(store, folder, event)
+    for sub, tasks in plans.items():
+        for start, claim in _chunk_claims(store, sub).items():
+            if claim.who.by_client:
+                folder.cancelled.update(tasks[start : start + claim.n])
     latest = folder.latest
-    planned = (task for sub in store.submissions() for task in _planned(store, sub))
-    for call, attempt in itertools.chain(planned, folder.claimed, folder.finished, folder.recorded):
+    planned = (task for tasks in plans.values() for task in tasks)
+    seen = itertools.chain(planned, folder.took, folder.results, folder.recorded)
+    for call, attempt in seen:
         if 0 <= call < calls and attempt > latest[call]:
             latest[call] = attempt
     return folder
+
+
+def _take(store: BatchStore, folder: _Folder, event: Event) -> None:
+    if isinstance(event, Took):
+        folder.took.setdefault((event.call, event.attempt), event.element)
+    elif isinstance(event, Ran):
+        folder.took.setdefault((event.call, event.attempt), event.element)
+        folder.results[(event.call, event.attempt)] = _outcome(store, event)
+    elif isinstance(event, Skipped):
+        folder.skipped.add((event.call, event.attempt))
+    elif event.call is not None and event.attempt is not None:  # Damaged, naming its call
+        where = f"{store.stream_path(event.element)} at offset {event.offset}"
+        message = f"unreadable result in {where}: {event.reason}"
+        folder.results[(event.call, event.attempt)] = Outcome(
+            False, b"", type_name="CorralError", message=message
+        )
+
+
+def _chunk_claims(store: BatchStore, sub: int) -> dict[int, ChunkClaim]:
+    try:
+        return store.chunk_claims(sub)
+    except (OSError, ValueError):  # a claim that is not one corral wrote: none of the client's
+        return {}
 
 
 def _planned(store: BatchStore, sub: int) -> list[tuple[int, int]]:
@@ -294,43 +340,72 @@ def _planned(store: BatchStore, sub: int) -> list[tuple[int, int]]:
 
 
 def _latest_status(store: BatchStore, folder: _Folder, call: int) -> tuple[CallStatus, int, Outcome | None]:
-    """The call's status, the attempt that decides it, and that attempt's outcome if read."""
+    """The call's status, the attempt that decides it, and that attempt's result if read."""
     number = folder.latest[call]
     status, outcome = _status(store, folder, call, number)
     if status is CallStatus.CANCELLED:
-        # The engine cancels the next attempt when a late outcome of an earlier one succeeds:
+        # The engine cancels the next attempt when a late result of an earlier one succeeds:
         # the call completed, by that earlier attempt.
         for earlier in range(number - 1, -1, -1):
-            if (call, earlier) in folder.finished and (found := _outcome(store, call, earlier)).ok:
+            found = folder.results.get((call, earlier))
+            if found is not None and found.ok:
                 return CallStatus.COMPLETED, earlier, found
     return status, number, outcome
 
 
 def _status(store: BatchStore, folder: _Folder, call: int, attempt: int) -> tuple[CallStatus, Outcome | None]:
     task = (call, attempt)
-    if task in folder.finished:
-        outcome = _outcome(store, call, attempt)
+    outcome = folder.results.get(task)
+    if outcome is not None:
         return (CallStatus.COMPLETED if outcome.ok else CallStatus.FAILED), outcome
     if task in folder.recorded:
         return CallStatus.FAILED, None
-    if task in folder.claimed:
-        claim = claim_of(store, call, attempt)
-        if claim is not None and claim.by_client:
-            return CallStatus.CANCELLED, None
-        if claimant_gone(store, call, attempt, claim):
-            return CallStatus.LOST, None
+    element = folder.took.get(task)
+    if task in folder.skipped or (element is None and task in folder.cancelled):
+        return CallStatus.CANCELLED, None
+    if element is not None:
+        log = folder.replay.elements.get(element)
+        start = log.start if log is not None else None
+        if start is not None and log is not None and log.end is None:
+            if process_gone(Claim(element, start.host, start.pid), start.t):
+                return CallStatus.LOST, None
         return CallStatus.RUNNING, None
     return CallStatus.PENDING, None
 
 
-def _outcome(store: BatchStore, call: int, attempt: int) -> Outcome:
-    """The outcome's data record; for a file that is not an outcome corral wrote, a failure
-    that says so (the client fails the call for the same reason)."""
+def _outcome(store: BatchStore, ran: Ran) -> Outcome:
+    """A Result's data, without its payload; a large one's from its own file's data line (a
+    file that is not what corral wrote: a failure that says so, as the client fails it)."""
+    result = ran.result
+    if not result.in_file:
+        return Outcome(
+            result.ok, b"", type_name=result.type_name, message=result.message, traceback=result.traceback,
+            element=ran.element, host=result.host, started=result.started, finished=result.finished,
+        )  # fmt: skip
     try:
-        return store.read_outcome_record(call, attempt)
+        return store.read_outcome_record(ran.call, ran.attempt)
     except (OSError, ValueError) as exc:
-        where = f"results/{task_name(call, attempt)}.pkl"
+        where = f"results/{task_name(ran.call, ran.attempt)}.pkl"
         return Outcome(False, b"", type_name="CorralError", message=f"unreadable outcome {where}: {exc}")
+
+
+def _read_range(store: BatchStore, element: str, stream: str, span: tuple[int, int | None]) -> str:
+    try:
+        return store.read_output(element, stream, span[0], span[1])
+    except OSError:
+        return ""
+
+
+def _recorded_element(store: BatchStore, call: int, attempt: int) -> str:
+    """The element an attempt record names (a job that died before its claim was read)."""
+    if (call, attempt) not in store.recorded():
+        return ""
+    try:
+        job = store.read_attempt(call, attempt).get("job_id")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    # Only an id corral makes: a planted record must not name a log outside logs/.
+    return job if isinstance(job, str) and is_element_id(job) else ""
 
 
 def _failure(store: BatchStore, call: int, attempt: int, outcome: Outcome | None) -> Failure:

@@ -1,0 +1,194 @@
+"""The one reader of what a batch's elements wrote: their streams, ``streams/<element>.log``
+(see :mod:`corral.store.streams`), turned into per-call facts.
+
+The engine feeds it the bytes each tick's scan found appended (live), ``corral.attach`` and
+``corral status`` feed it whole streams (a replay); either way the same records give the
+same facts, in the same order:
+
+* :class:`Took`: an element took a call's attempt (a chunk claim names positions of its
+  submission's task list; ``tasks_of`` turns them into calls);
+* :class:`Ran`: its Result (the payload stays bytes: nothing is unpickled here);
+* :class:`Skipped`: it did not run it (the client had cancelled it);
+* :class:`Damaged`: a record that is not one corral wrote (a :class:`Foreign`, naming its
+  call when readable) or bytes that are not a record at all (a :class:`Corrupt`).
+
+It also keeps what a person may ask of a call at any moment, without another read: where its
+output lies in its element's files (the range between the element's previous mark and the
+call's Result), its latest progress, and when each element's stream last grew (the
+element's heartbeat).
+"""
+
+from __future__ import annotations
+
+import array
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .frames import Corrupt
+from .stream_codec import Beat, Claim, End, Foreign, Progress, Result, Skip, Start
+from .streams import StreamReader
+
+STREAM_SUFFIX = ".log"
+Span = tuple[int, int | None]  # a range of an output file: start, end (None: to its end)
+
+
+@dataclass(frozen=True)
+class Took:
+    call: int
+    attempt: int
+    element: str
+
+
+@dataclass(frozen=True)
+class Ran:
+    call: int
+    attempt: int
+    element: str
+    result: Result
+
+
+@dataclass(frozen=True)
+class Skipped:
+    call: int
+    attempt: int
+    element: str
+
+
+@dataclass(frozen=True)
+class Damaged:
+    element: str
+    offset: int
+    reason: str
+    call: int | None = None
+    attempt: int | None = None
+
+
+Event = Took | Ran | Skipped | Damaged
+
+
+class ElementLog:
+    """One element's stream as read so far."""
+
+    def __init__(self, element: str) -> None:
+        self.element = element
+        self.reader = StreamReader()
+        self.marks = (0, 0)  # stdout and stderr sizes at its last mark (Start, Claim, Result)
+        self.queue: deque[tuple[int, int]] = deque()  # taken, not yet ended: the head runs
+        self.grew_at = 0.0  # when its stream last grew (the element's heartbeat)
+        self.start: Start | None = None  # its latest run's Start
+        self.end: End | None = None  # its latest run's End (None while that run lasts)
+        self.damaged: list[tuple[int, str]] = []  # (offset, reason) of what was not a record
+
+
+class Replay:
+    """Per-call facts from a batch's streams (see the module docstring). ``tasks_of(sub)``
+    is submission ``sub``'s task list, (call, attempt) in plan order."""
+
+    def __init__(self, n_calls: int, tasks_of: Callable[[int], Sequence[tuple[int, int]]]) -> None:
+        self.n_calls = n_calls
+        self.tasks_of = tasks_of
+        self.elements: dict[str, ElementLog] = {}
+        self._names: list[str] = []  # element names, indexed by the arrays below
+        self._index: dict[str, int] = {}
+        # The output range of each call's latest attempt that ended: element, out, err.
+        self._where = array.array("i", [-1]) * n_calls
+        self._out = array.array("q", [0, 0]) * n_calls
+        self._err = array.array("q", [0, 0]) * n_calls
+        self.progress: dict[int, Progress] = {}  # each call's latest, current attempt or not
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def cursors(self) -> dict[str, int]:
+        """Where the next read of each stream file starts (by file name). A reader holding a
+        torn tail rewinds to its last whole record: a restarted element cuts that tail off
+        before it appends (see :func:`corral.store.streams.truncate_torn_tail`)."""
+        found = {}
+        for log in self.elements.values():
+            if log.reader.position != log.reader.offset:
+                log.reader.rewind()
+            found[log.element + STREAM_SUFFIX] = log.reader.offset
+        return found
+
+    def feed(self, name: str, data: bytes, now: float) -> list[Event]:
+        """Take in the bytes appended to stream file ``name`` since its cursor."""
+        if not name.endswith(STREAM_SUFFIX) or not data:
+            return []
+        element = name[: -len(STREAM_SUFFIX)]
+        log = self.elements.get(element)
+        if log is None:
+            log = self.elements[element] = ElementLog(element)
+            self._index[element] = len(self._names)
+            self._names.append(element)
+        log.grew_at = now
+        events: list[Event] = []
+        for offset, item in log.reader.feed(data):
+            self._take(log, offset, item, events)
+        return events
+
+    def _take(self, log: ElementLog, offset: int, item: object, events: list[Event]) -> None:
+        kind = type(item)
+        if kind is Result:
+            assert isinstance(item, Result)
+            self._ended(log, item.call, item.attempt, (item.out, item.err))
+            events.append(Ran(item.call, item.attempt, log.element, item))
+        elif kind is Claim:
+            assert isinstance(item, Claim)
+            log.marks = (item.out, item.err)
+            tasks = self.tasks_of(item.sub)
+            for call, attempt in tasks[item.pos : item.pos + item.n]:
+                log.queue.append((call, attempt))
+                events.append(Took(call, attempt, log.element))
+        elif kind is Progress:
+            assert isinstance(item, Progress)
+            self.progress[item.call] = item
+        elif kind is Skip:
+            assert isinstance(item, Skip)
+            self._ended(log, item.call, item.attempt, None)
+            events.append(Skipped(item.call, item.attempt, log.element))
+        elif kind is Start:
+            assert isinstance(item, Start)
+            log.start, log.end, log.marks = item, None, (item.out, item.err)
+        elif kind is End:
+            assert isinstance(item, End)
+            log.end = item
+        elif isinstance(item, Foreign):
+            log.damaged.append((offset, item.reason))
+            events.append(Damaged(log.element, offset, item.reason, item.call, item.attempt))
+        elif isinstance(item, Corrupt):
+            log.damaged.append((offset, item.reason))
+            events.append(Damaged(log.element, offset, item.reason))
+        elif kind is not Beat:  # pragma: no cover - the codec yields nothing else
+            raise TypeError(f"unexpected stream item {item!r}")
+
+    def _ended(self, log: ElementLog, call: int, attempt: int, ends: tuple[int, int] | None) -> None:
+        """A call of ``log`` ended (a Result with its output's end, or a Skip)."""
+        try:
+            log.queue.remove((call, attempt))
+        except ValueError:
+            pass  # a rerun after a restart, or a record of a claim this reader never saw
+        if ends is None or not 0 <= call < self.n_calls:
+            return
+        self._where[call] = self._index[log.element]
+        self._out[2 * call], self._out[2 * call + 1] = log.marks[0], ends[0]
+        self._err[2 * call], self._err[2 * call + 1] = log.marks[1], ends[1]
+        log.marks = ends
+
+    # -- questions ------------------------------------------------------------------------------
+
+    def output(self, call: int, attempt: int) -> tuple[str, Span, Span] | None:
+        """Where the call's output lies: (element, (out start, end), (err start, end)), an
+        end None while it runs (to the end of the files); None when it has not started."""
+        for log in self.elements.values():
+            if log.queue and log.queue[0] == (call, attempt) and log.end is None:
+                return log.element, (log.marks[0], None), (log.marks[1], None)
+        where = self._where[call] if 0 <= call < self.n_calls else -1
+        if where < 0:
+            return None
+        out, err = self._out, self._err
+        return self._names[where], (out[2 * call], out[2 * call + 1]), (err[2 * call], err[2 * call + 1])
+
+    def element_of(self, call: int) -> str | None:
+        """The element whose Result of the call was read last."""
+        where = self._where[call] if 0 <= call < self.n_calls else -1
+        return None if where < 0 else self._names[where]
