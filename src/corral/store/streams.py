@@ -182,6 +182,7 @@ class ElementRuns:
     next_run: int  # the ``run`` of the next Start: one more than the last
     claims: tuple[Claim, ...]  # every chunk it took, in order
     done: frozenset[tuple[int, int]]  # the (call, attempt) with a Result or a Skip
+    failed: frozenset[tuple[int, int]]  # of those, the ones whose Result says it failed
     damaged: int  # how many foreign or corrupt records the stream holds
 
 
@@ -192,6 +193,7 @@ def read_element_runs(data: bytes) -> ElementRuns:
     runs = -1
     claims: list[Claim] = []
     done: set[tuple[int, int]] = set()
+    failed: set[tuple[int, int]] = set()
     damaged = 0
     for _, item in items:
         if type(item) is Start:
@@ -200,9 +202,17 @@ def read_element_runs(data: bytes) -> ElementRuns:
             claims.append(item)
         elif type(item) is Result or type(item) is Skip:
             done.add((item.call, item.attempt))
+            if type(item) is Result and not item.ok:
+                failed.add((item.call, item.attempt))
         elif type(item) is Foreign or type(item) is Corrupt:
             damaged += 1
-    return ElementRuns(next_run=runs + 1, claims=tuple(claims), done=frozenset(done), damaged=damaged)
+    return ElementRuns(
+        next_run=runs + 1,
+        claims=tuple(claims),
+        done=frozenset(done),
+        failed=frozenset(failed),
+        damaged=damaged,
+    )
 
 
 __all__ = [

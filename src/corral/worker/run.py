@@ -1,16 +1,26 @@
 """``python -m corral.worker BATCH_DIR SUB INDEX ELEMENT``: the only code that runs on nodes.
 
-One array element of submission SUB of the batch in BATCH_DIR. It reads its submission's plan
-and takes calls one by one, each by creating its claim file exclusively, so that no call runs
-twice however many elements pull from the same batch:
+One array element of submission SUB of the batch in BATCH_DIR, in this order:
 
-* STATIC plans give element k the calls ``tasks[k*chunk:(k+1)*chunk]``;
-* PULL plans let every element take any unclaimed call, each starting at its own offset,
-  so that uneven or unknown durations balance themselves and late elements find little to do.
+1. check the batch's format and read the plan; cut a torn last record off the element's own
+   stream (``streams/<element>.log``: a kill mid-write) and read it: this run's number, and
+   what earlier runs of the element took and finished;
+2. open the stream and the output files (:mod:`.element_log`), write Start, and write a
+   heartbeat every :data:`~corral.store.protocol.BEAT` seconds until End;
+3. a restarted element (the plan's ``restart_env`` says so) first re-runs the calls of the
+   chunks it had claimed but not finished;
+4. take work by chunks (:mod:`.chunks`): STATIC element k claims its whole range
+   ``tasks[k*chunk:(k+1)*chunk]``; PULL elements walk the chain of claims from 0 and claim
+   chunks sized to about :data:`~corral.worker.chunks.TARGET` seconds each, until none is
+   left. Right after a claim the element lists ``cancels/`` once and writes a Skip for each
+   cancelled call of the chunk instead of running it;
+5. run each call (:mod:`.calls`) and write its Result (a large result in a file of its own
+   first); after a time-limit warning or SIGTERM (:mod:`.checkpoint`) no new call starts,
+   and an element with work left asks to be requeued as its plan says;
+6. write End (exit code, calls run, calls failed), sync, close.
 
-Each call's stdout and stderr go to their own files, and its outcome (the value, or the
-exception with its formatted traceback) is written atomically. Inputs are never deleted: a
-requeued element starts again and re-runs the calls it had claimed but not finished.
+When an outcome is durable, and what a kill mid-write leaves, is said in :mod:`.element_log`.
+Inputs are never deleted: a requeued element starts again and re-runs what it had taken.
 
 The plan (a :class:`corral.store.protocol.WorkerPlan`) also carries what the backend wants of
 the worker, as data: how to have the element run again after a time-limit warning
@@ -20,38 +30,36 @@ This module names no scheduler.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import os
 import pickle
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import cloudpickle
 
 from ..errors import FormatError
-from ..store.batch import BatchStore, Outcome
+from ..store.batch import BatchStore
 from ..store.pickling import dumps
-from ..store.protocol import Claim, Mode, Requeue, WorkerPlan
+from ..store.protocol import BEAT, ChunkClaim, Claim, Mode, Requeue, WorkerPlan
+from ..store.streams import ElementRuns, read_element_runs, truncate_torn_tail
 from ..transports.local import LocalTransport
 from ..trust import check_batch_dir
-from .checkpoint import Checkpointable, Interrupted, Resume, StopSignals
+from .calls import current_element, run_call
+from .checkpoint import StopSignals
+from .chunks import frontier, next_chunk_size, take_chunk
+from .element_log import ElementLog
 
-#: Set while a call runs in this process (the sequential backend); the env var covers jobs.
-_current_element: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "corral_current_element", default=None
-)
 IN_JOB_ENV = "CORRAL_IN_JOB"
 REQUEUE_TIMEOUT = 60.0  # seconds the requeue command may take
 
 
 def inside_job() -> str | None:
     """The element id when this code runs inside a corral job, else None."""
-    return _current_element.get() or os.environ.get(IN_JOB_ENV) or None
+    return current_element.get() or os.environ.get(IN_JOB_ENV) or None
 
 
 def pack_function(fn: Callable[..., Any], pickler: Callable[[Any], bytes] = dumps) -> bytes:
@@ -78,13 +86,96 @@ class ElementRun(NamedTuple):
     exit_code: int  # 1 when one failed and its plan is strict, else 0
 
 
-def element_order(plan: WorkerPlan, index: int) -> list[tuple[int, int]]:
-    """The calls element ``index`` of a submission tries, in order."""
-    tasks = list(plan.tasks)
-    if plan.mode is Mode.STATIC:
-        return tasks[index * plan.chunk : (index + 1) * plan.chunk]
-    offset = (plan.first_element + index) * len(tasks) // plan.total_elements
-    return tasks[offset:] + tasks[:offset]
+Task = tuple[int, int]
+
+
+class _Element:
+    """One run of an element: what it took, ran and left (steps 3 to 5 of the module doc)."""
+
+    def __init__(
+        self, log: ElementLog, plan: WorkerPlan, sub: int, fn: Callable[..., Any], signals: StopSignals
+    ) -> None:
+        self.log, self.plan, self.sub, self.fn, self.signals = log, plan, sub, fn, signals
+        self.store = log.store
+        self.who = Claim(log.element, os.uname().nodename, os.getpid())
+        self.ran = self.failed = 0
+        self.left = False  # a call it took was interrupted, or never started for lack of time
+
+    def rerun(self, before: ElementRuns) -> int:
+        """Run again what earlier runs claimed and did not finish; return where the chain of
+        claims continues after this element's last one (0 if it had none)."""
+        mine = [c for c in before.claims if c.sub == self.sub]
+        todo = [t for c in mine for t in self.plan.tasks[c.pos : c.pos + c.n] if t not in before.done]
+        if todo:
+            self.run_chunk(todo, resumed=True)
+            self.log.sync()
+        return max((c.pos + c.n for c in mine), default=0)
+
+    def take_static(self, index: int) -> None:
+        """Claim and run this element's whole range, unless someone (the client's cancel, or
+        an earlier run of this element) has it already."""
+        size, pos = len(self.plan.tasks), index * self.plan.chunk
+        if pos >= size:
+            return
+        if self.signals.stopping:
+            self.left = self.store.read_chunk_claim(self.sub, pos) is None
+            return
+        n = min(self.plan.chunk, size - pos)
+        if self.claim(pos, n):
+            self.run_chunk(list(self.plan.tasks[pos : pos + n]), resumed=False)
+            self.log.sync()
+
+    def take_pull(self, pos: int) -> None:
+        """Claim chunks from the chain's end and run them until none is left."""
+        size, n = len(self.plan.tasks), 1
+        while True:
+            try:
+                if self.signals.stopping:
+                    self.left = self.left or frontier(self.store, self.sub, size, pos) < size
+                    return
+                taken = take_chunk(self.store, self.sub, size, pos, n, self.who)
+            except FormatError as exc:  # a planted claim: no position after it can be trusted
+                self.log.note(f"corral: {exc}; taking no more calls\n")
+                return
+            if taken is None:
+                return
+            pos, count = taken
+            self.log.claim(self.sub, pos, count)
+            began, ran = time.monotonic(), self.ran
+            self.run_chunk(list(self.plan.tasks[pos : pos + count]), resumed=False)
+            pace = (time.monotonic() - began) / max(1, self.ran - ran)  # the calls', not the sync's
+            self.log.sync()
+            pos += count
+            if self.ran > ran:
+                n = next_chunk_size(pace, size - pos, self.plan.total_elements)
+
+    def claim(self, pos: int, n: int) -> bool:
+        if not self.store.claim_chunk(self.sub, pos, ChunkClaim(self.who, n)):
+            return False
+        self.log.claim(self.sub, pos, n)
+        return True
+
+    def run_chunk(self, tasks: list[Task], *, resumed: bool) -> None:
+        """Run ``tasks`` (all of them this element's), skipping those the client cancelled.
+        The caller syncs the log after it (a chunk's end)."""
+        cancelled = self.store.cancel_marks()  # once per chunk: the client cancels rarely
+        for call, attempt in tasks:
+            if (call, attempt) in cancelled:
+                self.log.skip(call, attempt, "cancelled")
+                continue
+            if self.signals.stopping:  # no time to start anything: left for a requeued run
+                self.left = True
+                continue
+            outcome = run_call(
+                self.log, self.fn, call, attempt, signals=self.signals,
+                max_requeues=self.plan.max_requeues, resumed=resumed or attempt > 0,
+            )  # fmt: skip
+            if outcome is None:  # interrupted: its checkpoint is saved, it runs again later
+                self.left = True
+                continue
+            self.log.result(call, attempt, outcome)
+            self.ran += 1
+            self.failed += not outcome.ok
 
 
 def run_element(
@@ -96,14 +187,17 @@ def run_element(
     redirect: bool = True,
     stdin: str | None = None,
     signals: StopSignals | None = None,
+    beat: float = BEAT,
 ) -> ElementRun:
-    """Run every call element ``index`` of submission ``sub`` can claim; say how many ran,
-    how many of those failed, and the element's exit code. A plan marked ``stdin`` (a shell
-    command written into the job script) gets the script's input as every call's first
+    """Run element ``index`` of submission ``sub`` as the module doc says; say how many calls
+    ran, how many of those failed, and the element's exit code. A plan marked ``stdin`` (a
+    shell command written into the job script) gets the script's input as every call's first
     argument: ``stdin``, or else what the worker reads from its standard input. With
     ``signals`` (a job, not the sequential backend), the scheduler's warning and SIGTERM stop
     the element between calls, or interrupt a checkpointable call (see
-    :mod:`corral.worker.checkpoint`); an element with work left after a warning asks to be requeued."""
+    :mod:`corral.worker.checkpoint`). ``redirect=False`` leaves the calls' output where it
+    goes (the sequential backend: a debugger needs the terminal). ``beat``: seconds between
+    heartbeats."""
     store = BatchStore(batch_dir, LocalTransport())
     store.check_format()  # a batch of another format: refused before anything of it is read
     plan = store.read_plan(sub)
@@ -113,64 +207,46 @@ def run_element(
     signals = signals or StopSignals()
     # The backend names the variable its scheduler sets (to a count, or 1) on a rerun.
     restarted = plan.restart_env is not None and (os.environ.get(plan.restart_env) or "0") != "0"
-    who = Claim(element, os.uname().nodename, os.getpid())
-    ran = failed = 0
+    truncate_torn_tail(store.stream_path(element))
+    before = read_element_runs(store.read_stream(element))
     # A call that failed in a run before a requeue still fails a strict element.
-    failed_before = _failed_before(store, plan, index, element) if restarted and plan.strict else 0
-    left = False  # a call of this element was interrupted, or never started for lack of time
-    for call, attempt in element_order(plan, index):
-        if signals.stopping:  # no time to start anything: is there anything left to start?
-            claimed = store.claimed()
-            left = left or any(task not in claimed for task in element_order(plan, index))
-            break
-        fresh = store.claim(call, attempt, who)
-        if not fresh:
-            # A requeued element re-runs what it had taken before it was stopped.
-            mine = restarted and _taken_by(store, (call, attempt), element)
-            if not mine or (call, attempt) in store.finished():
-                continue
-        token = _current_element.set(element)
-        try:
-            outcome = run_call(
-                store, fn, call, attempt, element, redirect=redirect, signals=signals,
-                max_requeues=plan.max_requeues, resumed=not fresh or attempt > 0,
-            )  # fmt: skip
-        finally:
-            _current_element.reset(token)
-        if outcome is None:  # interrupted: its checkpoint is saved, it runs again later
-            left = True
-            continue
-        store.write_outcome(call, attempt, outcome)
-        ran += 1
-        failed += not outcome.ok
-    # A strict plan (jobs others wait for with afterok) reports a failed call to the scheduler.
-    exit_code = 1 if (failed or failed_before) and plan.strict else 0
-    if signals.warned and not signals.terminated and left and plan.requeue is not None:
-        exit_code = requeue(plan.requeue, element)
-    elif signals.terminated:
-        exit_code = 128 + signal.SIGTERM
-    return ElementRun(ran, failed, exit_code)
-
-
-def _failed_before(store: BatchStore, plan: WorkerPlan, index: int, element: str) -> int:
-    """Calls this element ran and saw fail in an earlier run (before it was requeued)."""
-    finished = store.finished()
-    mine = [t for t in element_order(plan, index) if t in finished and _taken_by(store, t, element)]
-    return sum(not store.read_outcome(*t).ok for t in mine)
-
-
-def _taken_by(store: BatchStore, task: tuple[int, int], element: str) -> bool:
-    """True when ``element`` claimed ``task`` (in this run or one before a requeue)."""
-    try:
-        claim = store.read_claim(*task)
-    except FormatError:  # not one corral wrote: not this element's
-        return False
-    return claim is not None and claim.element == element
+    failed_before = len(before.failed) if restarted else 0
+    how: Requeue | None = None
+    with ElementLog(store, element, redirect=redirect, beat=beat) as log:
+        work = _Element(log, plan, sub, fn, signals)
+        with log.redirected():
+            log.start(before.next_run)
+            pos = work.rerun(before) if restarted else 0
+            if plan.mode is Mode.STATIC:
+                work.take_static(index)
+            else:
+                work.take_pull(pos)
+        # A strict plan (jobs others wait for with afterok) reports a failed call to the scheduler.
+        exit_code = 1 if (work.failed or failed_before) and plan.strict else 0
+        if signals.warned and not signals.terminated and work.left and plan.requeue is not None:
+            how = plan.requeue
+            exit_code = ask_requeue(how, element)
+        elif signals.terminated:
+            exit_code = 128 + signal.SIGTERM
+        log.end(exit_code, work.ran, work.failed)
+    if how is not None and how.exit_code is None and exit_code == 0:
+        settle(how)
+    return ElementRun(work.ran, work.failed, exit_code)
 
 
 def requeue(how: Requeue, element: str) -> int:
-    """Ask the scheduler, as the backend said, to run this element again; return the exit
-    code to end with."""
+    """Ask the scheduler, as the backend said, to run this element again, and wait for it
+    to stop this process (:func:`ask_requeue`, then :func:`settle`); return the exit code to
+    end with."""
+    code = ask_requeue(how, element)
+    if how.exit_code is None and code == 0:
+        settle(how)
+    return code
+
+
+def ask_requeue(how: Requeue, element: str) -> int:
+    """Run the backend's requeue command for this element (none for an exit-code requeue);
+    return the exit code to end with: the backend's, 0 once the command succeeded, else 1."""
     if how.exit_code is not None:
         return how.exit_code  # the backend reruns an element that exits so
     job = os.environ.get(how.job_id_env, "")  # the element's own job id
@@ -184,133 +260,16 @@ def requeue(how: Requeue, element: str) -> int:
         sys.stderr.write(f"corral: could not requeue {element}: {exc}\n")
         return 1
     if result.returncode == 0:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the requeue's SIGTERM may end us now
-        time.sleep(how.settle)  # the requeue stops this process; if it has not yet, end anyway
         return 0
     sys.stderr.write(f"corral: could not requeue {element}: {result.stderr.strip()}\n")
     return 1
 
 
-def run_call(
-    store: BatchStore,
-    fn: Callable[..., Any],
-    call: int,
-    attempt: int,
-    element: str,
-    *,
-    redirect: bool = True,
-    signals: StopSignals | None = None,
-    max_requeues: int = 0,
-    resumed: bool = False,
-) -> Outcome | None:
-    """Run one call with its streams redirected (unless ``redirect`` is false, as in the
-    sequential backend, where a debugger needs the terminal); never raises for the call's
-    own errors. A call that ran before (``resumed``: after a requeue, or a later attempt)
-    runs from its checkpoint if it has one; only such a call can have one, so the first
-    run of every call does not look. None when a signal interrupted a checkpointable call
-    and its checkpoint was saved."""
-    started = time.time()
-    host = os.uname().nodename
-    streams = (store.call_log(call, attempt, "out"), store.call_log(call, attempt, "err"))
-    signals = signals or StopSignals()
-    with _redirected(*streams) if redirect else contextlib.nullcontext():
-        try:
-            saved = store.read_checkpoint(call) if resumed else None
-            requeues = 0
-            if saved is None:
-                args, kwargs = cloudpickle.loads(store.read_call(call))
-            else:
-                resume, requeues = cloudpickle.loads(saved[0]), saved[1]
-                fn, args, kwargs = resume.fn, resume.args, resume.kwargs
-                print(f"corral: call {call} resumes from its checkpoint", file=sys.stderr)
-            checkpointable = isinstance(fn, Checkpointable)
-            try:
-                with signals.running(checkpointable, on_warning=requeues < max_requeues):
-                    value = fn(*args, **kwargs)
-            except Interrupted as stop:
-                assert isinstance(fn, Checkpointable)
-                _save_checkpoint(store, fn, call, args, kwargs, requeues + (not signals.terminated))
-                print(f"corral: call {call} stopped ({stop.why}); checkpoint saved", file=sys.stderr)
-                return None
-        except BaseException as exc:  # noqa: BLE001 - every failure of the call is its outcome
-            import traceback  # only on failure: a worker's start-up time is every job's
-
-            tb = traceback.format_exc()
-            if redirect:  # keep it beside the call's output; in-process, the client reports it
-                sys.stderr.write(tb)
-            return _error_outcome(exc, tb, element, host, started)
-    try:
-        payload = cloudpickle.dumps(value)
-    except Exception as exc:  # noqa: BLE001
-        import traceback
-
-        tb = traceback.format_exc()
-        return _error_outcome(exc, tb, element, host, started, what="the result")
-    return Outcome(True, payload, element=element, host=host, started=started, finished=time.time())
-
-
-def _save_checkpoint(
-    store: BatchStore, fn: Checkpointable, call: int, args: Any, kwargs: Any, requeues: int
-) -> None:
-    """Ask the interrupted call for what to run next and keep it."""
-    resume = fn.checkpoint(*args, **kwargs)
-    if not isinstance(resume, Resume):
-        raise TypeError(
-            f"{type(fn).__qualname__}.checkpoint() must return a corral.Resume, not {type(resume).__name__}"
-        )
-    store.write_checkpoint(call, dumps(resume), requeues)
-
-
-def _error_outcome(
-    exc: BaseException, tb: str, element: str, host: str, started: float, what: str = ""
-) -> Outcome:
-    kind = type(exc)
-    message = str(exc)
-    if what:
-        message = f"could not pickle {what}: {message}"
-    try:
-        payload = b"" if what else cloudpickle.dumps(exc)
-    except Exception:  # noqa: BLE001 - the client gets a RemoteError with the text instead
-        payload = b""
-    return Outcome(
-        False,
-        payload,
-        type_name=f"{kind.__module__}.{kind.__qualname__}",
-        message=message,
-        traceback=tb,
-        element=element,
-        host=host,
-        started=started,
-        finished=time.time(),
-    )
-
-
-@contextlib.contextmanager
-def _redirected(out_path: str, err_path: str) -> Iterator[None]:
-    """Point file descriptors 1 and 2 (so child processes too) and Python's own
-    ``sys.stdout``/``sys.stderr`` at the call's own files."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_fds = os.dup(1), os.dup(2)
-    saved_streams = sys.stdout, sys.stderr
-    # Appended to: a call that runs again after a requeue keeps the output of its first run.
-    # O_NOFOLLOW: a link planted in the batch folder must not take the call's output elsewhere.
-    out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-    err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-    os.dup2(out, 1)
-    os.dup2(err, 2)
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-    try:
-        yield
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            stream.close()
-        sys.stdout, sys.stderr = saved_streams
-        os.dup2(saved_fds[0], 1)
-        os.dup2(saved_fds[1], 2)
-        for fd in (out, err, *saved_fds):
-            os.close(fd)
+def settle(how: Requeue) -> None:
+    """After a requeue command succeeded: let the scheduler's SIGTERM end this process, and
+    end anyway after ``how.settle`` seconds."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    time.sleep(how.settle)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,6 +289,6 @@ def main(argv: list[str] | None = None) -> int:
     signals.install()
     try:
         return run_element(batch_dir, int(sub), int(index), element, signals=signals).exit_code
-    except FormatError as exc:  # another format's batch, or a plan this corral did not write
+    except (FormatError, ValueError) as exc:  # another format's batch, a plan or an element id not corral's
         sys.stderr.write(f"corral: {exc}\n")
         return 2

@@ -1,0 +1,118 @@
+"""Running one call on the node: its arguments or its checkpoint, the signals that may stop
+it, and what it came to (an :class:`~corral.store.batch.Outcome`), never raising for the
+call's own errors."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from ..store.batch import BatchStore, Outcome
+from ..store.pickling import dumps
+from .checkpoint import Checkpointable, Interrupted, Resume, StopSignals
+from .element_log import ElementLog
+from .progress import running_call
+
+#: Set while a call runs in this process (the sequential backend); the env var covers jobs.
+current_element: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "corral_current_element", default=None
+)
+
+
+def run_call(
+    log: ElementLog,
+    fn: Callable[..., Any],
+    call: int,
+    attempt: int,
+    *,
+    signals: StopSignals,
+    max_requeues: int = 0,
+    resumed: bool = False,
+) -> Outcome | None:
+    """Run one call; never raises for the call's own errors (Stopped included). A call that
+    ran before (``resumed``: after a requeue, or a later attempt) runs from its checkpoint
+    if it has one; only such a call can have one, so the first run of every call does not
+    look. None when a signal interrupted a checkpointable call and its checkpoint was saved."""
+    store, element = log.store, log.element
+    started = time.time()
+    host = os.uname().nodename
+    token = current_element.set(element)
+    try:
+        with running_call(log.writer, store, call, attempt):
+            saved = store.read_checkpoint(call) if resumed else None
+            requeues = 0
+            if saved is None:
+                args, kwargs = cloudpickle.loads(store.read_call(call))
+            else:
+                resume, requeues = cloudpickle.loads(saved[0]), saved[1]
+                fn, args, kwargs = resume.fn, resume.args, resume.kwargs
+                print(f"corral: call {call} resumes from its checkpoint", file=sys.stderr)
+            checkpointable = isinstance(fn, Checkpointable)
+            try:
+                with signals.running(checkpointable, on_warning=requeues < max_requeues):
+                    value = fn(*args, **kwargs)
+            except Interrupted as stop:
+                assert isinstance(fn, Checkpointable)
+                _save_checkpoint(store, fn, call, args, kwargs, requeues + (not signals.terminated))
+                log.note(f"corral: call {call} stopped ({stop.why}); checkpoint saved\n")
+                return None
+    except BaseException as exc:  # noqa: BLE001 - every failure of the call is its outcome
+        import traceback  # only on failure: a worker's start-up time is every job's
+
+        tb = traceback.format_exc()
+        if log.redirects:
+            sys.stderr.write(tb)  # beside the call's output; in-process, the client reports it
+        return error_outcome(exc, tb, element, host, started)
+    finally:
+        current_element.reset(token)
+    try:
+        payload = cloudpickle.dumps(value)
+    except Exception as exc:  # noqa: BLE001
+        import traceback
+
+        tb = traceback.format_exc()
+        return error_outcome(exc, tb, element, host, started, what="the result")
+    return Outcome(True, payload, element=element, host=host, started=started, finished=time.time())
+
+
+def _save_checkpoint(
+    store: BatchStore, fn: Checkpointable, call: int, args: Any, kwargs: Any, requeues: int
+) -> None:
+    """Ask the interrupted call for what to run next and keep it."""
+    resume = fn.checkpoint(*args, **kwargs)
+    if not isinstance(resume, Resume):
+        raise TypeError(
+            f"{type(fn).__qualname__}.checkpoint() must return a corral.Resume, not {type(resume).__name__}"
+        )
+    store.write_checkpoint(call, dumps(resume), requeues)
+
+
+def error_outcome(
+    exc: BaseException, tb: str, element: str, host: str, started: float, what: str = ""
+) -> Outcome:
+    """The outcome of a call that raised ``exc`` (or whose ``what`` could not be pickled)."""
+    kind = type(exc)
+    message = str(exc)
+    if what:
+        message = f"could not pickle {what}: {message}"
+    try:
+        payload = b"" if what else cloudpickle.dumps(exc)
+    except Exception:  # noqa: BLE001 - the client gets a RemoteError with the text instead
+        payload = b""
+    return Outcome(
+        False,
+        payload,
+        type_name=f"{kind.__module__}.{kind.__qualname__}",
+        message=message,
+        traceback=tb,
+        element=element,
+        host=host,
+        started=started,
+        finished=time.time(),
+    )
