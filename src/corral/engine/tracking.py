@@ -359,6 +359,7 @@ class BatchState:
         except OSError as exc:
             log.warning("could not read %s: %s", self.store.path, exc)
             return []  # decide on a later tick
+        completions += self._finish_streams(now)
         for orphan in self.ledger.orphans(now, grace):
             sub = self.subs[orphan.sub]
             who = orphan.element if orphan.started else None
@@ -371,6 +372,19 @@ class BatchState:
                     rebuilt = ended_job_error(self, orphan.call, sub, orphan.index, who, decision.attempts)
                     decision = Resolve(decision.call, False, rebuilt, decision.attempts, decision.record)
                 completions += self.apply([decision])
+        return completions
+
+    def _finish_streams(self, now: float) -> list[Completion]:
+        """Elements that are final write no more: what their streams' readers still hold (a
+        torn record, and whole ones a damaged length hid) is decided now, before their calls
+        are taken for orphans."""
+        completions: list[Completion] = []
+        for sub in self.subs:
+            if sub.job_id is None:
+                continue
+            for index in sub.final_at:
+                for event in self.replay.finish(sub.element(index)):
+                    completions += self._take(event, now)
         return completions
 
     def stderr_of(self, call: int) -> str:

@@ -79,6 +79,7 @@ class ElementLog:
         self.start: Start | None = None  # its latest run's Start
         self.end: End | None = None  # its latest run's End (None while that run lasts)
         self.damaged: list[tuple[int, str]] = []  # (offset, reason) of what was not a record
+        self.finished = False  # its element is gone: nothing more will be appended
 
 
 class Replay:
@@ -123,6 +124,18 @@ class Replay:
         log.grew_at = now
         events: list[Event] = []
         for offset, item in log.reader.feed(data):
+            self._take(log, offset, item, events)
+        return events
+
+    def finish(self, element: str) -> list[Event]:
+        """The element is gone for good: whatever its reader still holds (a record waiting
+        for bytes that will never come, and the whole records behind it) is decided now."""
+        log = self.elements.get(element)
+        if log is None or log.finished:
+            return []
+        log.finished = True
+        events: list[Event] = []
+        for offset, item in log.reader.finish():
             self._take(log, offset, item, events)
         return events
 
