@@ -191,13 +191,30 @@ class BatchStore(ElementFiles):
 
     def read_call(self, call: int) -> bytes:
         """Call ``call``'s payload alone, by its offsets in the packed file."""
+        offsets = self._call_offsets()
+        start, end = offsets[call], offsets[call + 1]
+        return self.transport.read_range(self._p("calls.bin"), start, end - start)
+
+    def read_calls(self, calls: list[int]) -> dict[int, bytes]:
+        """The payloads of ``calls`` (a chunk's), in one read of the span they lie in when
+        it is not much more than they are, else one read each."""
+        if not calls:
+            return {}
+        offsets = self._call_offsets()
+        low, high = min(calls), max(calls)
+        start, end = offsets[low], offsets[high + 1]
+        if high - low >= 4 * len(calls):
+            return {call: self.read_call(call) for call in calls}
+        span = self.transport.read_range(self._p("calls.bin"), start, end - start)
+        return {call: span[offsets[call] - start : offsets[call + 1] - start] for call in calls}
+
+    def _call_offsets(self) -> array.array[int]:
         if self._offsets is None:
             offsets = array.array("Q", self.transport.read_bytes(self.calls_index_path()))
             if sys.byteorder != "little":
                 offsets.byteswap()
             self._offsets = offsets
-        start, end = self._offsets[call], self._offsets[call + 1]
-        return self.transport.read_range(self._p("calls.bin"), start, end - start)
+        return self._offsets
 
     def read_plan(self, sub: int) -> WorkerPlan:
         """Submission ``sub``'s plan; :class:`~corral.errors.FormatError` naming the file

@@ -16,10 +16,8 @@ threads a call starts see it only when started in a copy of its context
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -54,16 +52,18 @@ class _Running:
 _running: contextvars.ContextVar[_Running | None] = contextvars.ContextVar(
     "corral_running_call", default=None
 )
+CallToken = contextvars.Token["_Running | None"]
 
 
-@contextlib.contextmanager
-def running_call(writer: StreamWriter, store: BatchStore, call: int, attempt: int) -> Iterator[None]:
-    """Around one call run by the worker: :func:`progress` and :func:`should_stop` act on it."""
-    token = _running.set(_Running(writer, store, call, attempt))
-    try:
-        yield
-    finally:
-        _running.reset(token)
+def enter_call(writer: StreamWriter, store: BatchStore, call: int, attempt: int) -> CallToken:
+    """Before one call run by the worker: :func:`progress` and :func:`should_stop` act on it
+    until :func:`leave_call` (a pair of functions, not a context manager: it is per call)."""
+    return _running.set(_Running(writer, store, call, attempt))
+
+
+def leave_call(token: CallToken) -> None:
+    """After the call :func:`enter_call` returned ``token`` for."""
+    _running.reset(token)
 
 
 def _number(value: object, name: str) -> float | int:

@@ -159,6 +159,8 @@ class _Element:
         """Run ``tasks`` (all of them this element's), skipping those the client cancelled.
         The caller syncs the log after it (a chunk's end)."""
         cancelled = self.store.cancel_marks()  # once per chunk: the client cancels rarely
+        fresh = [call for call, attempt in tasks if attempt == 0 and not resumed]
+        payloads = self.store.read_calls(fresh)  # one read for the chunk, not one per call
         for call, attempt in tasks:
             if (call, attempt) in cancelled:
                 self.log.skip(call, attempt, "cancelled")
@@ -169,6 +171,7 @@ class _Element:
             outcome = run_call(
                 self.log, self.fn, call, attempt, signals=self.signals,
                 max_requeues=self.plan.max_requeues, resumed=resumed or attempt > 0,
+                payload=payloads.get(call),
             )  # fmt: skip
             if outcome is None:  # interrupted: its checkpoint is saved, it runs again later
                 self.left = True
