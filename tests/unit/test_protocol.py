@@ -26,7 +26,9 @@ from corral.engine.planning import Plan
 from corral.errors import FormatError, FormatVersionError
 from corral.store.batch import BatchStore
 from corral.store.protocol import (
+    BEAT,
     FORMAT_VERSION,
+    ChunkClaim,
     Claim,
     Mode,
     Requeue,
@@ -170,6 +172,41 @@ def test_a_claim_is_checked_when_made() -> None:
         Claim("../etc", "h", 1)
     with pytest.raises(ValueError, match="one printable word"):
         Claim("J_0", "two words", 1)
+
+
+@pytest.mark.parametrize(
+    ("data", "claim"),
+    [
+        (b"4242_0 node1 99 1", ChunkClaim(Claim("4242_0", "node1", 99), 1)),
+        (b"client-cancel 250", ChunkClaim(Claim.CLIENT_CANCEL, 250)),
+    ],
+)
+def test_a_chunk_claim_reads_back_as_written(data: bytes, claim: ChunkClaim) -> None:
+    assert ChunkClaim.parse(data) == claim and claim.encode() == data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"", b"4242_0 node1 99", b"4242_0 node1 99 0", b"4242_0 node1 99 -1", b"client-cancel",
+        b"client-cancel 1 2", b"4242_0 node1 99 1\n", b"4242_0 node1 99 1e3", "x h 1 ٣".encode(),
+        b"4242_0 node1 99 " + b"9" * 40, b"../x h 1 1",
+    ],
+)  # fmt: skip
+def test_a_chunk_claim_that_is_not_one_is_a_format_error(data: bytes) -> None:
+    with pytest.raises(FormatError, match=r"^claims/0\.7 is not a corral chunk claim"):
+        ChunkClaim.parse(data, "claims/0.7")
+
+
+def test_a_chunk_claim_is_checked_when_made() -> None:
+    with pytest.raises(ValueError, match="n must be a whole number >= 1"):
+        ChunkClaim(Claim("J_0", "h", 1), 0)
+    with pytest.raises(ValueError, match="who must be a Claim"):
+        ChunkClaim("J_0 h 1", 1)  # type: ignore[arg-type]
+
+
+def test_the_heartbeat_is_a_protocol_constant() -> None:
+    assert BEAT == 15.0
 
 
 # -- the format version ---------------------------------------------------------------------------
