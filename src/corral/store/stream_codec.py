@@ -16,94 +16,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .frames import Corrupt, Frame, encode_frame
+from .stream_records import Beat, Claim, End, Metric, Progress, Record, Result, Skip, Start
 
-Metric = float | int | str | bool | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Start:
-    """An element (re)started: ``run`` is 0 the first time, +1 per requeue restart."""
-
-    element: str
-    host: str
-    pid: int
-    run: int
-    out: int
-    err: int
-    t: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class Claim:
-    """The element took positions ``pos``..``pos+n-1`` of submission ``sub``'s task list."""
-
-    sub: int
-    pos: int
-    n: int
-    out: int
-    err: int
-    t: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class Progress:
-    """Where a running call is, as it said through ``corral.progress()``."""
-
-    call: int
-    attempt: int
-    step: float | int
-    total: float | int | None
-    metrics: dict[str, Metric]
-    t: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class Result:
-    """How a call ended: its value or exception pickled in ``payload`` (empty when
-    ``in_file``: then it is in ``results/<call>.<attempt>.pkl``)."""
-
-    call: int
-    attempt: int
-    ok: bool
-    type_name: str
-    message: str
-    traceback: str
-    host: str
-    started: float
-    finished: float
-    out: int
-    err: int
-    in_file: bool
-    payload: bytes
-
-
-@dataclass(frozen=True, kw_only=True)
-class Skip:
-    """The element did not run this call: the client had cancelled it."""
-
-    call: int
-    attempt: int
-    why: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class Beat:
-    """A heartbeat of a live element."""
-
-    t: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class End:
-    """The element is done: its exit code, how many calls it ran and how many failed."""
-
-    code: int
-    ran: int
-    failed: int
-    t: float
-
-
-Record = Start | Claim | Progress | Result | Skip | Beat | End
 _R = TypeVar("_R")
 
 
@@ -434,3 +348,21 @@ def decode_items(items: list[Frame | Corrupt]) -> list[tuple[int, Item]]:
         return [(frame.offset, record) for frame, record in zip(frames, records, strict=True)]
     decoded = iter(records)
     return [(item.offset, item if isinstance(item, Corrupt) else next(decoded)) for item in items]
+
+
+__all__ = [
+    "Beat",
+    "Claim",
+    "End",
+    "Foreign",
+    "Item",
+    "Metric",
+    "Progress",
+    "Record",
+    "Result",
+    "Skip",
+    "Start",
+    "decode_body",
+    "decode_items",
+    "encode_record",
+]
