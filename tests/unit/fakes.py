@@ -9,17 +9,22 @@ import importlib
 import os
 import re
 import sys
+import time
 import types
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from corral.store.batch import BatchStore
-from corral.store.protocol import Claim
+from corral.store.batch import BatchStore, Outcome
+from corral.store.protocol import ChunkClaim, Claim, Mode
+from corral.store.replay import Event, Ran, Replay
+from corral.store.streams import Claim as ClaimRecord
+from corral.store.streams import Start, StreamWriter
 from corral.transports.base import CommandResult
 from corral.transports.local import LocalTransport
-from corral.worker.run import element_order, run_element
+from corral.worker.chunks import take_chunk
+from corral.worker.run import run_element
 
 DOWN = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)\n"
 
@@ -85,11 +90,23 @@ class FakeSlurm(LocalTransport):
 
     @staticmethod
     def _die(batch_dir: str, sub: int, index: int, element: str) -> None:
-        """Take the element's first free call, then die with the node (no outcome)."""
+        """Take the element's first free call (a chunk claim of one, written to its stream
+        after its Start), then die with the node: no Result, no End."""
         store = BatchStore(batch_dir, LocalTransport())
-        for call, attempt in element_order(store.read_plan(sub), index):
-            if store.claim(call, attempt, Claim(element, "n1", 1)):
+        plan = store.read_plan(sub)
+        who, size = Claim(element, "n1", 1), len(plan.tasks)
+        if plan.mode is Mode.STATIC:
+            pos = index * plan.chunk
+            if pos >= size or not store.claim_chunk(sub, pos, ChunkClaim(who, min(plan.chunk, size - pos))):
                 return
+            taken: tuple[int, int] | None = (pos, min(plan.chunk, size - pos))
+        else:
+            taken = take_chunk(store, sub, size, 0, 1, who)
+        if taken is None:
+            return
+        with StreamWriter(store.stream_path(element)) as stream:
+            stream.write(Start(element=element, host="n1", pid=1, run=0, out=0, err=0, t=time.time()))
+            stream.write(ClaimRecord(sub=sub, pos=taken[0], n=taken[1], out=0, err=0, t=time.time()))
 
     def queued(self) -> int:
         return sum(s in ("PENDING", "RUNNING") for states in self.jobs.values() for s in states)
@@ -153,3 +170,55 @@ def client_only_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types
     module = importlib.import_module("helpers_mod")
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(mods)])  # the nodes' view
     return module
+
+
+# -- reading a batch as the client does -----------------------------------------------------------
+
+
+def replayed(store: BatchStore) -> tuple[Replay, list[Event]]:
+    """Every stream of the batch read whole through the client's reader, with the facts it
+    gave (in stream order, streams by name)."""
+    n_calls = os.path.getsize(store.calls_index_path()) // 8 - 1
+    plans = {sub: list(store.read_plan(sub).tasks) for sub in store.submissions()}
+    replay = Replay(n_calls, lambda sub: plans.get(sub, []))
+    events = [
+        event
+        for name, data in sorted(store.scan_streams({}).items())
+        for event in replay.feed(name, data, 0.0)
+    ]
+    return replay, events
+
+
+def outcomes(store: BatchStore) -> dict[tuple[int, int], Outcome]:
+    """The outcome of every (call, attempt) whose Result the streams hold; a large one's
+    from its own file (its payload stays bytes)."""
+    found = {}
+    for event in replayed(store)[1]:
+        if isinstance(event, Ran):
+            result = event.result
+            found[(event.call, event.attempt)] = (
+                store.read_large_result(event.call, event.attempt)
+                if result.in_file
+                else Outcome(
+                    result.ok,
+                    result.payload,
+                    type_name=result.type_name,
+                    message=result.message,
+                    traceback=result.traceback,
+                    element=event.element,
+                    host=result.host,
+                    started=result.started,
+                    finished=result.finished,
+                )  # fmt: skip
+            )
+    return found
+
+
+def call_output(store: BatchStore, call: int, attempt: int, stream: str) -> str:
+    """What one attempt printed on ``stream`` ("out" or "err"): its range of its element's
+    file, as the client finds it."""
+    where = replayed(store)[0].output(call, attempt)
+    assert where is not None, f"no output of call {call}.{attempt}"
+    element, out, err = where
+    start, end = out if stream == "out" else err
+    return store.read_output(element, stream, start, end)

@@ -31,13 +31,14 @@ from corral.errors import DependencyError, JobTimeoutError, SubmissionError
 from corral.frontends.commands import ShellCommandError, ShellResult, run_command
 from corral.job import Condition, Dependency, JobState
 from corral.resources import Resources
+from corral.retry import RetryPolicy
 from corral.store.batch import BatchStore
 from corral.store.protocol import WorkerOptions
 from corral.transports.base import CommandResult
 from corral.transports.local import LocalTransport
 from corral.worker.run import main, pack_function, run_element
 
-from .fakes import FakeSlurm
+from .fakes import FakeSlurm, call_output, outcomes
 
 FINAL = [s for s in JobState if s.is_final]
 LIVE = [s for s in JobState if not s.is_final]
@@ -174,6 +175,7 @@ def batch(
     n_calls: int,
     subs: Sequence[tuple[Plan, str | None]],
     hint: str = "a",
+    retry: RetryPolicy | None = None,
 ) -> BatchState:
     store = BatchStore.create(str(tmp_path / "work"), hint, LocalTransport())
     states = [
@@ -182,13 +184,20 @@ def batch(
         )
         for plan, job in subs
     ]
-    return BatchState(store, n_calls, states, lambda b, c: False)
+    return BatchState(store, n_calls, states, lambda b, c: False, retry)  # type: ignore[arg-type]
 
 
-def static(n_calls: int, chunk: int, job: str | None, tmp_path: Path, hint: str = "a") -> BatchState:
+def static(
+    n_calls: int,
+    chunk: int,
+    job: str | None,
+    tmp_path: Path,
+    hint: str = "a",
+    retry: RetryPolicy | None = None,
+) -> BatchState:
     elements = -(-n_calls // chunk)
     return batch(
-        tmp_path, n_calls, [(Plan(0, elements, "static", ((0, n_calls, 0),), chunk=chunk), job)], hint
+        tmp_path, n_calls, [(Plan(0, elements, "static", ((0, n_calls, 0),), chunk=chunk), job)], hint, retry
     )
 
 
@@ -267,11 +276,12 @@ def test_a_call_whose_job_has_no_id_yet_holds_the_batch_back(tmp_path: Path) -> 
 
 
 def test_a_resubmitted_attempt_is_waited_for_in_its_new_array(tmp_path: Path) -> None:
-    a = static(4, 1, "42", tmp_path)
-    a.attempts[2] = 1  # call 2 failed once and is retried in a small pull array
+    a = static(4, 1, "42", tmp_path, retry=RetryPolicy(max_retries=1, retry_on=ValueError))
+    a.ledger.taken(2, 0, "42_2")  # call 2 failed once and is retried in a small pull array
+    assert [type(d).__name__ for d in a.ledger.finished(2, 0, False, ValueError("once"), "42_2")] == ["Retry"]
     assert resolve(needs(Condition.OK, (a, 2))) == Resolution(False)  # not resubmitted yet
     retry = Plan(1, 1, "pull", ((2, 3, 1),), first_element=0, total_elements=1)
-    a.subs.append(SubState(retry, array_spec(elements=1), "", "50"))
+    a.add_sub(SubState(retry, array_spec(elements=1), "", "50"))
     assert resolve(needs(Condition.OK, (a, 2), (a, 3))).dependency == Dependency(Condition.OK, ("50", "42_3"))
 
 
@@ -459,7 +469,7 @@ def make_batch(
 
 
 def value(store: BatchStore, call: int) -> object:
-    outcome = store.read_outcome(call, 0)
+    outcome = outcomes(store)[(call, 0)]
     assert outcome.ok, outcome.traceback
     return cloudpickle.loads(outcome.payload)
 
@@ -492,7 +502,7 @@ def test_a_strict_element_exits_1_when_a_call_failed(
 ) -> None:
     store = make_batch(tmp_path, fails_on_one, [((x,), {}) for x in xs], **options)
     assert main([store.path, "0", "0", "J_0"]) == code
-    assert store.finished() == {(i, 0) for i in range(len(xs))}  # every call ran, failed or not
+    assert set(outcomes(store)) == {(i, 0) for i in range(len(xs))}  # every call ran, failed or not
     assert os.environ["CORRAL_IN_JOB"] == "J_0"
 
 
@@ -531,11 +541,11 @@ def test_a_shell_command_runs_on_the_node_through_the_worker(
     assert run_element(store.path, 0, 0, "J_0", stdin=command) == (1, 0, 0)
     result = value(store, 0)
     assert result == ShellResult(command, 0, "on the node its\n", "err\n")
-    assert store.read_text(store.call_log(0, 0, "out")) == "on the node its\n"  # copied as it came
-    assert store.read_text(store.call_log(0, 0, "err")) == "err\n"
+    assert call_output(store, 0, 0, "out") == "on the node its\n"  # copied as it came
+    assert call_output(store, 0, 0, "err") == "err\n"
     failing = make_batch(tmp_path, run_command, [((), {})], stdin=True)
     assert run_element(failing.path, 0, 0, "J_0", stdin="echo no >&2; exit 3") == (1, 1, 0)  # not strict
-    outcome = failing.read_outcome(0, 0)
+    outcome = outcomes(failing)[(0, 0)]
     assert not outcome.ok and outcome.type_name == "corral.frontends.commands.ShellCommandError"
     error = cloudpickle.loads(outcome.payload)
     assert isinstance(error, ShellCommandError) and error.returncode == 3 and error.result.stderr == "no\n"
