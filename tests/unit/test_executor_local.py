@@ -258,6 +258,7 @@ def test_work_dir_records_the_batch(make_executor, workdir) -> None:
         "attempts",
         "calls.bin",
         "calls.idx",
+        "cancels",
         "checkpoints",
         "claims",
         "engine.pkl",
@@ -265,9 +266,18 @@ def test_work_dir_records_the_batch(make_executor, workdir) -> None:
         "logs",
         "manifest.json",
         "results",
+        "stops",
+        "streams",
         "subs",
     ]
     assert sorted(os.listdir(os.path.join(batch, "subs"))) == ["0.job", "0.json", "0.pkl", "0.sh"]
+    # The element's one stream and its calls' output; one chunk claim; a small result inline.
+    element = future.job_id
+    assert sorted(os.listdir(os.path.join(batch, "streams"))) == [
+        f"{element}.{s}" for s in ("err", "log", "out")
+    ]
+    assert os.listdir(os.path.join(batch, "claims")) == ["0.0"]
+    assert os.listdir(os.path.join(batch, "results")) == []
 
 
 def test_a_module_the_nodes_cannot_import_is_explained(make_executor, tmp_path, monkeypatch) -> None:

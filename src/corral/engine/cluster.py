@@ -117,7 +117,7 @@ class Cluster:
         specs = array_specs(plans, store.path, name, resources, max_running, request.command)
         for plan, spec in zip(plans, specs, strict=True):
             path = batch.save_submission(plan, spec, self.backend.render(spec))
-            batch.subs.append(SubState(plan, spec, path, probing=probing))
+            batch.add_sub(SubState(plan, spec, path, probing=probing))
         with self._lock:
             self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
             self._last_activity = time.monotonic()

@@ -67,6 +67,7 @@ class Pending:
         self._function_checked = False
         self.last_add = time.monotonic()
         self.closed = False
+        self.finished = threading.Event()  # set once flushed (or discarded) and handed over
 
     def add(self, call: Call) -> CorralFuture | None:
         """Pickle ``call`` (SerializationError here, naming the bad argument) and return its
@@ -105,10 +106,12 @@ class Pending:
     def discard(self) -> None:
         """Cancel every call gathered so far instead of submitting them."""
         with self._lock:
-            self.closed = True
+            closed, self.closed = self.closed, True
             futures, self._futures, self._payloads = self._futures, [], []
         for future in futures:
             mark_cancelled(future)
+        if not closed:
+            self.finished.set()
 
     def due(self, now: float) -> float | None:
         """When the pause will be over (None for an explicit batch, which waits for its
@@ -125,8 +128,13 @@ class Pending:
             self.closed = True
             payloads, futures = self._payloads, self._futures
             self._payloads, self._futures = [], []
-        if not futures:
-            return
+        try:
+            if futures:
+                self._send(payloads, futures)
+        finally:
+            self.finished.set()
+
+    def _send(self, payloads: list[bytes], futures: list[CorralFuture]) -> None:
         try:
             batch = self._submit(replace(self.template, payloads=tuple(payloads)), futures)
         except BaseException as exc:
@@ -147,6 +155,7 @@ class Coalescer:
         self._wake = wake  # tell the poll loop that a new pause is to be watched
         self._lock = threading.Lock()
         self._pending: dict[Any, Pending] = {}
+        self._flying: list[tuple[Any, Pending]] = []  # taken by the poll loop, being submitted
         _coalescers.add(self)
 
     def add(self, key: Any, make: Callable[[], Pending], call: Call) -> CorralFuture:
@@ -185,9 +194,14 @@ class Coalescer:
         """Submit every pending batch whose burst has paused."""
         with self._lock:
             ready = [k for k, p in self._pending.items() if (d := p.due(now)) is not None and d <= now]
-            batches = [self._pending.pop(k) for k in ready]
-        for pending in batches:
-            pending.flush()
+            batches = [(k, self._pending.pop(k)) for k in ready]
+            self._flying += batches
+        try:
+            for _, pending in batches:
+                pending.flush()
+        finally:
+            with self._lock:
+                self._flying = [(k, p) for k, p in self._flying if not p.finished.is_set()]
 
     def flush_all(self, owner: Any = None) -> None:
         """Submit every pending batch now (of the front-end ``owner`` only, when given: keys
@@ -201,9 +215,16 @@ class Coalescer:
             pending.discard()
 
     def _take(self, owner: Any) -> list[Pending]:
+        """The open pending batches of ``owner``, taken out, after waiting for those of its
+        that another thread (the poll loop) is submitting right now: when this returns,
+        every batch of ``owner`` submitted so far has reached the front-end."""
         with self._lock:
             keys = [k for k in self._pending if owner is None or (isinstance(k, tuple) and k[0] is owner)]
-            return [self._pending.pop(k) for k in keys]
+            taken = [self._pending.pop(k) for k in keys]
+            flying = [p for k, p in self._flying if owner is None or (isinstance(k, tuple) and k[0] is owner)]
+        for pending in flying:
+            pending.finished.wait()
+        return taken
 
     def __bool__(self) -> bool:
         return bool(self._pending)

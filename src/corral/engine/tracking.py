@@ -95,7 +95,8 @@ class BatchState:
     # -- submissions ----------------------------------------------------------------------------
 
     @property
-    def subs(self) -> list[SubState]:
+    def subs(self) -> Sequence[SubState]:
+        """The batch's submissions, in order (add one with :meth:`add_sub`)."""
         return self.ledger.subs
 
     def add_sub(self, sub: SubState) -> list[Completion]:
