@@ -20,7 +20,7 @@ from corral.store.batch import BatchStore, Outcome
 from corral.store.protocol import ChunkClaim, Claim, Mode
 from corral.store.replay import Event, Ran, Replay
 from corral.store.streams import Claim as ClaimRecord
-from corral.store.streams import Start, StreamWriter
+from corral.store.streams import Record, Result, Start, StreamWriter
 from corral.transports.base import CommandResult
 from corral.transports.local import LocalTransport
 from corral.worker.chunks import take_chunk
@@ -222,3 +222,35 @@ def call_output(store: BatchStore, call: int, attempt: int, stream: str) -> str:
     element, out, err = where
     start, end = out if stream == "out" else err
     return store.read_output(element, stream, start, end)
+
+
+# -- writing a stream by hand, as the worker writes it ---------------------------------------------
+
+
+def start_record(element: str, host: str = "node1", pid: int = 99, run: int = 0) -> Start:
+    """The Start of run ``run`` of ``element`` on ``host`` (nothing printed yet)."""
+    return Start(element=element, host=host, pid=pid, run=run, out=0, err=0, t=time.time())
+
+
+def claim_record(sub: int, pos: int, n: int = 1) -> ClaimRecord:
+    """The element took positions ``pos..pos+n-1`` of submission ``sub``'s task list."""
+    return ClaimRecord(sub=sub, pos=pos, n=n, out=0, err=0, t=time.time())
+
+
+def result_record(
+    call: int, attempt: int, payload: bytes = b"", *, ok: bool = True, in_file: bool = False, **data: str
+) -> Result:
+    """A Result as the worker writes it (``data``: type_name, message, traceback, host)."""
+    now = time.time()
+    fields = {"type_name": "", "message": "", "traceback": "", "host": "node1", **data}
+    return Result(
+        call=call, attempt=attempt, ok=ok, started=now, finished=now, out=0, err=0, in_file=in_file,
+        payload=payload, **fields,
+    )  # fmt: skip
+
+
+def write_stream(store: BatchStore, element: str, *records: Record) -> None:
+    """Append ``records`` to ``element``'s stream through the worker's writer."""
+    with StreamWriter(store.stream_path(element)) as stream:
+        for record in records:
+            stream.write(record)

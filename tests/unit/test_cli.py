@@ -18,10 +18,13 @@ from corral.cli.app import main
 from corral.errors import CorralError
 from corral.job import Attempt
 from corral.store import records
-from corral.store.batch import BatchStore, Outcome
-from corral.store.protocol import Claim, Mode, WorkerPlan
+from corral.store.batch import BatchStore
+from corral.store.protocol import ChunkClaim, Claim, Mode, WorkerPlan
 from corral.store.records import CallStatus, Failure
+from corral.store.streams import Claim as ClaimRecord
 from corral.transports.local import LocalTransport
+
+from .fakes import claim_record, result_record, start_record, write_stream
 
 C, F, X = CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.CANCELLED
 R, P, L = CallStatus.RUNNING, CallStatus.PENDING, CallStatus.LOST
@@ -90,7 +93,10 @@ def test_call_logs_of_a_failed_and_a_completed_call(batches: dict[str, str]) -> 
     assert failed.stderr.startswith("err 2\n") and "ValueError: bad input 2" in failed.stderr
     assert "raise ValueError" in failed.traceback
     assert failed.failure == Failure(2, 0, "builtins.ValueError", "bad input 2\nmore detail")
-    assert failed.stdout_path == os.path.join(batches["failed"], "logs", "2.0.out")
+    # The call's output is its range of the output files of the element that ran it.
+    streams = os.path.join(batches["failed"], "streams")
+    assert re.fullmatch(re.escape(streams) + r"/L\d+_\d+\.out", failed.stdout_path)
+    assert failed.stderr_path == failed.stdout_path.removesuffix(".out") + ".err"
     fine = records.call_logs(batches["failed"], 3)
     assert (fine.status, fine.stdout, fine.stderr, fine.traceback, fine.failure) == (
         C,
@@ -142,7 +148,8 @@ def test_calls_and_attempts_out_of_range(batches: dict[str, str]) -> None:
 
 
 def handmade(root: str) -> str:
-    """A SLURM batch as its folder looks mid-way, written through the store as corral writes it."""
+    """A SLURM batch as its folder looks mid-way, written through the store and the worker's
+    stream writer as corral writes it."""
     store = BatchStore.create(root, "handmade", LocalTransport())
     manifest = {"function": "handmade", "calls": 8, "backend": "slurm", "created": 1_700_000_000.0}
     store.write_batch(manifest, b"", [b""] * 8)
@@ -150,31 +157,37 @@ def handmade(root: str) -> str:
         0, WorkerPlan(mode=Mode.PULL, tasks=tuple((c, 0) for c in range(8))), "#!/bin/sh\n"
     )
     store.record_job_id(0, "4242")
-    ok = Outcome(True, pickle.dumps("value"))
-    # call 0: pending. 1: running.
-    store.claim(1, 0, Claim("4242_0", "node1", 99))
-    # 2: cancelled by the client before any element took it.
-    store.claim(2, 0, Claim.CLIENT_CANCEL)
-    # 3: its job hit the time limit, without an outcome; the client recorded it and gave up.
-    store.claim(3, 0, Claim("4242_1", "node7", 12))
+    ok = pickle.dumps("value")
+
+    def took(element: str, sub: int, pos: int) -> ClaimRecord:
+        store.claim_chunk(sub, pos, ChunkClaim(Claim(element, "node1", 99), 1))
+        return claim_record(sub, pos)
+
+    # call 0: pending. 7: completed, then 1: running, both by element 4242_0 (still alive).
+    write_stream(
+        store, "4242_0", start_record("4242_0"), took("4242_0", 0, 7), result_record(7, 0, ok),
+        took("4242_0", 0, 1),
+    )  # fmt: skip
+    # 2: cancelled by the client before any element took it (its chunk claim is the client's).
+    store.claim_chunk(0, 2, ChunkClaim(Claim.CLIENT_CANCEL, 1))
+    # 3: its job hit the time limit, without a result; the client recorded it and gave up.
+    write_stream(store, "4242_1", start_record("4242_1", "node7", 12), took("4242_1", 0, 3))
     store.record_attempt(3, 0, Attempt(0, "4242_1", "TIMEOUT", "node7", "time limit").to_json())
     # 4: its node failed; resubmitted as attempt 1, which no element has taken yet.
-    store.claim(4, 0, Claim("4242_2", "node3", 5))
+    write_stream(store, "4242_2", start_record("4242_2", "node3", 5), took("4242_2", 0, 4))
     store.record_attempt(4, 0, Attempt(0, "4242_2", "NODE_FAIL", "node3").to_json())
-    store.write_submission(1, WorkerPlan(mode=Mode.PULL, tasks=((4, 1), (5, 1))), "#!/bin/sh\n")
+    store.write_submission(1, WorkerPlan(mode=Mode.PULL, tasks=((4, 1), (5, 1), (6, 1))), "#!/bin/sh\n")
     store.record_job_id(1, "4250")
     # 5: lost at attempt 0, completed at attempt 1.
     store.record_attempt(5, 0, Attempt(0, "4242_3", "LOST").to_json())
-    store.claim(5, 1, Claim("4250_0", "node2", 7))
-    store.write_outcome(5, 1, ok)
-    # 6: thought lost and resubmitted, then its first outcome came late: the client cancelled
+    write_stream(
+        store, "4250_0", start_record("4250_0", "node2", 7), took("4250_0", 1, 1), result_record(5, 1, ok)
+    )
+    # 6: thought lost and resubmitted, then its first result came late: the client cancelled
     # the resubmission, and the call completed by attempt 0.
     store.record_attempt(6, 0, Attempt(0, "4242_4", "LOST").to_json())
-    store.write_outcome(6, 0, ok)
-    store.claim(6, 1, Claim.CLIENT_CANCEL)
-    # 7: completed.
-    store.claim(7, 0, Claim("4242_0", "node1", 99))
-    store.write_outcome(7, 0, ok)
+    write_stream(store, "4242_4", start_record("4242_4"), took("4242_4", 0, 6), result_record(6, 0, ok))
+    store.mark_cancel(6, 1)
     Path(store.path, "results", ".1.0.pkl.77-1-0.tmp").write_bytes(b"half")  # a write under way
     return store.path
 
@@ -267,10 +280,12 @@ def test_status_of_a_batch_mid_way(workdir: str, capsys) -> None:
 def test_logs_of_a_failed_call(batches: dict[str, str], workdir: str, capsys) -> None:
     code, out, err = run(capsys, "logs", "shaky", "2", "--dir", workdir)
     assert (code, err) == (0, "")
-    logs = os.path.join(batches["failed"], "logs")
+    # The call's own part of the output files of the element that ran it.
+    paths = records.call_logs(batches["failed"], 2)
+    assert paths.stdout_path.startswith(os.path.join(batches["failed"], "streams", ""))
     assert out.startswith(
         f"call 2 of {os.path.basename(batches['failed'])}, attempt 0: failed\n"
-        f"== stdout ({logs}/2.0.out) ==\nout 2\n== stderr ({logs}/2.0.err) ==\nerr 2\nTraceback"
+        f"== stdout ({paths.stdout_path}) ==\nout 2\n== stderr ({paths.stderr_path}) ==\nerr 2\nTraceback"
     )
     assert 'raise ValueError(f"bad input {x}\\nmore detail")' in out
     # The worker wrote the traceback into the call's stderr: it is pointed to, not repeated.
