@@ -238,13 +238,22 @@ def claim_record(sub: int, pos: int, n: int = 1) -> ClaimRecord:
 
 
 def result_record(
-    call: int, attempt: int, payload: bytes = b"", *, ok: bool = True, in_file: bool = False, **data: str
+    call: int,
+    attempt: int,
+    payload: bytes = b"",
+    *,
+    ok: bool = True,
+    in_file: bool = False,
+    out: int = 0,
+    err: int = 0,
+    **data: str,
 ) -> Result:
-    """A Result as the worker writes it (``data``: type_name, message, traceback, host)."""
+    """A Result as the worker writes it: ``out`` and ``err`` are the sizes of the element's
+    output files when the call ended; ``data``: type_name, message, traceback, host."""
     now = time.time()
     fields = {"type_name": "", "message": "", "traceback": "", "host": "node1", **data}
     return Result(
-        call=call, attempt=attempt, ok=ok, started=now, finished=now, out=0, err=0, in_file=in_file,
+        call=call, attempt=attempt, ok=ok, started=now, finished=now, out=out, err=err, in_file=in_file,
         payload=payload, **fields,
     )  # fmt: skip
 

@@ -21,11 +21,15 @@ from corral.cli.app import UNSAFE, main
 from corral.cli.display import printable
 from corral.errors import FormatError, UnsafeWorkDirError
 from corral.store import records
-from corral.store.batch import BatchStore, Outcome
+from corral.store.batch import BatchStore
 from corral.store.claims import process_gone
-from corral.store.protocol import Claim, Mode, WorkerPlan
+from corral.store.frames import encode_frame
+from corral.store.protocol import ChunkClaim, Claim, Mode, WorkerPlan
 from corral.store.records import CallStatus
+from corral.store.streams import Record
 from corral.transports.local import LocalTransport
+
+from .fakes import claim_record, result_record, start_record, write_stream
 
 HOST = os.uname().nodename
 
@@ -50,6 +54,14 @@ def make_batch(root: str, calls: int = 2, function: str = "made") -> BatchStore:
     )
     store.record_job_id(0, "L1")
     return store
+
+
+def take(store: BatchStore, element: str, call: int, host: str, pid: int, *after: Record) -> None:
+    """Element ``element`` (process ``pid`` on ``host``) starts and takes call ``call`` (its
+    position in submission 0) as the worker does: a chunk claim, then Start and Claim in its
+    stream; then it writes ``after``."""
+    assert store.claim_chunk(0, call, ChunkClaim(Claim(element, host, pid), 1))
+    write_stream(store, element, start_record(element, host, pid), claim_record(0, call), *after)
 
 
 def dead_pid() -> int:
@@ -113,10 +125,14 @@ def test_a_planted_pickle_runs_nothing_and_is_reported(workdir: str, tmp_path: P
     assert not os.path.exists(marker)
     for name in ("results/0.0.pkl", "engine.pkl", "function.pkl", "subs/0.pkl", "checkpoints/0.pkl"):
         Path(store.path, name).write_bytes(evil)
-    store.claim(0, 0, f"L1_0 {HOST} {os.getpid()}")
-    store.claim(1, 0, f"L1_0 {HOST} {os.getpid()}")
     Path(store.path, "results", "1.0.pkl").write_bytes(b"corral-outcome 1\n{trunc")  # cut mid-write
-    store.write_outcome(2, 0, Outcome(True, evil))  # a real record, an evil payload: never loaded
+    # Calls 0 and 1 point to their large-result files; call 2's Result is a real record with
+    # an evil payload inline: never loaded.
+    assert store.claim_chunk(0, 0, ChunkClaim(Claim("L1_0", HOST, os.getpid()), 3))
+    write_stream(
+        store, "L1_0", start_record("L1_0", HOST, os.getpid()), claim_record(0, 0, 3),
+        result_record(0, 0, in_file=True), result_record(1, 0, in_file=True), result_record(2, 0, evil),
+    )  # fmt: skip
 
     code, out, err = run(capsys, "status", "--dir", workdir)
     assert (code, err) == (0, "")
@@ -147,6 +163,13 @@ def test_a_planted_pickle_runs_nothing_and_is_reported(workdir: str, tmp_path: P
         ("claims/0.0", b"\xff\xfe\x00"),
         ("claims/0.0", b""),
         ("claims/0.0", b"../../../etc/passwd host 1"),
+        ("claims/0.0", b"../../../etc/passwd host 1 2"),
+        ("streams/L1_0.log", b"\xff\xfe\x00 not a frame"),
+        ("streams/L1_0.log", encode_frame(b"[1, 2]")),  # a whole frame, not a record
+        ("streams/L1_0.log", encode_frame(b'{"k":"claim","s":0,"p":0,"n":99999999999,"o":0,"e":0,"t":1}')),
+        ("streams/L1_0.log", encode_frame(b'{"k":"start","el":"../../../etc/passwd","h":"x","pid":1}')),
+        ("streams/L1_0.out", b"\xff\xfe\x00"),
+        ("results/0.0.pkl", b"\x80not an outcome"),  # no Result points to it
     ],
 )
 def test_a_foreign_file_never_crashes_the_listing(workdir: str, name: str, content: bytes, capsys) -> None:
@@ -195,11 +218,15 @@ def test_nothing_printed_from_a_work_dir_can_drive_the_terminal(workdir: str, ca
     store = make_batch(workdir, calls=2, function=f"fn{evil}\nFAKE  ROW")
     os.rename(store.path, f"{store.path}{evil}")  # a folder name is text from the work dir too
     store = BatchStore(f"{store.path}{evil}", LocalTransport())
-    store.claim(0, 0, f"L1_0 host{evil} {os.getpid()}")
     message = f"bad {evil}\nsecond line"
-    store.write_outcome(0, 0, Outcome(False, b"", "builtins.ValueError", message, f"Traceback{evil}\n"))
-    Path(store.call_log(0, 0, "out")).write_text(f"out {evil}\n")
-    Path(store.call_log(0, 0, "err")).write_text(f"err {evil}\n")
+    out, err = f"out {evil}\n".encode(), f"err {evil}\n".encode()
+    Path(store.output_path("L1_0", "out")).write_bytes(out)
+    Path(store.output_path("L1_0", "err")).write_bytes(err)
+    failed = result_record(
+        0, 0, ok=False, out=len(out), err=len(err), type_name="builtins.ValueError", message=message,
+        traceback=f"Traceback{evil}\n", host=f"host{evil}",
+    )  # fmt: skip
+    write_stream(store, "L1_0", start_record("L1_0", f"host{evil}", os.getpid()), claim_record(0, 0), failed)
     Path(store.element_log("L1_0", "err")).write_text(f"element {evil}\n")
     outputs = [
         run(capsys, "status", "--dir", workdir),
@@ -277,7 +304,7 @@ ModuleNotFoundError: No module named 'helpers_mod'
 
 def test_a_call_without_an_outcome_shows_its_elements_stderr(workdir: str, capsys) -> None:
     store = make_batch(workdir)
-    store.claim(0, 0, "L1_0 node9 4242")  # another host: still "running" as far as we can tell
+    take(store, "L1_0", 0, "node9", 4242)  # another host: still "running" as far as we can tell
     Path(store.element_log("L1_0", "err")).write_text(IMPORT_FAILURE)
     logs = records.call_logs(store.path, 0)
     assert (logs.status, logs.element, logs.element_stderr) == (CallStatus.RUNNING, "L1_0", IMPORT_FAILURE)
@@ -296,7 +323,8 @@ def test_a_job_that_died_shows_its_elements_stderr_with_the_failure(workdir: str
     store.record_attempt(
         0, 0, {"attempt": 0, "job_id": "L1_0", "state": "FAILED", "node": "", "reason": "exit code 3"}
     )
-    Path(store.call_log(0, 0, "err")).write_text("started\n")
+    take(store, "L1_0", 0, "node9", 4242)
+    Path(store.output_path("L1_0", "err")).write_text("started\n")  # the call's own, before it died
     Path(store.element_log("L1_0", "err")).write_text("\n".join(f"line {n}" for n in range(100)) + "\n")
     code, out, _ = run(capsys, "logs", store.path, "0")
     assert code == 0
@@ -308,9 +336,8 @@ def test_a_job_that_died_shows_its_elements_stderr_with_the_failure(workdir: str
 
 def test_a_call_with_its_own_stderr_and_outcome_does_not_show_the_elements(workdir: str, capsys) -> None:
     store = make_batch(workdir)
-    store.claim(0, 0, f"L1_0 {HOST} {os.getpid()}")
-    store.write_outcome(0, 0, Outcome(True, b""))
-    Path(store.call_log(0, 0, "err")).write_text("mine\n")
+    Path(store.output_path("L1_0", "err")).write_text("mine\n")
+    take(store, "L1_0", 0, HOST, os.getpid(), result_record(0, 0, pickle.dumps(None), err=len("mine\n")))
     Path(store.element_log("L1_0", "err")).write_text("not about this call\n")
     assert records.call_logs(store.path, 0).element_stderr == ""
     assert "not about this call" not in run(capsys, "logs", store.path, "0")[1]
@@ -330,9 +357,9 @@ def test_parse_claim() -> None:
 
 def test_a_call_whose_local_process_is_gone_is_lost(workdir: str, capsys) -> None:
     store = make_batch(workdir, calls=4)
-    store.claim(0, 0, f"L1_0 {HOST} {dead_pid()}")  # gone: lost
-    store.claim(1, 0, f"L1_0 {HOST} {os.getpid()}")  # this test's own process: running
-    store.claim(2, 0, f"L1_1 elsewhere {dead_pid()}")  # another host: cannot be seen, running
+    take(store, "L1_0", 0, HOST, dead_pid())  # gone: lost
+    take(store, "L1_1", 1, HOST, os.getpid())  # this test's own process: running
+    take(store, "L1_2", 2, "elsewhere", dead_pid())  # another host: cannot be seen, running
     s = records.summarize(store.path)
     assert s.statuses == [CallStatus.LOST, CallStatus.RUNNING, CallStatus.RUNNING, CallStatus.PENDING]
     code, out, _ = run(capsys, "status", store.path)
