@@ -20,7 +20,7 @@ from corral.store.batch import BatchStore, Outcome
 from corral.store.protocol import ChunkClaim, Claim, Mode
 from corral.store.replay import Event, Ran, Replay
 from corral.store.streams import Claim as ClaimRecord
-from corral.store.streams import Record, Result, Start, StreamWriter
+from corral.store.streams import Item, Record, Result, Start, StreamReader, StreamWriter
 from corral.transports.base import CommandResult
 from corral.transports.local import LocalTransport
 from corral.worker.chunks import take_chunk
@@ -187,6 +187,12 @@ def replayed(store: BatchStore) -> tuple[Replay, list[Event]]:
         for event in replay.feed(name, data, 0.0)
     ]
     return replay, events
+
+
+def stream_records(store: BatchStore, element: str) -> list[Item]:
+    """Everything in ``element``'s stream, in order (a torn tail as a Corrupt)."""
+    reader = StreamReader()
+    return [item for _, item in reader.feed(store.read_stream(element)) + reader.finish()]
 
 
 def outcomes(store: BatchStore) -> dict[tuple[int, int], Outcome]:

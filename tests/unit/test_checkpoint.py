@@ -4,6 +4,7 @@ worker asks (see corral.checkpoint). The same path on real SLURM is in tests/fau
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import subprocess
@@ -19,8 +20,11 @@ import corral
 from corral.backends.slurm_text import explain_memory_kill, sbatch_options
 from corral.job import ElementStatus, JobState
 from corral.store.batch import BatchStore
+from corral.store.streams import Start
 from corral.transports.local import LocalTransport
 from corral.worker.checkpoint import Interrupted, StopSignals
+
+from .fakes import call_output, stream_records
 
 DATA = Path(__file__).parent.parent / "data"
 
@@ -75,9 +79,14 @@ def test_a_checkpointable_call_needing_three_time_limits_completes_through_reque
     store = BatchStore(os.path.join(ex.cluster.root, future.batch), LocalTransport())
     saved = store.read_checkpoint(0)
     assert saved is not None and saved[1] == runs - 1  # requeued once per extra run
-    log = Path(store.call_log(0, 0, "err")).read_text()
-    assert log.count("resumes from its checkpoint") == runs - 1
-    assert log.count("stopped (time limit near); checkpoint saved") == runs - 1
+    # The call's own stderr, across its runs, as the client and `corral logs` give it.
+    own = future.stderr()
+    assert own == call_output(store, 0, 0, "err")
+    assert own.count("resumes from its checkpoint") == runs - 1
+    # Each stop is noted in the job's own stderr (the scheduler's file), not the call's.
+    (element,) = {Path(p).name for p in glob.glob(os.path.join(store.path, "streams", "*.log"))}
+    notes = store.read_text(store.element_log(element.removesuffix(".log"), "err"))
+    assert notes.count("stopped (time limit near); checkpoint saved") == runs - 1
 
 
 def test_without_a_checkpoint_a_time_limit_names_the_limit(make_executor) -> None:
@@ -239,9 +248,11 @@ def test_a_strict_element_that_failed_a_call_before_its_requeue_still_fails(work
         refs = [step.distribute(x) for x in range(5)]
     after = report.after(refs[1]).distribute(3)  # waits for the whole element, strictly
     assert [r.result(timeout=60) for r in refs[1:]] == [1, 2, 3, 4]
-    (claims,) = Path(workdir).glob("fails_first-*/claims")
-    pids = {(claims / f"{x}.0").read_text().split()[2] for x in (0, 4)}
-    assert len(pids) == 2  # the element was requeued: a new process ran the last call
+    (batch,) = Path(workdir).glob("fails_first-*")
+    store = BatchStore(str(batch), LocalTransport())
+    (element,) = [p.stem for p in (batch / "streams").glob("*.log")]
+    starts = [r for r in stream_records(store, element) if isinstance(r, Start)]
+    assert len({s.pid for s in starts}) == 2  # the element was requeued: a new process ran the last calls
     with pytest.raises(corral.JobCancelledError, match=r"dependency never satisfied: L\d+_0 ended FAILED"):
         after.result(timeout=60)
 
