@@ -20,6 +20,8 @@ import corral
 import corral.store.batch
 from corral import UnsafeWorkDirError, WorkDirError
 from corral.store.batch import BatchStore, Outcome
+from corral.store.protocol import ChunkClaim, Claim
+from corral.store.streams import StreamWriter
 from corral.transports.local import LocalTransport
 from corral.trust import check_batch_dir, check_private_dir
 
@@ -237,6 +239,9 @@ def test_no_read_follows_a_symbolic_link(store: BatchStore, tmp_path: Path) -> N
         store.read_outcome(0, 0)
     with pytest.raises(UnsafeWorkDirError, match="manifest.json: it is a symbolic link"):
         store.read_manifest()
+    os.symlink(elsewhere, store.stream_path("L1_0"))
+    with pytest.raises(UnsafeWorkDirError, match="L1_0.log: it is a symbolic link"):
+        store.read_stream("L1_0")
 
 
 def test_writes_replace_a_symbolic_link_and_never_write_through_it(store: BatchStore, tmp_path: Path) -> None:
@@ -246,9 +251,15 @@ def test_writes_replace_a_symbolic_link_and_never_write_through_it(store: BatchS
     os.symlink(target, result)
     store.write_outcome(0, 0, Outcome(True, b"value"))
     assert not os.path.islink(result) and store.read_outcome(0, 0).payload == b"value"
-    claim = os.path.join(store.path, "claims", "1.0")
+    claim = store.chunk_claim_path(0, 1)
     os.symlink(target, claim)
-    assert store.claim(1, 0, "me") is False
+    assert store.claim_chunk(0, 1, ChunkClaim(Claim("L1_0", "node1", 1), 1)) is False
+    os.symlink(target, os.path.join(store.path, "cancels", "1.0"))
+    assert store.mark_cancel(1, 0) is False
+    # An element never appends through a link planted as its stream or its output files.
+    os.symlink(target, store.stream_path("L1_0"))
+    with pytest.raises(OSError):
+        StreamWriter(store.stream_path("L1_0"))
     assert target.read_bytes() == b"keep"
 
 
@@ -278,21 +289,31 @@ _KILLED_MID_WRITE = textwrap.dedent(
     import os, sys
     from corral.transports.local import LocalTransport
 
-    os.replace = lambda *args: os._exit(9)  # dies after writing the temporary file, before the rename
-    LocalTransport().write_bytes(sys.argv[1], b"half")
+    # Dies after writing the temporary file, before it takes its name.
+    os.replace = os.link = lambda *args: os._exit(9)
+    getattr(LocalTransport(), sys.argv[1])(sys.argv[2], b"half 1")
     """
 )
 
 
-def test_a_writer_killed_mid_write_leaves_a_temporary_that_is_swept(store: BatchStore) -> None:
-    results = os.path.join(store.path, "results")
-    done = subprocess.run([sys.executable, "-c", _KILLED_MID_WRITE, os.path.join(results, "0.0.pkl")])
+@pytest.mark.parametrize(
+    ("folder", "name", "how"),
+    [("results", "0.0.pkl", "write_bytes"), ("claims", "0.0", "create_exclusive")],
+)
+def test_a_writer_killed_mid_write_leaves_a_temporary_that_is_swept(
+    store: BatchStore, folder: str, name: str, how: str
+) -> None:
+    where = os.path.join(store.path, folder)
+    done = subprocess.run([sys.executable, "-c", _KILLED_MID_WRITE, how, os.path.join(where, name)])
     assert done.returncode == 9
-    (left,) = os.listdir(results)
-    assert left.startswith(".0.0.pkl~") and left.endswith(".tmp")
-    assert store.finished() == set()  # readers skip it
+    (left,) = os.listdir(where)
+    assert left.startswith(f".{name}~") and left.endswith(".tmp")
+    # Readers skip it: no claim, no large result under its name.
+    assert store.chunk_claims(0) == {}
+    with pytest.raises(FileNotFoundError):
+        store.read_large_result(0, 0)
     assert store.sweep_temporaries() == 1
-    assert os.listdir(results) == []
+    assert os.listdir(where) == []
 
 
 def test_only_temporaries_of_dead_or_day_old_writers_are_swept(store: BatchStore) -> None:
