@@ -14,8 +14,10 @@ from corral.engine.planning import Plan
 from corral.engine.tracking import BatchState, SubState
 from corral.errors import CorralError
 from corral.store.batch import BatchStore, Outcome, decode_outcome_file, encode_outcome
+from corral.store.frames import encode_frame
 from corral.transports.local import LocalTransport
 
+from .fakes import claim_record, result_record, start_record, write_stream
 from .test_dependencies import array_spec
 
 
@@ -88,17 +90,30 @@ def test_a_checkpoint_count_is_read_without_unpickling(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_a_foreign_outcome_fails_its_call_and_the_others_complete(tmp_path: Path) -> None:
+FOREIGN_RESULT = b'{"k":"out","c":0,"a":0,"ok":"yes"}'  # a whole frame, naming call 0, not a Result
+
+
+@pytest.mark.parametrize("where", ["large-result file", "stream record"])
+def test_a_foreign_outcome_fails_its_call_and_the_others_complete(tmp_path: Path, where: str) -> None:
     store = BatchStore.create(str(tmp_path / "work"), "f", LocalTransport())
     plan = Plan(0, 1, "static", ((0, 2, 0),), chunk=2)
     sub = SubState(plan, array_spec(elements=1), os.path.join(store.path, "subs", "0.sh"), "42")
-    batch = BatchState(store, 2, [sub], lambda b, c: False)
-    with open(os.path.join(store.path, "results", "0.0.pkl"), "wb") as handle:
-        handle.write(b"\x80\x04garbage")
-    store.write_outcome(1, 0, Outcome(True, cloudpickle.dumps("fine")))
+    batch = BatchState(store, 2, [sub], lambda b, c: False)  # type: ignore[arg-type]
+    write_stream(store, "42_0", start_record("42_0"), claim_record(0, 0, 2))
+    if where == "large-result file":
+        with open(os.path.join(store.path, "results", "0.0.pkl"), "wb") as handle:
+            handle.write(b"\x80\x04garbage")
+        write_stream(store, "42_0", result_record(0, 0, in_file=True))
+        expected = ["results/0.0.pkl", "not a corral outcome"]
+    else:
+        offset = os.path.getsize(store.stream_path("42_0"))
+        with open(store.stream_path("42_0"), "ab") as stream:
+            stream.write(encode_frame(FOREIGN_RESULT))
+        expected = [f"streams/42_0.log at offset {offset}", "'ok'"]
+    write_stream(store, "42_0", result_record(1, 0, cloudpickle.dumps("fine")))
     completions = {future.call: (ok, value) for future, ok, value in batch.scan()}
     assert completions[1] == (True, "fine")
     ok, error = completions[0]
     assert not ok and isinstance(error, CorralError)
-    assert "results/0.0.pkl" in str(error) and "not a corral outcome" in str(error)
+    assert all(part in str(error) for part in expected), str(error)
     assert batch.done
