@@ -29,8 +29,11 @@ import corral
 from corral import UnsafeWorkDirError
 from corral.engine.planning import Plan
 from corral.store.batch import BatchStore, Outcome, encode_outcome
+from corral.store.streams import encode_record
 from corral.transports.local import LocalTransport
 from corral.worker.run import pack_function
+
+from .fakes import result_record
 
 ATTACKER = "nobody"
 NOBODY = 65534
@@ -157,30 +160,37 @@ def test_the_client_refuses_a_work_dir_the_attacker_made_and_writes_nothing(
 
 
 @pytest.mark.parametrize("how", ["file", "symlink"])
-def test_the_client_refuses_an_outcome_planted_in_a_swapped_root(
+def test_the_client_refuses_a_stream_planted_in_a_swapped_root(
     shared: Path, marker: Path, tmp_path: Path, how: str
 ) -> None:
     """Issue item 1: the attacker can write the root's parent, so it can replace the root
-    while a batch runs, and plant the batch's outcome; the batch folder's name is no secret
-    (it is on the worker's command line, which ``ps`` shows)."""
+    while a batch runs, and plant the element's stream with a Result whose value is the
+    exploit; the batch folder's name and the element's id are no secret (they are on the
+    worker's command line, which ``ps`` shows), nor is what the stream held so far (its
+    records are predictable): the forged Result lands where the client reads next."""
     root = shared / ".corral"
     go = tmp_path / "go"
     cluster = corral.Cluster(corral.get_backend("local"), str(root))
     try:
         future = corral.Executor(cluster=cluster).submit(square_when, str(go), 3)
         batch = root / future.batch
-        wait_until(lambda: os.listdir(batch / "claims"), "the call started")
+        wait_until(future.running, "the call started")
+        (log,) = [n for n in os.listdir(batch / "streams") if n.endswith(".log")]
+        forged = (batch / "streams" / log).read_bytes() + encode_record(
+            result_record(0, 0, pickle.dumps(Exploit(marker)))
+        )
         attack(SWAP_ROOT, str(root))
+        rel = f"{future.batch}/streams/{log}"
         if how == "file":
-            attack(PLANT, str(root), planted(f"{future.batch}/results/0.0.pkl", exploit_outcome(marker)))
+            attack(PLANT, str(root), planted(rel, forged))
         else:  # a link to a file the victim owns: only O_NOFOLLOW stands in the way
-            bait = shared / "bait.pkl"
-            bait.write_bytes(exploit_outcome(marker))
+            bait = shared / "bait.log"
+            bait.write_bytes(forged)
             os.chmod(bait, 0o600)
-            attack(PLANT, str(root), f"{future.batch}/results/0.0.pkl=->{bait}")
+            attack(PLANT, str(root), f"{rel}=->{bait}")
         error = future.exception(timeout=60)
         assert isinstance(error, UnsafeWorkDirError)
-        path = f"{root}/{future.batch}/results/0.0.pkl"
+        path = f"{root}/{rel}"
         if how == "file":
             assert f"refusing to unpickle {path}: it belongs to nobody (uid 65534) with mode 0644" in str(
                 error
