@@ -5,7 +5,6 @@ and none completed twice (tests/faults/ledger.py)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import corral
 from corral.engine.policy import PollPolicy
+from corral.store.streams import Result, StreamReader
 
 from ..slurm.helpers import ROOT, cluster, wait_for
 from .ledger import assert_each_completed_once, completions, mark
@@ -67,27 +67,50 @@ def test_the_controller_stopped_for_30_s_mid_map_fails_nothing(tmp_path: Path) -
     assert_each_completed_once(str(folder), 400)
 
 
-def test_outcomes_that_appear_5_s_late_cause_no_failure(tmp_path: Path, monkeypatch) -> None:
+def test_stream_records_that_appear_5_s_late_cause_no_failure(tmp_path: Path, monkeypatch) -> None:
     folder, delayed, work = tmp_path / "done", tmp_path / "delayed", tmp_path / "w"
     folder.mkdir()
     delayed.mkdir()
-    # The jobs (which inherit this environment) write outcomes to `delayed`; a mover puts
-    # each in its batch's results/ five seconds later, as a slow shared filesystem would.
-    monkeypatch.setenv("PYTHONPATH", f"{Path(__file__).parent / 'inject'}:{ROOT}")
-    monkeypatch.setenv("CORRAL_FAULT_OUTCOME_DIR", str(delayed))
-    seen: dict[str, float] = {}
-    moved: list[float] = []
+    # The jobs (which inherit this environment, and this corral) append their stream records
+    # to side files in `delayed`; a mover appends each record to its element's real stream
+    # five seconds later, as a slow shared filesystem would show them: the Results and End
+    # of an element appear after it has ended.
+    here = Path(corral.__file__).resolve().parents[1]
+    monkeypatch.setenv("PYTHONPATH", f"{Path(__file__).parent / 'inject'}:{here}:{ROOT}")
+    monkeypatch.setenv("CORRAL_FAULT_STREAM_DIR", str(delayed))
+    moved: list[float] = []  # how long each moved piece waited
     stop = threading.Event()
+    grown: dict[str, list[tuple[int, float]]] = {}  # side file -> (size seen, when), in order
+    copied: dict[str, int] = {}
+
+    def move(name: str, now: float) -> None:
+        side = delayed / name
+        sizes = grown.setdefault(name, [])
+        size = side.stat().st_size
+        if not sizes or size > sizes[-1][0]:
+            sizes.append((size, now))
+        due = [(s, t) for s, t in sizes if now - t >= 5 and s > copied.get(name, 0)]
+        if not due:
+            return
+        end, when = due[-1]
+        start = copied.get(name, 0)
+        batch, _, element = name.partition("~")
+        with open(side, "rb") as source:
+            source.seek(start)
+            data = source.read(end - start)
+        real = os.open(work / batch / "streams" / element, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(real, data)
+        finally:
+            os.close(real)
+        copied[name] = end
+        moved.extend(now - t for s, t in due)
 
     def mover() -> None:
         while not stop.wait(0.1):
             for name in os.listdir(delayed):
-                if name.endswith(".pkl") and not name.startswith("."):
-                    first = seen.setdefault(name, time.monotonic())
-                    if time.monotonic() - first >= 5:
-                        batch, call, attempt, _ = name.rsplit(".", 3)
-                        shutil.move(delayed / name, work / batch / "results" / f"{call}.{attempt}.pkl")
-                        moved.append(time.monotonic() - first)
+                if name.endswith(".log") and "~" in name:
+                    move(name, time.monotonic())
 
     thread = threading.Thread(target=mover, daemon=True)
     thread.start()
@@ -98,7 +121,15 @@ def test_outcomes_that_appear_5_s_late_cause_no_failure(tmp_path: Path, monkeypa
         stop.set()
         thread.join(timeout=30)
     assert results == [x * 10 for x in range(16)]
-    assert len(moved) == 16 and min(moved) >= 5
+    assert moved and min(moved) >= 5  # nothing the client read came early
     (batch,) = os.listdir(work)
+    streams = work / batch / "streams"
+    records = [item for log in streams.glob("*.log") for item in whole_stream(log.read_bytes())]
+    assert sum(isinstance(r, Result) for r in records) == 16  # every Result went the slow way
     assert os.listdir(work / batch / "attempts") == []  # no call was given up on or retried
     assert_each_completed_once(str(folder), 16)
+
+
+def whole_stream(data: bytes) -> list[object]:
+    reader = StreamReader()
+    return [item for _, item in reader.feed(data) + reader.finish()]

@@ -1,18 +1,24 @@
 """Loaded by every Python that has this folder on PYTHONPATH (the jobs of a fault test):
-with CORRAL_FAULT_OUTCOME_DIR set, workers write outcomes there instead of the batch's
-results/ folder, and the test moves them in later, as a slow shared filesystem would
-show them. Test code only: corral itself knows nothing of it."""
+with CORRAL_FAULT_STREAM_DIR set, an element appends its stream's records to a side file
+there, ``<batch>~<element>.log``, instead of ``streams/<element>.log``, and the test's mover
+appends them to the real stream later, as a slow shared filesystem would show them: the
+records of an element reach the client after the element has ended. Test code only: corral
+itself knows nothing of it."""
 
 from __future__ import annotations
 
 import os
 
-if os.environ.get("CORRAL_FAULT_OUTCOME_DIR"):
-    from corral.store import batch as store
+if os.environ.get("CORRAL_FAULT_STREAM_DIR"):
+    from corral.store import streams
 
-    def _write_elsewhere(self, call, attempt, outcome):  # type: ignore[no-untyped-def]
-        folder = os.environ["CORRAL_FAULT_OUTCOME_DIR"]
-        name = f"{self.name}.{store.task_name(call, attempt)}.pkl"
-        self.transport.write_bytes(os.path.join(folder, name), store.encode_outcome(outcome))
+    _open_stream = streams.StreamWriter.__init__
 
-    store.BatchStore.write_outcome = _write_elsewhere  # type: ignore[method-assign]
+    def _write_aside(self, path):  # type: ignore[no-untyped-def]
+        stream = os.path.abspath(os.fspath(path))
+        batch = os.path.basename(os.path.dirname(os.path.dirname(stream)))
+        side = os.path.join(os.environ["CORRAL_FAULT_STREAM_DIR"], f"{batch}~{os.path.basename(stream)}")
+        _open_stream(self, side)
+
+    # The class itself, not a name bound to it: the worker's modules imported it already.
+    streams.StreamWriter.__init__ = _write_aside  # type: ignore[method-assign]
