@@ -69,6 +69,7 @@ from benchmarks import overhead  # noqa: E402
 from benchmarks.shims import CommandLog  # noqa: E402
 from corral.transports.local import LocalTransport  # noqa: E402
 
+PYTEST = "(^|/| )pytest( |$)"  # pgrep's extended regex: a running test suite
 STATUS_COMMANDS = {"squeue", "sacct", "qstat", "qacct"}
 Result = dict[str, Any]
 
@@ -257,8 +258,9 @@ class Bench:
             raise Skip(f"squeue fails ({queue.stderr.strip()}): is the test cluster started?")
         if queue.stdout.strip():
             return f"{len(queue.stdout.split())} job(s) in the queue"
-        tests = subprocess.run(["pgrep", "-f", "pytest"], capture_output=True, text=True).stdout.split()
-        return f"pytest runs (pid {tests[0]})" if tests else None
+        # pytest itself, not the leftovers of its tests (whose work dirs hold "pytest-of-...")
+        found = subprocess.run(["pgrep", "-f", PYTEST], capture_output=True, text=True).stdout.split()
+        return f"pytest runs (pid {found[0]})" if found else None
 
     def wait_cluster(self) -> None:
         deadline = time.monotonic() + self.args.wait * 60
