@@ -69,6 +69,7 @@ from benchmarks import overhead  # noqa: E402
 from benchmarks.shims import CommandLog  # noqa: E402
 from corral.transports.local import LocalTransport  # noqa: E402
 
+PYTEST = "(^|/| )pytest( |$)"  # pgrep's extended regex: a running test suite
 STATUS_COMMANDS = {"squeue", "sacct", "qstat", "qacct"}
 Result = dict[str, Any]
 
@@ -165,8 +166,9 @@ def child_map(p: Result) -> Result:
 def child_mp_map(p: Result) -> Result:
     start = time.monotonic()
     with multiprocessing.get_context("fork").Pool(p.get("k")) as pool:
-        results = pool.map(square if p["fn"] == "square" else nap, p["args"])
-    if p["fn"] == "square" and results != [x * x for x in p["args"]]:
+        args = range(p["n"]) if p["fn"] == "square" else [p["seconds"]] * p["n"]
+        results = pool.map(square if p["fn"] == "square" else nap, args)
+    if p["fn"] == "square" and results != [x * x for x in args]:
         raise SystemExit("wrong results")
     return {"wall": time.monotonic() - start}
 
@@ -174,7 +176,7 @@ def child_mp_map(p: Result) -> Result:
 def child_pool_sleep(p: Result) -> Result:
     start = time.monotonic()
     with corral.Pool(p["k"], backend="local", directory=p["dir"]) as pool:
-        pool.map(nap, p["args"])
+        pool.map(nap, [p["seconds"]] * p["n"])
     return {"wall": time.monotonic() - start}
 
 
@@ -257,8 +259,9 @@ class Bench:
             raise Skip(f"squeue fails ({queue.stderr.strip()}): is the test cluster started?")
         if queue.stdout.strip():
             return f"{len(queue.stdout.split())} job(s) in the queue"
-        tests = subprocess.run(["pgrep", "-f", "pytest"], capture_output=True, text=True).stdout.split()
-        return f"pytest runs (pid {tests[0]})" if tests else None
+        # pytest itself, not the leftovers of its tests (whose work dirs hold "pytest-of-...")
+        found = subprocess.run(["pgrep", "-f", PYTEST], capture_output=True, text=True).stdout.split()
+        return f"pytest runs (pid {found[0]})" if found else None
 
     def wait_cluster(self) -> None:
         deadline = time.monotonic() + self.args.wait * 60
@@ -274,9 +277,11 @@ class Bench:
             self.wait_cluster()
         self.log.reset()
         params |= {"run": run, "dir": tempfile.mkdtemp(dir=overhead.SCRATCH)}
-        argv = [sys.executable, __file__, "--child", json.dumps(params)]
+        argv = [sys.executable, __file__, "--child"]
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=self.args.timeout * 60)
+            proc = subprocess.run(
+                argv, input=json.dumps(params), capture_output=True, text=True, timeout=self.args.timeout * 60
+            )
         except subprocess.TimeoutExpired:
             raise Failed(f"{run} {params} took over {self.args.timeout:g} min") from None
         if proc.returncode != 0:
@@ -393,7 +398,7 @@ def local_map(b: Bench) -> None:
     for n in b.args.sizes or ([1000, 10_000] if b.args.quick else [10_000, 100_000]):
         got = b.rounds(
             corral=lambda n=n: b.child("map", backend="local", n=n),
-            mp=lambda n=n: b.child("mp-map", fn="square", args=list(range(n))),
+            mp=lambda n=n: b.child("mp-map", fn="square", n=n),
         )
         mine, theirs = got["corral"]["wall"], got["mp"]["wall"]
         row(n, f"{mine:.3f}", f"{theirs:.3f}", f"{mine / theirs:.1f}", f"{mine / n * 1e6:.1f}",
@@ -405,10 +410,9 @@ def local_map(b: Bench) -> None:
 
 def local_pool_sleep(b: Bench) -> None:
     k, calls = os.cpu_count() or 1, 16 if b.args.quick else 64
-    args = [0.5] * calls
     got = b.rounds(
-        corral=lambda: b.child("pool-sleep", k=k, args=args),
-        mp=lambda: b.child("mp-map", fn="nap", k=k, args=args),
+        corral=lambda: b.child("pool-sleep", k=k, n=calls, seconds=0.5),
+        mp=lambda: b.child("mp-map", fn="nap", k=k, n=calls, seconds=0.5),
     )
     mine, theirs = got["corral"]["wall"], got["mp"]["wall"]
     print(
@@ -482,7 +486,7 @@ def options() -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=30, help="minutes one measurement may take")
     parser.add_argument("--wait", type=float, default=20, help="minutes to wait for an idle test cluster")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # spec on stdin
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     args.repeat = 1 if args.quick else args.repeat
@@ -496,7 +500,7 @@ def main() -> None:
     args = options()
     if args.child:
         overhead.SCRATCH.rmdir()  # made at its import; this process measures in its parent's
-        child_main(args.child)
+        child_main(sys.stdin.read())
         return
     log = CommandLog(Path(tempfile.mkdtemp(prefix="corral-shims-")))
     os.environ["PATH"] = log.path
