@@ -22,6 +22,7 @@ from corral.engine.planning import Plan
 from corral.store.batch import BatchStore
 from corral.worker.run import pack_function
 
+from ..unit.fakes import outcomes
 from .schedulers import BACKENDS, start
 
 #: The shortest time limit each backend enforces: SLURM counts whole minutes; SGE's h_rt is
@@ -77,8 +78,9 @@ def die(code: int) -> None:
 def test_an_array_runs_every_element_to_completed(backend: Backend, tmp_path: Path) -> None:
     job, store = submit(backend, tmp_path, square, [1, 2, 3])
     wait_until(lambda: states(backend, job, 3) == [JobState.COMPLETED] * 3, 120, "COMPLETED")
-    assert store.finished() == {(0, 0), (1, 0), (2, 0)}
-    assert cloudpickle.loads(store.read_outcome(2, 0).payload) == 9
+    found = outcomes(store)  # read from the elements' streams, as the client reads them
+    assert set(found) == {(0, 0), (1, 0), (2, 0)}
+    assert cloudpickle.loads(found[(2, 0)].payload) == 9
 
 
 def test_an_element_whose_process_fails_is_failed(backend: Backend, tmp_path: Path) -> None:
@@ -90,7 +92,7 @@ def test_the_time_limit_is_enforced(backend: Backend, tmp_path: Path) -> None:
     limit = SHORTEST_LIMIT[backend.name]
     job, store = submit(backend, tmp_path, time.sleep, [600], time=limit)
     wait_until(lambda: states(backend, job, 1) == [JobState.TIMEOUT], limit.total_seconds() + 120, "TIMEOUT")
-    assert store.finished() == set()
+    assert outcomes(store) == {}
 
 
 def test_throttle_then_widen_and_cancel(backend: Backend, tmp_path: Path) -> None:

@@ -62,7 +62,8 @@ def test_tiny_calls_are_done_by_the_first_element_alone(make_executor, commands)
     results = ex.map(where, range(1000))
     batch = ex._batches[-1]  # held here: the executor keeps only weak references to done batches
     assert [r[0] for r in results] == [x * x for x in range(1000)]
-    assert {batch.store.read_outcome(i, 0).element for i in range(1000)} == {f"{batch.subs[0].job_id}_0"}
+    # The element whose Result the client read, call by call, from the streams.
+    assert {batch.replay.element_of(i) for i in range(1000)} == {f"{batch.subs[0].job_id}_0"}
     assert commands.counts()["sbatch"] == 1
 
 
