@@ -310,6 +310,7 @@ class Cluster:
                 scan_started = time.monotonic()
                 completions = [c for b in self._batches for c in self._scan(b)]
                 scan_cost = time.monotonic() - scan_started
+                quiet = all(b.quiet(scan_started) for b in self._batches)
                 # A call that just started will finish soon: look again quickly.
                 progressed = bool(completions) or claims != sum(b.ledger.started for b in self._batches)
                 # The local backend's status query reads memory: ask on every tick, so that
@@ -334,10 +335,15 @@ class Cluster:
                 if due and statuses is not None:
                     changed = self._apply(statuses, now)
                     self._dispatch.settle(statuses, now)
-                    grown = min(sched_wait * policy.growth, policy.scheduler_max)
+                    cap = policy.scheduler_quiet if quiet else policy.scheduler_max
+                    grown = min(sched_wait * policy.growth, cap)
                     sched_wait = policy.scheduler_min if changed or holding else grown
                 if due:
                     next_query = now + sched_wait * random.uniform(1 - policy.jitter, 1 + policy.jitter)
+                elif not quiet and next_query - now > policy.scheduler_max:
+                    # An element ended, or went silent: ask the scheduler soon, not in a minute.
+                    sched_wait = policy.scheduler_min
+                    next_query = now + sched_wait
                 completions += self._tend(now, reachable=not failures)
             _complete(completions)
             completions.clear()  # the values are the futures' now: keep none of them while waiting

@@ -28,6 +28,10 @@ class PollPolicy:
     probe_for: float = 0.2  # watch the first element this long before judging its pace
     scheduler_min: float = 1.0  # bulk status query interval, growing while nothing changes
     scheduler_max: float = 15.0
+    # While every started element's stream shows it alive (a record within 3 heartbeats, see
+    # corral.store.protocol.BEAT) and none has ended unconfirmed, the scheduler has nothing
+    # to tell: it is asked this rarely.
+    scheduler_quiet: float = 60.0
     growth: float = 1.5
     jitter: float = 0.15  # +-15 %, so that many clients do not query in step
     backoff_max: float = 60.0  # after failed queries

@@ -29,7 +29,7 @@ from ..job import ElementStatus, JobState, describe_attempts
 from ..resources import Resources
 from ..retry import RetryPolicy
 from ..store.batch import BatchStore, Outcome
-from ..store.protocol import WorkerOptions, WorkerPlan
+from ..store.protocol import BEAT, WorkerOptions, WorkerPlan
 from ..store.replay import Damaged, Event, Ran, Replay, Skipped, Took
 from ..store.stream_codec import Progress, Result
 from .dependencies import Needs
@@ -387,6 +387,19 @@ class BatchState:
                 for event in self.replay.finish(sub.element(index)):
                     completions += self._take(event, now)
         return completions
+
+    def quiet(self, now: float) -> bool:
+        """True when the scheduler has nothing to tell about this batch that its streams do
+        not: every element that started is heard from (its stream grew within three
+        heartbeats) and none wrote its End without the scheduler confirming it final.
+        Elements still pending need no query: their Start record will say when they run."""
+        final = {sub.element(i) for sub in self.subs if sub.job_id is not None for i in sub.final_at}
+        for element, log in self.replay.elements.items():
+            if element in final:
+                continue
+            if log.end is not None or now - log.grew_at > 3 * BEAT:
+                return False
+        return True
 
     def stderr_of(self, call: int) -> str:
         """What the call's current attempt wrote to stderr (for the error of its end)."""
