@@ -28,13 +28,15 @@ def test_chunksize_packs_statically_and_splits_at_max_array_size() -> None:
     assert element_of_call(chunked[0], 7) == 2
 
 
-def test_pull_elements_split_across_submissions_keep_global_offsets() -> None:
+def test_a_pull_batch_split_at_max_array_size_shares_its_calls_by_elements() -> None:
+    # Elements claim chunks of their own submission's task list, so the submissions of a
+    # split batch each get calls of their own, in proportion to their elements.
     limits = Limits(max_array_size=3, max_submit_jobs=None, slots=8)
     plans = plan_batch(100, limits)
-    assert [(p.elements, p.first_element, p.total_elements) for p in plans] == [
-        (3, 0, 8),
-        (3, 3, 8),
-        (2, 6, 8),
+    assert [(p.elements, p.ranges) for p in plans] == [
+        (3, ((0, 37, 0),)),
+        (3, ((37, 75, 0),)),
+        (2, ((75, 100, 0),)),
     ]
 
 

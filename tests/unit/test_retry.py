@@ -111,7 +111,8 @@ def test_calls_on_a_failed_node_are_resubmitted_alone(workdir: str) -> None:
     attempt = json.loads((batch / "attempts" / "0.0.json").read_text())
     assert os.listdir(batch / "attempts") == ["0.0.json"]
     assert attempt["state"] == "NODE_FAIL" and attempt["node"] == "n1" and attempt["job_id"] == "100_0"
-    assert sorted(os.listdir(batch / "claims")) == ["0.0", "0.1", "1.0", "2.0", "3.0", "4.0", "5.0"]
+    # One chunk claim per static element of submission 0, and the resubmission's one.
+    assert sorted(os.listdir(batch / "claims")) == ["0.0", "0.1", "0.2", "0.3", "0.4", "0.5", "1.0"]
     resubmitted = json.loads((batch / "subs" / "1.json").read_text())
     assert resubmitted["tasks"] == [[0, 1]]  # only the failed call, at its next attempt
     assert "--array=0-0" in (batch / "subs" / "1.sh").read_text()
@@ -183,8 +184,9 @@ def test_a_controller_down_for_good_is_a_clear_transient_error(workdir: str, mon
     monkeypatch.setattr(base, "RETRY_PAUSES", (0.01,))
     fake = FakeSlurm(down_for=10)
     ex = executor(fake, workdir)
+    future = ex.submit(square, 1)  # sent when its burst of submits ends: the error is the future's
     with pytest.raises(corral.SubmissionError, match="Unable to contact slurm controller") as caught:
-        ex.submit(square, 1)
+        future.result(timeout=30)
     assert caught.value.transient and fake.names().count("sbatch") == 2
 
 

@@ -114,7 +114,7 @@ class Cluster:
         )  # fmt: skip
         store.write_engine(pack_engine(name, max_running, batch.retry, options))
         probing = probes(plans)
-        specs = array_specs(plans, store.path, name, resources, max_running, request.command)
+        specs = array_specs(plans, store.path, name, resources, max_running, request.command, request.chdir)
         for plan, spec in zip(plans, specs, strict=True):
             path = batch.save_submission(plan, spec, self.backend.render(spec))
             batch.add_sub(SubState(plan, spec, path, probing=probing))

@@ -170,7 +170,10 @@ class Dispatcher:
         completions: list[Completion] = []
         for plan, resources in plans:
             command = batch.subs[0].spec.command
-            spec = array_specs([plan], batch.store.path, batch.name, resources, batch.max_running, command)[0]
+            chdir = batch.subs[0].spec.chdir  # where the first attempts ran
+            spec = array_specs(
+                [plan], batch.store.path, batch.name, resources, batch.max_running, command, chdir
+            )[0]
             try:
                 path = batch.save_submission(plan, spec, self.backend.render(spec))
             except OSError as exc:

@@ -7,6 +7,7 @@ budget (see :mod:`.budget`) once per request, and nowhere else.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,9 @@ class Request:
     #: in the budget's error ("map", "call", "batch").
     budget: int = 0
     what: str = "map"
+    #: Where the jobs run: the working directory when the request was made (a burst of
+    #: submits is sent later, and the caller may have changed directory meanwhile).
+    chdir: str = field(default_factory=os.getcwd)
 
     def __post_init__(self) -> None:
         if not callable(self.fn):

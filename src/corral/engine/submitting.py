@@ -190,8 +190,10 @@ def array_specs(
     resources: Resources,
     max_running: int | None,
     command: str | None = None,
+    chdir: str | None = None,
 ) -> list[ArraySpec]:
-    """The submissions of a batch (see probes for the first one's throttle)."""
+    """The submissions of a batch (see probes for the first one's throttle); its jobs run in
+    ``chdir`` (default: this process's working directory now)."""
     probe = probes(plans)
     return [
         ArraySpec(
@@ -201,7 +203,7 @@ def array_specs(
             resources=resources,
             job_name=f"corral-{name}"[:64],
             python=sys.executable,
-            chdir=os.getcwd(),
+            chdir=chdir or os.getcwd(),
             max_running=1 if probe else max_running if plan.mode is Mode.STATIC else None,
             command=command,
         )  # fmt: skip

@@ -232,13 +232,22 @@ class BatchState:
     def scan(self) -> list[Completion]:
         """Read what the elements appended since the last scan (one transport operation);
         return the futures it completes."""
-        appended = self.store.scan_streams(self.replay.cursors())
+        try:
+            appended = self.store.scan_streams(self.replay.cursors())
+        except UnsafeWorkDirError as exc:  # a stream not the user's own: nothing of it is read
+            return self._refuse_all(exc)
         now = time.monotonic()
         completions: list[Completion] = []
         for name, data in appended.items():
             for event in self.replay.feed(name, data, now):
                 completions += self._take(event, now)
         return completions
+
+    def _refuse_all(self, error: UnsafeWorkDirError) -> list[Completion]:
+        """The batch folder holds a stream that is not the user's alone: no result of it can
+        be trusted, so every call not ended yet fails with the reason."""
+        decisions = [self.ledger.abandon(call, error) for call in range(len(self.futures))]
+        return self.apply([d for d in decisions if d is not None])
 
     def _take(self, event: Event, now: float) -> list[Completion]:
         kind = type(event)
@@ -287,7 +296,8 @@ class BatchState:
             found = self.ledger.abandon(call, exc)
             return self.apply([found] if found is not None else [])
         except (OSError, ValueError) as exc:  # not an outcome corral wrote: fail the call
-            error = CorralError(f"call {call} of {self.store.name}: result of attempt {attempt}: {exc}")
+            where = self.store.result_path(call, attempt) if result.in_file else f"attempt {attempt}"
+            error = CorralError(f"call {call} of {self.store.name}: {where}: {exc}")
             found = self.ledger.abandon(call, error)
             return self.apply([found] if found is not None else [])
         ok, value = decode_outcome(outcome, call, self.store.name, self.store.path)
@@ -392,9 +402,16 @@ class BatchState:
         """True when the scheduler has nothing to tell about this batch that its streams do
         not: every element that started is heard from (its stream grew within three
         heartbeats) and none wrote its End without the scheduler confirming it final.
-        Elements still pending need no query: their Start record will say when they run."""
+        While an element is pending, the scheduler is asked as usual: it alone can say that
+        one died before it could start."""
         final = {sub.element(i) for sub in self.subs if sub.job_id is not None for i in sub.final_at}
-        for element, log in self.replay.elements.items():
+        heard = self.replay.elements
+        for sub in self.subs:  # one pending or starting: the scheduler is the only one to ask
+            if sub.job_id is not None and any(
+                sub.element(i) not in heard and i not in sub.final_at for i in range(sub.plan.elements)
+            ):
+                return False
+        for element, log in heard.items():
             if element in final:
                 continue
             if log.end is not None or now - log.grew_at > 3 * BEAT:

@@ -161,7 +161,9 @@ class Replay:
             events.append(Skipped(item.call, item.attempt, log.element))
         elif kind is Start:
             assert isinstance(item, Start)
-            log.start, log.end, log.marks = item, None, (item.out, item.err)
+            log.start, log.end = item, None
+            if not log.queue:  # a call re-run after a restart keeps its earlier runs' output
+                log.marks = (item.out, item.err)
         elif kind is End:
             assert isinstance(item, End)
             log.end = item

@@ -181,7 +181,11 @@ class LocalTransport:
             except OSError as exc:
                 if exc.errno != errno.ELOOP:
                     raise
-                continue  # a symbolic link is no stream of ours
+                raise refusal(  # a link where a stream should be: someone else put it there
+                    f"refusing to read {path}: it is a symbolic link, and corral follows none inside "
+                    "a work dir",
+                    path=path,
+                ) from None
             try:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     continue
