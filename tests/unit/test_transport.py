@@ -62,13 +62,16 @@ def test_scan_returns_what_each_log_appended_since_its_cursor(folder: Path) -> N
     assert transport.scan(str(folder / "missing"), {}) == {}
 
 
-def test_scan_skips_links_fifos_and_folders_and_refuses_a_foreign_writable_log(folder: Path) -> None:
+def test_scan_skips_fifos_and_folders_and_refuses_links_and_a_foreign_writable_log(folder: Path) -> None:
     transport = LocalTransport()
-    (folder / "real").write_bytes(b"secret")
-    (folder / "L_0.log").symlink_to(folder / "real")
     os.mkfifo(folder / "F_0.log", 0o600)  # would block an open without O_NONBLOCK
     (folder / "D_0.log").mkdir()
     assert transport.scan(str(folder), {}) == {}
+    (folder / "real").write_bytes(b"secret")
+    (folder / "L_0.log").symlink_to(folder / "real")  # someone else put a link there
+    with pytest.raises(UnsafeWorkDirError, match="symbolic link"):
+        transport.scan(str(folder), {})
+    os.unlink(folder / "L_0.log")
     (folder / "J_0.log").write_bytes(b"payload")
     os.chmod(folder / "J_0.log", 0o622)
     with pytest.raises(UnsafeWorkDirError):
