@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import signal
@@ -54,6 +55,24 @@ def test_map_of_1000_returns_in_order_across_nodes_with_one_sbatch(make_executor
     results = list(ex.map(where_slowly, range(1000)))
     assert [r[0] for r in results] == [x * x for x in range(1000)]
     assert len({node for _, node in results}) > 1, "all calls ran on one node"
+    assert commands.counts()["sbatch"] == 1
+
+
+def test_a_loop_of_1000_submits_makes_at_most_3_sbatch(make_executor, commands) -> None:
+    # The idiom every concurrent.futures user writes: one submit per call, then as_completed.
+    ex = make_executor("slurm")
+    futures = [ex.submit(where, x) for x in range(1000)]
+    done = {f.result()[0] for f in concurrent.futures.as_completed(futures, timeout=600)}
+    assert done == {x * x for x in range(1000)}
+    assert commands.counts()["sbatch"] <= 3
+
+
+def test_a_batch_block_of_1000_submits_is_exactly_one_sbatch(make_executor, commands) -> None:
+    ex = make_executor("slurm")
+    with ex.batch():
+        futures = [ex.submit(where, x) for x in range(1000)]
+        time.sleep(0.1)  # twenty pauses' worth: the block still holds them
+    assert [f.result(timeout=600)[0] for f in futures] == [x * x for x in range(1000)]
     assert commands.counts()["sbatch"] == 1
 
 

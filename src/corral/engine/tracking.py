@@ -19,29 +19,28 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ..backends.base import ArraySpec
-from ..errors import CorralError, JobCancelledError, JobError, UnsafeWorkDirError
+from ..errors import JobError
 from ..job import ElementStatus, JobState, describe_attempts
 from ..resources import Resources
 from ..retry import RetryPolicy
-from ..store.batch import BatchStore, Outcome
-from ..store.protocol import BEAT, WorkerOptions, WorkerPlan
-from ..store.replay import Damaged, Event, Ran, Replay, Skipped, Took
-from ..store.stream_codec import Progress, Result
+from ..store.batch import BatchStore
+from ..store.protocol import WorkerOptions, WorkerPlan
+from ..store.replay import Replay
+from ..store.stream_codec import Progress
 from .dependencies import Needs
 from .elements import SubState as SubState  # re-exported: the engine takes it from here
 from .endings import ended_job_error
-from .futures import CorralFuture, decode_outcome, mark_cancelled
+from .futures import CorralFuture, mark_cancelled
+from .intake import Completion as Completion
+from .intake import Intake
 from .ledger import Cancelled, Decision, Ledger, Phase, Resolve, Retry, Withdraw
 from .planning import Plan
 
 log = logging.getLogger(__name__)
-
-Completion = tuple[CorralFuture, bool, Any]  # future, ok, value or exception
 
 
 class Owner(Protocol):
@@ -86,8 +85,8 @@ class BatchState:
         self.futures: list[CorralFuture] = futures or [CorralFuture(self, i) for i in range(n_calls)]
         for call, future in enumerate(futures or ()):
             future.bind(self, call)
-        self.first_claim_at: float | None = None  # when we first saw a call start
         self._owner = owner
+        self.intake = Intake(store, self.ledger, self.replay, self.futures, self.apply)
         self._tasks: dict[int, list[tuple[int, int]]] = {}
         for sub in subs:
             self.add_sub(sub)
@@ -232,86 +231,16 @@ class BatchState:
     def scan(self) -> list[Completion]:
         """Read what the elements appended since the last scan (one transport operation);
         return the futures it completes."""
-        try:
-            appended = self.store.scan_streams(self.replay.cursors())
-        except UnsafeWorkDirError as exc:  # a stream not the user's own: nothing of it is read
-            return self._refuse_all(exc)
-        now = time.monotonic()
-        completions: list[Completion] = []
-        for name, data in appended.items():
-            for event in self.replay.feed(name, data, now):
-                completions += self._take(event, now)
-        return completions
+        return self.intake.scan()
 
-    def _refuse_all(self, error: UnsafeWorkDirError) -> list[Completion]:
-        """The batch folder holds a stream that is not the user's alone: no result of it can
-        be trusted, so every call not ended yet fails with the reason."""
-        decisions = [self.ledger.abandon(call, error) for call in range(len(self.futures))]
-        return self.apply([d for d in decisions if d is not None])
+    @property
+    def first_claim_at(self) -> float | None:
+        """When the first call of the batch was seen to start."""
+        return self.intake.first_claim_at
 
-    def _take(self, event: Event, now: float) -> list[Completion]:
-        kind = type(event)
-        if kind is Took:
-            assert isinstance(event, Took)
-            if self.ledger.taken(event.call, event.attempt, event.element):
-                if self.first_claim_at is None:
-                    self.first_claim_at = now
-                future = self.futures[event.call]
-                if not (future.running() or future.done()):
-                    future.set_running_or_notify_cancel()
-            return []
-        if kind is Ran:
-            assert isinstance(event, Ran)
-            return self._finished(event.call, event.attempt, event.element, event.result)
-        if kind is Skipped:
-            assert isinstance(event, Skipped)
-            decisions = self.ledger.skipped(event.call, event.attempt)
-            if not decisions and self.task(event.call) == (event.call, event.attempt):
-                # The client's cancel lost the race with the element's claim, yet the element
-                # saw it: the call is cancelled after all.
-                error = JobCancelledError(
-                    state=JobState.CANCELLED, job_id=event.element, call=event.call, batch=self.store.name,
-                    reason="cancelled by the client as its element took it",
-                )  # fmt: skip
-                found = self.ledger.abandon(event.call, error)
-                decisions = [found] if found is not None else []
-            return self.apply(decisions)
-        assert isinstance(event, Damaged)
-        where = f"{self.store.stream_path(event.element)} at offset {event.offset}"
-        if event.call is None or not 0 <= event.call < len(self.futures):
-            log.warning("%s: not a record corral wrote (%s)", where, event.reason)
-            return []
-        if event.attempt is not None and event.attempt != self.ledger.attempt(event.call):
-            return []
-        damaged = CorralError(f"call {event.call} of {self.store.name}: {where}: {event.reason}")
-        found = self.ledger.abandon(event.call, damaged)
-        return self.apply([found] if found is not None else [])
-
-    def _finished(self, call: int, attempt: int, element: str, result: Result) -> list[Completion]:
-        if not 0 <= call < len(self.futures) or self.ledger.phase(call).is_final:
-            return []
-        try:
-            outcome = self._outcome(call, attempt, element, result)
-        except UnsafeWorkDirError as exc:  # not the user's own file: refused unread
-            found = self.ledger.abandon(call, exc)
-            return self.apply([found] if found is not None else [])
-        except (OSError, ValueError) as exc:  # not an outcome corral wrote: fail the call
-            where = self.store.result_path(call, attempt) if result.in_file else f"attempt {attempt}"
-            error = CorralError(f"call {call} of {self.store.name}: {where}: {exc}")
-            found = self.ledger.abandon(call, error)
-            return self.apply([found] if found is not None else [])
-        ok, value = decode_outcome(outcome, call, self.store.name, self.store.path)
-        decisions = self.ledger.finished(call, attempt, ok, None if ok else value, element, result.host)
-        return self.apply(decisions, {call: value} if ok else {})
-
-    def _outcome(self, call: int, attempt: int, element: str, result: Result) -> Outcome:
-        if result.in_file:
-            return self.store.read_large_result(call, attempt)
-        return Outcome(
-            result.ok, result.payload, type_name=result.type_name, message=result.message,
-            traceback=result.traceback, element=element, host=result.host,
-            started=result.started, finished=result.finished,
-        )  # fmt: skip
+    def quiet(self, now: float) -> bool:
+        """True when the scheduler can tell nothing the streams do not (see Intake.quiet)."""
+        return self.intake.quiet(self.subs, now)
 
     # -- carrying out the ledger's decisions ----------------------------------------------------
 
@@ -370,7 +299,7 @@ class BatchState:
         except OSError as exc:
             log.warning("could not read %s: %s", self.store.path, exc)
             return []  # decide on a later tick
-        completions += self._finish_streams(now)
+        completions += self.intake.finish_streams(self.subs, now)
         for orphan in self.ledger.orphans(now, grace):
             sub = self.subs[orphan.sub]
             who = orphan.element if orphan.started else None
@@ -384,39 +313,6 @@ class BatchState:
                     decision = Resolve(decision.call, False, rebuilt, decision.attempts, decision.record)
                 completions += self.apply([decision])
         return completions
-
-    def _finish_streams(self, now: float) -> list[Completion]:
-        """Elements that are final write no more: what their streams' readers still hold (a
-        torn record, and whole ones a damaged length hid) is decided now, before their calls
-        are taken for orphans."""
-        completions: list[Completion] = []
-        for sub in self.subs:
-            if sub.job_id is None:
-                continue
-            for index in sub.final_at:
-                for event in self.replay.finish(sub.element(index)):
-                    completions += self._take(event, now)
-        return completions
-
-    def quiet(self, now: float) -> bool:
-        """True when the scheduler has nothing to tell about this batch that its streams do
-        not: every element that started is heard from (its stream grew within three
-        heartbeats) and none wrote its End without the scheduler confirming it final.
-        While an element is pending, the scheduler is asked as usual: it alone can say that
-        one died before it could start."""
-        final = {sub.element(i) for sub in self.subs if sub.job_id is not None for i in sub.final_at}
-        heard = self.replay.elements
-        for sub in self.subs:  # one pending or starting: the scheduler is the only one to ask
-            if sub.job_id is not None and any(
-                sub.element(i) not in heard and i not in sub.final_at for i in range(sub.plan.elements)
-            ):
-                return False
-        for element, log in heard.items():
-            if element in final:
-                continue
-            if log.end is not None or now - log.grew_at > 3 * BEAT:
-                return False
-        return True
 
     def stderr_of(self, call: int) -> str:
         """What the call's current attempt wrote to stderr (for the error of its end)."""

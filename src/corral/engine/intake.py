@@ -1,0 +1,156 @@
+"""The elements' streams, read for the engine: :class:`Intake` turns what one tick's scan
+found appended (one transport operation, see :meth:`corral.store.batch.BatchStore.scan_streams`)
+into ledger events, and hands the ledger's decisions to its batch to carry out (see
+:mod:`corral.engine.tracking`). It also says when the streams tell all the scheduler would
+(:meth:`Intake.quiet`), and decides what the reader of an ended element still holds."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import CorralError, JobCancelledError, UnsafeWorkDirError
+from ..job import JobState
+from ..store.batch import BatchStore, Outcome
+from ..store.protocol import BEAT
+from ..store.replay import Damaged, Event, Ran, Replay, Skipped, Took
+from ..store.stream_codec import Result
+from .elements import SubState
+from .futures import CorralFuture, decode_outcome
+from .ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+Completion = tuple[CorralFuture, bool, Any]  # future, ok, value or exception
+Apply = Callable[..., list[Completion]]  # BatchState.apply(decisions, values=None)
+
+
+class Intake:
+    """The stream side of one batch (its ``store``, ``ledger``, ``replay`` and ``futures``);
+    ``apply`` carries out the ledger's decisions."""
+
+    def __init__(
+        self, store: BatchStore, ledger: Ledger, replay: Replay, futures: list[CorralFuture], apply: Apply
+    ) -> None:
+        self.store, self.ledger, self.replay, self.futures = store, ledger, replay, futures
+        self.apply = apply
+        self.first_claim_at: float | None = None  # when we first saw a call start
+
+    def scan(self) -> list[Completion]:
+        """Read what the elements appended since the last scan (one transport operation);
+        return the futures it completes."""
+        try:
+            appended = self.store.scan_streams(self.replay.cursors())
+        except UnsafeWorkDirError as exc:  # a stream not the user's own: nothing of it is read
+            return self._refuse_all(exc)
+        now = time.monotonic()
+        completions: list[Completion] = []
+        for name, data in appended.items():
+            for event in self.replay.feed(name, data, now):
+                completions += self._take(event, now)
+        return completions
+
+    def _refuse_all(self, error: UnsafeWorkDirError) -> list[Completion]:
+        """The batch folder holds a stream that is not the user's alone: no result of it can
+        be trusted, so every call not ended yet fails with the reason."""
+        decisions = [self.ledger.abandon(call, error) for call in range(len(self.futures))]
+        return self.apply([d for d in decisions if d is not None])
+
+    def _take(self, event: Event, now: float) -> list[Completion]:
+        kind = type(event)
+        if kind is Took:
+            assert isinstance(event, Took)
+            if self.ledger.taken(event.call, event.attempt, event.element):
+                if self.first_claim_at is None:
+                    self.first_claim_at = now
+                future = self.futures[event.call]
+                if not (future.running() or future.done()):
+                    future.set_running_or_notify_cancel()
+            return []
+        if kind is Ran:
+            assert isinstance(event, Ran)
+            return self._finished(event.call, event.attempt, event.element, event.result)
+        if kind is Skipped:
+            assert isinstance(event, Skipped)
+            decisions = self.ledger.skipped(event.call, event.attempt)
+            if not decisions and self.ledger.attempt(event.call) == event.attempt:
+                # The client's cancel lost the race with the element's claim, yet the element
+                # saw it: the call is cancelled after all.
+                error = JobCancelledError(
+                    state=JobState.CANCELLED, job_id=event.element, call=event.call, batch=self.store.name,
+                    reason="cancelled by the client as its element took it",
+                )  # fmt: skip
+                found = self.ledger.abandon(event.call, error)
+                decisions = [found] if found is not None else []
+            return self.apply(decisions)
+        assert isinstance(event, Damaged)
+        where = f"{self.store.stream_path(event.element)} at offset {event.offset}"
+        if event.call is None or not 0 <= event.call < len(self.futures):
+            log.warning("%s: not a record corral wrote (%s)", where, event.reason)
+            return []
+        if event.attempt is not None and event.attempt != self.ledger.attempt(event.call):
+            return []
+        damaged = CorralError(f"call {event.call} of {self.store.name}: {where}: {event.reason}")
+        found = self.ledger.abandon(event.call, damaged)
+        return self.apply([found] if found is not None else [])
+
+    def _finished(self, call: int, attempt: int, element: str, result: Result) -> list[Completion]:
+        if not 0 <= call < len(self.futures) or self.ledger.phase(call).is_final:
+            return []
+        try:
+            outcome = self._outcome(call, attempt, element, result)
+        except UnsafeWorkDirError as exc:  # not the user's own file: refused unread
+            found = self.ledger.abandon(call, exc)
+            return self.apply([found] if found is not None else [])
+        except (OSError, ValueError) as exc:  # not an outcome corral wrote: fail the call
+            where = self.store.result_path(call, attempt) if result.in_file else f"attempt {attempt}"
+            error = CorralError(f"call {call} of {self.store.name}: {where}: {exc}")
+            found = self.ledger.abandon(call, error)
+            return self.apply([found] if found is not None else [])
+        ok, value = decode_outcome(outcome, call, self.store.name, self.store.path)
+        decisions = self.ledger.finished(call, attempt, ok, None if ok else value, element, result.host)
+        return self.apply(decisions, {call: value} if ok else {})
+
+    def _outcome(self, call: int, attempt: int, element: str, result: Result) -> Outcome:
+        if result.in_file:
+            return self.store.read_large_result(call, attempt)
+        return Outcome(
+            result.ok, result.payload, type_name=result.type_name, message=result.message,
+            traceback=result.traceback, element=element, host=result.host,
+            started=result.started, finished=result.finished,
+        )  # fmt: skip
+
+    def finish_streams(self, subs: Sequence[SubState], now: float) -> list[Completion]:
+        """Elements that are final write no more: what their streams' readers still hold (a
+        torn record, and whole ones a damaged length hid) is decided now, before their calls
+        are taken for orphans."""
+        completions: list[Completion] = []
+        for sub in subs:
+            if sub.job_id is None:
+                continue
+            for index in sub.final_at:
+                for event in self.replay.finish(sub.element(index)):
+                    completions += self._take(event, now)
+        return completions
+
+    def quiet(self, subs: Sequence[SubState], now: float) -> bool:
+        """True when the scheduler has nothing to tell about this batch that its streams do
+        not: every element that started is heard from (its stream grew within three
+        heartbeats) and none wrote its End without the scheduler confirming it final.
+        While an element is pending, the scheduler is asked as usual: it alone can say that
+        one died before it could start."""
+        final = {sub.element(i) for sub in subs if sub.job_id is not None for i in sub.final_at}
+        heard = self.replay.elements
+        for sub in subs:  # one pending or starting: the scheduler is the only one to ask
+            if sub.job_id is not None and any(
+                sub.element(i) not in heard and i not in sub.final_at for i in range(sub.plan.elements)
+            ):
+                return False
+        for element, log in heard.items():
+            if element in final:
+                continue
+            if log.end is not None or now - log.grew_at > 3 * BEAT:
+                return False
+        return True
