@@ -335,9 +335,10 @@ class Cluster:
                 if due and statuses is not None:
                     changed = self._apply(statuses, now)
                     self._dispatch.settle(statuses, now)
-                    cap = policy.scheduler_quiet if quiet else policy.scheduler_max
-                    grown = min(sched_wait * policy.growth, cap)
+                    grown = min(sched_wait * policy.growth, policy.scheduler_max)
                     sched_wait = policy.scheduler_min if changed or holding else grown
+                    if quiet and not changed and not holding:
+                        sched_wait = policy.scheduler_quiet  # the streams tell all: no need to ramp
                 if due:
                     next_query = now + sched_wait * random.uniform(1 - policy.jitter, 1 + policy.jitter)
                 elif not quiet and next_query - now > policy.scheduler_max:
