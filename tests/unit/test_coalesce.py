@@ -46,6 +46,7 @@ def test_a_batch_block_is_exactly_one_batch(make_executor, workdir: str) -> None
         threading.Event().wait(0.05)  # ten pauses' worth: the block still holds them
         assert batches(workdir) == []
         assert all(f.job_id is None and f.state is JobState.PENDING for f in futures)
+        assert "gathering" in repr(futures[0]) and batches(workdir) == []  # looking submits nothing
     assert len(batches(workdir)) == 1
     assert [f.result(timeout=60) for f in futures] == [x * x for x in range(300)]
     assert len({f.batch for f in futures}) == 1 and [f.call for f in futures] == list(range(300))

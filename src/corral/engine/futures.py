@@ -160,6 +160,8 @@ class CorralFuture(concurrent.futures.Future[Any]):
         return value
 
     def __repr__(self) -> str:
+        if self._batch is None:  # looking must not submit a burst that is still gathering
+            return f"<CorralFuture gathering in a burst of submits state={self.state.name}>"
         return f"<CorralFuture call {self.call} of {self.batch} job={self.job_id} state={self.state.name}>"
 
 
