@@ -3,12 +3,14 @@
 Two modes:
 
 * STATIC (the caller gave ``chunksize``): element k runs calls ``[k*chunk, (k+1)*chunk)``.
-* PULL (the default): about as many elements as there are slots, each claiming calls from
-  the whole batch until none are left. Tiny calls are then done by the first elements to start
-  (the rest find nothing and exit; pending ones are cancelled), while long calls spread over
-  every slot, with no guess at durations.
+* PULL (the default): about as many elements as there are slots, each claiming chunks of
+  calls from its submission's task list until none are left (chunks sized by the pace of the
+  calls: see :mod:`corral.worker.chunks`). Tiny calls are then done by the first elements to
+  start (the rest find nothing and exit; pending ones are cancelled), while long calls spread
+  over every slot, with no guess at durations.
 
-Either way, submissions are split at the cluster's MaxArraySize and MaxSubmitJobs.
+Either way, submissions are split at the cluster's MaxArraySize and MaxSubmitJobs; the
+submissions of a split pull batch each get their own share of the calls.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class Plan:
         object.__setattr__(self, "mode", Mode(self.mode))
 
     def worker_plan(self, options: WorkerOptions | None = None, max_requeues: int = 0) -> WorkerPlan:
-        """What the worker reads (see :func:`corral.worker.run.element_order`), with the
+        """What the worker reads (see :mod:`corral.worker.run`), with the
         batch's ``options`` and how often a call may be requeued from a checkpoint."""
         return WorkerPlan.build(
             options or WorkerOptions(),
