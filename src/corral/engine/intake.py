@@ -138,13 +138,15 @@ class Intake:
     def quiet(self, subs: Sequence[SubState], now: float) -> bool:
         """True when the scheduler has nothing to tell about this batch that its streams do
         not: every element that started is heard from (its stream grew within three
-        heartbeats) and none wrote its End without the scheduler confirming it final.
-        While an element is pending, the scheduler is asked as usual: it alone can say that
-        one died before it could start."""
+        heartbeats) and none wrote its End without the scheduler confirming it final. While
+        an element is pending, or failed with its exit code not known yet, the scheduler is
+        asked as usual: it alone can say why."""
         final = {sub.element(i) for sub in subs if sub.job_id is not None for i in sub.final_at}
         heard = self.replay.elements
         for sub in subs:  # one pending or starting: the scheduler is the only one to ask
-            if sub.job_id is not None and any(
+            if sub.job_id is None or sub.all_final and not sub.exit_unknown:
+                continue
+            if sub.exit_unknown or any(
                 sub.element(i) not in heard and i not in sub.final_at for i in range(sub.plan.elements)
             ):
                 return False

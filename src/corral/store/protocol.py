@@ -45,7 +45,7 @@ _CANCEL_TEXT = b"client-cancel"
 #: Seconds between two heartbeats (Beat records) of a running element: the client's liveness
 #: signal. The client deems an element alive while its stream grew within ``3 * BEAT``, and
 #: asks the scheduler about it only when it did not.
-BEAT = 15.0
+BEAT = 5.0
 
 
 def is_element_id(text: str) -> bool:
