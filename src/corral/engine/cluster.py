@@ -338,7 +338,7 @@ class Cluster:
                     grown = min(sched_wait * policy.growth, policy.scheduler_max)
                     sched_wait = policy.scheduler_min if changed or holding else grown
                     if quiet and not changed and not holding:
-                        sched_wait = policy.scheduler_quiet  # the streams tell all: no need to ramp
+                        sched_wait = policy.quiet_interval  # the streams tell all: no need to ramp
                 if due:
                     next_query = now + sched_wait * random.uniform(1 - policy.jitter, 1 + policy.jitter)
                 elif not quiet and next_query - now > policy.scheduler_max:
