@@ -38,6 +38,7 @@ class PollPolicy:
     def quiet_interval(self) -> float:
         """Seconds between status queries while the streams tell all (see scheduler_quiet)."""
         return self.scheduler_quiet if self.scheduler_quiet is not None else 4 * self.scheduler_max
+
     growth: float = 1.5
     jitter: float = 0.15  # +-15 %, so that many clients do not query in step
     backoff_max: float = 60.0  # after failed queries
