@@ -206,7 +206,9 @@ def test_a_chunk_claim_is_checked_when_made() -> None:
 
 
 def test_the_heartbeat_is_a_protocol_constant() -> None:
-    assert BEAT == 15.0
+    # The client deems an element silent after three heartbeats: 15 s, the longest a dead
+    # element's calls wait before the scheduler is asked about it.
+    assert 3 * BEAT == 15.0
 
 
 # -- the format version ---------------------------------------------------------------------------
