@@ -193,6 +193,7 @@ def test_sigterm_ends_an_ordinary_call_at_once_and_saves_a_checkpointable_one(tm
             from corral.worker.checkpoint import Interrupted, StopSignals
             signals = StopSignals()
             signals.install()
+            signals.before_exit = lambda: print("results written", flush=True)  # the worker's flush
             try:
                 with signals.running(checkpointable=sys.argv[1] == "yes", on_warning=True):
                     print("ready", flush=True)
@@ -202,7 +203,10 @@ def test_sigterm_ends_an_ordinary_call_at_once_and_saves_a_checkpointable_one(tm
             """
         )
     )
-    for checkpointable, expected in [("yes", (0, "interrupted SIGTERM")), ("no", (-signal.SIGTERM, ""))]:
+    for checkpointable, expected in [
+        ("yes", (0, "interrupted SIGTERM")),
+        ("no", (-signal.SIGTERM, "results written")),
+    ]:
         proc = subprocess.Popen(
             [sys.executable, str(script), checkpointable], stdout=subprocess.PIPE, text=True
         )

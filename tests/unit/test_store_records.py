@@ -99,6 +99,7 @@ def test_a_foreign_outcome_fails_its_call_and_the_others_complete(tmp_path: Path
     plan = Plan(0, 1, "static", ((0, 2, 0),), chunk=2)
     sub = SubState(plan, array_spec(elements=1), os.path.join(store.path, "subs", "0.sh"), "42")
     batch = BatchState(store, 2, [sub], lambda b, c: False)  # type: ignore[arg-type]
+    list(batch.futures)  # made now: the scan completes them
     write_stream(store, "42_0", start_record("42_0"), claim_record(0, 0, 2))
     if where == "large-result file":
         with open(os.path.join(store.path, "results", "0.0.pkl"), "wb") as handle:

@@ -37,7 +37,7 @@ class NoOwner:
         raise AssertionError("not in these tests")
 
 
-def make_batch(root: Path, calls: int) -> BatchState:
+def make_batch(root: Path, calls: int, *, futures: bool = True) -> BatchState:
     os.umask(0o077)
     store = BatchStore.create(str(root), "fuzz", LocalTransport())
     store.write_batch(
@@ -50,6 +50,8 @@ def make_batch(root: Path, calls: int) -> BatchState:
     sub = SubState(plan, spec, "")
     batch = BatchState(store, calls, [sub], NoOwner())
     batch.ledger.submitted(0, "L1")
+    if futures:
+        list(batch.futures)  # made now: a scan completes them (a call without one keeps its value)
     return batch
 
 
@@ -175,3 +177,19 @@ def test_random_damage_fails_only_affected_calls_and_never_the_reader(
             # ...and a damaged one decodes whole, or fails its call alone: named, or ended.
             ok, value = done[call]
             assert (ok and value == call * 10) or isinstance(value, (CorralError, JobError))
+
+
+def test_futures_nobody_asked_for_are_made_when_asked_with_what_happened_meanwhile(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path / "work", 4, futures=False)
+    frames = stream(4)
+    append(batch, b"".join(frames[:2]) + frames[2] + frames[4])  # all taken; calls 0 and 2 ended
+    assert batch.scan() == []  # no future to complete: the values wait in the batch
+    futures = batch.futures
+    assert [futures.made(c) for c in range(4)] == [None] * 4
+    assert futures[2].result(timeout=0) == 20 and futures.made(2) is futures[2]
+    assert futures[1].running() and not futures[1].done()  # made running: an element has it
+    append(batch, frames[3])
+    assert [(f.call, ok, value) for f, ok, value in batch.scan()] == [(1, True, 10)]  # made: completed
+    assert futures.hand_over(0, timeout=0) == 0
+    assert futures[0].done() and futures[0] is not futures[2]  # let go: done, holding nothing
+    assert futures[3].running()

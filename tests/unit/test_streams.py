@@ -28,6 +28,7 @@ from corral.store.streams import (
     Progress,
     Record,
     Result,
+    Results,
     Skip,
     Start,
     StreamReader,
@@ -60,6 +61,13 @@ EVERY_KIND: list[Record] = [
     result(97, 2, payload=b"\n\n\xc7\x1e\x00 newlines and a MAGIC in a pickle"),
     result(98, ok=False, type_name="builtins.ValueError", message="bad x: 'é'\n", traceback="Traceback …\n"),
     result(99, payload=b"", in_file=True),
+    Results(
+        host="node-1", out=970, err=0, calls=(101, 102, 7), attempts=(0, 0, 3), started=(1.5, 2.0, 2.25),
+        finished=(2.0, 2.25, 3.0), payloads=(b"\x80\x04K\x07.", b"", b"\n\n\xc7 newlines\n"),
+    ),
+    Results(
+        host="", out=0, err=5, calls=(0,), attempts=(0,), started=(0.0,), finished=(0.0,), payloads=(b"x",)
+    ),
     Skip(call=100, attempt=0, why="cancelled by the client"),
     Beat(t=1718000002.0),
     End(code=-9, ran=4, failed=1, t=1718000003.0),
@@ -129,6 +137,13 @@ def frame(line: str | bytes, payload: bytes | None = None) -> bytes:
 
 OUT = '"ok":true,"ty":"","msg":"","tb":"","h":"n","t0":1.0,"t1":2.0,"o":0,"e":0,"f":false'
 IN_FILE = OUT.replace('"f":false', '"f":true')
+OUTS = '{"k":"outs","h":"n","o":0,"e":0,"c":[4,5],"a":[0,0],"t0":[1.0,2.0],"t1":[2.0,3.0],"n":[1,1]}'
+
+
+def outs(old: str, new: str, payloads: bytes = b"ab") -> bytes:
+    """A frame of OUTS with ``old`` replaced by ``new``."""
+    assert old in OUTS
+    return frame(OUTS.replace(old, new), payloads)
 
 
 def prog(step: str = "1", metrics: str = "{}") -> bytes:
@@ -160,6 +175,14 @@ FOREIGN: list[tuple[str, bytes, int | None, int | None, str]] = [
     ("a payload and in_file", frame('{"k":"out","c":4,"a":1,' + IN_FILE + "}", b"x"), 4, 1, "in_file"),
     ("a string exit code", frame('{"k":"end","code":"0","ran":0,"fail":0,"t":1.0}'), None, None, "'0'"),
     ("an empty body", frame(""), None, None, "not a JSON record"),
+    ("a run with lists of other lengths", outs('"a":[0,0]', '"a":[0]'), None, None, "outs"),
+    ("a run whose payloads do not add up", frame(OUTS, b"abc"), None, None, "do not add up"),
+    ("a run with a negative call", outs('"c":[4,5]', '"c":[4,-5]'), None, None, "outs"),
+    ("a run with an int time", outs('"t0":[1.0,2.0]', '"t0":[1,2.0]'), None, None, "outs"),
+    ("a run with an extra field", outs('"h":"n"', '"h":"n","x":1'), None, None, "outs"),
+    ("an empty run", outs('"c":[4,5],"a":[0,0],"t0":[1.0,2.0],"t1":[2.0,3.0],"n":[1,1]',
+                          '"c":[],"a":[],"t0":[],"t1":[],"n":[]', b""), None, None, "outs"),
+    ("a run without its payload line", frame(OUTS), None, None, "outs"),
 ]  # fmt: skip
 
 
@@ -199,6 +222,27 @@ def test_a_float_field_takes_an_int_and_gives_a_float() -> None:
         Skip(call=-1, attempt=0, why=""),
         Claim(sub=0, pos=0, n=1, out=0, err=0, t=True),
         result(1, payload=b"x", in_file=True),
+        Results(host="h", out=0, err=0, calls=(), attempts=(), started=(), finished=(), payloads=()),
+        Results(
+            host="h",
+            out=0,
+            err=0,
+            calls=(1, 2),
+            attempts=(0,),
+            started=(1.0,),
+            finished=(1.0,),
+            payloads=(b"",),
+        ),
+        Results(
+            host="h",
+            out=0,
+            err=0,
+            calls=(1,),
+            attempts=(0,),
+            started=(float("nan"),),
+            finished=(1.0,),
+            payloads=(b"",),
+        ),
     ],
 )
 def test_what_no_reader_would_accept_is_not_written(record: Record) -> None:
@@ -208,7 +252,7 @@ def test_what_no_reader_would_accept_is_not_written(record: Record) -> None:
 
 # -- damage, fuzzed ---------------------------------------------------------------------------
 
-KINDS = st.sampled_from(["start", "claim", "prog", "out", "skip", "beat", "end"])
+KINDS = st.sampled_from(["start", "claim", "prog", "out", "outs", "skip", "beat", "end"])
 
 
 def numbered(kind: str, n: int, payload: bytes) -> Record:
@@ -219,6 +263,16 @@ def numbered(kind: str, n: int, payload: bytes) -> Record:
         "claim": lambda: Claim(sub=0, pos=n, n=1, out=n, err=n, t=t),
         "prog": lambda: Progress(call=n, attempt=0, step=n, total=None, metrics={"m": n}, t=t),
         "out": lambda: result(n, payload=payload),
+        "outs": lambda: Results(
+            host="h",
+            out=n,
+            err=0,
+            calls=(n, n + 1),
+            attempts=(0, 1),
+            started=(t, t),
+            finished=(t, t),
+            payloads=(payload, payload[:3]),
+        ),
         "skip": lambda: Skip(call=n, attempt=0, why="x"),
         "beat": lambda: Beat(t=t),
         "end": lambda: End(code=n, ran=n, failed=0, t=t),
@@ -430,3 +484,15 @@ def test_a_restarted_element_learns_its_claims_and_finished_calls() -> None:
     assert runs.done == {(0, 0), (1, 0), (2, 1)}
     assert runs.damaged == 1  # the torn Result of call 7: not done
     assert read_element_runs(b"").next_run == 0
+
+
+def test_a_run_stands_for_one_result_per_call_with_empty_output_ranges() -> None:
+    run = EVERY_KIND[8]
+    assert isinstance(run, Results)
+    assert list(run.each()) == [
+        result(101, started=1.5, finished=2.0, out=970),
+        result(102, payload=b"", started=2.0, finished=2.25, out=970),
+        result(7, 3, payload=b"\n\n\xc7 newlines\n", started=2.25, finished=3.0, out=970),
+    ]
+    runs = read_element_runs(encode_record(run))
+    assert (runs.done, runs.failed) == ({(101, 0), (102, 0), (7, 3)}, set())

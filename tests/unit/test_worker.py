@@ -27,6 +27,7 @@ from corral.store.streams import (
     End,
     Item,
     Result,
+    Results,
     Skip,
     Start,
     StreamReader,
@@ -35,6 +36,7 @@ from corral.store.streams import (
 )
 from corral.transports import LocalTransport
 from corral.worker.checkpoint import StopSignals
+from corral.worker.element_log import RUN_VALUE_MAX
 from corral.worker.run import pack_function, run_element
 
 RESTART = "CORRAL_TEST_RESTARTS"
@@ -52,8 +54,12 @@ def plan_of(mode: Mode, calls: int, **fields: Any) -> WorkerPlan:
 
 
 def items(store: BatchStore, element: str) -> list[Item]:
+    """The element's records, a run of trivial calls (a Results) as one Result per call."""
     reader = StreamReader()
-    return [item for _, item in reader.feed(store.read_stream(element)) + reader.finish()]
+    found: list[Item] = []
+    for _, item in reader.feed(store.read_stream(element)) + reader.finish():
+        found.extend(item.each() if type(item) is Results else [item])
+    return found
 
 
 def results(store: BatchStore, element: str) -> dict[int, Result]:
@@ -281,24 +287,45 @@ def test_inputs_are_kept_and_folders_private(tmp_path: Path) -> None:
 # -- a kill mid-write ---------------------------------------------------------------------------
 
 
+def test_a_run_of_quick_calls_is_written_while_a_long_call_after_them_runs(tmp_path: Path) -> None:
+    plan = plan_of(Mode.STATIC, 6, chunk=6)
+    store = make_batch(tmp_path, time.sleep, [((0,), {})] * 5 + [((5,), {})], plan)
+    thread = threading.Thread(target=run_element, args=(store.path, 0, 0, "J_0"), kwargs={"redirect": False})
+    thread.start()
+    deadline = time.monotonic() + 3
+    while len(results(store, "J_0")) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(results(store, "J_0")) == [0, 1, 2, 3, 4] and thread.is_alive()
+    assert sum(type(item) is Results for _, item in StreamReader().feed(store.read_stream("J_0"))) == 1
+    thread.join(timeout=30)
+    assert sorted(results(store, "J_0")) == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("records", ["one per call", "one run"])
 def test_a_torn_record_is_cut_and_its_call_rerun_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, records: str
 ) -> None:
-    """A copy of a stream cut inside the Result of call 2, as a kill mid-write leaves it."""
+    """A copy of a stream cut inside the third record after the Claim, as a kill mid-write
+    leaves it: values above RUN_VALUE_MAX get a Result each (the cut is in call 2's), small
+    ones share one Results (the cut is in it: all four calls run again)."""
     plan = plan_of(Mode.STATIC, 4, chunk=4, restart_env=RESTART)
-    whole = make_batch(tmp_path / "whole", abs, [((-i,), {}) for i in range(4)], plan)
+    fn, size = (bytes, RUN_VALUE_MAX + 1) if records == "one per call" else (abs, 0)
+    calls = [((size + i,), {}) for i in range(4)]
+    whole = make_batch(tmp_path / "whole", fn, calls, plan)
     run_element(whole.path, 0, 0, "J_0")
     data = Path(whole.stream_path("J_0")).read_bytes()
     frames, _ = scan_frames(data)
-    torn = data[: frames[4].offset + 15]  # Start, Claim, Result 0, Result 1, then half of Result 2
-    store = make_batch(tmp_path / "torn", abs, [((-i,), {}) for i in range(4)], plan)
+    cut = 4 if records == "one per call" else 2  # Start, Claim, Result 0, Result 1 | Start, Claim
+    torn = data[: frames[cut].offset + 15]
+    store = make_batch(tmp_path / "torn", fn, calls, plan)
     assert store.claim_chunk(0, 0, ChunkClaim(Claim("J_0", "h", 1), 4))
     Path(store.stream_path("J_0")).write_bytes(torn)
     os.chmod(store.stream_path("J_0"), 0o600)
     before = read_element_runs(torn)
-    assert (before.done, before.damaged) == ({(0, 0), (1, 0)}, 1)
+    kept = {(0, 0), (1, 0)} if records == "one per call" else set()
+    assert (before.done, before.damaged) == (kept, 1)
     monkeypatch.setenv(RESTART, "1")
-    assert run_element(store.path, 0, 0, "J_0").ran == 2
+    assert run_element(store.path, 0, 0, "J_0").ran == 4 - len(kept)
     after = items(store, "J_0")
     assert not any(type(i) is Corrupt for i in after)
     assert Counter(i.call for i in after if type(i) is Result) == {0: 1, 1: 1, 2: 1, 3: 1}

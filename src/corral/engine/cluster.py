@@ -15,6 +15,7 @@ One :class:`Cluster` per backend. Its poll loop runs in one thread for all batch
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import random
@@ -184,6 +185,17 @@ class Cluster:
             release_idle(self.backend, batch)
         _complete(completions)
         return True
+
+    def cancel_unclaimed(self, batch: BatchState) -> None:
+        """Cancel every call of ``batch`` that no element has taken (a map its caller left
+        early): one claim per untaken range, not one mark per call; running calls run on."""
+        with self._lock:
+            calls = take_unclaimed(batch)
+            release_idle(self.backend, batch)
+        for call in calls:
+            future = batch.futures.made(call)  # one made later starts cancelled
+            if future is not None:
+                mark_cancelled(future)
 
     def cancel_job_of(self, batch: BatchState, call: int) -> bool:
         """Cancel the array element that runs ``call`` (static plans): the call, if it has
@@ -410,9 +422,10 @@ class Cluster:
 
 def _complete(completions: list[Completion]) -> None:
     for future, ok, value in completions:
-        if future.done():
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
+        try:  # one lock per future; a future cancelled or done already refuses
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        except concurrent.futures.InvalidStateError:
+            pass

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import pickle
 import sys
-from collections.abc import Sequence
-from typing import Any, Protocol
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures._base import PENDING as _PENDING
+from concurrent.futures._base import RUNNING as _RUNNING
+from typing import Any, Protocol, overload
 
 import cloudpickle
 
@@ -153,11 +157,18 @@ class CorralFuture(concurrent.futures.Future[Any]):
         so that a result the user dropped is freed although the batch keeps its futures."""
         try:
             value = self.result(timeout)
-        finally:
+        except BaseException:
             self.cancel()
-        with self._condition:
-            self._result = None
+            raise
+        self._result = None  # it is done: nothing else writes it, and nobody else reads it
         return value
+
+    def mark_running(self) -> None:
+        """An element took the call: a pending future runs (one lock, on the engine's hot
+        path; as ``set_running_or_notify_cancel`` for a future not cancelled nor done)."""
+        with self._condition:
+            if self._state == _PENDING:
+                self._state = _RUNNING
 
     def __repr__(self) -> str:
         if self._batch is None:  # looking must not submit a burst that is still gathering
@@ -165,12 +176,107 @@ class CorralFuture(concurrent.futures.Future[Any]):
         return f"<CorralFuture call {self.call} of {self.batch} job={self.job_id} state={self.state.name}>"
 
 
+class Futures(Sequence[CorralFuture]):
+    """A batch's futures, one per call, each made when first asked for: a map of 100,000
+    calls does not hold 100,000 futures (each with its lock and condition, a dozen objects
+    for the garbage collector to walk): a call that ends before anyone asked for its future
+    keeps only its value (:meth:`settle`), and the future its caller was handed is let go
+    (:meth:`release`). A future made for a call
+    an element has taken starts RUNNING, one for a call the client cancelled starts cancelled
+    (``phase(call)`` says which: "taken", "cancelled" or anything else)."""
+
+    def __init__(self, batch: CallSource, n: int, phase: Callable[[int], str]) -> None:
+        self._batch, self._phase = batch, phase
+        self._slots: list[CorralFuture | tuple[bool, Any] | None] = [None] * n
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, batch: CallSource, futures: list[CorralFuture], phase: Callable[[int], str]) -> Futures:
+        """Futures that exist already (a burst of submits), bound to ``batch`` in order."""
+        found = cls(batch, 0, phase)
+        found._slots = list(futures)
+        for call, future in enumerate(futures):
+            future.bind(batch, call)
+        return found
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    @overload
+    def __getitem__(self, call: int) -> CorralFuture: ...
+    @overload
+    def __getitem__(self, call: slice) -> list[CorralFuture]: ...
+    def __getitem__(self, call: int | slice) -> CorralFuture | list[CorralFuture]:
+        if isinstance(call, slice):
+            return [self[i] for i in range(*call.indices(len(self._slots)))]
+        slot = self._slots[call]
+        if isinstance(slot, CorralFuture):
+            return slot
+        with self._lock:
+            slot = self._slots[call]
+            if isinstance(slot, CorralFuture):
+                return slot
+            future = self._slots[call] = CorralFuture(self._batch, call)
+            if slot is not None:  # it ended before anyone asked
+                ok, value = slot
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+                return future
+            phase = self._phase(call)
+            if phase == "taken":
+                future.mark_running()
+            elif phase == "cancelled":
+                mark_cancelled(future)
+        return future
+
+    def made(self, call: int) -> CorralFuture | None:
+        """The call's future if it was made already (else None: it will be made as it is)."""
+        slot = self._slots[call]
+        return slot if isinstance(slot, CorralFuture) else None
+
+    def settle(self, call: int, ok: bool, value: Any) -> CorralFuture | None:
+        """The call ended with ``value`` (its exception unless ``ok``): kept for the future
+        made when asked for, or, if it exists, returned for the caller to complete (outside
+        the engine's lock: its callbacks may call the engine)."""
+        with self._lock:
+            slot = self._slots[call]
+            if slot is None:
+                self._slots[call] = (ok, value)
+                return None
+        return slot if isinstance(slot, CorralFuture) else None
+
+    def hand_over(self, call: int, timeout: float | None = None) -> Any:
+        """:meth:`CorralFuture.hand_over` for a future only its caller sees, which the
+        batch then lets go: asked for again, the call has a future that is done (its value
+        not kept)."""
+        value = self[call].hand_over(timeout)
+        self._slots[call] = _HANDED
+        return value
+
+    def __iter__(self) -> Iterator[CorralFuture]:
+        return (self[call] for call in range(len(self._slots)))
+
+
+def _handed() -> CorralFuture:
+    future = CorralFuture(None, -1)
+    future.set_result(None)
+    return future
+
+
+#: Where a future handed to its caller was (see Futures.release): done, holding nothing.
+_HANDED = _handed()
+
+
 def mark_cancelled(future: concurrent.futures.Future[Any]) -> bool:
     """Cancel a future and notify its waiters, as an executor must: ``wait`` and
-    ``as_completed`` count a cancelled future as done only once notified."""
+    ``as_completed`` count a cancelled future as done only once notified. A future
+    cancelled and notified already (made cancelled by :class:`Futures`) stays so."""
     if not concurrent.futures.Future.cancel(future):
         return False
-    future.set_running_or_notify_cancel()
+    with contextlib.suppress(RuntimeError):  # notified already
+        future.set_running_or_notify_cancel()
     return True
 
 

@@ -7,6 +7,7 @@ into ledger events, and hands the ledger's decisions to its batch to carry out (
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from ..store.protocol import BEAT
 from ..store.replay import Damaged, Event, Ran, Replay, Skipped, Took
 from ..store.stream_codec import Result
 from .elements import SubState
-from .futures import CorralFuture, decode_outcome
+from .futures import CorralFuture, Futures, decode_outcome
 from .ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class Intake:
     ``apply`` carries out the ledger's decisions."""
 
     def __init__(
-        self, store: BatchStore, ledger: Ledger, replay: Replay, futures: list[CorralFuture], apply: Apply
+        self, store: BatchStore, ledger: Ledger, replay: Replay, futures: Futures, apply: Apply
     ) -> None:
         self.store, self.ledger, self.replay, self.futures = store, ledger, replay, futures
         self.apply = apply
@@ -65,9 +66,9 @@ class Intake:
             if self.ledger.taken(event.call, event.attempt, event.element):
                 if self.first_claim_at is None:
                     self.first_claim_at = now
-                future = self.futures[event.call]
-                if not (future.running() or future.done()):
-                    future.set_running_or_notify_cancel()
+                future = self.futures.made(event.call)  # one made later starts RUNNING
+                if future is not None:
+                    future.mark_running()
             return []
         if kind is Ran:
             assert isinstance(event, Ran)
@@ -99,6 +100,15 @@ class Intake:
     def _finished(self, call: int, attempt: int, element: str, result: Result) -> list[Completion]:
         if not 0 <= call < len(self.futures) or self.ledger.phase(call).is_final:
             return []
+        if result.ok and not result.in_file:  # the common case, without the Outcome around it
+            try:
+                value = pickle.loads(result.payload)
+            except Exception:  # noqa: BLE001 - decode_outcome below says why, in the call's error
+                pass
+            else:
+                return self.apply(
+                    self.ledger.finished(call, attempt, True, None, element, result.host), {call: value}
+                )
         try:
             outcome = self._outcome(call, attempt, element, result)
         except UnsafeWorkDirError as exc:  # not the user's own file: refused unread

@@ -34,7 +34,7 @@ from ..store.stream_codec import Progress
 from .dependencies import Needs
 from .elements import SubState as SubState  # re-exported: the engine takes it from here
 from .endings import ended_job_error
-from .futures import CorralFuture, mark_cancelled
+from .futures import CorralFuture, Futures, mark_cancelled
 from .intake import Completion as Completion
 from .intake import Intake
 from .ledger import Cancelled, Decision, Ledger, Phase, Resolve, Retry, Withdraw
@@ -48,6 +48,7 @@ class Owner(Protocol):
     batch's futures ask of it."""
 
     def cancel_call(self, batch: BatchState, call: int) -> bool: ...
+    def cancel_unclaimed(self, batch: BatchState) -> None: ...
     def cancel_job_of(self, batch: BatchState, call: int) -> bool: ...
 
 
@@ -82,9 +83,8 @@ class BatchState:
         self.retry = self.ledger.retry
         self.replay = Replay(n_calls, self.tasks_of)
         # The pending futures of a burst of submits become this batch's (engine/coalesce.py).
-        self.futures: list[CorralFuture] = futures or [CorralFuture(self, i) for i in range(n_calls)]
-        for call, future in enumerate(futures or ()):
-            future.bind(self, call)
+        phase: Callable[[int], str] = lambda call: self.ledger.phase(call).name.lower()  # noqa: E731
+        self.futures = Futures.of(self, futures, phase) if futures else Futures(self, n_calls, phase)
         self._owner = owner
         self.intake = Intake(store, self.ledger, self.replay, self.futures, self.apply)
         self._tasks: dict[int, list[tuple[int, int]]] = {}
@@ -127,6 +127,10 @@ class BatchState:
 
     def cancel_call(self, call: int) -> bool:
         return self._owner.cancel_call(self, call)
+
+    def cancel_unclaimed(self) -> None:
+        """Cancel every call no element has taken; running calls run on."""
+        self._owner.cancel_unclaimed(self)
 
     def cancel_element(self, call: int) -> bool:
         return self._owner.cancel_job_of(self, call)
@@ -254,13 +258,17 @@ class BatchState:
             if isinstance(decision, Resolve):
                 if decision.ok:
                     value = (values or {}).get(decision.call)
-                    completions.append((self.futures[decision.call], True, value))
+                    future = self.futures.settle(decision.call, True, value)
+                    if future is not None:
+                        completions.append((future, True, value))
                     continue
                 error = decision.error
                 if len(decision.attempts) > 1 and sys.version_info >= (3, 11) and error is not None:
                     if not isinstance(error, JobError):  # a JobError lists its attempts itself
                         error.add_note(describe_attempts(decision.attempts))
-                completions.append((self.futures[decision.call], False, error))
+                future = self.futures.settle(decision.call, False, error)
+                if future is not None:
+                    completions.append((future, False, error))
             elif isinstance(decision, Retry):
                 log.warning(
                     "call %d of %s: %s; resubmitting it (attempt %d of at most %d)",

@@ -162,18 +162,21 @@ class Executor(concurrent.futures.Executor):
         """
         end = None if timeout is None else time.monotonic() + timeout
         calls: list[Call] = [(args, {}) for args in zip(*iterables)]  # noqa: B905 - map stops at the shortest, as the builtin does
-        futures = self._submit(fn, calls, chunksize)
+        self._check_open()
+        if not calls:
+            return iter(())
+        batch = self.cluster.submit(self._request(fn, calls, chunksize))
+        self._keep(batch)
+        futures = batch.futures  # each made as it is needed, and let go once handed over
 
         def results() -> Iterator[Any]:
             # As concurrent.futures does: the future waited for is cancelled with the rest on
             # a time-out or Ctrl-C, and no yielded result is kept here (see hand_over).
             try:
-                futures.reverse()
-                while futures:
-                    yield futures.pop().hand_over(None if end is None else end - time.monotonic())
-            finally:
-                for future in futures:
-                    future.cancel()
+                for call in range(len(futures)):
+                    yield futures.hand_over(call, None if end is None else end - time.monotonic())
+            finally:  # calls before the one waited for are done: the rest is what no element took
+                batch.cancel_unclaimed()
 
         return results()
 

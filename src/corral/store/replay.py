@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import array
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .frames import Corrupt
-from .stream_codec import Beat, Claim, End, Foreign, Progress, Result, Skip, Start
+from .stream_codec import Beat, Claim, End, Foreign, Progress, Result, Results, Skip, Start
 from .streams import StreamReader
 
 STREAM_SUFFIX = ".log"
@@ -111,10 +111,11 @@ class Replay:
             found[log.element + STREAM_SUFFIX] = log.reader.offset
         return found
 
-    def feed(self, name: str, data: bytes, now: float) -> list[Event]:
-        """Take in the bytes appended to stream file ``name`` since its cursor."""
+    def feed(self, name: str, data: bytes, now: float) -> Iterator[Event]:
+        """Take in the bytes appended to stream file ``name`` since its cursor; the events
+        come one at a time (a tick may hold 100,000 of them: none outlives its handling)."""
         if not name.endswith(STREAM_SUFFIX) or not data:
-            return []
+            return
         element = name[: -len(STREAM_SUFFIX)]
         log = self.elements.get(element)
         if log is None:
@@ -122,43 +123,45 @@ class Replay:
             self._index[element] = len(self._names)
             self._names.append(element)
         log.grew_at = now
-        events: list[Event] = []
         for offset, item in log.reader.feed(data):
-            self._take(log, offset, item, events)
-        return events
+            yield from self._take(log, offset, item)
 
-    def finish(self, element: str) -> list[Event]:
+    def finish(self, element: str) -> Iterator[Event]:
         """The element is gone for good: whatever its reader still holds (a record waiting
         for bytes that will never come, and the whole records behind it) is decided now."""
         log = self.elements.get(element)
         if log is None or log.finished:
-            return []
+            return
         log.finished = True
-        events: list[Event] = []
         for offset, item in log.reader.finish():
-            self._take(log, offset, item, events)
-        return events
+            yield from self._take(log, offset, item)
 
-    def _take(self, log: ElementLog, offset: int, item: object, events: list[Event]) -> None:
+    def _take(self, log: ElementLog, offset: int, item: object) -> Iterator[Event]:
         kind = type(item)
-        if kind is Result:
+        if kind is Results:
+            assert isinstance(item, Results)
+            ends = (item.out, item.err)
+            for result in item.each():
+                self._ended(log, result.call, result.attempt, ends)
+                yield Ran(result.call, result.attempt, log.element, result)
+        elif kind is Result:
             assert isinstance(item, Result)
             self._ended(log, item.call, item.attempt, (item.out, item.err))
-            events.append(Ran(item.call, item.attempt, log.element, item))
+            yield Ran(item.call, item.attempt, log.element, item)
         elif kind is Claim:
             assert isinstance(item, Claim)
             log.marks = (item.out, item.err)
             tasks = self.tasks_of(item.sub)
             for call, attempt in tasks[item.pos : item.pos + item.n]:
                 log.queue.append((call, attempt))
-                events.append(Took(call, attempt, log.element))
+                yield Took(call, attempt, log.element)
         elif kind is Progress:
             assert isinstance(item, Progress)
             self.progress[item.call] = item
         elif kind is Skip:
             assert isinstance(item, Skip)
             self._ended(log, item.call, item.attempt, None)
-            events.append(Skipped(item.call, item.attempt, log.element))
+            yield Skipped(item.call, item.attempt, log.element)
         elif kind is Start:
             assert isinstance(item, Start)
             log.start, log.end = item, None
@@ -169,10 +172,10 @@ class Replay:
             log.end = item
         elif isinstance(item, Foreign):
             log.damaged.append((offset, item.reason))
-            events.append(Damaged(log.element, offset, item.reason, item.call, item.attempt))
+            yield Damaged(log.element, offset, item.reason, item.call, item.attempt)
         elif isinstance(item, Corrupt):
             log.damaged.append((offset, item.reason))
-            events.append(Damaged(log.element, offset, item.reason))
+            yield Damaged(log.element, offset, item.reason)
         elif kind is not Beat:  # pragma: no cover - the codec yields nothing else
             raise TypeError(f"unexpected stream item {item!r}")
 

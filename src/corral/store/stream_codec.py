@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .frames import Corrupt, Frame, encode_frame
-from .stream_records import Beat, Claim, End, Metric, Progress, Record, Result, Skip, Start
+from .stream_records import Beat, Claim, End, Metric, Progress, Record, Result, Results, Skip, Start
 
 _R = TypeVar("_R")
 
@@ -143,6 +143,8 @@ def encode_record(record: Record) -> bytes:
         frame = _fast_encode_progress(record)
         if frame is not None:
             return frame
+    elif type(record) is Results:
+        return _encode_results(record)
     kind = _KIND_OF[type(record)]
     head: dict[str, Any] = {"k": kind}
     try:
@@ -181,6 +183,66 @@ def _fast_encode_result(r: Result) -> bytes | None:
         f'"t1":{_repr(t1)},"o":{o},"e":{e},"f":{_JSON_BOOL[r.in_file]}}}'
     )
     return encode_frame(line.encode("ascii") + b"\n" + bytes(r.payload))
+
+
+def _encode_results(r: Results) -> bytes:
+    """The frame of a Results: one JSON line of parallel lists, then the payloads joined
+    (their lengths in ``n``). ValueError for what :func:`_decode_results` would refuse."""
+    calls, attempts, t0, t1, payloads = r.calls, r.attempts, r.started, r.finished, r.payloads
+    n = len(calls)
+    # fmt: off
+    if not (
+        n and len(attempts) == n and len(t0) == n and len(t1) == n and len(payloads) == n
+        and type(r.host) is str and type(r.out) is int and r.out >= 0 and type(r.err) is int and r.err >= 0
+        and all(type(c) is int and c >= 0 for c in calls)
+        and all(type(a) is int and a >= 0 for a in attempts)
+        and all(type(t) is float and _isfinite(t) for t in t0)
+        and all(type(t) is float and _isfinite(t) for t in t1)
+    ):
+        raise ValueError(f"cannot write {r!r}: not a run of calls a reader would accept")
+    line = (
+        f'{{"k":"outs","h":{_esc(r.host)},"o":{r.out},"e":{r.err},"c":[{",".join(map(str, calls))}],'
+        f'"a":[{",".join(map(str, attempts))}],"t0":[{",".join(map(_repr, t0))}],'
+        f'"t1":[{",".join(map(_repr, t1))}],"n":[{",".join([str(len(p)) for p in payloads])}]}}'
+    )
+    # fmt: on
+    return encode_frame(line.encode("ascii") + b"\n" + b"".join(payloads))
+
+
+def _nats(v: Any, n: int) -> bool:
+    return type(v) is list and len(v) == n and all(type(x) is int and x >= 0 for x in v)
+
+
+def _finites(v: Any, n: int) -> bool:
+    return type(v) is list and len(v) == n and all(type(x) is float and _isfinite(x) for x in v)
+
+
+def _decode_results(offset: int, head: dict[str, Any], body: bytes, start: int) -> Results | Foreign:
+    """The Results in ``head`` (its payloads from ``start`` in ``body``), or a Foreign: a
+    run's fields are checked as a whole (no call of it is named, none can be trusted)."""
+    calls, lengths = head.get("c"), head.get("n")
+    n = len(calls) if type(calls) is list else 0
+    host, out, err = head.get("h"), head.get("o"), head.get("e")
+    # fmt: off
+    if not (
+        len(head) == 9 and n and start > 0 and body[start - 1 : start] == b"\n"
+        and _nats(calls, n) and _nats(head.get("a"), n)
+        and _finites(head.get("t0"), n) and _finites(head.get("t1"), n) and _nats(lengths, n)
+        and type(host) is str and type(out) is int and out >= 0 and type(err) is int and err >= 0
+    ):
+        return Foreign(offset, "bad outs record: a field missing, unknown or mistyped")
+    # fmt: on
+    assert isinstance(lengths, list) and isinstance(calls, list)
+    if start + sum(lengths) != len(body):
+        return Foreign(offset, "bad outs record: its payloads' lengths do not add up")
+    payloads = []
+    for size in lengths:
+        payloads.append(body[start : start + size])
+        start += size
+    return _build(Results, {
+        "host": host, "out": out, "err": err, "calls": tuple(calls), "attempts": tuple(head["a"]),
+        "started": tuple(head["t0"]), "finished": tuple(head["t1"]), "payloads": tuple(payloads),
+    })  # fmt: skip
 
 
 def _fast_encode_progress(p: Progress) -> bytes | None:
@@ -305,10 +367,13 @@ def _decode_head(offset: int, head: Any, body: bytes) -> Record | Foreign:
     if type(head) is not dict:
         return Foreign(offset, f"not a JSON object: {type(head).__name__}")
     cut = body.find(b"\n")
-    if head.get("k") == "out" and cut >= 0:
+    kind = head.get("k")
+    if kind == "out" and cut >= 0:
         record = _fast_result(head, body, cut + 1)
         if record is not None:
             return record
+    elif kind == "outs":
+        return _decode_results(offset, head, body, cut + 1)
     return _decode_fields(offset, head, body, cut)
 
 
@@ -330,9 +395,13 @@ def _decode_all(frames: list[Frame]) -> list[Record | Foreign]:
         return [decode_body(frame.offset, frame.body) for frame in frames]
     records: list[Record | Foreign] = []
     for frame, line, head in zip(frames, lines, heads, strict=True):
-        record = None
-        if type(head) is dict and head.get("k") == "out":
-            record = _fast_result(head, frame.body, len(line) + 1)
+        record: Record | Foreign | None = None
+        if type(head) is dict:
+            kind = head.get("k")
+            if kind == "out":
+                record = _fast_result(head, frame.body, len(line) + 1)
+            elif kind == "outs":
+                record = _decode_results(frame.offset, head, frame.body, len(line) + 1)
         records.append(record or _decode_head(frame.offset, head, frame.body))
     return records
 
@@ -360,6 +429,7 @@ __all__ = [
     "Progress",
     "Record",
     "Result",
+    "Results",
     "Skip",
     "Start",
     "decode_body",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 Metric = float | int | str | bool | None
@@ -66,6 +67,42 @@ class Result:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Results:
+    """A run of calls that all returned, each value small enough for the stream, with no
+    output of their own: one record for many (the worker's hot path for trivial calls).
+    ``calls[i]``, ``attempts[i]``, ``started[i]``, ``finished[i]`` and ``payloads[i]`` are
+    call i's; ``out`` and ``err`` are the output files' sizes, the same at each of their
+    Results (so each call's output range is empty). :meth:`each` gives them as Results."""
+
+    host: str
+    out: int
+    err: int
+    calls: tuple[int, ...]
+    attempts: tuple[int, ...]
+    started: tuple[float, ...]
+    finished: tuple[float, ...]
+    payloads: tuple[bytes, ...]
+
+    def each(self) -> Iterator[Result]:
+        """The run as one :class:`Result` per call, in order."""
+        host, out, err = self.host, self.out, self.err
+        for c, a, t0, t1, payload in zip(
+            self.calls, self.attempts, self.started, self.finished, self.payloads, strict=True
+        ):
+            record = _new(Result)  # every field is checked already: no __init__ (see the codec)
+            _setattr(record, "__dict__", {
+                "call": c, "attempt": a, "ok": True, "type_name": "", "message": "", "traceback": "",
+                "host": host, "started": t0, "finished": t1, "out": out, "err": err, "in_file": False,
+                "payload": payload,
+            })  # fmt: skip
+            yield record
+
+
+_new = object.__new__
+_setattr = object.__setattr__
+
+
+@dataclass(frozen=True, kw_only=True)
 class Skip:
     """The element did not run this call: the client had cancelled it."""
 
@@ -91,4 +128,4 @@ class End:
     t: float
 
 
-Record = Start | Claim | Progress | Result | Skip | Beat | End
+Record = Start | Claim | Progress | Result | Results | Skip | Beat | End

@@ -2,14 +2,17 @@
 
 Each array element appends the records of its calls to one log of its own, framed by
 :mod:`corral.store.frames`; the client reads only what was appended since its last tick. A
-frame's body is one line of ASCII JSON with its kind in ``"k"``, followed for a Result by
-``b"\\n"`` and the pickled value or exception (never unpickled here)::
+frame's body is one line of ASCII JSON with its kind in ``"k"``, followed for a Result (and a
+Results) by ``b"\\n"`` and the pickled value or exception (never unpickled here)::
 
     kind    record      JSON fields (short: a stream may hold 100,000 calls)
     start   Start       el host, h  pid, run, o e (stdout/stderr sizes), t
     claim   Claim       s sub, p pos, n  (positions pos..pos+n-1 of submission sub), o e, t
     prog    Progress    c call, a attempt, st step, tot total, m metrics, t
     out     Result      c a, ok, ty type_name, msg, tb, h, t0 started, t1 finished, o e, f in_file
+    outs    Results     h, o e, and parallel lists c, a, t0, t1, n (payload lengths): a run of
+                        calls that returned small values and printed nothing, their payloads
+                        joined after the line
     skip    Skip        c a, why  (the element did not run the call: the client cancelled it)
     beat    Beat        t  (a live element's heartbeat)
     end     End         code, ran, fail, t
@@ -44,6 +47,7 @@ from .stream_codec import (
     Progress,
     Record,
     Result,
+    Results,
     Skip,
     Start,
     decode_body,
@@ -204,6 +208,8 @@ def read_element_runs(data: bytes) -> ElementRuns:
             done.add((item.call, item.attempt))
             if type(item) is Result and not item.ok:
                 failed.add((item.call, item.attempt))
+        elif type(item) is Results:
+            done.update(zip(item.calls, item.attempts, strict=True))
         elif type(item) is Foreign or type(item) is Corrupt:
             damaged += 1
     return ElementRuns(
@@ -229,6 +235,7 @@ __all__ = [
     "Progress",
     "Record",
     "Result",
+    "Results",
     "Skip",
     "Start",
     "StreamReader",

@@ -49,7 +49,7 @@ def run_call(
     store, element = log.store, log.element
     started = time.time()
     host = _HOST
-    tokens = current_element.set(element), enter_call(log.writer, store, call, attempt)
+    tokens = current_element.set(element), enter_call(log, store, call, attempt)
     try:
         saved = store.read_checkpoint(call) if resumed else None
         requeues = 0
@@ -61,8 +61,11 @@ def run_call(
             print(f"corral: call {call} resumes from its checkpoint", file=sys.stderr)
         checkpointable = isinstance(fn, Checkpointable)
         try:
-            with signals.running(checkpointable, on_warning=requeues < max_requeues):
+            signals.begin(checkpointable, requeues < max_requeues)
+            try:
                 value = fn(*args, **kwargs)
+            finally:
+                signals.end()
         except Interrupted as stop:
             assert isinstance(fn, Checkpointable)
             _save_checkpoint(store, fn, call, args, kwargs, requeues + (not signals.terminated))

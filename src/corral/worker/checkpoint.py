@@ -96,6 +96,9 @@ class StopSignals:
     _running: bool = False  # a call runs
     _checkpointable: bool = False  # ... and can be interrupted: SIGTERM does
     _on_warning: bool = False  # ... and has requeues left: the warning does too
+    #: Called before SIGTERM ends the process during an ordinary call (the worker writes
+    #: the results it holds); its errors are ignored.
+    before_exit: Callable[[], None] | None = None
 
     @property
     def stopping(self) -> bool:
@@ -114,6 +117,9 @@ class StopSignals:
             self._running = False
             raise Interrupted("SIGTERM" if term else "time limit near")
         if self._running and term:  # an ordinary call ends as SIGTERM always ended it
+            if self.before_exit is not None:
+                with contextlib.suppress(Exception):
+                    self.before_exit()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
 
@@ -123,10 +129,18 @@ class StopSignals:
         inside), and so does the time-limit warning when ``on_warning`` (the call has
         requeues left); SIGTERM ends the process during any other call. A signal that came
         before the call began interrupts it at once."""
-        if checkpointable and (self.terminated or (self.warned and on_warning)):
-            raise Interrupted("SIGTERM" if self.terminated else "time limit near")
-        self._running, self._checkpointable, self._on_warning = True, checkpointable, on_warning
+        self.begin(checkpointable, on_warning)
         try:
             yield
         finally:
             self._running = False
+
+    def begin(self, checkpointable: bool, on_warning: bool) -> None:
+        """:meth:`running` as two calls (the worker's hot path): this before the call, and
+        :meth:`end` after it, however it ended."""
+        if checkpointable and (self.terminated or (self.warned and on_warning)):
+            raise Interrupted("SIGTERM" if self.terminated else "time limit near")
+        self._running, self._checkpointable, self._on_warning = True, checkpointable, on_warning
+
+    def end(self) -> None:
+        self._running = False

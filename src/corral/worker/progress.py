@@ -19,13 +19,19 @@ from __future__ import annotations
 import contextvars
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..store.stream_codec import Metric, Progress
 
 if TYPE_CHECKING:
     from ..store.batch import BatchStore
-    from ..store.streams import StreamWriter
+
+
+class Writes(Protocol):
+    """Where a call's progress records go: the element's log (after the results it holds)."""
+
+    def write(self, record: Progress) -> None: ...
+
 
 #: How often, at most, a running call looks for its stop request (one stat each time).
 STOP_CHECK = 0.2
@@ -41,7 +47,7 @@ class Stopped(Exception):
 class _Running:
     """The call running in this context, and what it knows of its stop request."""
 
-    writer: StreamWriter
+    writer: Writes
     store: BatchStore
     call: int
     attempt: int
@@ -55,7 +61,7 @@ _running: contextvars.ContextVar[_Running | None] = contextvars.ContextVar(
 CallToken = contextvars.Token["_Running | None"]
 
 
-def enter_call(writer: StreamWriter, store: BatchStore, call: int, attempt: int) -> CallToken:
+def enter_call(writer: Writes, store: BatchStore, call: int, attempt: int) -> CallToken:
     """Before one call run by the worker: :func:`progress` and :func:`should_stop` act on it
     until :func:`leave_call` (a pair of functions, not a context manager: it is per call)."""
     return _running.set(_Running(writer, store, call, attempt))

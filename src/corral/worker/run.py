@@ -216,6 +216,7 @@ def run_element(
     failed_before = len(before.failed) if restarted else 0
     how: Requeue | None = None
     with ElementLog(store, element, redirect=redirect, beat=beat) as log:
+        signals.before_exit = log.flush  # a SIGTERM mid-call: the results held are written
         work = _Element(log, plan, sub, fn, signals)
         with log.redirected():
             log.start(before.next_run)
