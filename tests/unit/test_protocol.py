@@ -85,16 +85,27 @@ def test_a_plan_takes_the_batch_options_and_the_mode_of_its_plan() -> None:
     assert (worker.options(), worker.max_requeues, worker.chunk) == (options, 2, 2)
 
 
+def test_a_plans_tasks_are_stored_as_runs_of_consecutive_calls_with_one_attempt() -> None:
+    tasks = ((0, 0), (1, 0), (2, 0), (5, 0), (6, 1), (7, 1), (3, 2), (4, 0))
+    plan = WorkerPlan(mode=Mode.PULL, tasks=tasks)
+    assert plan.to_json()["tasks"] == [[0, 3, 0], [5, 1, 0], [6, 2, 1], [3, 1, 2], [4, 1, 0]]
+    assert WorkerPlan.from_json(json.dumps(plan.to_json()).encode(), "p") == plan
+    big = WorkerPlan(mode=Mode.PULL, tasks=tuple((c, 0) for c in range(100_000)))
+    assert big.to_json()["tasks"] == [[0, 100_000, 0]]
+
+
 @pytest.mark.parametrize(
     ("change", "says"),
     [
         ({"mode": "dynamic"}, "'dynamic' is not a valid Mode"),
         ({"mode": None}, "None is not a valid Mode"),
-        ({"tasks": [[0]]}, "tasks must be a list of [call, attempt] pairs"),
-        ({"tasks": [[0, -1]]}, "tasks must be a list"),
-        ({"tasks": [[0, True]]}, "tasks must be a list"),
-        ({"tasks": [[0, 1.0]]}, "tasks must be a list"),
+        ({"tasks": [[0, 1]]}, "tasks must be a list of [first call, count >= 1, attempt] runs"),
+        ({"tasks": [[0, -1, 0]]}, "tasks must be a list"),
+        ({"tasks": [[0, 0, 0]]}, "tasks must be a list"),  # an empty run
+        ({"tasks": [[0, 1, True]]}, "tasks must be a list"),
+        ({"tasks": [[0, 1, 1.0]]}, "tasks must be a list"),
         ({"tasks": {"0": 0}}, "tasks must be a list"),
+        ({"tasks": [[0, 10**9, 0]] * 11}, "tasks hold more than 10000000 calls"),
         ({"mode": "static", "chunk": 0}, "chunk must be a whole number >= 1, not 0"),
         ({"total_elements": 0}, "total_elements must be a whole number >= 1"),
         ({"first_element": "0"}, "first_element must be a whole number >= 0, not '0'"),

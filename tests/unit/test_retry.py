@@ -114,7 +114,7 @@ def test_calls_on_a_failed_node_are_resubmitted_alone(workdir: str) -> None:
     # One chunk claim per static element of submission 0, and the resubmission's one.
     assert sorted(os.listdir(batch / "claims")) == ["0.0", "0.1", "0.2", "0.3", "0.4", "0.5", "1.0"]
     resubmitted = json.loads((batch / "subs" / "1.json").read_text())
-    assert resubmitted["tasks"] == [[0, 1]]  # only the failed call, at its next attempt
+    assert resubmitted["tasks"] == [[0, 1, 1]]  # only the failed call (one run of 1), at its next attempt
     assert "--array=0-0" in (batch / "subs" / "1.sh").read_text()
     assert futures[0].job_id == "101_0"
 

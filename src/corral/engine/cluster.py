@@ -29,26 +29,22 @@ from ..errors import CorralError, JobCancelledError, SchedulerError, SubmissionE
 from ..job import Condition, ElementStatus, JobState
 from ..resources import Resources
 from ..store.batch import BatchStore, default_root
-from ..store.protocol import WorkerOptions
-from . import budget
+from .building import build_batch
 from .cancelling import cancel_one, take_unclaimed
 from .coalesce import Coalescer, Pending
 from .dispatch import Dispatcher
 from .futures import CorralFuture, mark_cancelled
 from .pacing import release_idle, widen
 from .planning import plan_batch
-from .policy import PollPolicy
+from .policy import PollPolicy, PollTimer
 from .request import Request
 from .submitting import (
     Call,
     array_specs,
     guard_nested,
     log_pattern,
-    pack_engine,
-    pickle_calls,
-    probes,
 )
-from .tracking import BatchState, Completion, SubState
+from .tracking import BatchState, Completion
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +62,7 @@ class Cluster:
         self._wake = threading.Condition(self._lock)
         self._batches: list[BatchState] = []
         self._thread: threading.Thread | None = None
-        self._last_activity = 0.0  # when a batch was submitted or a call started or ended
+        self._pacing = PollTimer(self.policy, time.monotonic())
         self._dispatch = Dispatcher(backend, self.policy, self._live_elements)
         self._coalescer = Coalescer(self._kick)
 
@@ -90,38 +86,10 @@ class Cluster:
                 f"condition={needs.condition.value!r}; it can with: "
                 + ", ".join(repr(c.value) for c in Condition if c in self.backend.conditions)
             )
-        budget.charge(request.budget, request.what)
-        if request.payloads is None:
-            function, payloads = pickle_calls(request.fn, request.calls)
-        else:
-            function, payloads = pickle_calls(request.fn, [])[0], list(request.payloads)
-        resources, max_running = request.resources, request.max_running
-        limits = self.backend.limits(resources)
-        plans = plan_batch(len(payloads), limits, chunksize=request.chunksize, max_running=max_running)
-        name = request.batch_name
-        store = BatchStore.create(self.root, name, self.backend.transport)
-        store.write_batch(
-            {"function": name, "calls": len(payloads), "backend": self.backend.name, "created": time.time()},
-            function,
-            payloads,
-        )
-        options = WorkerOptions(
-            strict=request.strict, stdin=request.command is not None,
-            requeue=self.backend.requeue, restart_env=self.backend.restart_env,
-        )  # fmt: skip
-        batch = BatchState(
-            store, len(payloads), [], self, request.retry, name=name, max_running=max_running,
-            needs=needs, worker_options=options, explain=self.backend.explain_end, futures=futures,
-        )  # fmt: skip
-        store.write_engine(pack_engine(name, max_running, batch.retry, options))
-        probing = probes(plans)
-        specs = array_specs(plans, store.path, name, resources, max_running, request.command, request.chdir)
-        for plan, spec in zip(plans, specs, strict=True):
-            path = batch.save_submission(plan, spec, self.backend.render(spec))
-            batch.add_sub(SubState(plan, spec, path, probing=probing))
+        batch = build_batch(request, self.backend, self.root, self, futures)
         with self._lock:
             self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
-            self._last_activity = time.monotonic()
+            self._pacing.active(time.monotonic())
             if request.throttle is not None:
                 self._dispatch.limit(batch, request.throttle)
             try:
@@ -145,7 +113,7 @@ class Cluster:
             completions = self._scan(batch)
             completions += settle(batch) if settle else []
             self._batches.append(batch)
-            self._last_activity = time.monotonic()
+            self._pacing.active(time.monotonic())
             self._ensure_loop()
         _complete(completions)
         return batch
@@ -308,9 +276,9 @@ class Cluster:
             raise
 
     def _watch(self) -> None:
-        policy = self.policy
-        files_wait, sched_wait, failures = policy.files_min, policy.scheduler_min, 0
-        next_query = time.monotonic() + sched_wait
+        last = self._pacing.last_activity  # a submission's, before the loop began
+        pacing = self._pacing = PollTimer(self.policy, time.monotonic())
+        pacing.active(last)
         while True:
             self._coalescer.flush_due(time.monotonic())  # bursts of submits that paused
             with self._lock:
@@ -328,47 +296,33 @@ class Cluster:
                 # The local backend's status query reads memory: ask on every tick, so that
                 # an element that ended (or frees a place under an executor's limit) is seen.
                 holding = self._dispatch.holding_back()
-                due = time.monotonic() >= next_query or not self.backend.detached
+                due = pacing.due(time.monotonic()) or not self.backend.detached
                 job_ids = [j for b in self._batches for j in b.live_job_ids()] if due else []
                 job_ids += self._dispatch.settling_job_ids() if due else []
             if due:  # the scheduler is asked without the lock: submit and cancel never wait on it
                 try:
                     statuses = self.backend.poll(job_ids) if job_ids else {}
-                    failures = 0
                 except SchedulerError as exc:
                     statuses = None
-                    failures += 1
-                    sched_wait = min(policy.scheduler_min * 2**failures, policy.backoff_max)
+                    wait = pacing.failed()
                     log.warning(
-                        "status query failed (%d in a row), next in %.0f s: %s", failures, sched_wait, exc
+                        "status query failed (%d in a row), next in %.0f s: %s", pacing.failures, wait, exc
                     )
             with self._lock:
                 now = time.monotonic()
                 if due and statuses is not None:
                     changed = self._apply(statuses, now)
                     self._dispatch.settle(statuses, now)
-                    grown = min(sched_wait * policy.growth, policy.scheduler_max)
-                    sched_wait = policy.scheduler_min if changed or holding else grown
-                    if quiet and not changed and not holding:
-                        sched_wait = policy.quiet_interval  # the streams tell all: no need to ramp
-                if due:
-                    next_query = now + sched_wait * random.uniform(1 - policy.jitter, 1 + policy.jitter)
-                elif not quiet and next_query - now > policy.scheduler_max:
-                    # An element ended, or went silent: ask the scheduler soon, not in a minute.
-                    sched_wait = policy.scheduler_min
-                    next_query = now + sched_wait
-                completions += self._tend(now, reachable=not failures)
+                    pacing.answered(changed=changed, holding=holding, quiet=quiet)
+                jitter = random.uniform(1 - self.policy.jitter, 1 + self.policy.jitter)
+                pacing.schedule(now, asked=due, quiet=quiet, jitter=jitter)
+                completions += self._tend(now, reachable=not pacing.failures)
             _complete(completions)
             completions.clear()  # the values are the futures' now: keep none of them while waiting
             if progressed:
-                self._last_activity = time.monotonic()
-            recent = time.monotonic() - self._last_activity < policy.files_fast_for
-            files_wait = (
-                policy.files_min if recent else min(files_wait * policy.files_growth, policy.files_max)
-            )
-            files_wait = max(files_wait, 2 * scan_cost)  # huge batches: listing stays under 1/3 of a core
+                pacing.active(time.monotonic())
             with self._wake:
-                wait = min(files_wait, next_query - time.monotonic())
+                wait = pacing.wait(time.monotonic(), scan_cost)
                 flush_at = self._coalescer.next_due()
                 if flush_at is not None:
                     wait = min(wait, flush_at - time.monotonic())

@@ -156,12 +156,31 @@ class WorkerOptions:
             _env_name(self.restart_env, "restart_env")
 
 
+#: The most calls one plan may name (a planted plan must not make a worker build a list
+#: that fills its memory): ten times the most a batch may hold.
+_MAX_TASKS = 10_000_000
+
+
+def _runs(tasks: tuple[tuple[int, int], ...]) -> list[list[int]]:
+    """``tasks`` as runs of consecutive calls with one attempt: [first call, count, attempt]
+    (a fresh batch's 100,000 calls are one run; its retries a few)."""
+    runs: list[list[int]] = []
+    for call, attempt in tasks:
+        if runs:
+            last = runs[-1]
+            if last[2] == attempt and last[0] + last[1] == call:
+                last[1] += 1
+                continue
+        runs.append([call, 1, attempt])
+    return runs
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerPlan:
     """What the elements of one submission read (``subs/<s>.json``); see the module doc."""
 
     mode: Mode
-    tasks: tuple[tuple[int, int], ...]  # (call, attempt) pairs the submission may run
+    tasks: tuple[tuple[int, int], ...]  # (call, attempt) pairs the submission may run (stored as runs)
     chunk: int = 0  # STATIC: calls per element
     first_element: int = 0  # PULL: this submission's first element among the batch's
     total_elements: int = 1  # PULL: elements of the batch in all its submissions
@@ -197,7 +216,7 @@ class WorkerPlan:
     def to_json(self) -> dict[str, Any]:
         return {
             "mode": self.mode.value,
-            "tasks": [[c, a] for c, a in self.tasks],
+            "tasks": _runs(self.tasks),
             "chunk": self.chunk,
             "first_element": self.first_element,
             "total_elements": self.total_elements,
@@ -225,14 +244,18 @@ class WorkerPlan:
         if set(record) != names:
             missing, extra = sorted(names - set(record)), sorted(set(record) - names)
             raise ValueError(f"its fields differ from a plan's (missing {missing}, unknown {extra})")
-        tasks = record["tasks"]
-        if not isinstance(tasks, list) or not all(
-            isinstance(t, list) and len(t) == 2 and all(type(n) is int and n >= 0 for n in t) for t in tasks
+        runs = record["tasks"]
+        if not isinstance(runs, list) or not all(
+            isinstance(r, list) and len(r) == 3 and all(type(n) is int and n >= 0 for n in r) and r[1] > 0
+            for r in runs
         ):
-            raise ValueError("tasks must be a list of [call, attempt] pairs of whole numbers")
+            raise ValueError("tasks must be a list of [first call, count >= 1, attempt] runs (whole numbers)")
+        if sum(r[1] for r in runs) > _MAX_TASKS:
+            raise ValueError(f"tasks hold more than {_MAX_TASKS} calls")
         requeue = record["requeue"]
+        tasks = tuple((c, a) for first, n, a in runs for c in range(first, first + n))
         return cls(
-            mode=Mode(record["mode"]), tasks=tuple((c, a) for c, a in tasks), chunk=record["chunk"],
+            mode=Mode(record["mode"]), tasks=tasks, chunk=record["chunk"],
             first_element=record["first_element"], total_elements=record["total_elements"],
             strict=record["strict"], stdin=record["stdin"], max_requeues=record["max_requeues"],
             requeue=None if requeue is None else Requeue.from_json(requeue),

@@ -1,0 +1,54 @@
+"""A request written down: the batch folder, its calls and plans, and the batch that tracks
+it, before anything reaches the scheduler (see :meth:`corral.engine.cluster.Cluster.submit`)."""
+
+from __future__ import annotations
+
+import time
+
+from ..backends.base import Backend
+from ..store.batch import BatchStore
+from ..store.protocol import WorkerOptions
+from . import budget
+from .futures import CorralFuture
+from .planning import plan_batch
+from .request import Request
+from .submitting import array_specs, pack_engine, pickle_calls, probes
+from .tracking import BatchState, Owner, SubState
+
+
+def build_batch(
+    request: Request, backend: Backend, root: str, owner: Owner, futures: list[CorralFuture] | None = None
+) -> BatchState:
+    """Charge the request's budget, pickle its calls, plan its arrays for ``backend``'s
+    limits, and write it all to a new batch folder under ``root``: everything that can fail
+    before the scheduler sees the batch fails here. ``futures``: a burst's pending ones."""
+    budget.charge(request.budget, request.what)
+    if request.payloads is None:
+        function, payloads = pickle_calls(request.fn, request.calls)
+    else:
+        function, payloads = pickle_calls(request.fn, [])[0], list(request.payloads)
+    resources, max_running = request.resources, request.max_running
+    limits = backend.limits(resources)
+    plans = plan_batch(len(payloads), limits, chunksize=request.chunksize, max_running=max_running)
+    name = request.batch_name
+    store = BatchStore.create(root, name, backend.transport)
+    store.write_batch(
+        {"function": name, "calls": len(payloads), "backend": backend.name, "created": time.time()},
+        function,
+        payloads,
+    )
+    options = WorkerOptions(
+        strict=request.strict, stdin=request.command is not None,
+        requeue=backend.requeue, restart_env=backend.restart_env,
+    )  # fmt: skip
+    batch = BatchState(
+        store, len(payloads), [], owner, request.retry, name=name, max_running=max_running,
+        needs=request.needs, worker_options=options, explain=backend.explain_end, futures=futures,
+    )  # fmt: skip
+    store.write_engine(pack_engine(name, max_running, batch.retry, options))
+    probing = probes(plans)
+    specs = array_specs(plans, store.path, name, resources, max_running, request.command, request.chdir)
+    for plan, spec in zip(plans, specs, strict=True):
+        path = batch.save_submission(plan, spec, backend.render(spec))
+        batch.add_sub(SubState(plan, spec, path, probing=probing))
+    return batch
