@@ -18,7 +18,7 @@ import pytest
 
 from corral.store.batch import BatchStore, Outcome
 from corral.store.protocol import ChunkClaim, Claim, Mode
-from corral.store.replay import Event, Ran, Replay
+from corral.store.replay import CallEvent, Ran, Replay, each_call
 from corral.store.streams import Claim as ClaimRecord
 from corral.store.streams import Item, Record, Result, Start, StreamReader, StreamWriter
 from corral.transports.base import CommandResult
@@ -175,7 +175,7 @@ def client_only_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types
 # -- reading a batch as the client does -----------------------------------------------------------
 
 
-def replayed(store: BatchStore) -> tuple[Replay, list[Event]]:
+def replayed(store: BatchStore) -> tuple[Replay, list[CallEvent]]:
     """Every stream of the batch read whole through the client's reader, with the facts it
     gave (in stream order, streams by name)."""
     n_calls = os.path.getsize(store.calls_index_path()) // 8 - 1
@@ -184,7 +184,7 @@ def replayed(store: BatchStore) -> tuple[Replay, list[Event]]:
     events = [
         event
         for name, data in sorted(store.scan_streams({}).items())
-        for event in replay.feed(name, data, 0.0)
+        for event in each_call(replay.feed(name, data, 0.0))
     ]
     return replay, events
 

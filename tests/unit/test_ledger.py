@@ -403,8 +403,11 @@ class World:
     dir makes them), write results, end; the engine reads their records late, out of
     order and twice, and answers the ledger's decisions as it will."""
 
-    def __init__(self, data: st.DataObject, n_calls: int, elements: int, policy: RetryPolicy) -> None:
+    def __init__(
+        self, data: st.DataObject, n_calls: int, elements: int, policy: RetryPolicy, bulk: bool = False
+    ) -> None:
         self.data = data
+        self.bulk = bulk  # takes and results through taken_all and finished_all, as runs of one
         self.player = Player(n_calls, policy)
         self.claims: set[tuple[int, int]] = set()  # (call, attempt) taken, exclusively
         self.tasks: dict[str, list[tuple[int, int]]] = {}  # element -> tasks it may take
@@ -448,10 +451,15 @@ class World:
     def deliver(self, event: tuple[Any, ...]) -> None:
         ledger = self.player.ledger
         kind, call, attempt, *rest = event
-        if kind == "take":
+        if kind == "take" and self.bulk:
+            ledger.taken_all([(call, attempt)], rest[0])
+        elif kind == "take":
             ledger.taken(call, attempt, rest[0])
         elif kind == "skip":
             self.apply(ledger.skipped(call, attempt))
+        elif kind == "ok" and self.bulk:
+            resolved, decisions = ledger.finished_all([(call, attempt)], rest[0], "n1")
+            self.apply([Resolve(c, True) for c in resolved] + decisions)
         elif kind == "ok":
             self.apply(ledger.finished(call, attempt, True, element=rest[0]))
         else:
@@ -551,12 +559,13 @@ class World:
     retries=st.integers(0, 2),
     retry_on=st.booleans(),
     steps=st.integers(0, 60),
+    bulk=st.booleans(),
 )
 def test_random_runs_settle_every_call_exactly_once(
-    data: st.DataObject, n_calls: int, elements: int, retries: int, retry_on: bool, steps: int
+    data: st.DataObject, n_calls: int, elements: int, retries: int, retry_on: bool, steps: int, bulk: bool
 ) -> None:
     policy = RetryPolicy(max_retries=retries, retry_on=(ValueError,) if retry_on else ())
-    world = World(data, n_calls, elements, policy)
+    world = World(data, n_calls, elements, policy, bulk)
     for _ in range(steps):
         world.step()
         assert len(world.settled) == len(set(world.settled)), world.settled
@@ -566,3 +575,40 @@ def test_random_runs_settle_every_call_exactly_once(
     assert ledger.done and ledger.unclaimed() == [] and ledger.holders() == set()
     counts = ledger.counts()
     assert counts.done + counts.failed + counts.cancelled == n_calls
+
+
+def ledger_view(ledger: Ledger) -> tuple[object, ...]:
+    calls = range(ledger.n_calls)
+    return (
+        [(ledger.phase(c), ledger.attempt(c), ledger.holder(c)) for c in calls],
+        ledger.counts(), ledger.holders(), ledger.started, ledger.unclaimed(),
+    )  # fmt: skip
+
+
+def test_runs_of_takes_and_results_decide_as_the_same_events_one_by_one() -> None:
+    """A claim's takes and a run's results in bulk (the engine's hot path, done inline for
+    the usual case) leave the ledger as the same events one at a time, unusual ones too: a
+    call taken twice, a later attempt's take, a stale result, a claim read after its
+    element ended."""
+    one, bulk = Ledger(12, TWO_RETRIES), Ledger(12, TWO_RETRIES)
+    for ledger in (one, bulk):
+        ledger.add_submission(
+            substate(plan_batch(12, Limits(max_array_size=1001, max_submit_jobs=None, slots=3))[0])
+        )
+        ledger.submitted(0, "100", now=0.0)
+        ledger.element_status({"100_2": ElementStatus("100_2", S.COMPLETED, "n1")}, 0.0, LOST_AFTER)
+    claims = [
+        ("100_0", [(0, 0), (1, 0), (2, 0), (3, 0)]),
+        ("100_1", [(3, 0), (4, 0), (5, 1), (6, 0)]),  # 3 is 100_0's; attempt 1 of 5 is not current
+        ("100_2", [(7, 0), (8, 0)]),  # read after its element ended: its calls are due
+    ]
+    results = [("100_0", [(0, 0), (2, 0), (9, 0)]), ("100_1", [(4, 0), (4, 0), (6, 0), (5, 1)])]
+    for element, tasks in claims:
+        started = [c for c, a in tasks if one.taken(c, a, element)]
+        assert bulk.taken_all(tasks, element) == started
+    for element, tasks in results:
+        decided = [show(d) for c, a in tasks for d in one.finished(c, a, True, element=element, host="n1")]
+        resolved, decisions = bulk.finished_all(tasks, element, "n1")
+        assert [f"done {c}" for c in resolved] + [show(d) for d in decisions] == decided
+    assert ledger_view(bulk) == ledger_view(one)
+    assert bulk.orphans(GRACE + 1, GRACE) == one.orphans(GRACE + 1, GRACE)

@@ -247,6 +247,20 @@ class Futures(Sequence[CorralFuture]):
                 return None
         return slot if isinstance(slot, CorralFuture) else None
 
+    def settle_all(self, calls: Sequence[int], values: dict[int, Any]) -> list[CorralFuture]:
+        """:meth:`settle` (ok) for each of ``calls``, under one lock; return the futures to
+        complete, in order."""
+        found: list[CorralFuture] = []
+        slots = self._slots
+        with self._lock:
+            for call in calls:
+                slot = slots[call]
+                if slot is None:
+                    slots[call] = (True, values[call])
+                elif isinstance(slot, CorralFuture):
+                    found.append(slot)
+        return found
+
     def hand_over(self, call: int, timeout: float | None = None) -> Any:
         """:meth:`CorralFuture.hand_over` for a future only its caller sees, which the
         batch then lets go: asked for again, the call has a future that is done (its value

@@ -16,8 +16,8 @@ from ..errors import CorralError, JobCancelledError, UnsafeWorkDirError
 from ..job import JobState
 from ..store.batch import BatchStore, Outcome
 from ..store.protocol import BEAT
-from ..store.replay import Damaged, Event, Ran, Replay, Skipped, Took
-from ..store.stream_codec import Result
+from ..store.replay import Damaged, Event, Ran, RanAll, Replay, Skipped, TookAll
+from ..store.stream_codec import Result, Results
 from .elements import SubState
 from .futures import CorralFuture, Futures, decode_outcome
 from .ledger import Ledger
@@ -61,15 +61,19 @@ class Intake:
 
     def _take(self, event: Event, now: float) -> list[Completion]:
         kind = type(event)
-        if kind is Took:
-            assert isinstance(event, Took)
-            if self.ledger.taken(event.call, event.attempt, event.element):
-                if self.first_claim_at is None:
-                    self.first_claim_at = now
-                future = self.futures.made(event.call)  # one made later starts RUNNING
+        if kind is TookAll:
+            assert isinstance(event, TookAll)
+            started = self.ledger.taken_all(event.tasks, event.element)
+            if started and self.first_claim_at is None:
+                self.first_claim_at = now
+            for call in started:
+                future = self.futures.made(call)  # one made later starts RUNNING
                 if future is not None:
                     future.mark_running()
             return []
+        if kind is RanAll:
+            assert isinstance(event, RanAll)
+            return self._finished_all(event.run, event.element)
         if kind is Ran:
             assert isinstance(event, Ran)
             return self._finished(event.call, event.attempt, event.element, event.result)
@@ -122,6 +126,31 @@ class Intake:
         ok, value = decode_outcome(outcome, call, self.store.name, self.store.path)
         decisions = self.ledger.finished(call, attempt, ok, None if ok else value, element, result.host)
         return self.apply(decisions, {call: value} if ok else {})
+
+    def _finished_all(self, run: Results, element: str) -> list[Completion]:
+        """A run of calls that returned: unpickled, and settled in bulk (see
+        :meth:`Ledger.finished_all`); a value that cannot be unpickled here fails its call
+        as :meth:`_finished` says."""
+        n, is_final, values = len(self.futures), self.ledger.is_final, {}
+        tasks, odd = [], []
+        for i, (call, attempt, payload) in enumerate(zip(run.calls, run.attempts, run.payloads, strict=True)):
+            if not 0 <= call < n or is_final(call):
+                continue
+            try:
+                values[call] = pickle.loads(payload)
+            except Exception:  # noqa: BLE001 - _finished says why, in the call's error
+                odd.append(i)
+                continue
+            tasks.append((call, attempt))
+        resolved, decisions = self.ledger.finished_all(tasks, element, run.host)
+        futures = self.futures.settle_all(resolved, values)
+        completions: list[Completion] = [(future, True, values[future.call]) for future in futures]
+        completions += self.apply(decisions, values)
+        if odd:
+            results = list(run.each())
+            for i in odd:
+                completions += self._finished(results[i].call, results[i].attempt, element, results[i])
+        return completions
 
     def _outcome(self, call: int, attempt: int, element: str, result: Result) -> Outcome:
         if result.in_file:

@@ -130,6 +130,61 @@ class Ledger(Calls):
             self._started += 1
         return False
 
+    def taken_all(self, tasks: Sequence[tuple[int, int]], element: str) -> list[int]:
+        """:meth:`taken` for each of ``tasks`` (one chunk claim's), in order; return the calls
+        it started. The usual case (a waiting call's current attempt, taken by an element
+        that has not ended) is done inline: a claim may hold thousands of calls."""
+        started: list[int] = []
+        phase, current, holder = self._phase, self._attempt, self._holder
+        inline = element not in self.plans.final_ids
+        held: set[int] | None = None
+        moved = 0
+        for call, attempt in tasks:
+            if inline and 0 <= call < self.n_calls and phase[call] == WAITING and attempt == current[call]:
+                phase[call] = TAKEN
+                holder[call] = element
+                if held is None:
+                    held = self._held.setdefault(element, set())
+                held.add(call)
+                moved += 1
+                started.append(call)
+            elif self.taken(call, attempt, element):
+                started.append(call)
+        self._counts[WAITING] -= moved
+        self._counts[TAKEN] += moved
+        self._started += moved
+        return started
+
+    def finished_all(
+        self, results: Sequence[tuple[int, int]], element: str, host: str
+    ) -> tuple[list[int], list[Decision]]:
+        """:meth:`finished` for each of ``results``, (call, attempt) pairs that each returned
+        a value, in order: the calls resolved (ok) the usual way (their current attempt,
+        taken), done inline, and the decisions about the others."""
+        resolved: list[int] = []
+        decisions: list[Decision] = []
+        phase, current, holder, held, due = self._phase, self._attempt, self._holder, self._held, self._due
+        moved = 0
+        for call, attempt in results:
+            if 0 <= call < self.n_calls and phase[call] == TAKEN and attempt == current[call]:
+                who = holder[call]
+                if who is None:
+                    holder[call] = element
+                elif who in held:
+                    calls = held[who]
+                    calls.discard(call)
+                    if not calls:
+                        del held[who]
+                phase[call] = DONE
+                due.discard(call)
+                moved += 1
+                resolved.append(call)
+            else:
+                decisions += self.finished(call, attempt, True, None, element, host)
+        self._counts[TAKEN] -= moved
+        self._counts[DONE] += moved
+        return resolved, decisions
+
     def finished(
         self,
         call: int,

@@ -38,6 +38,10 @@ class Calls:
         """Where the call's current attempt stands."""
         return Phase(self._phase[call])
 
+    def is_final(self, call: int) -> bool:
+        """True once the call's future is settled (``phase(call).is_final``, without the enum)."""
+        return self._phase[call] >= DONE
+
     def state(self, call: int) -> JobState:
         """The call's state as its future shows it; a failure shows its error's state."""
         phase = self.phase(call)

@@ -131,7 +131,7 @@ class BatchStore(ElementFiles):
         """Remove the temporary files that writers killed mid-write left in this batch's
         folders (see :meth:`corral.transports.base.Transport.sweep_temporaries`)."""
         folders = ("", "subs", "results", "attempts", "checkpoints", "claims", "cancels", "stops")
-        return sum(self.transport.sweep_temporaries(self._p(f) if f else self.path) for f in folders)
+        return self.transport.sweep_temporaries([self._p(f) if f else self.path for f in folders])
 
     def write_batch(self, manifest: dict[str, Any], function: bytes, calls: list[bytes]) -> None:
         """Store the batch's function and calls, then its manifest (last: a folder counts as

@@ -18,7 +18,7 @@ from ..trust import check_private_dir
 from .batch import BatchStore, Outcome, task_name
 from .claims import process_gone
 from .protocol import ChunkClaim, Claim, is_element_id
-from .replay import Event, Ran, Replay, Skipped, Took
+from .replay import CallEvent, Ran, Replay, Skipped, Took, each_call
 
 
 class CallStatus(enum.Enum):
@@ -98,7 +98,7 @@ def scan_batch(store: BatchStore, calls: int) -> Folder:
     replay = Replay(calls, lambda sub: plans.get(sub, []))
     folder = Folder([0] * calls, replay, {}, {}, set(), store.recorded(), set(store.cancel_marks()))
     for name, data in store.scan_streams({}).items():
-        for event in replay.feed(name, data, 0.0):
+        for event in each_call(replay.feed(name, data, 0.0)):
             _take(store, folder, event)
     for sub, tasks in plans.items():
         for start, claim in _chunk_claims(store, sub).items():
@@ -113,7 +113,7 @@ def scan_batch(store: BatchStore, calls: int) -> Folder:
     return folder
 
 
-def _take(store: BatchStore, folder: Folder, event: Event) -> None:
+def _take(store: BatchStore, folder: Folder, event: CallEvent) -> None:
     if isinstance(event, Took):
         folder.took.setdefault((event.call, event.attempt), event.element)
     elif isinstance(event, Ran):

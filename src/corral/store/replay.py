@@ -5,12 +5,16 @@ The engine feeds it the bytes each tick's scan found appended (live), ``corral.a
 ``corral status`` feed it whole streams (a replay); either way the same records give the
 same facts, in the same order:
 
-* :class:`Took`: an element took a call's attempt (a chunk claim names positions of its
-  submission's task list; ``tasks_of`` turns them into calls);
-* :class:`Ran`: its Result (the payload stays bytes: nothing is unpickled here);
+* :class:`TookAll`: an element took a chunk of calls' attempts (a chunk claim names positions
+  of its submission's task list; ``tasks_of`` turns them into calls);
+* :class:`Ran`: a call's Result (the payload stays bytes: nothing is unpickled here), and
+  :class:`RanAll`: a run of calls' Results in one record (:class:`~.stream_records.Results`);
 * :class:`Skipped`: it did not run it (the client had cancelled it);
 * :class:`Damaged`: a record that is not one corral wrote (a :class:`Foreign`, naming its
   call when readable) or bytes that are not a record at all (a :class:`Corrupt`).
+
+The runs keep a 100,000-call tick to a few hundred events; :func:`each_call` gives them call
+by call (:class:`Took` and :class:`Ran`) to a reader that wants no more.
 
 It also keeps what a person may ask of a call at any moment, without another read: where its
 output lies in its element's files (the range between the element's previous mark and the
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import array
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .frames import Corrupt
@@ -49,6 +53,18 @@ class Ran:
 
 
 @dataclass(frozen=True)
+class TookAll:
+    element: str
+    tasks: Sequence[tuple[int, int]]  # (call, attempt), in the claim's order
+
+
+@dataclass(frozen=True)
+class RanAll:
+    element: str
+    run: Results
+
+
+@dataclass(frozen=True)
 class Skipped:
     call: int
     attempt: int
@@ -64,7 +80,22 @@ class Damaged:
     attempt: int | None = None
 
 
-Event = Took | Ran | Skipped | Damaged
+Event = TookAll | Ran | RanAll | Skipped | Damaged
+CallEvent = Took | Ran | Skipped | Damaged
+
+
+def each_call(events: Iterable[Event]) -> Iterator[CallEvent]:
+    """``events`` with each run given call by call: a :class:`TookAll` as one :class:`Took`
+    per call, a :class:`RanAll` as one :class:`Ran` per call."""
+    for event in events:
+        if type(event) is TookAll:
+            for call, attempt in event.tasks:
+                yield Took(call, attempt, event.element)
+        elif type(event) is RanAll:
+            for result in event.run.each():
+                yield Ran(result.call, result.attempt, event.element, result)
+        else:
+            yield event  # type: ignore[misc]
 
 
 class ElementLog:
@@ -140,10 +171,8 @@ class Replay:
         kind = type(item)
         if kind is Results:
             assert isinstance(item, Results)
-            ends = (item.out, item.err)
-            for result in item.each():
-                self._ended(log, result.call, result.attempt, ends)
-                yield Ran(result.call, result.attempt, log.element, result)
+            self._ended_run(log, item)
+            yield RanAll(log.element, item)
         elif kind is Result:
             assert isinstance(item, Result)
             self._ended(log, item.call, item.attempt, (item.out, item.err))
@@ -151,10 +180,9 @@ class Replay:
         elif kind is Claim:
             assert isinstance(item, Claim)
             log.marks = (item.out, item.err)
-            tasks = self.tasks_of(item.sub)
-            for call, attempt in tasks[item.pos : item.pos + item.n]:
-                log.queue.append((call, attempt))
-                yield Took(call, attempt, log.element)
+            tasks = self.tasks_of(item.sub)[item.pos : item.pos + item.n]
+            log.queue.extend(tasks)
+            yield TookAll(log.element, tasks)
         elif kind is Progress:
             assert isinstance(item, Progress)
             self.progress[item.call] = item
@@ -191,6 +219,29 @@ class Replay:
         self._out[2 * call], self._out[2 * call + 1] = log.marks[0], ends[0]
         self._err[2 * call], self._err[2 * call + 1] = log.marks[1], ends[1]
         log.marks = ends
+
+    def _ended_run(self, log: ElementLog, run: Results) -> None:
+        """:meth:`_ended` for each call of a run, in order: they share their output's end
+        (none of them printed), so each range after the first is empty."""
+        queue, where, out, err = log.queue, self._where, self._out, self._err
+        index, n_calls = self._index[log.element], self.n_calls
+        o, e = run.out, run.err
+        mark_o, mark_e = log.marks
+        for task in zip(run.calls, run.attempts, strict=True):
+            if queue and queue[0] == task:
+                queue.popleft()  # the usual order: the run's calls are the chunk's, in order
+            else:
+                try:
+                    queue.remove(task)
+                except ValueError:
+                    pass  # a rerun after a restart, or a record of a claim this reader never saw
+            call = task[0]
+            if 0 <= call < n_calls:
+                where[call] = index
+                out[2 * call], out[2 * call + 1] = mark_o, o
+                err[2 * call], err[2 * call + 1] = mark_e, e
+                mark_o, mark_e = o, e
+        log.marks = (mark_o, mark_e)
 
     # -- questions ------------------------------------------------------------------------------
 

@@ -86,7 +86,8 @@ class Transport(Protocol):
         missing folder: ``{}``."""
         ...
 
-    def sweep_temporaries(self, folder: str, max_age: float = 86400.0) -> int:
-        """Remove the temporary files in ``folder`` that writers killed mid-write left (their
-        process is gone, or they are older than ``max_age`` seconds); return how many."""
+    def sweep_temporaries(self, folders: Sequence[str], max_age: float = 86400.0) -> int:
+        """Remove the temporary files in ``folders`` that writers killed mid-write left (their
+        process is gone, or they are older than ``max_age`` seconds); return how many. One
+        operation for all the folders."""
         ...

@@ -199,29 +199,34 @@ class LocalTransport:
                 os.close(fd)
         return grown
 
-    def sweep_temporaries(self, folder: str, max_age: float = 86400.0) -> int:
-        """Remove the temporary files in ``folder`` whose writer is gone: one of this host
+    def sweep_temporaries(self, folders: Sequence[str], max_age: float = 86400.0) -> int:
+        """Remove the temporary files in ``folders`` whose writer is gone: one of this host
         whose process no longer exists, or any older than ``max_age`` seconds (a writer on
         another host, whose process cannot be asked). Return how many were removed.
         Housekeeping: a folder or file it cannot read or remove is left as it is."""
-        removed = 0
-        now = time.time()
+        return sum(_sweep(folder, max_age) for folder in folders)
+
+
+def _sweep(folder: str, max_age: float) -> int:
+    """:meth:`LocalTransport.sweep_temporaries` in one folder."""
+    removed = 0
+    now = time.time()
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return 0
+    for entry in entries:
+        if not (entry.startswith(".") and entry.endswith(".tmp")):
+            continue
+        path = os.path.join(folder, entry)
         try:
-            entries = os.listdir(folder)
+            old = now - os.lstat(path).st_mtime > max_age
+            if old or _writer_is_dead(entry):
+                os.unlink(path)
+                removed += 1
         except OSError:
-            return 0
-        for entry in entries:
-            if not (entry.startswith(".") and entry.endswith(".tmp")):
-                continue
-            path = os.path.join(folder, entry)
-            try:
-                old = now - os.lstat(path).st_mtime > max_age
-                if old or _writer_is_dead(entry):
-                    os.unlink(path)
-                    removed += 1
-            except OSError:
-                pass  # renamed into place or removed meanwhile, or not ours to remove
-        return removed
+            pass  # renamed into place or removed meanwhile, or not ours to remove
+    return removed
 
 
 def _open_no_link(path: str) -> int:
