@@ -19,8 +19,8 @@ killed in that window loses them, and its calls run again or fail as the retry p
 as any call the worker had taken; a SIGTERM during a call writes the run first.
 
 Durability: an outcome is durable (survives the node's crash, not only the worker's) once
-the log was synced after its Result: the log is synced when a chunk ends, after a Result when
-0.25 s have passed since the last sync, and after End. A result too large for the stream is
+the log was synced after its Result (or its run): the log is synced when a chunk ends, after
+a Result when 0.25 s have passed since the last sync, and after End. A result too large for the stream is
 written to its own file and synced *before* the Result that points to it. A worker killed
 mid-write leaves at worst a torn last frame, which readers report as damage and the restarted
 element cuts off (:func:`corral.store.streams.truncate_torn_tail`) before it appends.
