@@ -1,4 +1,5 @@
-"""The codec of the records of an element's stream (the table is in :mod:`corral.store.streams`).
+"""The codec of the records of an element's stream (the table is in :mod:`corral.store.streams`,
+the fields' checks in :mod:`corral.store.stream_fields`).
 
 Encoding checks every field as decoding does, so nothing written comes back Foreign. Decoding
 is strict (bool is not int, an int field takes no float, numbers are finite, call and attempt
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .frames import Corrupt, Frame, encode_frame
+from .stream_fields import FIELDS, KIND_OF, Bad, check_metrics
 from .stream_records import Beat, Claim, End, Metric, Progress, Record, Result, Results, Skip, Start
 
 _R = TypeVar("_R")
@@ -32,95 +34,8 @@ class Foreign:
     attempt: int | None = None
 
 
-class _Bad(ValueError):
-    """A field that is not what the record says it is."""
-
-
-def _nat(v: Any) -> int:
-    if type(v) is not int or v < 0:
-        raise _Bad(f"{v!r} is not an integer >= 0")
-    return v
-
-
-def _int(v: Any) -> int:
-    if type(v) is not int:
-        raise _Bad(f"{v!r} is not an integer")
-    return v
-
-
-def _positive(v: Any) -> int:
-    if type(v) is not int or v < 1:
-        raise _Bad(f"{v!r} is not an integer >= 1")
-    return v
-
-
-def _real(v: Any) -> float:
-    if type(v) is float:
-        if math.isfinite(v):
-            return v
-    elif type(v) is int:
-        return float(v)
-    raise _Bad(f"{v!r} is not a finite number")
-
-
-def _num(v: Any) -> float | int:
-    if (type(v) is float and math.isfinite(v)) or type(v) is int:
-        return v
-    raise _Bad(f"{v!r} is not a finite number")
-
-
-def _opt_num(v: Any) -> float | int | None:
-    return None if v is None else _num(v)
-
-
-def _str(v: Any) -> str:
-    if type(v) is not str:
-        raise _Bad(f"{v!r} is not a string")
-    return v
-
-
-def _bool(v: Any) -> bool:
-    if type(v) is not bool:
-        raise _Bad(f"{v!r} is not true or false")
-    return v
-
-
-def _metrics(v: Any) -> dict[str, Metric]:
-    if type(v) is not dict:
-        raise _Bad(f"{v!r} is not an object")
-    for key, value in v.items():
-        if type(key) is not str:
-            raise _Bad(f"metric name {key!r} is not a string")
-        if value is not None and type(value) not in (str, bool):
-            _num(value)
-    return v
-
-
-Check = Callable[[Any], Any]
-
-#: Per kind: the record class and its fields as (attribute, JSON key, check), in JSON order.
-# fmt: off
-_FIELDS: dict[str, tuple[type[Record], tuple[tuple[str, str, Check], ...]]] = {
-    "start": (Start, (("element", "el", _str), ("host", "h", _str), ("pid", "pid", _nat),
-                      ("run", "run", _nat), ("out", "o", _nat), ("err", "e", _nat), ("t", "t", _real))),
-    "claim": (Claim, (("sub", "s", _nat), ("pos", "p", _nat), ("n", "n", _positive),
-                      ("out", "o", _nat), ("err", "e", _nat), ("t", "t", _real))),
-    "prog": (Progress, (("call", "c", _nat), ("attempt", "a", _nat), ("step", "st", _num),
-                        ("total", "tot", _opt_num), ("metrics", "m", _metrics), ("t", "t", _real))),
-    "out": (Result, (("call", "c", _nat), ("attempt", "a", _nat), ("ok", "ok", _bool),
-                     ("type_name", "ty", _str), ("message", "msg", _str), ("traceback", "tb", _str),
-                     ("host", "h", _str), ("started", "t0", _real), ("finished", "t1", _real),
-                     ("out", "o", _nat), ("err", "e", _nat), ("in_file", "f", _bool))),
-    "skip": (Skip, (("call", "c", _nat), ("attempt", "a", _nat), ("why", "why", _str))),
-    "beat": (Beat, (("t", "t", _real),)),
-    "end": (End, (("code", "code", _int), ("ran", "ran", _nat), ("failed", "fail", _nat), ("t", "t", _real))),
-}
-# fmt: on
-_KIND_OF: dict[type[Record], str] = {cls: kind for kind, (cls, _) in _FIELDS.items()}
-
-
 def _reject_constant(name: str) -> None:
-    raise _Bad(f"{name} is not a finite number")
+    raise Bad(f"{name} is not a finite number")
 
 
 #: The C scanner behind json.loads, called directly (see decode_body).
@@ -145,12 +60,12 @@ def encode_record(record: Record) -> bytes:
             return frame
     elif type(record) is Results:
         return _encode_results(record)
-    kind = _KIND_OF[type(record)]
+    kind = KIND_OF[type(record)]
     head: dict[str, Any] = {"k": kind}
     try:
-        for attr, key, check in _FIELDS[kind][1]:
+        for attr, key, check in FIELDS[kind][1]:
             head[key] = check(getattr(record, attr))
-    except _Bad as bad:
+    except Bad as bad:
         raise ValueError(f"cannot write {record!r}: {attr} {bad}") from None
     line = _ENCODER.encode(head).encode("ascii")
     if type(record) is Result:
@@ -258,8 +173,8 @@ def _fast_encode_progress(p: Progress) -> bytes | None:
         return None
     # fmt: on
     try:
-        metrics = _ENCODER.encode(_metrics(m))  # allow_nan=False: ValueError for a NaN
-    except (_Bad, ValueError):
+        metrics = _ENCODER.encode(check_metrics(m))  # allow_nan=False: ValueError for a NaN
+    except (Bad, ValueError):
         return None  # the table says why
     total = "null" if tot is None else _ENCODER.encode(tot)
     step = _ENCODER.encode(st)
@@ -319,7 +234,7 @@ _isfinite = math.isfinite
 
 def _decode_fields(offset: int, head: dict[str, Any], body: bytes, cut: int) -> Record | Foreign:
     kind = head.get("k")
-    spec = _FIELDS.get(kind) if type(kind) is str else None
+    spec = FIELDS.get(kind) if type(kind) is str else None
     if spec is None:
         return Foreign(offset, f"unknown record kind {kind!r}", _readable(head, "c"), _readable(head, "a"))
     cls, fields = spec
@@ -327,20 +242,20 @@ def _decode_fields(offset: int, head: dict[str, Any], body: bytes, cut: int) -> 
     try:
         for attr, key, check in fields:
             if key not in head:
-                raise _Bad(f"no field {key!r}")
+                raise Bad(f"no field {key!r}")
             try:
                 values[attr] = check(head[key])
-            except _Bad as bad:
-                raise _Bad(f"field {key!r}: {bad}") from None
+            except Bad as bad:
+                raise Bad(f"field {key!r}: {bad}") from None
         if len(head) != len(fields) + 1:
-            raise _Bad(f"unknown fields {sorted(set(head) - {'k'} - {f[1] for f in fields})}")
+            raise Bad(f"unknown fields {sorted(set(head) - {'k'} - {f[1] for f in fields})}")
         if cls is Result:
             values["payload"] = b"" if cut < 0 else body[cut + 1 :]
             if values["in_file"] and values["payload"]:
-                raise _Bad("a payload in the stream and in_file")
+                raise Bad("a payload in the stream and in_file")
         elif cut >= 0:
-            raise _Bad("a payload after a record that has none")
-    except _Bad as bad:
+            raise Bad("a payload after a record that has none")
+    except Bad as bad:
         return Foreign(offset, f"bad {kind} record: {bad}", _readable(head, "c"), _readable(head, "a"))
     return _build(cls, values)
 
@@ -355,7 +270,7 @@ def decode_body(offset: int, body: bytes) -> Record | Foreign:
         # end where the line does.
         head, end = _scan(text, 0)
         if end != len(text):
-            raise _Bad(f"extra data at byte {end}")
+            raise Bad(f"extra data at byte {end}")
     except StopIteration:
         return Foreign(offset, "not a JSON record")
     except (ValueError, RecursionError) as error:
