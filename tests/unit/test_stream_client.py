@@ -193,3 +193,36 @@ def test_futures_nobody_asked_for_are_made_when_asked_with_what_happened_meanwhi
     assert futures.hand_over(0, timeout=0) == 0
     assert futures[0].done() and futures[0] is not futures[2]  # let go: done, holding nothing
     assert futures[3].running()
+
+
+def test_the_scheduler_has_something_to_tell_only_about_elements_the_streams_do_not_show() -> None:
+    """Intake.quiet, the switch to a status query a minute: not before the scheduler said
+    the element waits (or its stream shows it), not while it starts, not once its stream has
+    been silent for three heartbeats, not once it wrote its End before the scheduler agrees."""
+    import tempfile
+    import time
+
+    from corral.store.protocol import BEAT
+    from corral.store.streams import End
+
+    batch = make_batch(Path(tempfile.mkdtemp()) / "work", 2)
+
+    def report(state: JobState) -> None:
+        batch.update({ELEMENT: ElementStatus(ELEMENT, state, "n1")}, time.monotonic(), 1000.0)
+
+    now = time.monotonic()
+    assert not batch.quiet(now)  # submitted; the scheduler has said nothing yet
+    report(JobState.PENDING)
+    assert batch.quiet(now)  # waiting to start: its Start will show in its stream
+    report(JobState.RUNNING)
+    assert not batch.quiet(now)  # starting, its stream still empty
+    append(batch, b"".join(stream(2)[:2]))  # Start and Claim
+    batch.scan()
+    now = time.monotonic()
+    assert batch.quiet(now) and batch.quiet(now + 3 * BEAT - 0.5)
+    assert not batch.quiet(now + 3 * BEAT + 0.1)  # silent for three heartbeats
+    append(batch, encode_record(End(code=0, ran=0, failed=0, t=0.0)))
+    batch.scan()
+    assert not batch.quiet(time.monotonic())  # ended by its own account: the scheduler confirms
+    report(JobState.COMPLETED)
+    assert batch.quiet(time.monotonic())

@@ -28,6 +28,12 @@ Completion = tuple[CorralFuture, bool, Any]  # future, ok, value or exception
 Apply = Callable[..., list[Completion]]  # BatchState.apply(decisions, values=None)
 
 
+def _pending(sub: SubState, index: int) -> bool:
+    """The scheduler's last report had element ``index`` of ``sub`` waiting to start."""
+    status = sub.status.get(index)
+    return status is not None and status.state is JobState.PENDING
+
+
 class Intake:
     """The stream side of one batch (its ``store``, ``ledger``, ``replay`` and ``futures``);
     ``apply`` carries out the ledger's decisions."""
@@ -177,16 +183,18 @@ class Intake:
     def quiet(self, subs: Sequence[SubState], now: float) -> bool:
         """True when the scheduler has nothing to tell about this batch that its streams do
         not: every element that started is heard from (its stream grew within three
-        heartbeats) and none wrote its End without the scheduler confirming it final. While
-        an element is pending, or failed with its exit code not known yet, the scheduler is
-        asked as usual: it alone can say why."""
+        heartbeats) and none wrote its End without the scheduler confirming it final; every
+        element not heard from yet was last reported PENDING (its Start will show in its
+        stream). While an element's state is not known yet, or it is starting, or it failed
+        with its exit code not known yet, the scheduler is asked as usual: it alone can say."""
         final = {sub.element(i) for sub in subs if sub.job_id is not None for i in sub.final_at}
         heard = self.replay.elements
-        for sub in subs:  # one pending or starting: the scheduler is the only one to ask
+        for sub in subs:
             if sub.job_id is None or sub.all_final and not sub.exit_unknown:
                 continue
             if sub.exit_unknown or any(
-                sub.element(i) not in heard and i not in sub.final_at for i in range(sub.plan.elements)
+                sub.element(i) not in heard and i not in sub.final_at and not _pending(sub, i)
+                for i in range(sub.plan.elements)
             ):
                 return False
         for element, log in heard.items():
