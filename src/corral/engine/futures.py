@@ -180,10 +180,10 @@ class Futures(Sequence[CorralFuture]):
     """A batch's futures, one per call, each made when first asked for: a map of 100,000
     calls does not hold 100,000 futures (each with its lock and condition, a dozen objects
     for the garbage collector to walk): a call that ends before anyone asked for its future
-    keeps only its value (:meth:`settle`), and the future its caller was handed is let go
-    (:meth:`release`). A future made for a call
-    an element has taken starts RUNNING, one for a call the client cancelled starts cancelled
-    (``phase(call)`` says which: "taken", "cancelled" or anything else)."""
+    keeps only its value (:meth:`settle`), and the future whose value ``Executor.map`` handed
+    over is let go (:meth:`hand_over`). A future made for a call an element has taken starts
+    RUNNING, one for a call the client cancelled starts cancelled (``phase(call)`` says which:
+    "taken", "cancelled" or anything else)."""
 
     def __init__(self, batch: CallSource, n: int, phase: Callable[[int], str]) -> None:
         self._batch, self._phase = batch, phase
@@ -279,7 +279,7 @@ def _handed() -> CorralFuture:
     return future
 
 
-#: Where a future handed to its caller was (see Futures.release): done, holding nothing.
+#: Where a future handed to its caller was (see Futures.hand_over): done, holding nothing.
 _HANDED = _handed()
 
 

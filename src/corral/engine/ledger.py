@@ -137,15 +137,12 @@ class Ledger(Calls):
         started: list[int] = []
         phase, current, holder = self._phase, self._attempt, self._holder
         inline = element not in self.plans.final_ids
-        held: set[int] | None = None
         moved = 0
         for call, attempt in tasks:
             if inline and 0 <= call < self.n_calls and phase[call] == WAITING and attempt == current[call]:
                 phase[call] = TAKEN
                 holder[call] = element
-                if held is None:
-                    held = self._held.setdefault(element, set())
-                held.add(call)
+                self._held.setdefault(element, set()).add(call)
                 moved += 1
                 started.append(call)
             elif self.taken(call, attempt, element):
