@@ -23,7 +23,7 @@ from corral.job import ElementStatus, JobState
 from corral.resources import Resources
 from corral.store.batch import BatchStore
 from corral.store.protocol import Mode
-from corral.store.streams import Claim, Progress, Result, Start, encode_record
+from corral.store.streams import Claim, Progress, Result, Results, Start, encode_record
 from corral.transports.local import LocalTransport
 
 ELEMENT = "L1_0"
@@ -59,6 +59,15 @@ def result(call: int, value: object, out: int = 0) -> Result:
     return Result(
         call=call, attempt=0, ok=True, type_name="", message="", traceback="", host="h", started=1.0,
         finished=2.0, out=out, err=0, in_file=False, payload=pickle.dumps(value),
+    )  # fmt: skip
+
+
+def run(calls: range) -> Results:
+    """The Results of a run of ``calls``, each returning ten times its number."""
+    n = len(calls)
+    return Results(
+        host="h", out=0, err=0, calls=tuple(calls), attempts=(0,) * n, started=(1.0,) * n,
+        finished=(2.0,) * n, payloads=tuple(pickle.dumps(c * 10) for c in calls),
     )  # fmt: skip
 
 
@@ -132,19 +141,28 @@ def test_a_progress_record_is_seen_within_one_scan(tmp_path: Path) -> None:
     calls=st.integers(min_value=1, max_value=12),
     seed=st.integers(min_value=0, max_value=2**32),
     chunks=st.integers(min_value=1, max_value=6),
+    runs=st.booleans(),
 )
 def test_random_damage_fails_only_affected_calls_and_never_the_reader(
-    tmp_path_factory: pytest.TempPathFactory, calls: int, seed: int, chunks: int
+    tmp_path_factory: pytest.TempPathFactory, calls: int, seed: int, chunks: int, runs: bool
 ) -> None:
     rng = random.Random(seed)
     batch = make_batch(tmp_path_factory.mktemp("fuzz"), calls)
     frames = stream(calls)
-    damaged: set[int] = set()  # calls whose Result frame was touched
+    holds = [set(), set()] + [{c} for c in range(calls)]  # the calls whose result each frame holds
+    if runs:  # the Results as runs of random lengths, as a worker writes trivial calls
+        frames, holds, call = frames[:2], holds[:2], 0
+        while call < calls:
+            n = rng.randint(1, calls - call)
+            frames.append(encode_record(run(range(call, call + n))))
+            holds.append(set(range(call, call + n)))
+            call += n
+    damaged: set[int] = set()  # calls whose result's frame was touched
     pieces = []
     for index, frame in enumerate(frames):
         touched = index >= 2 and rng.random() < 0.3
         if touched:
-            damaged.add(index - 2)
+            damaged |= holds[index]
             how = rng.choice(["flip", "cut", "garbage"])
             if how == "flip":
                 at = rng.randrange(len(frame))
