@@ -288,6 +288,7 @@ class Bench:
             raise Failed(f"{run} {params} failed:\n{proc.stderr[-3000:]}")
         out: Result = json.loads(proc.stdout.strip().splitlines()[-1])
         out["commands"] = dict(self.log.counts()) if slurm else {}
+        out["command_times"] = self.log.calls() if slurm else []
         return out
 
     def floor(self, n: int) -> Result:
@@ -432,6 +433,9 @@ def quiet_map(b: Bench) -> None:
     )
     print(f"ratio {got['wall'] / ideal:.2f}; {counts_text(got['commands'])}")
     print(f"status queries: {queries}, {per_minute:.2f} per minute")
+    times = [when for name, when in got["command_times"] if name in STATUS_COMMANDS]
+    first = min((when for _, when in got["command_times"]), default=0.0)  # sbatch and its kind
+    print("  asked at (s after the first scheduler command):", " ".join(f"{t - first:.0f}" for t in times))
     print(
         f"from a call's return to its result on the client: median {statistics.median(delays):.2f} s,",
         end=" ",

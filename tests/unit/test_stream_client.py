@@ -214,7 +214,7 @@ def test_futures_nobody_asked_for_are_made_when_asked_with_what_happened_meanwhi
 
 
 def test_the_scheduler_has_something_to_tell_only_about_elements_the_streams_do_not_show() -> None:
-    """Intake.quiet, the switch to a status query a minute: not before the scheduler said
+    """Intake.quiet, the switch to a status query every 90 s: not before the scheduler said
     the element waits (or its stream shows it), not while it starts, not once its stream has
     been silent for three heartbeats, not once it wrote its End before the scheduler agrees."""
     import tempfile

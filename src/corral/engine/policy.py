@@ -30,14 +30,15 @@ class PollPolicy:
     scheduler_max: float = 15.0
     # While every started element's stream shows it alive (a record within 3 heartbeats, see
     # corral.store.protocol.BEAT) and none has ended unconfirmed, the scheduler has nothing
-    # to tell: it is asked this rarely. None: four times scheduler_max (a minute by default),
-    # so that a policy tuned for quick answers stays quick.
+    # to tell: it is asked this rarely, a safety net for what no stream shows (an element
+    # cancelled while it waited in the queue). None: six times scheduler_max (90 s by
+    # default), so that a policy tuned for quick answers stays quick.
     scheduler_quiet: float | None = None
 
     @property
     def quiet_interval(self) -> float:
         """Seconds between status queries while the streams tell all (see scheduler_quiet)."""
-        return self.scheduler_quiet if self.scheduler_quiet is not None else 4 * self.scheduler_max
+        return self.scheduler_quiet if self.scheduler_quiet is not None else 6 * self.scheduler_max
 
     growth: float = 1.5
     jitter: float = 0.15  # +-15 %, so that many clients do not query in step
