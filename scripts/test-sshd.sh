@@ -153,7 +153,10 @@ make_venv() {
     fi
     log "building the remote venv (corral from this checkout, $hash)"
     wheels=$(mktemp -d)
-    "$ROOT_DIR/.venv/bin/python" -m pip wheel -q --no-deps -w "$wheels" "$ROOT_DIR" >/dev/null
+    if ! "$ROOT_DIR/.venv/bin/python" -m pip wheel -q --no-deps -w "$wheels" "$ROOT_DIR" >"$wheels/build.log" 2>&1; then
+        cat "$wheels/build.log" >&2
+        return 1
+    fi
     chmod 0755 "$wheels"
     chmod 0644 "$wheels"/*.whl
     runuser -u "$REMOTE_USER" -- bash -c "
