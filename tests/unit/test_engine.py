@@ -33,7 +33,10 @@ def test_one_status_query_per_interval_whatever_the_number_of_jobs(workdir) -> N
     counts = {}
     for n_batches in (1, 30):
         fake = FakeSlurm(run_jobs=False)
-        ex = executor(fake, workdir, PollPolicy(scheduler_min=0.2, scheduler_max=0.2, jitter=0.0))
+        # Jobs that stay pending count as quiet (their streams will show them start): the
+        # quiet interval is the one measured here.
+        policy = PollPolicy(scheduler_min=0.2, scheduler_max=0.2, scheduler_quiet=0.2, jitter=0.0)
+        ex = executor(fake, workdir, policy)
         for _ in range(n_batches):
             ex._submit(square, [((i,), {}) for i in range(20)], 1)
         fake.calls.clear()

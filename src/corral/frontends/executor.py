@@ -165,6 +165,7 @@ class Executor(concurrent.futures.Executor):
         self._check_open()
         if not calls:
             return iter(())
+        self._flush_burst()
         batch = self.cluster.submit(self._request(fn, calls, chunksize))
         self._keep(batch)
         futures = batch.futures  # each made as it is needed, and let go once handed over
@@ -190,9 +191,19 @@ class Executor(concurrent.futures.Executor):
         self._check_open()
         if not calls:
             return []
+        self._flush_burst()
         batch = self.cluster.submit(self._request(fn, calls, chunksize))
         self._keep(batch)
         return list(batch.futures)
+
+    def _flush_burst(self) -> None:
+        """Submit the calls still gathering in a burst of submits before a new batch, so that
+        the scheduler (and ``max_workers``) sees the calls in the order they were made; inside
+        ``with executor.batch():`` the block's calls wait for its end, as it promises."""
+        with self._lock:
+            explicit = self._block is not None
+        if not explicit:
+            self.cluster.flush(self)
 
     def _check_open(self) -> None:
         with self._lock:

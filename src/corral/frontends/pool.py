@@ -364,6 +364,7 @@ class Pool:
                 raise ValueError("Pool not running")
         if not calls:
             return []
+        self.cluster.flush(self)  # apply_async calls still gathering go first, in order
         batch = self.cluster.submit(self._request(self._wrapped(func), calls, chunksize))
         self._keep(batch)
         return list(batch.futures)
