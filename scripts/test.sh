@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh checkout: installs corral and its test tools into .venv,
 # starts the real SLURM test cluster (scripts/test-cluster.sh, as root; it installs Debian's
-# SLURM packages when missing) and a loopback login node (scripts/test-sshd.sh), then runs ruff, mypy --strict, import-linter and pytest. Extra arguments go
-# to pytest, e.g. `bash scripts/test.sh tests/unit -x`.
+# SLURM packages when missing), the SGE cell and a loopback login node (scripts/test-sshd.sh),
+# then runs ruff, mypy --strict, import-linter and pytest. Extra arguments go to pytest, e.g.
+# `bash scripts/test.sh tests/unit -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
