@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh checkout: installs corral and its test tools into .venv,
 # starts the real SLURM test cluster (scripts/test-cluster.sh, as root; it installs Debian's
-# SLURM packages when missing), then runs ruff, mypy --strict, import-linter and pytest. Extra arguments go
-# to pytest, e.g. `bash scripts/test.sh tests/unit -x`.
+# SLURM packages when missing), the SGE cell and a loopback login node (scripts/test-sshd.sh),
+# then runs ruff, mypy --strict, import-linter and pytest. Extra arguments go to pytest, e.g.
+# `bash scripts/test.sh tests/unit -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ fi
 
 bash scripts/test-cluster.sh start
 bash scripts/test-sge.sh start
+bash scripts/test-sshd.sh start  # a loopback login node for the remote tests
 
 .venv/bin/ruff check src tests benchmarks examples
 .venv/bin/ruff format --check src tests benchmarks examples

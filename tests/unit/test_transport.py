@@ -1,9 +1,11 @@
-"""LocalTransport's file operations the streams rely on: whole exclusive creates, and scan()
-(one operation per poll tick, whatever the number of streams)."""
+"""The file operations the streams rely on (whole exclusive creates, and scan(): one operation
+per poll tick, whatever the number of streams), on LocalTransport and on an AgentTransport
+whose agent (the one a remote host runs) is a local subprocess."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -12,6 +14,20 @@ import pytest
 from corral.errors import UnsafeWorkDirError
 from corral.store.batch import BatchStore
 from corral.transports import LocalTransport
+from corral.transports.pipe import AgentTransport
+
+AGENT = [sys.executable, "-m", "corral.transports.agent"]
+AnyTransport = LocalTransport | AgentTransport
+
+
+@pytest.fixture(params=["local", "agent"])
+def transport(request: pytest.FixtureRequest) -> Iterator[AnyTransport]:
+    if request.param == "local":
+        yield LocalTransport()
+        return
+    agent = AgentTransport(AGENT)
+    yield agent
+    agent.close()
 
 
 @pytest.fixture
@@ -23,8 +39,9 @@ def folder(tmp_path: Path) -> Iterator[Path]:
     os.umask(umask)
 
 
-def test_create_exclusive_makes_the_file_whole_once(folder: Path) -> None:
-    transport = LocalTransport()
+def test_create_exclusive_makes_the_file_whole_once(
+    folder: Path, transport: LocalTransport | AgentTransport
+) -> None:
     assert transport.create_exclusive(str(folder / "0.0"), b"J_0 h 1 5")
     assert not transport.create_exclusive(str(folder / "0.0"), b"J_1 h 2 7")
     assert (folder / "0.0").read_bytes() == b"J_0 h 1 5"
@@ -32,20 +49,25 @@ def test_create_exclusive_makes_the_file_whole_once(folder: Path) -> None:
     assert (folder / "0.0").stat().st_nlink == 1 and (folder / "0.0").stat().st_mode & 0o077 == 0
 
 
-def test_create_exclusive_counts_a_planted_link_as_taken_and_follows_none(folder: Path) -> None:
+def test_create_exclusive_counts_a_planted_link_as_taken_and_follows_none(
+    folder: Path, transport: LocalTransport | AgentTransport
+) -> None:
     target = folder / "elsewhere"
     (folder / "0.0").symlink_to(target)
-    assert not LocalTransport().create_exclusive(str(folder / "0.0"), b"data")
+    assert not transport.create_exclusive(str(folder / "0.0"), b"data")
     assert not target.exists()
 
 
-def test_write_bytes_durable_writes_the_file(folder: Path) -> None:
-    LocalTransport().write_bytes(str(folder / "1.0.pkl"), b"outcome", durable=True)
+def test_write_bytes_durable_writes_the_file(
+    folder: Path, transport: LocalTransport | AgentTransport
+) -> None:
+    transport.write_bytes(str(folder / "1.0.pkl"), b"outcome", durable=True)
     assert (folder / "1.0.pkl").read_bytes() == b"outcome" and os.listdir(folder) == ["1.0.pkl"]
 
 
-def test_scan_returns_what_each_log_appended_since_its_cursor(folder: Path) -> None:
-    transport = LocalTransport()
+def test_scan_returns_what_each_log_appended_since_its_cursor(
+    folder: Path, transport: LocalTransport | AgentTransport
+) -> None:
     (folder / "J_0.log").write_bytes(b"abcdef")
     (folder / "J_1.log").write_bytes(b"xyz")
     (folder / "J_2.log").write_bytes(b"")
@@ -62,8 +84,9 @@ def test_scan_returns_what_each_log_appended_since_its_cursor(folder: Path) -> N
     assert transport.scan(str(folder / "missing"), {}) == {}
 
 
-def test_scan_skips_fifos_and_folders_and_refuses_links_and_a_foreign_writable_log(folder: Path) -> None:
-    transport = LocalTransport()
+def test_scan_skips_fifos_and_folders_and_refuses_links_and_a_foreign_writable_log(
+    folder: Path, transport: LocalTransport | AgentTransport
+) -> None:
     os.mkfifo(folder / "F_0.log", 0o600)  # would block an open without O_NONBLOCK
     (folder / "D_0.log").mkdir()
     assert transport.scan(str(folder), {}) == {}
