@@ -33,8 +33,12 @@ OPS = frozenset(
 
 def hello() -> dict[str, Any]:
     """What this side runs, for the client's preflight."""
-    import corral
+    from importlib import metadata  # not ``import corral``: that is the layers above this one
 
+    try:
+        version = metadata.version("corral")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        version = ""
     try:
         import cloudpickle
 
@@ -44,7 +48,7 @@ def hello() -> dict[str, Any]:
     return {
         "python": list(sys.version_info[:3]),
         "executable": sys.executable,
-        "corral": corral.__version__,
+        "corral": version,
         "cloudpickle": pickler,
         "user": getpass.getuser(),
         "host": socket.gethostname(),
