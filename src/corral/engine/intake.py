@@ -93,8 +93,7 @@ class Intake:
                     state=JobState.CANCELLED, job_id=event.element, call=event.call, batch=self.store.name,
                     reason="cancelled by the client as its element took it",
                 )  # fmt: skip
-                found = self.ledger.abandon(event.call, error)
-                decisions = [found] if found is not None else []
+                return self._abandon(event.call, error)
             return self.apply(decisions)
         assert isinstance(event, Damaged)
         where = f"{self.store.stream_path(event.element)} at offset {event.offset}"
@@ -104,8 +103,7 @@ class Intake:
         if event.attempt is not None and event.attempt != self.ledger.attempt(event.call):
             return []
         damaged = CorralError(f"call {event.call} of {self.store.name}: {where}: {event.reason}")
-        found = self.ledger.abandon(event.call, damaged)
-        return self.apply([found] if found is not None else [])
+        return self._abandon(event.call, damaged)
 
     def _finished(self, call: int, attempt: int, element: str, result: Result) -> list[Completion]:
         if not 0 <= call < len(self.futures) or self.ledger.phase(call).is_final:
@@ -122,13 +120,10 @@ class Intake:
         try:
             outcome = self._outcome(call, attempt, element, result)
         except UnsafeWorkDirError as exc:  # not the user's own file: refused unread
-            found = self.ledger.abandon(call, exc)
-            return self.apply([found] if found is not None else [])
+            return self._abandon(call, exc)
         except (OSError, ValueError) as exc:  # not an outcome corral wrote: fail the call
             where = self.store.result_path(call, attempt) if result.in_file else f"attempt {attempt}"
-            error = CorralError(f"call {call} of {self.store.name}: {where}: {exc}")
-            found = self.ledger.abandon(call, error)
-            return self.apply([found] if found is not None else [])
+            return self._abandon(call, CorralError(f"call {call} of {self.store.name}: {where}: {exc}"))
         ok, value = decode_outcome(outcome, call, self.store.name, self.store.path)
         decisions = self.ledger.finished(call, attempt, ok, None if ok else value, element, result.host)
         return self.apply(decisions, {call: value} if ok else {})
@@ -157,6 +152,12 @@ class Intake:
             for i in odd:
                 completions += self._finished(results[i].call, results[i].attempt, element, results[i])
         return completions
+
+    def _abandon(self, call: int, error: BaseException) -> list[Completion]:
+        """The client gives up on the call's current attempt with ``error`` (see
+        :meth:`Ledger.abandon`); nothing when the call has ended already."""
+        found = self.ledger.abandon(call, error)
+        return self.apply([found] if found is not None else [])
 
     def _outcome(self, call: int, attempt: int, element: str, result: Result) -> Outcome:
         if result.in_file:

@@ -24,7 +24,7 @@ from ..errors import NestedSubmissionError, SerializationError
 from ..resources import Resources
 from ..retry import RetryPolicy
 from ..store.batch import BatchStore
-from ..store.pickling import Pickler
+from ..store.pickling import PLAIN, Pickler
 from ..store.protocol import Mode, WorkerOptions
 from ..worker.run import inside_job, pack_function
 from .planning import Plan, plan_tasks
@@ -49,16 +49,11 @@ def pickle_calls(fn: Callable[..., Any], calls: Sequence[Call]) -> tuple[bytes, 
     return function, [pickle_call(call, index) for index, call in enumerate(calls)]
 
 
-#: Argument types pickled by the standard pickle: nothing in them can need pickling by value,
-#: nor be refused (a map over numbers costs a tenth of the checking pickler's price).
-_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
-
-
 def pickle_call(call: Call, index: int) -> bytes:
     """One call's ``(args, kwargs)``, pickled; SerializationError names the argument that
     cannot go to a job, and the call by ``index``."""
     args, kwargs = call
-    if not kwargs and all(type(a) in _PLAIN for a in args):
+    if not kwargs and all(type(a) in PLAIN for a in args):
         return pickle.dumps(call, 5)
     try:
         return _dumps(call)

@@ -256,19 +256,13 @@ class BatchState:
             if record is not None:
                 self._record(decision.call, record)
             if isinstance(decision, Resolve):
-                if decision.ok:
-                    value = (values or {}).get(decision.call)
-                    future = self.futures.settle(decision.call, True, value)
-                    if future is not None:
-                        completions.append((future, True, value))
-                    continue
-                error = decision.error
-                if len(decision.attempts) > 1 and sys.version_info >= (3, 11) and error is not None:
-                    if not isinstance(error, JobError):  # a JobError lists its attempts itself
-                        error.add_note(describe_attempts(decision.attempts))
-                future = self.futures.settle(decision.call, False, error)
+                value = (values or {}).get(decision.call) if decision.ok else decision.error
+                if not decision.ok and len(decision.attempts) > 1 and sys.version_info >= (3, 11):
+                    if value is not None and not isinstance(value, JobError):  # a JobError lists them
+                        value.add_note(describe_attempts(decision.attempts))
+                future = self.futures.settle(decision.call, decision.ok, value)
                 if future is not None:
-                    completions.append((future, False, error))
+                    completions.append((future, decision.ok, value))
             elif isinstance(decision, Retry):
                 log.warning(
                     "call %d of %s: %s; resubmitting it (attempt %d of at most %d)",

@@ -162,12 +162,9 @@ class Executor(concurrent.futures.Executor):
         """
         end = None if timeout is None else time.monotonic() + timeout
         calls: list[Call] = [(args, {}) for args in zip(*iterables)]  # noqa: B905 - map stops at the shortest, as the builtin does
-        self._check_open()
-        if not calls:
+        batch = self._submit_batch(fn, calls, chunksize)
+        if batch is None:
             return iter(())
-        self._flush_burst()
-        batch = self.cluster.submit(self._request(fn, calls, chunksize))
-        self._keep(batch)
         futures = batch.futures  # each made as it is needed, and let go once handed over
 
         def results() -> Iterator[Any]:
@@ -188,13 +185,21 @@ class Executor(concurrent.futures.Executor):
         )
 
     def _submit(self, fn: Callable[..., Any], calls: list[Call], chunksize: int | None) -> list[CorralFuture]:
+        batch = self._submit_batch(fn, calls, chunksize)
+        return [] if batch is None else list(batch.futures)
+
+    def _submit_batch(
+        self, fn: Callable[..., Any], calls: list[Call], chunksize: int | None
+    ) -> BatchState | None:
+        """``calls`` as one batch of this executor (None for no calls), after the calls still
+        gathering in a burst of submits."""
         self._check_open()
         if not calls:
-            return []
+            return None
         self._flush_burst()
         batch = self.cluster.submit(self._request(fn, calls, chunksize))
         self._keep(batch)
-        return list(batch.futures)
+        return batch
 
     def _flush_burst(self) -> None:
         """Submit the calls still gathering in a burst of submits before a new batch, so that

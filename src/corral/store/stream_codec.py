@@ -109,10 +109,7 @@ def _encode_results(r: Results) -> bytes:
     if not (
         n and len(attempts) == n and len(t0) == n and len(t1) == n and len(payloads) == n
         and type(r.host) is str and type(r.out) is int and r.out >= 0 and type(r.err) is int and r.err >= 0
-        and all(type(c) is int and c >= 0 for c in calls)
-        and all(type(a) is int and a >= 0 for a in attempts)
-        and all(type(t) is float and _isfinite(t) for t in t0)
-        and all(type(t) is float and _isfinite(t) for t in t1)
+        and _all_nat(calls) and _all_nat(attempts) and _all_finite(t0) and _all_finite(t1)
     ):
         raise ValueError(f"cannot write {r!r}: not a run of calls a reader would accept")
     line = (
@@ -124,12 +121,20 @@ def _encode_results(r: Results) -> bytes:
     return encode_frame(line.encode("ascii") + b"\n" + b"".join(payloads))
 
 
+def _all_nat(values: Any) -> bool:
+    return all(type(x) is int and x >= 0 for x in values)
+
+
+def _all_finite(values: Any) -> bool:
+    return all(type(x) is float and _isfinite(x) for x in values)
+
+
 def _nats(v: Any, n: int) -> bool:
-    return type(v) is list and len(v) == n and all(type(x) is int and x >= 0 for x in v)
+    return type(v) is list and len(v) == n and _all_nat(v)
 
 
 def _finites(v: Any, n: int) -> bool:
-    return type(v) is list and len(v) == n and all(type(x) is float and _isfinite(x) for x in v)
+    return type(v) is list and len(v) == n and _all_finite(v)
 
 
 def _decode_results(offset: int, head: dict[str, Any], body: bytes, start: int) -> Results | Foreign:

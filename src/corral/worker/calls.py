@@ -15,14 +15,12 @@ from typing import Any
 import cloudpickle
 
 from ..store.batch import BatchStore, Outcome
-from ..store.pickling import dumps
+from ..store.pickling import PLAIN, dumps
 from .checkpoint import Checkpointable, Interrupted, Resume, StopSignals
 from .element_log import ElementLog
 from .progress import enter_call, leave_call
 
 _HOST = os.uname().nodename
-#: Values pickled by the standard pickle: nothing in them can need pickling by value.
-_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray})
 
 #: Set while a call runs in this process (the sequential backend); the env var covers jobs.
 current_element: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -83,7 +81,7 @@ def run_call(
         current_element.reset(tokens[0])
     try:
         # Plain values need none of cloudpickle's machinery (a tenth of the cost).
-        result = pickle.dumps(value, 5) if type(value) in _PLAIN else cloudpickle.dumps(value)
+        result = pickle.dumps(value, 5) if type(value) in PLAIN else cloudpickle.dumps(value)
     except Exception as exc:  # noqa: BLE001
         import traceback
 

@@ -133,7 +133,7 @@ class StopSignals:
         try:
             yield
         finally:
-            self._running = False
+            self.end()
 
     def begin(self, checkpointable: bool, on_warning: bool) -> None:
         """:meth:`running` as two calls (the worker's hot path): this before the call, and
