@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .engine.futures import CorralFuture
     from .engine.policy import PollPolicy
     from .engine.request import Request
+    from .environment import Environment
     from .errors import (
         ConfigError,
         CorralError,
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
     from .resources import Resources
     from .retry import RetryPolicy
     from .worker.checkpoint import Checkpointable, Resume
+    from .worker.ranks import TaskInfo, task_info
 
 #: public name -> module that defines it. Loaded on first use, so that the worker, which
 #: imports this package on every compute node, starts as fast as a bare interpreter can.
@@ -96,6 +98,9 @@ _LAZY = {
     "Attached": ("frontends.attach", "Attached"),
     "Checkpointable": ("worker.checkpoint", "Checkpointable"),
     "Resume": ("worker.checkpoint", "Resume"),
+    "task_info": ("worker.ranks", "task_info"),
+    "TaskInfo": ("worker.ranks", "TaskInfo"),
+    "Environment": ("environment", "Environment"),
     "JobRef": ("frontends.refs", "JobRef"),
     "TaskFunction": ("frontends.tasks", "TaskFunction"),
     "task": ("frontends.tasks", "task"),
@@ -135,6 +140,7 @@ __all__ = [
     "CorralError",
     "CorralFuture",
     "DependencyError",
+    "Environment",
     "Executor",
     "JobCancelledError",
     "JobError",
@@ -165,6 +171,7 @@ __all__ = [
     "Stopped",
     "SubmissionError",
     "TaskFunction",
+    "TaskInfo",
     "UnsafeWorkDirError",
     "WorkDirError",
     "attach",
@@ -176,4 +183,5 @@ __all__ = [
     "should_stop",
     "srun",
     "task",
+    "task_info",
 ]

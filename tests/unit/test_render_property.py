@@ -203,7 +203,7 @@ def sge_expressible(spec: ArraySpec) -> ArraySpec:
 def expected_qsub_count(spec: ArraySpec) -> int:
     res = spec.resources
     flags = [spec.max_running, res.time, res.memory, res.partition, res.account, spec.dependency]
-    return 3 + sum(flag is not None for flag in flags) + ((res.cpus or 1) > 1) + len(res.extra)
+    return 4 + sum(flag is not None for flag in flags) + ((res.cpus or 1) > 1) + len(res.extra)
 
 
 SGE_BODY = [

@@ -283,7 +283,7 @@ def test_job_names_are_made_valid(name: str, valid: str) -> None:
 def test_resources_become_qsub_options() -> None:
     options = qsub_options(spec(time=timedelta(seconds=90.2), memory="3G", cpus=2, partition="all.q"))
     assert options == [
-        "-S /bin/bash", "-N corral-fit", "-t 1-8", "-tc 3", "-l h_rt=91", "-l h_vmem=1536M",
+        "-S /bin/bash", "-N corral-fit", "-t 1-8", "-V", "-tc 3", "-l h_rt=91", "-l h_vmem=1536M",
         "-pe smp 2", "-q all.q",
     ]  # fmt: skip
     assert "-pe mpi 2" in qsub_options(spec(cpus=2), parallel_env="mpi")

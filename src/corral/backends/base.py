@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..errors import SchedulerError
+from ..environment import Environment
+from ..errors import ResourceError, SchedulerError
 from ..job import Condition, Dependency, ElementStatus
 from ..resources import Resources
-from ..store.protocol import Requeue
+from ..store.protocol import Ranks, Requeue
 from ..transports.base import CommandResult, CommandTimeout, Transport
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class ArraySpec:
     max_running: int | None = None  # at most this many elements at once (%M)
     dependency: Dependency | None = None  # run only after these jobs ended as it asks
     command: str | None = None  # a shell command (corral.sbatch): the worker runs it from stdin
+    environment: Environment = Environment()  # setup, env, post, srun, launcher (python: above)
 
     def worker_argv(self) -> list[str]:
         """The worker command, without the element's index and id (the backend adds those)."""
@@ -64,7 +66,8 @@ class ArraySpec:
     def worker_stdin(self) -> str:
         """What follows the worker command in the script: for a shell command, a quoted
         here-document holding it exactly as the user wrote it, which bash does not expand;
-        the worker runs it with bash on the node."""
+        the worker runs it with bash on the node. The redirection ends the command's line
+        (before a ``&``, say); the document starts on the next."""
         if self.command is None:
             return ""
         delimiter = "CORRAL_COMMAND"
@@ -152,6 +155,16 @@ class Backend(abc.ABC):
     def cancel(self, job_ids: Sequence[str], *, pending_only: bool = False) -> None:
         """Cancel these jobs (``"4242"``) or array elements (``"4242_3"``); with
         ``pending_only``, only the pending elements of these jobs."""
+
+    def ranks(self, environment: Environment, resources: Resources, python: str) -> Ranks | None:
+        """How the worker runs each call on every task of its job when ``environment`` asks
+        for ``per_task`` (see :class:`~corral.store.protocol.Ranks`); None when it does not.
+        A ResourceError for a backend that cannot."""
+        if not environment.per_task:
+            return None
+        raise ResourceError(
+            f"per_task= needs SLURM's srun (or the local backend); the {self.name} backend cannot"
+        )
 
     def explain_end(self, status: ElementStatus, stderr: str) -> ElementStatus:
         """A final status made more precise by the end of the element's stderr, where the

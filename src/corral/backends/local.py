@@ -8,7 +8,6 @@ import collections
 import itertools
 import logging
 import os
-import shlex
 import signal
 import subprocess
 import threading
@@ -18,14 +17,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ..environment import Environment
 from ..errors import SubmissionError
 from ..job import Dependency, ElementStatus, JobState
 from ..resources import Resources
-from ..store.protocol import Requeue
+from ..store.protocol import Ranks, Requeue
 from ..transports.base import Transport
 from ..transports.local import LocalTransport
 from ..worker.checkpoint import WARNING_SIGNAL
 from .base import ArraySpec, Backend, Limits, warning_trap
+from .script import worker_lines
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +95,16 @@ class LocalBackend(Backend):
                 "#!/bin/bash",
                 f"# corral local job: submission {spec.sub}, {spec.elements} element(s), {limit}",
                 *warning_trap(spec),
-                f'exec {shlex.join(spec.worker_argv())} "$CORRAL_ARRAY_TASK_ID" "$CORRAL_ELEMENT_ID"'
-                + spec.worker_stdin(),
+                *worker_lines(spec, '"$CORRAL_ARRAY_TASK_ID"', '"$CORRAL_ELEMENT_ID"'),
                 "",
             ]
         )
+
+    def ranks(self, environment: Environment, resources: Resources, python: str) -> Ranks | None:
+        if not environment.per_task:
+            return None
+        count = resources.tasks or resources.nodes or 1  # the tasks a cluster would start
+        return Ranks(argv=(*environment.launcher, python), count=count, gather=environment.per_task == "all")
 
     def submit_argv(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> list[str]:
         return ["/bin/bash", script_path]

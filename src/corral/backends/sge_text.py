@@ -16,6 +16,7 @@ from ..errors import ResourceError, SchedulerError
 from ..job import ElementStatus, JobState
 from ..resources import Resources
 from .base import ArraySpec
+from .script import worker_lines
 
 #: qstat's state letters, most telling first: the first letter a task's state holds decides
 #: ("dr", a running task being deleted, is still running; "hqw" is pending). "z" (zombie:
@@ -88,8 +89,12 @@ def qsub_options(spec: ArraySpec, parallel_env: str = "smp") -> list[str]:
     them) and the job name is reduced to safe characters."""
     res = spec.resources
     check_resources(res)
+    if spec.environment.srun is not None or spec.environment.per_task:
+        what = "srun=" if spec.environment.srun is not None else "per_task="
+        raise ResourceError(f"{what} needs SLURM's srun: Grid Engine jobs cannot run job steps")
     name = job_name(directives.job_name(res.job_name or spec.job_name))
-    options = ["-S /bin/bash", f"-N {name}", f"-t 1-{spec.elements}"]
+    # -V: the job gets the environment of the process that submits it, as SLURM's do
+    options = ["-S /bin/bash", f"-N {name}", f"-t 1-{spec.elements}", "-V"]
     options += [f"-tc {spec.max_running}"] if spec.max_running else []
     cpus = res.cpus or 1
     if res.time is not None:
@@ -124,7 +129,6 @@ def render_script(spec: ArraySpec, parallel_env: str = "smp") -> str:
     """The job script. It takes the element's stdout and stderr paths, with ``{job}`` and
     ``{index}`` in them, as $1 and $2 (SGE's own ``-o`` knows only 1-based task ids), and
     then runs the worker. User data never appears in it, nor does the caller's environment."""
-    command = directives.shell_line(spec.worker_argv())
     lines = [
         "#!/bin/bash",
         f"# corral: batch {directives.comment(spec.batch_dir.rsplit('/', 1)[-1])}, "
@@ -135,7 +139,7 @@ def render_script(spec: ArraySpec, parallel_env: str = "smp") -> str:
         'exec >>"${out//"{index}"/$index}" 2>>"${err//"{index}"/$index}" || exit 1',
         "# SGE's own file keeps what went wrong before this point; empty, it is not needed",
         '[[ -f $SGE_STDOUT_PATH && ! -s $SGE_STDOUT_PATH ]] && rm -f -- "$SGE_STDOUT_PATH"',
-        f'exec {command} "$index" "${{JOB_ID}}_$index"{spec.worker_stdin()}',
+        *worker_lines(spec, '"$index"', '"${JOB_ID}_$index"'),
         "",
     ]
     return "\n".join(lines)

@@ -12,10 +12,11 @@ import logging
 import shlex
 from collections.abc import Sequence
 
+from ..environment import Environment
 from ..errors import SchedulerError, SubmissionError
 from ..job import ElementStatus
 from ..resources import Resources
-from ..store.protocol import JOB_ID, Requeue
+from ..store.protocol import JOB_ID, Ranks, Requeue
 from ..transports.base import CommandResult, Transport
 from .base import ArraySpec, Backend, Limits, env_int
 from .slurm_text import (
@@ -64,6 +65,16 @@ class SlurmBackend(Backend):
 
     def render(self, spec: ArraySpec) -> str:
         return render_script(spec)
+
+    def ranks(self, environment: Environment, resources: Resources, python: str) -> Ranks | None:
+        if not environment.per_task:
+            return None
+        # srun starts every task of the allocation; one rank that fails ends the others,
+        # which would otherwise wait for it in their next collective operation.
+        argv = ["srun", "--kill-on-bad-exit=1"]
+        argv += [f"--cpus-per-task={resources.cpus}"] if resources.cpus else []  # 22.05: not inherited
+        argv += [f"--{k}" if v is None else f"--{k}={v}" for k, v in environment.srun or ()]
+        return Ranks(argv=(*argv, *environment.launcher, python), gather=environment.per_task == "all")
 
     def submit_argv(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> list[str]:
         out, err = (p.format(job="%A", index="%a") for p in log_pattern)

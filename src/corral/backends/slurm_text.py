@@ -16,6 +16,7 @@ from ..errors import SchedulerError
 from ..job import Condition, ElementStatus, JobState
 from ..resources import RESERVED_OPTIONS, Resources
 from .base import ArraySpec, warning_trap
+from .script import step_words, worker_lines
 
 #: SLURM's long state names (squeue %T, sacct State) -> corral's states.
 SLURM_STATES: dict[str, JobState] = {
@@ -112,15 +113,18 @@ def sbatch_options(spec: ArraySpec) -> list[str]:
 def render_script(spec: ArraySpec) -> str:
     """The batch script. Paths are shell-quoted, each on one line; user data never appears
     in it (calls travel in files), and neither does the caller's environment."""
-    command = directives.shell_line(spec.worker_argv())
     lines = [
         "#!/bin/bash",
         f"# corral: batch {directives.comment(spec.batch_dir.rsplit('/', 1)[-1])}, "
         f"submission {spec.sub}, {spec.elements} array element(s)",
         *(f"#SBATCH {option}" for option in sbatch_options(spec)),
         *warning_trap(spec),
-        f'exec {command} "$SLURM_ARRAY_TASK_ID" "${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"'
-        + spec.worker_stdin(),
+        *worker_lines(
+            spec,
+            '"$SLURM_ARRAY_TASK_ID"',
+            '"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"',
+            step_words(spec.environment, spec.resources.cpus),
+        ),
         "",
     ]
     return "\n".join(lines)

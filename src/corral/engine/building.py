@@ -3,6 +3,7 @@ it, before anything reaches the scheduler (see :meth:`corral.engine.cluster.Clus
 
 from __future__ import annotations
 
+import sys
 import time
 
 from ..backends.base import Backend
@@ -17,11 +18,20 @@ from .tracking import BatchState, Owner, SubState
 
 
 def build_batch(
-    request: Request, backend: Backend, root: str, owner: Owner, futures: list[CorralFuture] | None = None
+    request: Request,
+    backend: Backend,
+    root: str,
+    owner: Owner,
+    futures: list[CorralFuture] | None = None,
+    python: str | None = None,
 ) -> BatchState:
     """Charge the request's budget, pickle its calls, plan its arrays for ``backend``'s
     limits, and write it all to a new batch folder under ``root``: everything that can fail
-    before the scheduler sees the batch fails here. ``futures``: a burst's pending ones."""
+    before the scheduler sees the batch fails here. ``futures``: a burst's pending ones;
+    ``python``: the nodes' interpreter unless the request's environment names one (default:
+    this process's)."""
+    python = request.environment.python or python or sys.executable
+    ranks = backend.ranks(request.environment, request.resources, python)  # refused before writing
     budget.charge(request.budget, request.what)
     if request.payloads is None:
         function, payloads = pickle_calls(request.fn, request.calls)
@@ -39,7 +49,7 @@ def build_batch(
     )
     options = WorkerOptions(
         strict=request.strict, stdin=request.command is not None,
-        requeue=backend.requeue, restart_env=backend.restart_env,
+        requeue=backend.requeue, restart_env=backend.restart_env, ranks=ranks,
     )  # fmt: skip
     batch = BatchState(
         store, len(payloads), [], owner, request.retry, name=name, max_running=max_running,
@@ -47,7 +57,10 @@ def build_batch(
     )  # fmt: skip
     store.write_engine(pack_engine(name, max_running, batch.retry, options))
     probing = probes(plans)
-    specs = array_specs(plans, store.path, name, resources, max_running, request.command, request.chdir)
+    specs = array_specs(
+        plans, store.path, name, resources, max_running, request.command, request.chdir,
+        python=python, environment=request.environment,
+    )  # fmt: skip
     for plan, spec in zip(plans, specs, strict=True):
         path = batch.save_submission(plan, spec, backend.render(spec))
         batch.add_sub(SubState(plan, spec, path, probing=probing))

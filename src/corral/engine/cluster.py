@@ -19,12 +19,14 @@ import concurrent.futures
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..backends.base import Backend, Submission
+from ..environment import NO_ENVIRONMENT, Environment
 from ..errors import CorralError, JobCancelledError, SchedulerError, SubmissionError
 from ..job import Condition, ElementStatus, JobState
 from ..resources import Resources
@@ -53,10 +55,18 @@ class Cluster:
     """Submits batches of calls to one backend and watches them."""
 
     def __init__(
-        self, backend: Backend, directory: str | None = None, *, policy: PollPolicy | None = None
+        self,
+        backend: Backend,
+        directory: str | None = None,
+        *,
+        policy: PollPolicy | None = None,
+        python: str | None = None,
     ) -> None:
         self.backend = backend
         self.root = os.path.abspath(directory) if directory else default_root()
+        #: The interpreter of the jobs unless a request's environment names one: this
+        #: process's, or a remote host's.
+        self.python = python or sys.executable
         self.policy = policy or PollPolicy.from_env()
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
@@ -86,7 +96,7 @@ class Cluster:
                 f"condition={needs.condition.value!r}; it can with: "
                 + ", ".join(repr(c.value) for c in Condition if c in self.backend.conditions)
             )
-        batch = build_batch(request, self.backend, self.root, self, futures)
+        batch = build_batch(request, self.backend, self.root, self, futures, self.python)
         with self._lock:
             self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
             self._pacing.active(time.monotonic())
@@ -125,6 +135,7 @@ class Cluster:
         calls: int = 1,
         chunksize: int | None = None,
         max_running: int | None = None,
+        environment: Environment = NO_ENVIRONMENT,
     ) -> Submission:
         """The script and command the first submission of such a batch would use; the batch
         folder shows as ``<batch>`` and the function's name as ``FUNCTION``."""
@@ -132,7 +143,9 @@ class Cluster:
             calls, self.backend.limits(resources), chunksize=chunksize, max_running=max_running
         )
         batch_dir = os.path.join(self.root, "<batch>")
-        spec = array_specs(plans, batch_dir, "FUNCTION", resources, max_running)[0]
+        spec = array_specs(
+            plans, batch_dir, "FUNCTION", resources, max_running, python=self.python, environment=environment
+        )[0]
         script_path = os.path.join(batch_dir, "subs", "0.sh")
         store = BatchStore(batch_dir, self.backend.transport)
         return Submission(

@@ -169,11 +169,11 @@ class Dispatcher:
             return []
         completions: list[Completion] = []
         for plan, resources in plans:
-            command = batch.subs[0].spec.command
-            chdir = batch.subs[0].spec.chdir  # where the first attempts ran
+            first = batch.subs[0].spec  # how the first attempts ran: where, with what
             spec = array_specs(
-                [plan], batch.store.path, batch.name, resources, batch.max_running, command, chdir
-            )[0]
+                [plan], batch.store.path, batch.name, resources, batch.max_running, first.command,
+                first.chdir, python=first.python, environment=first.environment,
+            )[0]  # fmt: skip
             try:
                 path = batch.save_submission(plan, spec, self.backend.render(spec))
             except OSError as exc:

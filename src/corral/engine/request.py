@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..environment import Environment
 from ..resources import Resources
 from ..retry import RetryPolicy
 from .dependencies import Needs
@@ -55,6 +56,8 @@ class Request:
     #: Where the jobs run: the working directory when the request was made (a burst of
     #: submits is sent later, and the caller may have changed directory meanwhile).
     chdir: str = field(default_factory=os.getcwd)
+    #: What runs around the worker on the node: setup lines, variables, interpreter, ...
+    environment: Environment = Environment()
 
     def __post_init__(self) -> None:
         if not callable(self.fn):

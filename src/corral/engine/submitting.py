@@ -20,6 +20,7 @@ from typing import Any
 import cloudpickle
 
 from ..backends.base import ArraySpec, Limits
+from ..environment import NO_ENVIRONMENT, Environment
 from ..errors import NestedSubmissionError, SerializationError
 from ..resources import Resources
 from ..retry import RetryPolicy
@@ -194,9 +195,13 @@ def array_specs(
     max_running: int | None,
     command: str | None = None,
     chdir: str | None = None,
+    *,
+    python: str | None = None,
+    environment: Environment = NO_ENVIRONMENT,
 ) -> list[ArraySpec]:
     """The submissions of a batch (see probes for the first one's throttle); its jobs run in
-    ``chdir`` (default: this process's working directory now)."""
+    ``chdir`` (default: this process's working directory now) with the interpreter
+    ``environment.python``, else ``python``, else this process's."""
     probe = probes(plans)
     return [
         ArraySpec(
@@ -205,10 +210,11 @@ def array_specs(
             elements=plan.elements,
             resources=resources,
             job_name=f"corral-{name}"[:64],
-            python=sys.executable,
+            python=environment.python or python or sys.executable,
             chdir=chdir or os.getcwd(),
             max_running=1 if probe else max_running if plan.mode is Mode.STATIC else None,
             command=command,
+            environment=environment,
         )  # fmt: skip
         for plan in plans
     ]

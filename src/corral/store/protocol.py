@@ -139,6 +139,38 @@ class Requeue:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Ranks:
+    """How a worker runs each call once per task of its job (``per_task``), as data from the
+    backend: ``argv`` (up to and including the interpreter; never through a shell) followed
+    by ``-m corral.worker.ranks FOLDER`` starts every task itself (SLURM's ``srun``), or,
+    with a ``count``, once per task, started by the worker (the local backend). ``gather``:
+    the call's value is the list of every rank's, else rank 0's."""
+
+    argv: tuple[str, ...]
+    count: int | None = None
+    gather: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.argv or not all(isinstance(a, str) and a for a in self.argv):
+            raise ValueError(f"ranks argv must hold non-empty strings, not {self.argv!r}")
+        if self.count is not None:
+            _int(self.count, "ranks count", 1)
+        _bool(self.gather, "ranks gather")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"argv": list(self.argv), "count": self.count, "gather": self.gather}
+
+    @classmethod
+    def from_json(cls, data: object) -> Ranks:
+        """The inverse of :meth:`to_json`; ValueError for anything else."""
+        if not isinstance(data, dict) or set(data) != {"argv", "count", "gather"}:
+            raise ValueError(f"ranks must be an object of argv, count and gather, not {data!r}")
+        if not isinstance(data["argv"], list):
+            raise ValueError(f"ranks argv must be a list, not {data['argv']!r}")
+        return cls(argv=tuple(data["argv"]), count=data["count"], gather=data["gather"])
+
+
+@dataclass(frozen=True, kw_only=True)
 class WorkerOptions:
     """What a batch asks of every one of its elements, whatever its submission."""
 
@@ -146,12 +178,15 @@ class WorkerOptions:
     stdin: bool = False  # the job script's input (a shell command) is every call's first argument
     requeue: Requeue | None = None  # the backend's; None: it sends no time-limit warning
     restart_env: str | None = None  # the backend's variable that says "this is a rerun"
+    ranks: Ranks | None = None  # per_task: how each call runs on every task of the job
 
     def __post_init__(self) -> None:
         _bool(self.strict, "strict")
         _bool(self.stdin, "stdin")
         if self.requeue is not None and not isinstance(self.requeue, Requeue):
             raise ValueError(f"requeue must be a Requeue or None, not {self.requeue!r}")
+        if self.ranks is not None and not isinstance(self.ranks, Ranks):
+            raise ValueError(f"ranks must be a Ranks or None, not {self.ranks!r}")
         if self.restart_env is not None:
             _env_name(self.restart_env, "restart_env")
 
@@ -189,6 +224,7 @@ class WorkerPlan:
     max_requeues: int = 0  # how often a call may be requeued from a checkpoint at a time limit
     requeue: Requeue | None = None
     restart_env: str | None = None
+    ranks: Ranks | None = None  # written only when set: plans without it read as before
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, Mode):
@@ -202,15 +238,16 @@ class WorkerPlan:
     def options(self) -> WorkerOptions:
         """The batch's options this plan carries."""
         return WorkerOptions(
-            strict=self.strict, stdin=self.stdin, requeue=self.requeue, restart_env=self.restart_env
-        )
+            strict=self.strict, stdin=self.stdin, requeue=self.requeue, restart_env=self.restart_env,
+            ranks=self.ranks,
+        )  # fmt: skip
 
     @classmethod
     def build(cls, options: WorkerOptions, **plan: Any) -> WorkerPlan:
         """A plan with the batch's ``options`` (``plan`` holds the other fields)."""
         return cls(
             strict=options.strict, stdin=options.stdin, requeue=options.requeue,
-            restart_env=options.restart_env, **plan,
+            restart_env=options.restart_env, ranks=options.ranks, **plan,
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
@@ -225,7 +262,7 @@ class WorkerPlan:
             "max_requeues": self.max_requeues,
             "requeue": None if self.requeue is None else self.requeue.to_json(),
             "restart_env": self.restart_env,
-        }
+        } | ({} if self.ranks is None else {"ranks": self.ranks.to_json()})
 
     @classmethod
     def from_json(cls, data: bytes, path: str) -> WorkerPlan:
@@ -240,7 +277,7 @@ class WorkerPlan:
     def _decode(cls, record: object) -> WorkerPlan:
         if not isinstance(record, dict):
             raise ValueError(f"a JSON {type(record).__name__}, not an object")
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} - ({"ranks"} - set(record))  # ranks: optional
         if set(record) != names:
             missing, extra = sorted(names - set(record)), sorted(set(record) - names)
             raise ValueError(f"its fields differ from a plan's (missing {missing}, unknown {extra})")
@@ -260,6 +297,7 @@ class WorkerPlan:
             strict=record["strict"], stdin=record["stdin"], max_requeues=record["max_requeues"],
             requeue=None if requeue is None else Requeue.from_json(requeue),
             restart_env=record["restart_env"],
+            ranks=Ranks.from_json(record["ranks"]) if "ranks" in record else None,
         )  # fmt: skip
 
 

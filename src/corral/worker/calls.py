@@ -28,6 +28,22 @@ current_element: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
+def pack_function(fn: Callable[..., Any], pickler: Callable[[Any], bytes] = dumps) -> bytes:
+    """Store a function with the client's ``sys.path``, so that modules found next to the
+    user's script are found on the node too. ``pickler`` is corral's cloudpickle
+    (:func:`corral.store.pickling.dumps`) or one that also refuses what cannot cross to a node."""
+    return pickle.dumps({"sys_path": list(sys.path), "fn": pickler(fn)})
+
+
+def unpack_function(data: bytes) -> Callable[..., Any]:
+    blob = pickle.loads(data)
+    for entry in blob["sys_path"]:
+        if entry not in sys.path:
+            sys.path.append(entry)
+    fn: Callable[..., Any] = cloudpickle.loads(blob["fn"])
+    return fn
+
+
 def run_call(
     log: ElementLog,
     fn: Callable[..., Any],

@@ -32,23 +32,20 @@ from __future__ import annotations
 
 import functools
 import os
-import pickle
 import signal
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import cloudpickle
-
 from ..errors import FormatError
 from ..store.batch import BatchStore
-from ..store.pickling import dumps
 from ..store.protocol import BEAT, ChunkClaim, Claim, Mode, Requeue, WorkerPlan
 from ..store.streams import ElementRuns, read_element_runs, truncate_torn_tail
 from ..transports.local import LocalTransport
 from ..trust import check_batch_dir
-from .calls import current_element, run_call
+from .calls import current_element, run_call, unpack_function
+from .calls import pack_function as pack_function  # where the engine and the tests take it
 from .checkpoint import StopSignals
 from .chunks import frontier, next_chunk_size, take_chunk
 from .element_log import ElementLog
@@ -60,22 +57,6 @@ REQUEUE_TIMEOUT = 60.0  # seconds the requeue command may take
 def inside_job() -> str | None:
     """The element id when this code runs inside a corral job, else None."""
     return current_element.get() or os.environ.get(IN_JOB_ENV) or None
-
-
-def pack_function(fn: Callable[..., Any], pickler: Callable[[Any], bytes] = dumps) -> bytes:
-    """Store a function with the client's ``sys.path``, so that modules found next to the
-    user's script are found on the node too. ``pickler`` is corral's cloudpickle
-    (:func:`corral.store.pickling.dumps`) or one that also refuses what cannot cross to a node."""
-    return pickle.dumps({"sys_path": list(sys.path), "fn": pickler(fn)})
-
-
-def unpack_function(data: bytes) -> Callable[..., Any]:
-    blob = pickle.loads(data)
-    for entry in blob["sys_path"]:
-        if entry not in sys.path:
-            sys.path.append(entry)
-    fn: Callable[..., Any] = cloudpickle.loads(blob["fn"])
-    return fn
 
 
 class ElementRun(NamedTuple):
@@ -205,6 +186,10 @@ def run_element(
     store.check_format()  # a batch of another format: refused before anything of it is read
     plan = store.read_plan(sub)
     fn = unpack_function(store.read_function())
+    if plan.ranks is not None:  # per_task: each call runs on every task of the job
+        from .ranks import PerTask
+
+        fn = PerTask(plan.ranks, store, element)
     if plan.stdin:
         fn = functools.partial(fn, sys.stdin.read().removesuffix("\n") if stdin is None else stdin)
     signals = signals or StopSignals()

@@ -3,6 +3,7 @@
 #$ -S /bin/bash
 #$ -N fit_run
 #$ -t 1-8
+#$ -V
 #$ -tc 3
 #$ -l h_rt=129600
 #$ -l h_vmem=4096M

@@ -3,6 +3,7 @@
 #$ -S /bin/bash
 #$ -N corral-fit
 #$ -t 1-8
+#$ -V
 #$ -tc 3
 index=$((SGE_TASK_ID - 1))  # SGE counts tasks from 1, corral its elements from 0
 out=${1//"{job}"/$JOB_ID} err=${2//"{job}"/$JOB_ID}
