@@ -1,0 +1,78 @@
+"""The keys of corral's configuration and the one check of their values, shared by every layer
+(``set_defaults()``, the files read by :mod:`corral.config_files`, the environment variables and
+``resolve()``'s options; see :mod:`corral.config` for the layers). Pure.
+
+A value is converted once, where it enters, to its canonical form (a ``timedelta`` for ``time``,
+MB for ``memory``, ...): the layers then merge canonical values. Resources own their friendly
+forms and checks (:meth:`corral.resources.Resources.from_options`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import fields
+
+from . import suggestions
+from .errors import ConfigError, ResourceError
+from .resources import Resources
+
+RESOURCE_KEYS = tuple(f.name for f in fields(Resources))
+#: Every key allowed in set_defaults(), a config file, a profile, or resolve()'s options.
+KEYS = (*RESOURCE_KEYS, "backend", "directory", "max_retries", "submit_budget")
+#: The lowest layer.
+BUILT_IN: dict[str, object] = {"backend": "auto", "directory": None, "max_retries": 3, "submit_budget": 500}
+#: The only CORRAL_* variables read here: the others (CORRAL_IN_JOB, ...) belong to other parts.
+ENV = {k: "CORRAL_DIR" if k == "directory" else f"CORRAL_{k.upper()}" for k in KEYS if k != "extra"}
+#: Keys whose variable is read as a whole number.
+INT_KEYS = frozenset(
+    {"cpus", "nodes", "tasks", "max_retries", "submit_budget", "max_requeues", "signal_grace"}
+)
+
+
+def convert(key: str, value: object) -> object:
+    """The canonical form of one value; raises ResourceError or ConfigError (without location)."""
+    if key == "extra" and isinstance(value, Mapping):
+        # False is kept as a mark: it removes the option from the layers below (Resources,
+        # which sees one layer, reads it as "left out"); the names are checked all the same
+        removed = {str(k): False for k, v in value.items() if v is False}
+        kept = {k: v for k, v in value.items() if v is not False}
+        return dict(Resources.from_options(extra={**kept, **dict.fromkeys(removed)}).extra) | removed
+    if key in RESOURCE_KEYS:  # Resources owns the friendly forms ("1:00:00", "4G") and the checks
+        return getattr(Resources.from_options(**{key: value}), key)
+    if key == "backend":
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"backend={value!r} must be a backend name, such as 'auto', 'local' or 'slurm'")
+        return value.strip()
+    if key == "directory":
+        text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"directory={value!r} must be a path")
+        if any(not c.isprintable() for c in text):  # it reaches job scripts and log names
+            raise ConfigError(f"directory={value!r} holds a control character")
+        return os.path.expanduser(text)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{key}={value!r} must be a whole number, 0 or more")
+    return value
+
+
+def checked(key: str, value: object, where: str, unknown: type[Exception]) -> object:
+    """:func:`convert` for a key read from ``where``, which errors name; an unknown key raises
+    ``unknown``. Without ``where`` (explicit options) errors pass as they are; None stays None."""
+    if key not in KEYS:
+        raise unknown(
+            f"{where}: unknown key {hint(key)}"
+            if where
+            else f"unknown resource option {hint(key, note=suggestions.FRONT_END_NOTE)}"
+        )
+    if value is None or not where:
+        return None if value is None else convert(key, value)
+    try:
+        return convert(key, value)
+    except (ResourceError, ConfigError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def hint(key: str, where: str = "", known: tuple[str, ...] = KEYS, note: str = "") -> str:
+    """``key`` with what the user may have meant and the ``known`` keys (see :mod:`corral.suggestions`)."""
+    return suggestions.unknown(key, known, where=where, note=note)
