@@ -169,6 +169,4 @@ def _layer(path: Path, table: str, raw: Mapping[str, object]) -> dict[str, objec
             known = KEYS if "profiles." in table else (*KEYS, "profiles")
             raise ConfigError(f"{path}: unknown key {hint(key, where, known)}")
         layer[key] = checked(key, value, f"{path}: key {key!r}{where}", ConfigError)
-        if key == "directory":  # relative to the file, so a project's work dir does not follow cwd
-            layer[key] = os.path.join(path.parent, cast(str, layer[key]))
     return layer

@@ -3,8 +3,13 @@
 ``resolve()``'s options; see :mod:`corral.config` for the layers). Pure.
 
 A value is converted once, where it enters, to its canonical form (a ``timedelta`` for ``time``,
-MB for ``memory``, ...): the layers then merge canonical values. Resources own their friendly
-forms and checks (:meth:`corral.resources.Resources.from_options`).
+MB for ``memory``, a tuple of lines for ``setup``, ...): the layers then merge canonical values.
+Resources and the job's environment own their friendly forms and checks
+(:meth:`corral.resources.Resources.from_options`, :meth:`corral.environment.Environment.from_options`).
+
+``directory`` and ``python`` name places on a machine: they are checked where they enter but
+read as places (``~``, a path relative to a file) only once :mod:`corral.config` knows which
+machine they are on (:func:`localized`).
 """
 
 from __future__ import annotations
@@ -13,17 +18,28 @@ import os
 from collections.abc import Mapping
 from dataclasses import fields
 
-from . import suggestions
+from . import environment, suggestions
+from .environment import Environment, env_vars
 from .errors import ConfigError, ResourceError
 from .resources import Resources
 
 RESOURCE_KEYS = tuple(f.name for f in fields(Resources))
+ENVIRONMENT_KEYS = environment.KEYS
 #: Every key allowed in set_defaults(), a config file, a profile, or resolve()'s options.
-KEYS = (*RESOURCE_KEYS, "backend", "directory", "max_retries", "submit_budget")
+KEYS = (*RESOURCE_KEYS, "backend", "directory", "max_retries", "submit_budget", *ENVIRONMENT_KEYS)
+#: Keys whose options merge one by one across the layers (False removes one a lower layer set).
+MERGED = ("extra", "env")
+#: Keys that name a place on a machine (see the module doc).
+PLACES = ("directory", "python")
 #: The lowest layer.
 BUILT_IN: dict[str, object] = {"backend": "auto", "directory": None, "max_retries": 3, "submit_budget": 500}
 #: The only CORRAL_* variables read here: the others (CORRAL_IN_JOB, ...) belong to other parts.
-ENV = {k: "CORRAL_DIR" if k == "directory" else f"CORRAL_{k.upper()}" for k in KEYS if k != "extra"}
+#: Of the job's environment only the interpreter has one: lines of shell do not fit a variable.
+ENV = {
+    k: "CORRAL_DIR" if k == "directory" else f"CORRAL_{k.upper()}"
+    for k in KEYS
+    if k not in MERGED and (k not in ENVIRONMENT_KEYS or k == "python")
+}
 #: Keys whose variable is read as a whole number.
 INT_KEYS = frozenset(
     {"cpus", "nodes", "tasks", "max_retries", "submit_budget", "max_requeues", "signal_grace"}
@@ -40,6 +56,8 @@ def convert(key: str, value: object) -> object:
         return dict(Resources.from_options(extra={**kept, **dict.fromkeys(removed)}).extra) | removed
     if key in RESOURCE_KEYS:  # Resources owns the friendly forms ("1:00:00", "4G") and the checks
         return getattr(Resources.from_options(**{key: value}), key)
+    if key in ENVIRONMENT_KEYS:
+        return _environment_value(key, value)
     if key == "backend":
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"backend={value!r} must be a backend name, such as 'auto', 'local' or 'slurm'")
@@ -50,10 +68,32 @@ def convert(key: str, value: object) -> object:
             raise ConfigError(f"directory={value!r} must be a path")
         if any(not c.isprintable() for c in text):  # it reaches job scripts and log names
             raise ConfigError(f"directory={value!r} holds a control character")
-        return os.path.expanduser(text)
+        return text
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(f"{key}={value!r} must be a whole number, 0 or more")
     return value
+
+
+def _environment_value(key: str, value: object) -> object:
+    if key == "env" and isinstance(value, Mapping):  # False marks a removal, as in extra
+        removed = {str(k): False for k, v in value.items() if v is False}
+        env_vars(dict.fromkeys(removed, ""))  # the names are checked all the same
+        kept = {k: v for k, v in value.items() if v is not False}
+        return dict(Environment.from_options(env=kept).env) | removed
+    if key == "python" and isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    return getattr(Environment.from_options(**{key: value}), key)
+
+
+def localized(key: str, value: str, folder: str | None) -> str:
+    """A place (``directory``, ``python``) as this machine reads it: ``~`` expanded, and a
+    relative path read from a file joined to the file's ``folder``, so that a project's work
+    dir or venv does not follow the working directory. A ``python`` without a ``/`` is a name
+    the node looks up on its PATH, and stays one."""
+    text = os.path.expanduser(value)
+    if folder is None or (key == "python" and "/" not in text):
+        return text
+    return os.path.join(folder, text)
 
 
 def checked(key: str, value: object, where: str, unknown: type[Exception]) -> object:

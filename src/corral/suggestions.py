@@ -44,8 +44,7 @@ FOREIGN: dict[str, str] = {
     "cpu": "cluster_tools' cpu is corral's cpus=",
     "work_dir": "pypoolparty's work_dir is corral's directory=",
     "max_num_resubmissions": "pypoolparty's max_num_resubmissions is corral's max_retries=",
-    "python_path": "corral runs the worker with the client's own interpreter (sys.executable); "
-    "run your script with the Python the nodes should use",
+    "python_path": "the interpreter of the jobs is corral's python= (a path, or a name on the nodes' PATH)",
     "exclusive": "sbatch's exclusive is extra={'exclusive': True}",
     "mail_type": "sbatch's mail-type goes in extra={'mail-type': 'END'}",
     "mail_user": "sbatch's mail-user goes in extra={'mail-user': 'me@example.org'}",
