@@ -4,6 +4,9 @@
 - the project file: the nearest ``corral.toml``, or ``pyproject.toml`` with ``[tool.corral]``,
   from the working directory upward (``corral.toml`` wins in one folder, and ends the walk).
 
+A file holds settings at its top level, ``[profiles.NAME]`` tables of the same keys, and
+``[hosts.NAME]`` tables of the keys a host takes (:data:`corral.config_keys.HOST_KEYS`).
+
 A file is read only when its owner and mode say it is the user's (:mod:`corral.config_trust`),
 checked whole (every key of every table, whether selected or not) and kept until it changes.
 The walk up from a working directory is made once per directory in a process.
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from .config_keys import KEYS, checked, hint
+from .config_keys import HOST_KEYS, KEYS, checked, hint
 from .config_trust import distrust, warn_ignored
 from .errors import ConfigError
 
@@ -40,11 +43,17 @@ _walks: dict[str, tuple[tuple[Path, bool], ...]] = {}  # cwd -> project file can
 
 @dataclass(frozen=True)
 class File:
-    """One config file, parsed and checked: its own settings and its profiles."""
+    """One config file, parsed and checked: its own settings, its profiles and its hosts."""
 
     path: str
     base: Mapping[str, object]
     profiles: Mapping[str, Mapping[str, object]]
+    hosts: Mapping[str, Mapping[str, object]]
+
+    @property
+    def folder(self) -> str:
+        """The file's folder: relative paths in the file are relative to it."""
+        return os.path.dirname(self.path)
 
 
 def read() -> tuple[Path, list[File]]:
@@ -144,29 +153,37 @@ def _parse(path: Path, stream: BinaryIO, pyproject: bool) -> File | None:
         table, prefix = tool["corral"], "tool.corral."
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tool.corral] must be a table, not {table!r}")
-    profiles = table.get("profiles", {})
-    if not isinstance(profiles, dict):
-        raise ConfigError(f"{path}: [{prefix}profiles] must be a table of profiles, not {profiles!r}")
-    base = _layer(
-        path, f"[{prefix[:-1]}]" if prefix else "", {k: v for k, v in table.items() if k != "profiles"}
+    base = {k: v for k, v in table.items() if k not in ("profiles", "hosts")}
+    return File(
+        str(path),
+        _layer(path, f"[{prefix[:-1]}]" if prefix else "", base, (*KEYS, "profiles", "hosts")),
+        _tables(path, prefix, "profiles", table.get("profiles", {}), KEYS),
+        _tables(path, prefix, "hosts", table.get("hosts", {}), HOST_KEYS),
     )
-    checked_profiles: dict[str, Mapping[str, object]] = {}
-    for name, body in profiles.items():
+
+
+def _tables(
+    path: Path, prefix: str, kind: str, tables: object, known: tuple[str, ...]
+) -> dict[str, Mapping[str, object]]:
+    """The ``[profiles.NAME]`` or ``[hosts.NAME]`` tables of a file, each checked."""
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{path}: [{prefix}{kind}] must be a table of {kind}, not {tables!r}")
+    checked_tables: dict[str, Mapping[str, object]] = {}
+    for name, body in tables.items():
         if not isinstance(body, dict):
             raise ConfigError(
-                f"{path}: profile {name!r} must be a table [{prefix}profiles.{name}], not {body!r}"
+                f"{path}: {kind[:-1]} {name!r} must be a table [{prefix}{kind}.{name}], not {body!r}"
             )
-        checked_profiles[name] = _layer(path, f"[{prefix}profiles.{name}]", body)
-    return File(str(path), base, checked_profiles)
+        checked_tables[name] = _layer(path, f"[{prefix}{kind}.{name}]", body, known)
+    return checked_tables
 
 
-def _layer(path: Path, table: str, raw: Mapping[str, object]) -> dict[str, object]:
-    """Check one table of a file (its top level or a profile)."""
+def _layer(path: Path, table: str, raw: Mapping[str, object], known: tuple[str, ...]) -> dict[str, object]:
+    """Check one table of a file (its top level, a profile or a host) that takes ``known`` keys."""
     where = f" in {table}" if table else " at the top level"
     layer: dict[str, object] = {}
     for key, value in raw.items():
-        if key not in KEYS:
-            known = KEYS if "profiles." in table else (*KEYS, "profiles")
+        if key not in known:
             raise ConfigError(f"{path}: unknown key {hint(key, where, known)}")
-        layer[key] = checked(key, value, f"{path}: key {key!r}{where}", ConfigError)
+        layer[key] = checked(key, value, f"{path}: key {key!r}{where}", ConfigError, known)
     return layer

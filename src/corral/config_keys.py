@@ -9,12 +9,17 @@ Resources and the job's environment own their friendly forms and checks
 
 ``directory`` and ``python`` name places on a machine: they are checked where they enter but
 read as places (``~``, a path relative to a file) only once :mod:`corral.config` knows which
-machine they are on (:func:`localized`).
+machine they are on (:func:`localized`): on a host reached over ssh they stay as written.
+
+``host`` names a ``[hosts.NAME]`` table (False: no host). Such a table takes the keys below but
+``host``, and two of its own: ``ssh``, the destination as OpenSSH reads it, and ``ssh_config``,
+a file for ``ssh -F`` (a place on this machine).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import fields
 
@@ -26,13 +31,17 @@ from .resources import Resources
 RESOURCE_KEYS = tuple(f.name for f in fields(Resources))
 ENVIRONMENT_KEYS = environment.KEYS
 #: Every key allowed in set_defaults(), a config file, a profile, or resolve()'s options.
-KEYS = (*RESOURCE_KEYS, "backend", "directory", "max_retries", "submit_budget", *ENVIRONMENT_KEYS)
+KEYS = (*RESOURCE_KEYS, "backend", "directory", "max_retries", "submit_budget", *ENVIRONMENT_KEYS, "host")
+#: The keys of a [hosts.NAME] table.
+HOST_KEYS = (*(k for k in KEYS if k != "host"), "ssh", "ssh_config")
 #: Keys whose options merge one by one across the layers (False removes one a lower layer set).
 MERGED = ("extra", "env")
 #: Keys that name a place on a machine (see the module doc).
 PLACES = ("directory", "python")
 #: The lowest layer.
-BUILT_IN: dict[str, object] = {"backend": "auto", "directory": None, "max_retries": 3, "submit_budget": 500}
+BUILT_IN: dict[str, object] = {
+    "backend": "auto", "directory": None, "max_retries": 3, "submit_budget": 500, "host": None,
+}  # fmt: skip
 #: The only CORRAL_* variables read here: the others (CORRAL_IN_JOB, ...) belong to other parts.
 #: Of the job's environment only the interpreter has one: lines of shell do not fit a variable.
 ENV = {
@@ -44,6 +53,9 @@ ENV = {
 INT_KEYS = frozenset(
     {"cpus", "nodes", "tasks", "max_retries", "submit_budget", "max_requeues", "signal_grace"}
 )
+# The destinations corral.transports.ssh.SshTarget.parse reads: [user@]host[:port] or a Host
+# alias. Repeated here because config sits below the transports; the transport parses it again.
+_SSH = re.compile(r"(?:[A-Za-z0-9._-]+@)?(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
 
 
 def convert(key: str, value: object) -> object:
@@ -62,13 +74,27 @@ def convert(key: str, value: object) -> object:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"backend={value!r} must be a backend name, such as 'auto', 'local' or 'slurm'")
         return value.strip()
-    if key == "directory":
+    if key in ("directory", "ssh_config"):
         text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
         if not isinstance(text, str) or not text.strip():
-            raise ConfigError(f"directory={value!r} must be a path")
-        if any(not c.isprintable() for c in text):  # it reaches job scripts and log names
-            raise ConfigError(f"directory={value!r} holds a control character")
+            raise ConfigError(f"{key}={value!r} must be a path")
+        if any(not c.isprintable() for c in text):  # it reaches job scripts, log names, argv
+            raise ConfigError(f"{key}={value!r} holds a control character")
         return text
+    if key == "host":
+        if value is False:  # no host, whatever a lower layer chose
+            return value
+        if not isinstance(value, str) or not value.strip() or not value.isprintable():
+            raise ConfigError(f"host={value!r} must be the name of a [hosts.NAME] table, or false (no host)")
+        return value
+    if key == "ssh":
+        found = _SSH.fullmatch(value) if isinstance(value, str) and not value.startswith("-") else None
+        if found is None or not 0 < int(found["port"] or 22) < 65536:  # -oProxyCommand=... is no host
+            raise ConfigError(
+                f"ssh={value!r} is not an ssh destination: give a Host alias of ~/.ssh/config, "
+                "or [user@]host[:port]"
+            )
+        return value
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(f"{key}={value!r} must be a whole number, 0 or more")
     return value
@@ -96,10 +122,13 @@ def localized(key: str, value: str, folder: str | None) -> str:
     return os.path.join(folder, text)
 
 
-def checked(key: str, value: object, where: str, unknown: type[Exception]) -> object:
-    """:func:`convert` for a key read from ``where``, which errors name; an unknown key raises
-    ``unknown``. Without ``where`` (explicit options) errors pass as they are; None stays None."""
-    if key not in KEYS:
+def checked(
+    key: str, value: object, where: str, unknown: type[Exception], known: tuple[str, ...] = KEYS
+) -> object:
+    """:func:`convert` for a key read from ``where``, which errors name; a key not ``known``
+    raises ``unknown``. Without ``where`` (explicit options) errors pass as they are; None
+    stays None."""
+    if key not in known:
         raise unknown(
             f"{where}: unknown key {hint(key)}"
             if where

@@ -3,6 +3,7 @@ same layers as every key, ``env`` merged variable by variable, places read where
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -191,5 +192,8 @@ def test_describe_shows_the_environment_as_a_file_takes_it(places: Places) -> No
     read = tomllib.loads(toml)
     keys = ("setup", "env", "python", "post", "srun", "launcher", "per_task")
     assert Environment.from_options(**{k: read[k] for k in keys}) == settings.environment
-    assert "srun" not in describe(resolve(srun=False))
-    assert "srun = true" in describe(resolve(srun=True))
+    # Set back to the default: still shown, since a layer said so
+    assert re.search(r"^srun = false +\(options\)$", describe(resolve(srun=False)), re.M)
+    assert re.search(r"^srun = true +\(options\)$", describe(resolve(srun=True)), re.M)
+    places.user_file.unlink()
+    assert "srun" not in describe(resolve())
