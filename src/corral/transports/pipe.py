@@ -234,7 +234,8 @@ class AgentTransport:
                 if self.max_wait is not None and waited >= self.max_wait:
                     raise AgentLost(
                         f"lost the session with {self.name}, and {attempt + 1} "
-                        f"{'try' if attempt == 0 else 'tries'} in {waited:.0f} s did not start another: {advice}",
+                        f"{'try' if attempt == 0 else 'tries'} in {waited:.0f} s did not start another: "
+                        f"{advice}",
                         failed.said,
                     ) from None
                 pause = self.backoff.pause(attempt, self._rng)
