@@ -90,7 +90,7 @@ class _Session:
 
     def _keep(self, stream: IO[bytes]) -> None:
         for line in stream:
-            self.said.append(line.decode(errors="replace").rstrip("\n"))
+            self.said.append(line.decode(errors="replace").rstrip("\r\n"))
 
     def text(self) -> str:
         return "\n".join(self.said)

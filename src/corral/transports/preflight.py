@@ -115,7 +115,7 @@ def preflight(transport: AgentTransport, directory: str, *, here: Versions | Non
     try:
         said = transport.hello()
     except AgentLost as lost:
-        raise PreflightError(f"preflight of {transport.name} failed: {lost}") from lost
+        raise PreflightError(f"preflight: {lost}") from lost
     there = Versions.of(said)
     problem = mismatch(there, here or Versions.here(), host=transport.name, python=python)
     if problem is not None:
