@@ -36,9 +36,9 @@ def test_each_recorded_failure_is_read_as_its_kind(name: str, failure: SshFailur
     assert line in key_line(said(name))
 
 
-def test_only_the_network_and_the_unknown_are_left_to_waiting() -> None:
-    assert {f for f in SshFailure if not f.needs_person} == {SshFailure.UNREACHABLE, SshFailure.OTHER}
+def test_what_no_pattern_knows_is_other() -> None:
     assert classify("") is SshFailure.OTHER and classify("Killed\n") is SshFailure.OTHER
+    assert key_line("a\nKilled\n") == "Killed"
 
 
 def explained(name: str, reconnecting: bool = False) -> str:

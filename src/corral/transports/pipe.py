@@ -189,6 +189,9 @@ class AgentTransport:
             answer = session.ask(ident, frame)
         except _Broken:
             raise _NoStart(session.end()) from None
+        except BaseException:  # a Ctrl-C while ssh connects: leave no session behind
+            session.end()
+            raise
         if answer.get("ok") is not True:
             raise _NoStart(f"{session.end()}\nhello failed: {rebuild_error(answer.get('error'))}")
         return session
@@ -280,6 +283,9 @@ class AgentTransport:
                     log.warning(
                         "the session with %s broke during %s (%s): sending it again", self.name, op, exc
                     )
+                except BaseException:  # a Ctrl-C mid-request: its answer would be taken for the next's
+                    self._end()
+                    raise
         if answer.get("ok") is True:
             return answer.get("value")
         raise rebuild_error(answer.get("error"))

@@ -3,8 +3,8 @@ read by pure functions: which kind of failure it is (:func:`classify`, a table o
 tried in order) and what a person should do about it (:func:`explain`). Tested on recorded
 output (tests/data/ssh).
 
-Which failures a waiting client waits on, and which need a person, is the transport's
-decision (see :mod:`.pipe`); this module only reads the text.
+Which failures are waited on is the transport's decision (:mod:`.pipe`: none for a first
+session, all for later ones, with what to do said once); this module only reads the text.
 """
 
 from __future__ import annotations
@@ -25,11 +25,6 @@ class SshFailure(enum.Enum):
     NO_PYTHON = "no python"  # the remote shell found no such interpreter (or cannot run it)
     NO_CORRAL = "no corral"  # the interpreter runs but has no corral (or one without the agent)
     OTHER = "other"  # anything else: the agent or ssh ended saying something we do not know
-
-    @property
-    def needs_person(self) -> bool:
-        """True when waiting alone cannot fix it: someone must log in, check a key, install."""
-        return self is not SshFailure.UNREACHABLE and self is not SshFailure.OTHER
 
 
 #: (pattern, failure), tried in order: the first that matches a line of the output wins. A
