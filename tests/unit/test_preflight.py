@@ -117,8 +117,6 @@ def test_preflight_refuses_a_work_dir_others_can_write(agent: Counting, tmp_path
 def test_an_agent_that_cannot_start_is_a_preflight_error_quoting_what_it_said(tmp_path: Path) -> None:
     said = "/usr/bin/python3: Error while finding module specification for 'corral.transports.agent'"
     gone = AgentTransport([sys.executable, "-c", f"import sys; sys.exit({said!r})"], name="login")
-    with pytest.raises(
-        PreflightError, match="preflight: cannot start a session with login: "
-    ):
+    with pytest.raises(PreflightError, match="preflight: cannot start a session with login: "):
         preflight(gone, str(tmp_path / "work"))
     assert not (tmp_path / "work").exists()
