@@ -98,7 +98,7 @@ def explain(said: str, *, host: str, python: str, login: Sequence[str], reconnec
     if failure is SshFailure.NO_PYTHON:
         return (
             f"{host} has no Python at {python} {quoted}: give the path of a remote Python that has "
-            f"corral installed (a venv's bin/python; `{command}` opens a shell to look)"
+            "corral installed (a venv's bin/python, say)"
         )
     if failure is SshFailure.NO_CORRAL:
         return (
