@@ -26,10 +26,21 @@
 #      `LogLevel VERBOSE` (one "Accepted publickey for USER" line per
 #      authentication, which tests count), StrictModes yes, keys only;
 #   5. the remote user's venv (~/venv, Debian's /usr/bin/python3, the same minor as
-#      the client's) with corral installed from a wheel of this checkout: pip cannot
-#      install a tree the remote user cannot write (setuptools writes egg-info), and
-#      the remote user cannot read root's pyenv interpreter. Rebuilt when the
-#      checkout's sources change (a hash of src/ and pyproject.toml).
+#      the client's) with corral installed from a wheel of this checkout and the
+#      client's own cloudpickle version: pip cannot install a tree the remote user
+#      cannot write (setuptools writes egg-info), and the remote user cannot read
+#      root's pyenv interpreter. Rebuilt when the checkout's sources change (a hash of
+#      src/ and pyproject.toml);
+#   6. a venv of another Python minor (~/venv312, the same wheel), for the preflight
+#      test that refuses it: root's pyenv build (3.12.1, or $CORRAL_OTHER_PYTHON)
+#      copied to /opt/corral-python3.12 (readable by all, its RUNPATH pointed at its
+#      own lib/ with patchelf, since pyenv's points into /root). Skipped when pyenv
+#      has no such build.
+#
+# A linked git worktree (git worktree add) gets venvs of its own, ~/venv-<folder> and
+# ~/venv312-<folder>, so that a branch's tests never reinstall the main checkout's
+# corral under its feet (or the other way round); `env` prints the paths in use.
+# `start` holds a lock: two checkouts starting the servers at once take turns.
 #
 # OpenSSH reads ~/.ssh/config from the password database's home, not $HOME, so the
 # tests pass `-F $STATE/ssh_config` rather than rely on root's own config.
@@ -44,8 +55,23 @@ REMOTE_USER=${CORRAL_REMOTE_USER:-corralr}
 LOGIN_PORT=${CORRAL_LOGIN_PORT:-2222}
 JUMP_PORT=${CORRAL_JUMP_PORT:-2223}
 REMOTE_HOME=/home/$REMOTE_USER
+OTHER_VERSION=${CORRAL_OTHER_PYTHON:-3.12.1}  # a pyenv build of another minor than the client's
+OTHER_MINOR=${OTHER_VERSION%.*}
+OTHER_SOURCE=/root/.pyenv/versions/$OTHER_VERSION
+OTHER_PREFIX=/opt/corral-python$OTHER_MINOR
 
 log() { printf 'test-sshd: %s\n' "$*" >&2; }
+
+# "" for a main checkout, "-<folder>" for a linked worktree (see the header).
+checkout_suffix() {
+    local own common
+    own=$(git -C "$ROOT_DIR" rev-parse --absolute-git-dir 2>/dev/null) || return 0
+    common=$(cd "$ROOT_DIR" && cd "$(git rev-parse --git-common-dir)" && pwd -P) || return 0
+    [[ $own == "$common" ]] || printf -- '-%s' "$(basename "$ROOT_DIR" | tr -c 'A-Za-z0-9_.\n-' _)"
+}
+SUFFIX=$(checkout_suffix)
+VENV=${CORRAL_REMOTE_VENV:-$REMOTE_HOME/venv$SUFFIX}
+VENV_OTHER=${CORRAL_REMOTE_VENV_OTHER:-$REMOTE_HOME/venv${OTHER_MINOR//./}$SUFFIX}
 
 install_packages() {
     local missing=()
@@ -129,7 +155,7 @@ start_sshd() {  # PORT NAME
     install -d -m 0755 /run/sshd
     /usr/sbin/sshd -t -f "$STATE/$name.conf"
     log "starting sshd $name on 127.0.0.1:$port"
-    /usr/sbin/sshd -f "$STATE/$name.conf" -E "$STATE/$name.log"
+    /usr/sbin/sshd -f "$STATE/$name.conf" -E "$STATE/$name.log" 9>&-  # not the start lock
     local i
     for ((i = 0; i < 50; i++)); do
         pid_alive "$STATE/$name.pid" sshd && return 0
@@ -145,13 +171,13 @@ source_hash() {
         LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
 }
 
-make_venv() {
-    local venv=$REMOTE_HOME/venv hash wheels
-    hash=$(source_hash)
-    if [[ -x $venv/bin/python && $(cat "$venv/.corral-source" 2>/dev/null) == "$hash" ]]; then
-        return 0
-    fi
-    log "building the remote venv (corral from this checkout, $hash)"
+# The client's cloudpickle version: the remote venvs get the same (preflight compares them).
+client_cloudpickle() {
+    "$ROOT_DIR/.venv/bin/python" -c 'import cloudpickle; print(cloudpickle.__version__)'
+}
+
+build_wheel() {  # prints the folder holding the wheel (readable by the remote user)
+    local wheels
     wheels=$(mktemp -d)
     if ! "$ROOT_DIR/.venv/bin/python" -m pip wheel -q --no-deps -w "$wheels" "$ROOT_DIR" >"$wheels/build.log" 2>&1; then
         cat "$wheels/build.log" >&2
@@ -159,29 +185,73 @@ make_venv() {
     fi
     chmod 0755 "$wheels"
     chmod 0644 "$wheels"/*.whl
+    echo "$wheels"
+}
+
+make_venv() {  # VENV BASE_PYTHON STAMP: (re)build VENV unless it has STAMP (the wheel: $WHEELS)
+    local venv=$1 base=$2 stamp=$3 pickler=${3##*cloudpickle=}
+    if [[ -x $venv/bin/python && $(cat "$venv/.corral-source" 2>/dev/null) == "$stamp" ]]; then
+        return 0
+    fi
+    [[ -n $WHEELS ]] || WHEELS=$(build_wheel)
+    log "building the remote venv $venv ($base; corral from $ROOT_DIR, $stamp)"
     runuser -u "$REMOTE_USER" -- bash -c "
         set -e
-        [[ -x '$venv/bin/python' ]] || /usr/bin/python3 -m venv '$venv'
-        '$venv/bin/python' -m pip install -q --upgrade --force-reinstall --no-deps '$wheels'/*.whl
-        '$venv/bin/python' -m pip install -q cloudpickle
-        echo '$hash' > '$venv/.corral-source'
+        [[ -x '$venv/bin/python' ]] || '$base' -m venv '$venv'
+        '$venv/bin/python' -m pip install -q --upgrade --force-reinstall --no-deps '$WHEELS'/*.whl
+        '$venv/bin/python' -m pip install -q 'cloudpickle==$pickler'
+        echo '$stamp' > '$venv/.corral-source'
     "
-    rm -rf "$wheels"
+}
+
+# Root's pyenv build of another minor, copied where the remote user can run it. pyenv
+# links its python to libpythonX.Y.so through an absolute RUNPATH into /root, which that
+# user cannot read: the copy's RUNPATH is $ORIGIN/../lib.
+make_other_python() {
+    local exe=$OTHER_PREFIX/bin/python$OTHER_MINOR tmp
+    if [[ ! -x $exe ]]; then
+        command -v patchelf >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq patchelf >/dev/null
+        log "copying $OTHER_SOURCE to $OTHER_PREFIX"
+        tmp=$(mktemp -d "$OTHER_PREFIX.XXXXXX")
+        cp -a "$OTHER_SOURCE/." "$tmp/"
+        patchelf --set-rpath '$ORIGIN/../lib' "$tmp/bin/python$OTHER_MINOR"
+        chmod -R a+rX "$tmp"
+        chmod 0755 "$tmp"
+        mv -T "$tmp" "$OTHER_PREFIX"
+    fi
+    runuser -u "$REMOTE_USER" -- "$exe" -c 'import ssl, sys; assert sys.version_info[:2] == tuple(map(int, sys.argv[1].split(".")))' "$OTHER_MINOR"
+}
+
+make_venvs() {
+    local stamp
+    WHEELS=""
+    stamp="$(source_hash) cloudpickle=$(client_cloudpickle)"
+    make_venv "$VENV" /usr/bin/python3 "$stamp"
+    if [[ -x $OTHER_PREFIX/bin/python$OTHER_MINOR || -d $OTHER_SOURCE ]]; then
+        make_other_python
+        make_venv "$VENV_OTHER" "$OTHER_PREFIX/bin/python$OTHER_MINOR" "$stamp"
+    else
+        log "no Python $OTHER_VERSION in $OTHER_SOURCE: no venv of another minor (its test skips)"
+    fi
+    [[ -z $WHEELS ]] || rm -rf "$WHEELS"
 }
 
 check_login() {
-    ssh -F "$STATE/ssh_config" corral-login "$REMOTE_HOME/venv/bin/python" -c \
+    ssh -F "$STATE/ssh_config" corral-login "$VENV/bin/python" -c \
         "'import corral, sys; print(sys.version_info[:2], corral.__version__)'"
 }
 
 case ${1:-start} in
 start)
+    install -d -m 0755 "$STATE"
+    exec 9>"$STATE/start.lock"
+    flock 9  # another checkout may be starting them too
     install_packages
     make_user
     make_keys
     start_sshd "$LOGIN_PORT" login
     start_sshd "$JUMP_PORT" jump
-    make_venv
+    make_venvs
     check_login >/dev/null
     log "ready: ssh -F $STATE/ssh_config corral-login (or corral-behind, through corral-jump)"
     ;;
@@ -195,6 +265,7 @@ status)
 env)
     printf 'CORRAL_SSHD_STATE=%s\nCORRAL_REMOTE_USER=%s\nCORRAL_LOGIN_PORT=%s\nCORRAL_JUMP_PORT=%s\n' \
         "$STATE" "$REMOTE_USER" "$LOGIN_PORT" "$JUMP_PORT"
+    printf 'CORRAL_REMOTE_VENV=%s\nCORRAL_REMOTE_VENV_OTHER=%s\n' "$VENV" "$VENV_OTHER"
     ;;
 *)
     echo "usage: $0 start|stop|status|env" >&2

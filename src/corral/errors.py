@@ -256,3 +256,10 @@ class FormatVersionError(FormatError):
     def __init__(self, message: str, *, path: str = "", found: int | None = None) -> None:
         super().__init__(message, path=path)
         self.found = found  #: the version the batch says it has (1 when it says none)
+
+
+class PreflightError(CorralError):
+    """A remote host cannot run this process's calls, found before anything was written
+    there: its Python, corral or cloudpickle differ from this process's, or corral's agent
+    cannot start (no such python, no corral, ssh cannot connect, log in or trust the host's
+    key). The message names the host and python, quotes what was said, and says what to do."""

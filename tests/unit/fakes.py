@@ -46,6 +46,7 @@ class FakeSlurm(LocalTransport):
         self.fail_sbatch_after = fail_sbatch_after
         self.forget = forget  # the scheduler forgets jobs at once: neither squeue nor sacct knows them
         self.jobs: dict[str, list[str]] = {}  # job id -> state per element
+        self.scripts: dict[str, str] = {}  # job id -> the script it runs
         self.max_queued = 0
         self.node_fail = node_fail  # this many elements take a call, then their node dies
         self.down_for = down_for  # this many sbatch commands find the controller down
@@ -74,6 +75,7 @@ class FakeSlurm(LocalTransport):
         job = str(self._next)
         self._next += 1
         self.jobs[job] = ["PENDING"] * elements
+        self.scripts[job] = script
         self.max_queued = max(self.max_queued, self.queued())
         if self.run_jobs:
             batch_dir = os.path.dirname(os.path.dirname(script))
@@ -119,7 +121,9 @@ class FakeSlurm(LocalTransport):
         return "".join(lines)
 
     def _squeue(self, argv: list[str]) -> tuple[int, str, str]:
-        if "-u" in argv:
+        if "--me" in argv and "%F|%o" in argv:  # the user's jobs and their scripts
+            return 0, "".join(f"{job}|{script}\n" for job, script in self.scripts.items()), ""
+        if "--me" in argv:
             return 0, "\n".join("x" for _ in range(self.queued())), ""
         ids = argv[argv.index("-j") + 1]
         if self.forget or not any(j in self.jobs for j in ids.split(",")):

@@ -121,15 +121,15 @@ def test_a_session_that_dies_is_reported_with_what_it_said_and_the_next_request_
     tmp_path: Path,
 ) -> None:
     agent = AgentTransport([sys.executable, "-c", "import sys; sys.stderr.write('login refused\\n')"])
-    with pytest.raises(AgentLost, match="ended during hello") as lost:
+    with pytest.raises(AgentLost, match="cannot start a session with agent: .*login refused") as lost:
         agent.hello()
-    assert "login refused" in str(lost.value) or "login refused" in agent.said()
+    assert lost.value.stderr == "login refused" == agent.said() and not lost.value.in_flight
     live = AgentTransport(AGENT)
     try:
         first = live.hello()["pid"]
-        assert live._proc is not None
-        os.kill(live._proc.pid, signal.SIGKILL)
-        live._proc.wait()
+        assert live._session is not None
+        os.kill(live._session.proc.pid, signal.SIGKILL)
+        live._session.proc.wait()
         assert live.hello()["pid"] != first  # a new session, transparently for a new request
     finally:
         live.close()

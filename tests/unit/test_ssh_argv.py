@@ -58,3 +58,17 @@ def test_the_command_shares_one_master_checks_host_keys_and_quotes_the_remote_ar
     assert argv[argv.index("-l") + 1] == "alice" and argv[argv.index("-p") + 1] == "2222"
     assert argv[-3:-1] == ["--", "login"]
     assert shlex.split(argv[-1]) == remote  # what the remote shell reads back is the argv, word by word
+
+
+def test_sessions_after_the_first_never_ask_and_never_add_a_host_key() -> None:
+    from corral.transports.ssh import SshTransport
+
+    transport = SshTransport("alice@login:2222", "/opt/venv/bin/python", config="/c")
+    first, later = transport.argv, transport.reconnect_argv
+    options = [later[i + 1] for i, word in enumerate(later) if word == "-o"]
+    assert {"BatchMode=yes", "StrictHostKeyChecking=yes", "ConnectTimeout=30"} <= set(options)
+    assert not any(word.startswith(("BatchMode", "StrictHostKeyChecking")) for word in first)
+    assert later[-3:] == first[-3:] and later[:3] == first[:3] == ["ssh", "-F", "/c"]
+    login = transport.login_command()
+    assert login[:3] == ["ssh", "-F", "/c"] and login[-2:] == ["login", "true"] and "-T" not in login
+    assert f"ControlPath={transport.sockets}/%C" in login and "BatchMode=yes" not in login

@@ -207,9 +207,12 @@ class Backend(abc.ABC):
         self, argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT, idempotent: bool = True
     ) -> CommandResult:
         """Run a scheduler command. A transient failure (see :meth:`transient`) or, for an
-        ``idempotent`` command, a time-out is retried after each of RETRY_PAUSES; a missing
-        program, a time-out that cannot be retried, or the last transient failure is a
-        SchedulerError with ``transient`` set accordingly."""
+        ``idempotent`` command, a time-out or a lost connection to the scheduler's host (a
+        ``ConnectionError`` such as :class:`~corral.transports.pipe.AgentLost`: the command
+        may or may not have run) is retried after each of RETRY_PAUSES; a missing program, a
+        time-out or lost connection that cannot be retried, or the last transient failure is
+        a SchedulerError with ``transient`` set accordingly (for ``sbatch``, the caller then
+        looks for the job it may have made)."""
         pauses = list(RETRY_PAUSES)
         while True:
             log.debug("running %s", shlex.join(argv))
@@ -217,7 +220,7 @@ class Backend(abc.ABC):
                 result = self.transport.run(argv, timeout=timeout)
             except FileNotFoundError as exc:
                 raise SchedulerError(f"{argv[0]} is not installed or not on PATH", argv=list(argv)) from exc
-            except CommandTimeout as exc:
+            except (CommandTimeout, ConnectionError) as exc:
                 if not idempotent or not pauses:
                     raise SchedulerError(str(exc), argv=list(argv), transient=True) from exc
                 reason = str(exc)

@@ -7,7 +7,6 @@ variables: ``CORRAL_MAX_ARRAY_SIZE`` (elements per array), ``CORRAL_MAX_SUBMIT_J
 
 from __future__ import annotations
 
-import getpass
 import logging
 import shlex
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from .slurm_text import (
     parse_sbatch,
     parse_sinfo_cpus,
     parse_squeue,
+    parse_user,
     render_script,
     scancel_says_gone,
     squeue_says_unknown,
@@ -58,6 +58,7 @@ class SlurmBackend(Backend):
         super().__init__(transport)
         self._config: dict[str, str] | None = None
         self._ends: dict[str, ElementStatus] = {}  # sacct's word on elements squeue shows failed
+        self._user: str | None = None
 
     def limits(self, resources: Resources) -> Limits:
         check_resources(resources)  # what the scheduler would misread, before anything is written
@@ -115,7 +116,7 @@ class SlurmBackend(Backend):
         """After an sbatch whose answer was lost: the job that runs ``script_path``, if the
         controller did take it (each submission has its own script file)."""
         try:
-            result = self.check(["squeue", "-h", "-u", getpass.getuser(), "-o", "%F|%o"])
+            result = self.check(["squeue", "-h", "--me", "-o", "%F|%o"])
         except SchedulerError:
             return None
         jobs = [job for job, command in parse_job_commands(result.stdout).items() if command == script_path]
@@ -174,9 +175,16 @@ class SlurmBackend(Backend):
         if not throttle_update_ok(result.returncode, result.stderr):
             raise SchedulerError(f"could not widen {job_id}: {result.stderr.strip()}", argv=argv)
 
+    def user(self) -> str:
+        """The user the scheduler sees: the one the transport's commands run as (over SSH,
+        not this process's), asked once with ``id -un``."""
+        if self._user is None:
+            self._user = parse_user(self.check(["id", "-un"]).stdout)
+        return self._user
+
     def queued_jobs(self) -> int:
         """How many jobs (array elements) the user has in the queue now."""
-        result = self.check(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i"])
+        result = self.check(["squeue", "-h", "-r", "--me", "-o", "%i"])
         return len(result.stdout.split())
 
     def discover_limits(self, resources: Resources) -> Limits:
@@ -191,7 +199,7 @@ class SlurmBackend(Backend):
                 "-P",
                 "show",
                 "assoc",
-                f"where user={getpass.getuser()}",
+                f"where user={self.user()}",
                 "format=MaxSubmit",
             ]
             result = self.run(argv)

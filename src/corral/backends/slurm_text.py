@@ -250,6 +250,14 @@ def parse_max_submit(stdout: str) -> int | None:
     return min(limits) if limits else None
 
 
+def parse_user(stdout: str) -> str:
+    """``id -un``: the one user name it printed; a SchedulerError for anything else."""
+    words = stdout.split()
+    if len(words) != 1:
+        raise SchedulerError(f"id -un printed {stdout!r}, not one user name")
+    return words[0]
+
+
 def enforces_limits(config: dict[str, str]) -> bool:
     """Association limits such as MaxSubmitJobs apply only when AccountingStorageEnforce
     includes ``limits`` (``safe`` implies it)."""

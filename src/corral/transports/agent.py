@@ -7,7 +7,8 @@ frames). One agent serves a client's whole session over one SSH session: a host 
 
 Only the operations of the :class:`~corral.transports.base.Transport` contract are answered
 (:data:`OPS`), plus ``hello``, which says what this side runs (Python, corral and cloudpickle
-versions, the user, the host) for the client's preflight. Its standard output carries frames
+versions, the user, the host; see :func:`hello`) for the client's preflight
+(:mod:`.preflight`). Its standard output carries frames
 only: whatever else would print there goes to standard error.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import pwd
 import socket
 import sys
 from typing import IO, Any
@@ -25,20 +27,28 @@ from .wire import encode, error_fields, read_message
 #: The operations an agent answers: the Transport contract's, by name.
 OPS = frozenset(
     {
-        "run", "makedirs", "mkdir_exclusive", "write_bytes", "write_many", "create_exclusive",
-        "read_bytes", "read_private", "read_range", "listdir", "scan", "sweep_temporaries",
+        "run", "expand_path", "makedirs", "mkdir_exclusive", "write_bytes", "write_many",
+        "create_exclusive", "read_bytes", "read_private", "read_range", "listdir", "scan",
+        "sweep_temporaries",
     }
 )  # fmt: skip
 
 
-def hello() -> dict[str, Any]:
-    """What this side runs, for the client's preflight."""
+def corral_version() -> str:
+    """The version of the corral installed here ("" when it was never installed)."""
     from importlib import metadata  # not ``import corral``: that is the layers above this one
 
     try:
-        version = metadata.version("corral")
+        return metadata.version("corral")
     except metadata.PackageNotFoundError:  # run from a source tree that was never installed
-        version = ""
+        return ""
+
+
+def hello() -> dict[str, Any]:
+    """What this side runs, for the client's preflight: ``python`` (version_info[:3]),
+    ``implementation`` (``cpython``), ``executable``, ``prefix`` (its venv), ``corral`` and
+    ``cloudpickle`` (their versions, "" when missing), ``user``, ``uid``, ``host``, ``home``,
+    ``pid``, and the ``ops`` this agent answers."""
     try:
         import cloudpickle
 
@@ -47,14 +57,26 @@ def hello() -> dict[str, Any]:
         pickler = ""
     return {
         "python": list(sys.version_info[:3]),
+        "implementation": sys.implementation.name,
         "executable": sys.executable,
-        "corral": version,
+        "prefix": sys.prefix,
+        "corral": corral_version(),
         "cloudpickle": pickler,
-        "user": getpass.getuser(),
+        "user": _user(),
+        "uid": os.getuid(),
         "host": socket.gethostname(),
         "home": os.path.expanduser("~"),
         "pid": os.getpid(),
+        "ops": sorted(OPS),
     }
+
+
+def _user() -> str:
+    """The name of the user this process runs as (its uid's, as the scheduler sees it)."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid with no name (a container): what the environment says
+        return getpass.getuser()
 
 
 def answer(transport: LocalTransport, request: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,12 @@ class Transport(Protocol):
         ``FileNotFoundError`` when the program does not exist."""
         ...
 
+    def expand_path(self, path: str) -> str:
+        """``path`` with ``~`` and ``$VARS`` expanded and made absolute *on this transport's
+        host* (its user's home, its environment): ``os.path.abspath(os.path.expandvars(
+        os.path.expanduser(path)))`` run there. Touches nothing."""
+        ...
+
     def makedirs(self, path: str) -> None:
         """Create ``path`` and its parents, each new folder private (0700); ``path`` itself,
         new or not, must then pass :func:`corral.trust.check_private_dir`. A folder that cannot
@@ -39,7 +45,10 @@ class Transport(Protocol):
         ...
 
     def mkdir_exclusive(self, path: str) -> bool:
-        """Create the one folder ``path`` (0700); False when the name is taken already."""
+        """Create the one folder ``path`` (0700); False when the name is taken already. Over a
+        remote transport whose session breaks with it in flight, ``ConnectionError``
+        (:class:`~corral.transports.pipe.AgentLost`): it is not sent again, since the second
+        try would say False for the folder the first one made."""
         ...
 
     def write_bytes(self, path: str, data: bytes, *, durable: bool = False) -> None:
@@ -54,7 +63,11 @@ class Transport(Protocol):
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Create ``path`` holding ``data`` only if it does not exist; False if it did. The
         file appears whole (written under another name, then linked), so a reader never sees
-        it empty or partial, on NFS too."""
+        it empty or partial, on NFS too. Over a remote transport whose session breaks with it
+        in flight, ``ConnectionError`` (:class:`~corral.transports.pipe.AgentLost`): the file
+        may exist, made by this very call, and a second try would say False for it. The caller
+        finds out by reading it back (a claim names who took it); a mark without content,
+        which anyone may have made, reads the same either way."""
         ...
 
     def read_bytes(self, path: str) -> bytes:

@@ -52,6 +52,9 @@ class LocalTransport:
             raise CommandTimeout(f"{argv[0]} did not answer within {timeout:g} s") from exc
         return CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
 
+    def expand_path(self, path: str) -> str:
+        return os.path.abspath(os.path.expandvars(os.path.expanduser(path)))
+
     def makedirs(self, path: str) -> None:
         # os.makedirs applies its mode to the last folder only: create each one ourselves.
         missing = []

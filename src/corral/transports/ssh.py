@@ -8,6 +8,12 @@ session, the agent's: every request of the client goes over it, so a host with
 ``MaxSessions 1`` works and a one-time code is asked once. Host keys are checked as the user's
 configuration says; corral never turns the check off. Nothing it sends is read by a shell,
 except the agent's command line, which is quoted word by word (``shlex.join``).
+
+The first session of a process may ask for what the login needs (ssh's own askpass).
+Sessions started after one broke (see :mod:`.pipe`) add ``BatchMode=yes`` (nothing is ever
+asked: a login that needs a person fails, and a warning says what to run),
+``StrictHostKeyChecking=yes`` (a key that is not in known_hosts by then is never added) and
+``ConnectTimeout=30``; what ssh said is read by :mod:`.ssh_text`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 
 from ..errors import CorralError
 from .pipe import AgentTransport
+from .ssh_text import explain
 
 _TARGET = re.compile(
     r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?$"
@@ -71,9 +78,12 @@ def ssh_argv(
     sockets: str,
     config: str | None = None,
     persist: str = "10m",
+    batch: bool = False,
 ) -> list[str]:
     """The ``ssh`` command that runs ``remote`` (an argv) on ``target`` over the shared master
-    connection; ``config``: an ssh config file in place of the user's (``-F``)."""
+    connection; ``config``: an ssh config file in place of the user's (``-F``); ``batch``: for
+    a session started after one broke, one that never asks anything and never adds a host key
+    (see the module doc)."""
     argv = ["ssh"] + (["-F", config] if config else [])
     argv += [
         "-T",  # no terminal: the session carries frames
@@ -83,6 +93,8 @@ def ssh_argv(
         "-o", "ServerAliveInterval=15",
         "-o", "ServerAliveCountMax=4",
     ]  # fmt: skip
+    if batch:  # on the command line, these win over any config file
+        argv += ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=30"]
     if target.user:
         argv += ["-l", target.user]
     if target.port:
@@ -92,17 +104,47 @@ def ssh_argv(
 
 class SshTransport(AgentTransport):
     """:class:`AgentTransport` whose agent runs on ``target`` with ``python`` (the remote
-    interpreter that has corral)."""
+    interpreter that has corral); ``config``: an ssh config file in place of the user's;
+    ``max_wait``: how long a request waits for a new session once one broke (None: as long
+    as it takes; 0: one try; see :mod:`.pipe`)."""
 
     def __init__(
-        self, target: str | SshTarget, python: str = "python3", *, config: str | None = None
+        self,
+        target: str | SshTarget,
+        python: str = "python3",
+        *,
+        config: str | None = None,
+        max_wait: float | None = None,
     ) -> None:
         self.target = target if isinstance(target, SshTarget) else SshTarget.parse(target)
+        self.python = python
+        self.config = config
+        self.sockets = control_dir()
         remote = [python, "-m", "corral.transports.agent"]
         super().__init__(
-            ssh_argv(self.target, remote, sockets=control_dir(), config=config), name=str(self.target)
+            ssh_argv(self.target, remote, sockets=self.sockets, config=config),
+            name=str(self.target),
+            reconnect_argv=ssh_argv(self.target, remote, sockets=self.sockets, config=config, batch=True),
+            max_wait=max_wait,
         )
-        self.config = config
+
+    def login_command(self) -> list[str]:
+        """The ssh command a person runs in a terminal to log in as corral does: it asks
+        what the login needs, and leaves the master connection corral's sessions share."""
+        argv = ["ssh"] + (["-F", self.config] if self.config else [])
+        argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={os.path.join(self.sockets, '%C')}"]
+        argv += ["-o", "ControlPersist=10m"]
+        if self.target.user:
+            argv += ["-l", self.target.user]
+        if self.target.port:
+            argv += ["-p", str(self.target.port)]
+        return [*argv, self.target.host, "true"]
+
+    def diagnose(self, said: str, *, reconnecting: bool = False) -> str:
+        """What ssh (or the remote shell, or python) said, for a person (see :mod:`.ssh_text`)."""
+        login = self.login_command()
+        host = str(self.target)
+        return explain(said, host=host, python=self.python, login=login, reconnecting=reconnecting)
 
     def exit_master(self) -> None:
         """Close the master connection (``ssh -O exit``), as a sleeping laptop loses it."""
