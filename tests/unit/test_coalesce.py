@@ -119,3 +119,30 @@ def test_a_loop_of_apply_async_is_one_batch(workdir: str) -> None:
         results = [pool.apply_async(square, (x,)) for x in range(200)]
         assert [r.get(timeout=60) for r in results] == [x * x for x in range(200)]
     assert len(batches(workdir)) <= 3
+
+
+class SlowToPickle:
+    """An argument whose pickling takes ten times a burst's pause (as 100 MB of data does)."""
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        import time
+
+        time.sleep(0.05)
+        return (SlowToPickle, ())
+
+
+def pickled(value: object) -> str:
+    return type(value).__name__
+
+
+def test_an_argument_slower_to_pickle_than_the_pause_still_joins_a_batch(make_executor) -> None:
+    """It is pickled before it joins: a batch made for it is not submitted empty meanwhile,
+    again and again (the submit never returned)."""
+    ex = make_executor("local")
+    done: list[object] = []
+    thread = threading.Thread(target=lambda: done.append(ex.submit(pickled, SlowToPickle())), daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert done, "submit did not return"
+    future = done[0]
+    assert isinstance(future, corral.CorralFuture) and future.result(timeout=60) == "SlowToPickle"

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 #: A burst of submits is over once no call joined it for this long (seconds). A loop that
 #: only submits adds a call every few microseconds; pickling a large argument may take
-#: longer, and then the burst is simply cut in two.
+#: longer, and then the burst is simply cut in two (each call is pickled before it joins).
 PAUSE = 0.005
 #: A pending batch larger than this is submitted at once, without waiting for the pause.
 MAX_CALLS = 100_000
@@ -69,14 +69,18 @@ class Pending:
         self.closed = False
         self.finished = threading.Event()  # set once flushed (or discarded) and handed over
 
-    def add(self, call: Call) -> CorralFuture | None:
-        """Pickle ``call`` (SerializationError here, naming the bad argument) and return its
-        future, not yet bound to a batch; None when this batch was submitted meanwhile (the
-        call then joins the next one: see :meth:`Coalescer.add`)."""
+    def pickle(self, call: Call) -> bytes:
+        """``call`` pickled (SerializationError here, naming the bad argument; the function
+        too is checked, once)."""
         if not self._function_checked:
             pickle_calls(self.template.fn, [])  # the function too must fail at this line
             self._function_checked = True
-        payload = pickle_call(call, len(self._payloads))
+        return pickle_call(call, len(self._payloads))
+
+    def add(self, payload: bytes) -> CorralFuture | None:
+        """Add a call pickled by :meth:`pickle` and return its future, not yet bound to a
+        batch; None when this batch was submitted meanwhile (the call then joins the next
+        one: see :meth:`Coalescer.add`)."""
         future = CorralFuture(None, -1, pending=self)
         with self._lock:
             if self.closed:
@@ -161,8 +165,13 @@ class Coalescer:
     def add(self, key: Any, make: Callable[[], Pending], call: Call) -> CorralFuture:
         """Add ``call`` to the open pending batch for ``key`` (made by ``make`` when there is
         none) and return its future."""
+        payload = None
         while True:  # the batch found may be submitted by the poll loop before the call joins
-            future = self._join(key, make).add(call)
+            pending = self._join(key, make)
+            # Pickled once, before it joins: a large argument takes longer than a burst's
+            # pause, and the batch it was to join would be submitted without it, every time.
+            payload = pending.pickle(call) if payload is None else payload
+            future = pending.add(payload)
             if future is not None:
                 return future
 
