@@ -3,12 +3,15 @@
 ::
 
     corral                                     the same as ``corral status``
-    corral status [BATCH] [--dir DIR]          every batch, or one batch in detail
-    corral logs BATCH CALL [--attempt N] [--out | --err] [--dir DIR]
+    corral status [BATCH] [--dir DIR] [--host NAME]    every batch, or one batch in detail
+    corral logs BATCH CALL [--attempt N] [--out | --err] [--dir DIR] [--host NAME]
     corral --version
 
 BATCH is a batch folder's name, a unique prefix of one, or a path. The work dir is ``--dir``,
-else the configured ``directory`` (``$CORRAL_DIR``, config files), else ``./.corral``.
+else the configured ``directory`` (``$CORRAL_DIR``, config files), else ``./.corral``. With
+``--host NAME`` (or ``$CORRAL_HOST``) the same command runs on that host (see
+:mod:`corral.frontends.hosts`), over the process's one SSH session, with the host's work dir
+unless ``--dir`` names another there.
 Nothing here asks the scheduler: it reads the files only, and never unpickles (see
 :mod:`corral.store.records`). Everything it prints from a work dir goes through
 :func:`corral.cli.display.printable`, so no text there can drive the terminal.
@@ -48,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `corral` alone shows the status, as `git status` is what one types first.
     command: Callable[[argparse.Namespace], int] = getattr(args, "command", _status)
     try:
+        if args.host or os.environ.get("CORRAL_HOST", "").strip():
+            from .remote import run_on_host  # the SSH machinery only when a host is named
+
+            return run_on_host(args.host, list(sys.argv[1:] if argv is None else argv), args.dir)
         return command(args)
     except BrokenPipeError:
         # `corral logs ... | head` closed our output: stop quietly, and keep Python from
@@ -69,12 +76,17 @@ def _parser() -> argparse.ArgumentParser:
         "Without a command, the same as `corral status`.",
     )
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
-    parser.set_defaults(batch=None, dir=None)  # what `corral status` takes, for `corral` alone
+    parser.set_defaults(batch=None, dir=None, host=None)  # for `corral` alone: `corral status`
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument(
         "--dir",
         metavar="DIR",
         help="the work dir (default: the configured directory, $CORRAL_DIR, else ./.corral)",
+    )
+    shared.add_argument(
+        "--host",
+        metavar="NAME",
+        help="run the command on this configured host, over SSH (default: $CORRAL_HOST)",
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 

@@ -3,17 +3,20 @@ it, before anything reaches the scheduler (see :meth:`corral.engine.cluster.Clus
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
-from ..backends.base import Backend
+from ..backends.base import Backend, Submission
+from ..environment import Environment
+from ..resources import Resources
 from ..store.batch import BatchStore
 from ..store.protocol import WorkerOptions
 from . import budget
 from .futures import CorralFuture
-from .planning import plan_batch
+from .planning import Plan, plan_batch
 from .request import Request
-from .submitting import array_specs, pack_engine, pickle_calls, probes
+from .submitting import array_specs, log_pattern, pack_engine, pickle_calls, probes
 from .tracking import BatchState, Owner, SubState
 
 
@@ -24,12 +27,13 @@ def build_batch(
     owner: Owner,
     futures: list[CorralFuture] | None = None,
     python: str | None = None,
+    chdir: str | None = None,
 ) -> BatchState:
     """Charge the request's budget, pickle its calls, plan its arrays for ``backend``'s
     limits, and write it all to a new batch folder under ``root``: everything that can fail
     before the scheduler sees the batch fails here. ``futures``: a burst's pending ones;
     ``python``: the nodes' interpreter unless the request's environment names one (default:
-    this process's)."""
+    this process's); ``chdir``: where the jobs run, in place of the request's own."""
     python = request.environment.python or python or sys.executable
     ranks = backend.ranks(request.environment, request.resources, python)  # refused before writing
     budget.charge(request.budget, request.what)
@@ -58,10 +62,30 @@ def build_batch(
     store.write_engine(pack_engine(name, max_running, batch.retry, options))
     probing = probes(plans)
     specs = array_specs(
-        plans, store.path, name, resources, max_running, request.command, request.chdir,
+        plans, store.path, name, resources, max_running, request.command, chdir or request.chdir,
         python=python, environment=request.environment,
     )  # fmt: skip
     for plan, spec in zip(plans, specs, strict=True):
         path = batch.save_submission(plan, spec, backend.render(spec))
         batch.add_sub(SubState(plan, spec, path, probing=probing))
     return batch
+
+
+def preview_submission(
+    backend: Backend,
+    plans: list[Plan],
+    where: tuple[str, str, str | None],
+    resources: Resources,
+    max_running: int | None,
+    environment: Environment,
+) -> Submission:
+    """The script and command of the first of ``plans`` (see ``Cluster.preview``); ``where``
+    is (the batch folder, the nodes' interpreter, the jobs' working directory or None)."""
+    batch_dir, python, chdir = where
+    spec = array_specs(
+        plans, batch_dir, "FUNCTION", resources, max_running, None, chdir,
+        python=python, environment=environment,
+    )[0]  # fmt: skip
+    script_path = os.path.join(batch_dir, "subs", "0.sh")
+    store = BatchStore(batch_dir, backend.transport)
+    return Submission(backend.render(spec), backend.submit_argv(spec, script_path, log_pattern(store)))

@@ -30,8 +30,8 @@ from ..environment import NO_ENVIRONMENT, Environment
 from ..errors import CorralError, JobCancelledError, SchedulerError, SubmissionError
 from ..job import Condition, ElementStatus, JobState
 from ..resources import Resources
-from ..store.batch import BatchStore, default_root
-from .building import build_batch
+from ..store.batch import default_root
+from .building import build_batch, preview_submission
 from .cancelling import cancel_one, take_unclaimed
 from .coalesce import Coalescer, Pending
 from .dispatch import Dispatcher
@@ -42,9 +42,7 @@ from .policy import PollPolicy, PollTimer
 from .request import Request
 from .submitting import (
     Call,
-    array_specs,
     guard_nested,
-    log_pattern,
 )
 from .tracking import BatchState, Completion
 
@@ -61,12 +59,16 @@ class Cluster:
         *,
         policy: PollPolicy | None = None,
         python: str | None = None,
+        chdir: str | None = None,
     ) -> None:
         self.backend = backend
         self.root = os.path.abspath(directory) if directory else default_root()
         #: The interpreter of the jobs unless a request's environment names one: this
         #: process's, or a remote host's.
         self.python = python or sys.executable
+        #: Where the jobs run: the requests' own working directory (the client's, when it
+        #: was made), unless set (a remote host: the client's folders are not there).
+        self.chdir = chdir
         self.policy = policy or PollPolicy.from_env()
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
@@ -96,7 +98,7 @@ class Cluster:
                 f"condition={needs.condition.value!r}; it can with: "
                 + ", ".join(repr(c.value) for c in Condition if c in self.backend.conditions)
             )
-        batch = build_batch(request, self.backend, self.root, self, futures, self.python)
+        batch = build_batch(request, self.backend, self.root, self, futures, self.python, self.chdir)
         with self._lock:
             self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
             self._pacing.active(time.monotonic())
@@ -142,15 +144,8 @@ class Cluster:
         plans = plan_batch(
             calls, self.backend.limits(resources), chunksize=chunksize, max_running=max_running
         )
-        batch_dir = os.path.join(self.root, "<batch>")
-        spec = array_specs(
-            plans, batch_dir, "FUNCTION", resources, max_running, python=self.python, environment=environment
-        )[0]
-        script_path = os.path.join(batch_dir, "subs", "0.sh")
-        store = BatchStore(batch_dir, self.backend.transport)
-        return Submission(
-            self.backend.render(spec), self.backend.submit_argv(spec, script_path, log_pattern(store))
-        )
+        where = os.path.join(self.root, "<batch>"), self.python, self.chdir
+        return preview_submission(self.backend, plans, where, resources, max_running, environment)
 
     def _live_elements(self) -> int:
         return sum(s.live_elements for b in self._batches for s in b.subs)

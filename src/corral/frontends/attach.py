@@ -28,6 +28,7 @@ from typing import Any
 import cloudpickle
 
 from ..backends.base import Backend
+from ..config import resolve
 from ..engine.cluster import Cluster
 from ..engine.futures import CorralFuture, mark_cancelled
 from ..engine.ledger import Decision, Resolve
@@ -38,8 +39,10 @@ from ..retry import RetryPolicy
 from ..store.batch import BatchStore
 from ..store.protocol import ChunkClaim
 from ..store.records import find_batch, work_root
+from ..transports.base import Transport
 from ..transports.local import LocalTransport
 from ..trust import check_batch_dir
+from .hosts import connect
 
 
 class Attached:
@@ -85,13 +88,31 @@ class Attached:
         return f"<Attached {self.name}: {done} of {len(self.futures)} calls ended>"
 
 
-def attach(batch: str, *, directory: str | None = None, backend: str | Backend | None = None) -> Attached:
-    """Watch a batch again, from any process that sees its work dir: by path, folder name or
-    a unique prefix of one (``corral status`` lists them). Finished calls are read, live
-    jobs watched, lost calls resubmitted (see the module doc); ``results()`` gives what
+def attach(
+    batch: str,
+    *,
+    directory: str | None = None,
+    backend: str | Backend | None = None,
+    host: str | None = None,
+) -> Attached:
+    """Watch a batch again, from any process that sees its work dir, or over SSH from any
+    process that can reach its ``host`` (see :mod:`corral.frontends.hosts`): by path, folder
+    name or a unique prefix of one (``corral status`` lists them). Finished calls are read,
+    live jobs watched, lost calls resubmitted (see the module doc); ``results()`` gives what
     ``map`` would have. ``backend`` defaults to the one that ran the batch."""
     from .sessions import cluster_for
 
+    settings = resolve(host=host, directory=directory)
+    if settings.ssh is not None:
+        if isinstance(backend, Backend):
+            raise CorralError("attach(host=...) takes a backend's name, not a Backend instance")
+        remote = connect(settings)
+        root = remote.found.directory
+        path = find_remote_batch(batch, root, remote.transport)
+        remote.transport.makedirs(path)  # the batch folder must be private too (its root is)
+        store_name = BatchStore(path, remote.transport).check_format().get("backend")
+        cluster = cluster_for(settings, backend or store_name, root)
+        return Attached(cluster, cluster.adopt(rebuild(cluster, path, checked=True), settle))
     path = find_batch(batch, work_root(directory))
     check_batch_dir(path)  # before its manifest picks the backend
     root = os.path.dirname(path)
@@ -103,15 +124,17 @@ def attach(batch: str, *, directory: str | None = None, backend: str | Backend |
         name = backend or store_name
         if not name:
             raise CorralError(f"{path}: the manifest does not say which backend ran it; pass backend=")
-        cluster = cluster_for(name, root)
+        cluster = cluster_for(settings, name, root)
     return Attached(cluster, cluster.adopt(rebuild(cluster, path), settle))
 
 
-def rebuild(cluster: Cluster, path: str) -> BatchState:
+def rebuild(cluster: Cluster, path: str, *, checked: bool = False) -> BatchState:
     """The engine's bookkeeping of the batch in ``path``, as its files tell it. The folder
-    must be the user's alone (:func:`corral.trust.check_batch_dir`): its pickles are loaded.
-    What the elements did is read by the first scan (see :meth:`Cluster.adopt`)."""
-    check_batch_dir(path)
+    must be the user's alone (:func:`corral.trust.check_batch_dir`; ``checked``: it was,
+    on its host): its pickles are loaded. What the elements did is read by the first scan
+    (see :meth:`Cluster.adopt`)."""
+    if not checked:
+        check_batch_dir(path)
     store = BatchStore(path, cluster.backend.transport)
     manifest = store.check_format()  # another format's batch: refused before anything is read
     store.sweep_temporaries()  # what writers killed with the old client left behind
@@ -225,3 +248,28 @@ def _state_of(record: dict[str, Any]) -> JobState | None:
         return JobState[str(record["state"])]
     except KeyError:
         return None
+
+
+def find_remote_batch(ref: str, root: str, transport: Transport) -> str:
+    """The folder of the batch ``ref`` names on a host: an absolute path, else the name of a
+    folder in ``root`` or a prefix of exactly one (as :func:`corral.store.records.find_batch`)."""
+    if "/" in ref:
+        path = ref if ref.startswith("/") else os.path.join(root, ref)
+        if not _is_batch(path, transport):
+            raise CorralError(f"{path} is not a corral batch folder (it has no manifest.json)")
+        return path
+    names = sorted(n for n in transport.listdir(root) if n.startswith(ref) and not n.startswith("."))
+    found = [n for n in ([ref] if ref in names else names) if _is_batch(os.path.join(root, n), transport)]
+    if len(found) == 1:
+        return os.path.join(root, found[0])
+    if found:
+        raise CorralError(f"{ref!r} matches {len(found)} batches in {root}: give more of the name")
+    raise CorralError(f"no batch {ref!r} in {root}")
+
+
+def _is_batch(path: str, transport: Transport) -> bool:
+    try:
+        transport.read_bytes(os.path.join(path, "manifest.json"))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True

@@ -157,7 +157,9 @@ def submit_groups(entries: list[tuple[Entry, Settings]], max_size: int, what: st
         key = (
             settings.backend,
             settings.directory,
+            settings.host,
             settings.resources,
+            settings.environment,
             entry.condition,
             frozenset(id(ref) for ref in entry.after),
             bool(entry.options.get("allow_nested")),
@@ -175,7 +177,7 @@ def submit_groups(entries: list[tuple[Entry, Settings]], max_size: int, what: st
 
 def _submit(group: list[tuple[Entry, Settings]], max_size: int, what: str) -> None:
     first, settings = group[0]
-    cluster = sessions.cluster_for(settings.backend, settings.directory)
+    cluster = sessions.cluster_for(settings)
     needs = None
     if first.after:
         calls = []
@@ -201,6 +203,7 @@ def _submit(group: list[tuple[Entry, Settings]], max_size: int, what: str) -> No
         fn=fn, calls=calls_, resources=settings.resources, chunksize=max_size, needs=needs, strict=True,
         command=first.command, name="sbatch" if first.command is not None else None,
         allow_nested=bool(first.options.get("allow_nested")), budget=settings.submit_budget, what=what,
+        environment=settings.environment,
     )  # fmt: skip
     batch = cluster.submit(request)
     for (entry, _), future in zip(group, batch.futures, strict=True):

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
-from ..backends import get_backend
 from ..backends.base import Backend, Submission
 from ..config import Settings, resolve
 from ..engine.cluster import Cluster
@@ -33,6 +32,7 @@ from ..errors import ResourceError
 from ..resources import check_max_running
 from ..retry import RetryPolicy
 from . import exiting
+from .hosts import open_cluster
 
 
 class Executor(concurrent.futures.Executor):
@@ -68,6 +68,7 @@ class Executor(concurrent.futures.Executor):
         directory: str | None = None,
         *,
         profile: str | None = None,
+        host: str | None = None,
         max_workers: int | None = None,
         max_running: int | None = None,
         allow_nested: bool = False,
@@ -79,16 +80,14 @@ class Executor(concurrent.futures.Executor):
         **resources: Any,
     ) -> None:
         settings, self.retry = configure(
-            backend, directory, profile, resources,
+            backend, directory, profile, {**resources, "host": host},
             max_retries=max_retries, retry_on=retry_on, time_factor=time_factor, memory_factor=memory_factor,
         )  # fmt: skip
         self.resources = settings.resources
+        self.environment = settings.environment
         self.submit_budget = settings.submit_budget
         max_running = limit_of(max_workers=max_workers, max_running=max_running)
-        if cluster is None:
-            chosen = backend if isinstance(backend, Backend) else get_backend(settings.backend)
-            cluster = Cluster(chosen, settings.directory)
-        self.cluster = cluster
+        self.cluster = cluster or open_cluster(settings, backend)
         self.max_running = max_running
         self.allow_nested = allow_nested
         self._throttle = Throttle(max_running) if max_running is not None else None
@@ -181,8 +180,9 @@ class Executor(concurrent.futures.Executor):
     def preview(self, *, calls: int = 1, chunksize: int | None = None) -> Submission:
         """The exact job script and submit command a batch of ``calls`` calls would use."""
         return self.cluster.preview(
-            self.resources, calls=calls, chunksize=chunksize, max_running=self.max_running
-        )
+            self.resources, calls=calls, chunksize=chunksize, max_running=self.max_running,
+            environment=self.environment,
+        )  # fmt: skip
 
     def _submit(self, fn: Callable[..., Any], calls: list[Call], chunksize: int | None) -> list[CorralFuture]:
         batch = self._submit_batch(fn, calls, chunksize)
@@ -228,6 +228,7 @@ class Executor(concurrent.futures.Executor):
             fn=fn, calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.max_running,
             throttle=self._throttle, retry=self.retry, allow_nested=self.allow_nested,
             budget=self.submit_budget, what="map" if calls else "burst of submits",
+            environment=self.environment,
         )  # fmt: skip
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from ..backends import get_backend
 from ..backends.base import Backend
 from ..backends.local import LocalBackend
 from ..engine.cluster import Cluster
@@ -31,6 +30,7 @@ from ..engine.throttle import Throttle
 from ..engine.tracking import BatchState
 from ..resources import check_max_running
 from .executor import WeakBatches, configure
+from .hosts import open_cluster
 
 T = TypeVar("T")
 
@@ -186,8 +186,9 @@ class Pool:
     ``processes``: the most calls running at once (default: no limit on a cluster, the CPU
     count locally). ``initializer(*initargs)`` runs once in each process that runs calls.
     ``maxtasksperchild`` and ``context`` are accepted for compatibility and have no effect.
-    ``backend``, ``directory``, ``profile``, ``max_retries``, ``retry_on``, ``time_factor``,
-    ``memory_factor`` and resource keywords (``time``, ``memory``, ``cpus``, ...) are as for
+    ``backend``, ``directory``, ``profile``, ``host``, ``max_retries``, ``retry_on``,
+    ``time_factor``, ``memory_factor``, resource keywords (``time``, ``memory``, ``cpus``, ...)
+    and the job's environment (``setup``, ``env``, ``python``, ...) are as for
     :class:`corral.Executor`. Leaving a ``with`` block terminates the pool, as in
     multiprocessing: collect results inside it.
     """
@@ -203,6 +204,7 @@ class Pool:
         backend: str | Backend | None = None,
         directory: str | None = None,
         profile: str | None = None,
+        host: str | None = None,
         max_retries: int | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
         time_factor: float | None = None,
@@ -219,17 +221,17 @@ class Pool:
         for index, arg in enumerate(initargs):
             refuse_unshareable(arg, f"initargs[{index}]")
         settings, self.retry = configure(
-            backend, directory, profile, resources,
+            backend, directory, profile, {**resources, "host": host},
             max_retries=max_retries, retry_on=retry_on, time_factor=time_factor, memory_factor=memory_factor,
         )  # fmt: skip
         self.resources = settings.resources
+        self.environment = settings.environment
         self.submit_budget = settings.submit_budget
         self._owns_cluster = cluster is None and not isinstance(backend, Backend)
         if cluster is None:
-            chosen = backend if isinstance(backend, Backend) else get_backend(settings.backend)
-            if isinstance(chosen, LocalBackend) and processes is not None:
-                chosen.slots = processes
-            cluster = Cluster(chosen, settings.directory)
+            cluster = open_cluster(settings, backend)
+            if isinstance(cluster.backend, LocalBackend) and processes is not None:
+                cluster.backend.slots = processes
         self.cluster = cluster
         self.processes = processes
         self._init = (initializer, initargs, uuid.uuid4().hex)
@@ -378,7 +380,7 @@ class Pool:
         return Request(
             fn=fn, calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.processes,
             throttle=self._throttle, retry=self.retry, budget=self.submit_budget,
-            what="map" if calls else "burst of apply_async",
+            what="map" if calls else "burst of apply_async", environment=self.environment,
         )  # fmt: skip
 
     def _keep(self, batch: BatchState) -> None:

@@ -14,24 +14,35 @@ with status 130, as an interrupted program does. The wait itself is
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
+from typing import Any
 
-from ..backends import get_backend
+from ..config import Settings
 from ..engine.cluster import Cluster
 from ..engine.tracking import BatchState
 from . import exiting
+from .hosts import open_cluster
 
 _lock = threading.Lock()
-_clusters: dict[tuple[str, str | None], Cluster] = {}
+_clusters: dict[tuple[Any, ...], Cluster] = {}
 
 
-def cluster_for(backend: str, directory: str | None) -> Cluster:
-    """The process's engine for a backend name and work dir, made on first use."""
-    key = (backend, os.path.abspath(directory) if directory else None)
+def cluster_for(settings: Settings, backend: str | None = None, directory: str | None = None) -> Cluster:
+    """The process's engine for the host, backend and work dir of ``settings`` (or the
+    ``backend`` name and ``directory`` given), made on first use."""
+    settings = dataclasses.replace(
+        settings, backend=backend or settings.backend, directory=directory or settings.directory
+    )
+    root = settings.directory
+    if root and settings.ssh is None:
+        root = os.path.abspath(root)
+    python = settings.environment.python if settings.ssh else None  # a host's agent's interpreter
+    key = (settings.ssh, settings.ssh_config, python, settings.backend, root)
     with _lock:
         if key not in _clusters:
-            _clusters[key] = Cluster(get_backend(backend), directory)
+            _clusters[key] = open_cluster(settings)
         return _clusters[key]
 
 

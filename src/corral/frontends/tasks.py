@@ -27,6 +27,8 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from ..environment import KEYS as ENVIRONMENT_KEYS
+from ..environment import Environment
 from ..job import Condition
 from ..resources import Resources
 from . import batching
@@ -38,7 +40,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Options of a task that are not resources (see corral.config for the resource keys).
-TASK_OPTIONS = ("profile", "allow_nested", "backend", "directory")
+TASK_OPTIONS = ("profile", "allow_nested", "backend", "directory", "host")
 
 
 class TaskFunction(Generic[P, R]):
@@ -169,7 +171,10 @@ def srun(
 
 def check_options(options: dict[str, Any]) -> None:
     """Reject unknown or malformed resource options at once (ResourceError)."""
-    Resources.from_options(**{k: v for k, v in options.items() if k not in TASK_OPTIONS})
+    Resources.from_options(
+        **{k: v for k, v in options.items() if k not in TASK_OPTIONS and k not in ENVIRONMENT_KEYS}
+    )
+    Environment.from_options(**{k: v for k, v in options.items() if k in ENVIRONMENT_KEYS})
 
 
 def flatten_refs(refs: Iterable[Any]) -> tuple[JobRef[Any], ...]:

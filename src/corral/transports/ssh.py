@@ -59,11 +59,20 @@ class SshTarget:
         return f"{text}:{self.port}" if self.port else text
 
 
+#: The longest control folder path: a socket's path (folder, "/", 40 hex digits of %C, and
+#: the ".XXXXXXXXXXXXXXXX" ssh adds while it creates one) must fit in sun_path (104-108 bytes).
+_SOCKET_FOLDER_MAX = 104 - 1 - 40 - 17
+
+
 def control_dir() -> str:
     """The private folder of corral's ssh control sockets (created 0700; refused when it is
-    not the user's alone, since a socket planted there would carry every request)."""
+    not the user's alone, since a socket planted there would carry every request):
+    ``$XDG_RUNTIME_DIR/corral/ssh``, else ``~/.cache/corral/ssh``; when that path is too long
+    for a socket's, ``/tmp/corral-ssh-<uid>``."""
     base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".cache")
     path = os.path.join(base, "corral", "ssh")
+    if len(os.fsencode(path)) > _SOCKET_FOLDER_MAX:
+        path = f"/tmp/corral-ssh-{os.geteuid()}"
     os.makedirs(path, mode=0o700, exist_ok=True)
     info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
