@@ -1,30 +1,41 @@
 #!/usr/bin/env bash
 # =============================================================================
 # scripts/test-sshd.sh -- a REAL loopback "login node" for corral's remote tests:
-# two OpenSSH servers on 127.0.0.1, a key-only non-root user who can submit to the
-# test SLURM cluster, and that user's own venv with this checkout's corral.
+# three OpenSSH servers on 127.0.0.1 (two key-only, one asking a key AND a password),
+# a non-root user who can submit to the test SLURM cluster, and that user's own venv
+# with this checkout's corral.
 #
 # Usage (as root, Debian 12, no systemd needed):
 #
 #   scripts/test-sshd.sh start    # install (if needed) + configure + start; idempotent
-#   scripts/test-sshd.sh stop     # stop both sshd
-#   scripts/test-sshd.sh status   # rc 0 iff both answer and the login works
+#   scripts/test-sshd.sh stop     # stop the three sshd
+#   scripts/test-sshd.sh status   # rc 0 iff all three answer and their logins work
 #   scripts/test-sshd.sh env      # print the shell variables the tests read
 #
 # What `start` sets up (each step skipped when already done):
 #   1. Debian's openssh-server and python3-venv, installed with apt-get if missing
 #      (policy-rc.d keeps the package from starting the system's sshd; port 22 and
 #      /etc/ssh are left alone);
-#   2. the user $REMOTE_USER (home /home/$REMOTE_USER, password field `*`: no
-#      password, not locked, so that key logins work with UsePAM no);
+#   2. the user $REMOTE_USER (home /home/$REMOTE_USER) with the fixed test password
+#      $REMOTE_PASSWORD (set with chpasswd unless /etc/shadow already holds it): the
+#      two-factor server's second factor; a password also keeps the account unlocked,
+#      which key logins need with UsePAM no (`useradd` leaves it locked, `!`);
 #   3. in $STATE (root's, 0755): an ed25519 host key, the client key of the "laptop"
 #      account (root), the sshd configs and logs, and the client files the tests use:
-#      known_hosts (both servers' keys, as [127.0.0.1]:PORT) and ssh_config with the
-#      aliases `corral-login` (port $LOGIN_PORT), `corral-jump` (port $JUMP_PORT) and
-#      `corral-behind` (the login node again, reached with ProxyJump corral-jump);
-#   4. the login sshd on $LOGIN_PORT and the jump sshd on $JUMP_PORT, both
-#      `LogLevel VERBOSE` (one "Accepted publickey for USER" line per
-#      authentication, which tests count), StrictModes yes, keys only;
+#      known_hosts (the servers' key, as [127.0.0.1]:PORT) and ssh_config with the
+#      aliases `corral-login` (port $LOGIN_PORT), `corral-jump` (port $JUMP_PORT),
+#      `corral-behind` (the login node again, reached with ProxyJump corral-jump) and
+#      `corral-mfa` (port $MFA_PORT; BatchMode no, so that ssh may ask the password,
+#      which a test answers through SSH_ASKPASS with SSH_ASKPASS_REQUIRE=force);
+#   4. the login sshd on $LOGIN_PORT and the jump sshd on $JUMP_PORT, keys only
+#      (PasswordAuthentication no, UsePAM no), and the two-factor sshd "mfa" on
+#      $MFA_PORT: `AuthenticationMethods publickey,password`, UsePAM yes (the password
+#      is checked by Debian's stock /etc/pam.d/sshd, pam_unix against /etc/shadow:
+#      nothing to change there), PasswordAuthentication yes, KbdInteractiveAuthentication
+#      no (the second factor is the "password" method only). All three log at
+#      `LogLevel VERBOSE` to $STATE/<name>.log (one "Accepted publickey for USER" line
+#      per key-only authentication; on "mfa", one "Partial publickey for USER" then one
+#      "Accepted password for USER" line per login), which tests count; StrictModes yes;
 #   5. the remote user's venv (~/venv, Debian's /usr/bin/python3, the same minor as
 #      the client's) with corral installed from a wheel of this checkout and the
 #      client's own cloudpickle version: pip cannot install a tree the remote user
@@ -54,6 +65,8 @@ STATE=${CORRAL_SSHD_STATE:-/var/lib/corral-sshd}
 REMOTE_USER=${CORRAL_REMOTE_USER:-corralr}
 LOGIN_PORT=${CORRAL_LOGIN_PORT:-2222}
 JUMP_PORT=${CORRAL_JUMP_PORT:-2223}
+MFA_PORT=${CORRAL_MFA_PORT:-2224}
+REMOTE_PASSWORD=${CORRAL_REMOTE_PASSWORD:-corral-2fa-test}  # a test password, for loopback only
 REMOTE_HOME=/home/$REMOTE_USER
 OTHER_VERSION=${CORRAL_OTHER_PYTHON:-3.12.1}  # a pyenv build of another minor than the client's
 OTHER_MINOR=${OTHER_VERSION%.*}
@@ -87,7 +100,13 @@ make_user() {
         log "creating user $REMOTE_USER"
         useradd -m -d "$REMOTE_HOME" -s /bin/bash "$REMOTE_USER"
     fi
-    usermod -p '*' "$REMOTE_USER"  # no password, not locked: key logins work without PAM
+    local hash
+    hash=$(getent shadow "$REMOTE_USER" | cut -d: -f2)
+    # crypt(3) through perl (Debian's hashes are yescrypt, which openssl passwd cannot make)
+    if ! perl -e 'exit(crypt($ARGV[0], $ARGV[1]) eq $ARGV[1] ? 0 : 1)' "$REMOTE_PASSWORD" "$hash"; then
+        log "setting the test password of $REMOTE_USER"
+        printf '%s:%s\n' "$REMOTE_USER" "$REMOTE_PASSWORD" | chpasswd
+    fi
     install -d -m 0700 -o "$REMOTE_USER" -g "$REMOTE_USER" "$REMOTE_HOME/.ssh"
 }
 
@@ -100,7 +119,7 @@ make_keys() {
         <"$STATE/client_ed25519.pub" || true
     local key
     key=$(cut -d' ' -f1,2 "$STATE/host_ed25519.pub")
-    printf '[127.0.0.1]:%s %s\n[127.0.0.1]:%s %s\n' "$LOGIN_PORT" "$key" "$JUMP_PORT" "$key" |
+    printf '[127.0.0.1]:%s %s\n' "$LOGIN_PORT" "$key" "$JUMP_PORT" "$key" "$MFA_PORT" "$key" |
         write_if_changed "$STATE/known_hosts" 0644 root:root || true
     write_if_changed "$STATE/ssh_config" 0644 root:root <<EOF || true
 # The "laptop" side of corral's remote tests (scripts/test-sshd.sh); use with ssh -F.
@@ -114,6 +133,12 @@ Host corral-behind
     HostName 127.0.0.1
     Port $LOGIN_PORT
     ProxyJump corral-jump
+Host corral-mfa
+    HostName 127.0.0.1
+    Port $MFA_PORT
+    BatchMode no
+    PreferredAuthentications publickey,password
+    NumberOfPasswordPrompts 1
 Host corral-*
     User $REMOTE_USER
     IdentityFile $STATE/client_ed25519
@@ -124,7 +149,9 @@ Host corral-*
 EOF
 }
 
-sshd_config() {  # PORT NAME
+sshd_config() {  # PORT NAME [mfa]: keys only, or a key then the password (through PAM)
+    local password=no pam=no
+    [[ ${3:-} != mfa ]] || password=yes pam=yes
     cat <<EOF
 # corral's test sshd "$2" (scripts/test-sshd.sh)
 Port $1
@@ -133,9 +160,12 @@ HostKey $STATE/host_ed25519
 PidFile $STATE/$2.pid
 AuthorizedKeysFile .ssh/authorized_keys
 PubkeyAuthentication yes
-PasswordAuthentication no
+PasswordAuthentication $password
 KbdInteractiveAuthentication no
-UsePAM no
+UsePAM $pam
+EOF
+    [[ ${3:-} != mfa ]] || echo "AuthenticationMethods publickey,password"
+    cat <<EOF
 PermitRootLogin no
 AllowUsers $REMOTE_USER
 StrictModes yes
@@ -146,9 +176,9 @@ Subsystem sftp internal-sftp
 EOF
 }
 
-start_sshd() {  # PORT NAME
+start_sshd() {  # PORT NAME [mfa]
     local port=$1 name=$2
-    sshd_config "$port" "$name" | write_if_changed "$STATE/$name.conf" 0644 root:root || true
+    sshd_config "$port" "$name" "${3:-}" | write_if_changed "$STATE/$name.conf" 0644 root:root || true
     if pid_alive "$STATE/$name.pid" sshd; then
         return 0
     fi
@@ -241,6 +271,22 @@ check_login() {
         "'import corral, sys; print(sys.version_info[:2], corral.__version__)'"
 }
 
+# A two-factor login on "mfa": the key, then the password, which an askpass prints from
+# the environment (SSH_ASKPASS_REQUIRE=force: never a terminal; NumberOfPasswordPrompts 1).
+check_mfa_login() {
+    local askpass rc=0
+    askpass=$(mktemp)
+    cat >"$askpass" <<'EOF'
+#!/bin/sh
+printf '%s\n' "$CORRAL_REMOTE_PASSWORD"
+EOF
+    chmod 0700 "$askpass"
+    CORRAL_REMOTE_PASSWORD=$REMOTE_PASSWORD SSH_ASKPASS=$askpass SSH_ASKPASS_REQUIRE=force \
+        ssh -F "$STATE/ssh_config" corral-mfa true </dev/null || rc=$?
+    rm -f "$askpass"
+    return "$rc"
+}
+
 case ${1:-start} in
 start)
     install -d -m 0755 "$STATE"
@@ -251,20 +297,28 @@ start)
     make_keys
     start_sshd "$LOGIN_PORT" login
     start_sshd "$JUMP_PORT" jump
+    start_sshd "$MFA_PORT" mfa mfa
     make_venvs
     check_login >/dev/null
-    log "ready: ssh -F $STATE/ssh_config corral-login (or corral-behind, through corral-jump)"
+    check_mfa_login || { show_log "$STATE/mfa.log"; log "the two-factor login on corral-mfa failed"; exit 1; }
+    log "ready: ssh -F $STATE/ssh_config corral-login (or corral-behind, through corral-jump;" \
+        "corral-mfa: a key and the password)"
     ;;
 stop)
     stop_pidfile "$STATE/login.pid" sshd "sshd login"
     stop_pidfile "$STATE/jump.pid" sshd "sshd jump"
+    stop_pidfile "$STATE/mfa.pid" sshd "sshd mfa"
     ;;
 status)
-    pid_alive "$STATE/login.pid" sshd && pid_alive "$STATE/jump.pid" sshd && check_login
+    for name in login jump mfa; do
+        pid_alive "$STATE/$name.pid" sshd || exit 1
+    done
+    check_login && check_mfa_login
     ;;
 env)
     printf 'CORRAL_SSHD_STATE=%s\nCORRAL_REMOTE_USER=%s\nCORRAL_LOGIN_PORT=%s\nCORRAL_JUMP_PORT=%s\n' \
         "$STATE" "$REMOTE_USER" "$LOGIN_PORT" "$JUMP_PORT"
+    printf 'CORRAL_MFA_PORT=%s\nCORRAL_REMOTE_PASSWORD=%s\n' "$MFA_PORT" "$REMOTE_PASSWORD"
     printf 'CORRAL_REMOTE_VENV=%s\nCORRAL_REMOTE_VENV_OTHER=%s\n' "$VENV" "$VENV_OTHER"
     ;;
 *)

@@ -75,12 +75,18 @@ def test_an_external_scancel_fails_only_that_elements_calls_and_says_so(tmp_path
     assert not set(cancelled) & set(done) and max(done.values()) == 1
 
 
-def test_time_limits_with_and_without_a_checkpoint(tmp_path: Path) -> None:
+#: A job environment with post lines, whose shell stays and hands the worker the warning,
+#: and the worker as an srun step, which gets it from srun.
+SET_UP = {"setup": ["export CORRAL_TEST_SETUP=1"], "post": ["echo post-ran >&2"], "srun": True}
+
+
+@pytest.mark.parametrize("environment", [{}, SET_UP], ids=["plain", "setup-post-srun"])
+def test_time_limits_with_and_without_a_checkpoint(tmp_path: Path, environment: dict[str, object]) -> None:
     folder = tmp_path / "done"
     folder.mkdir()
     # A one-minute limit, warned 30 s before (half the limit) when SLURM's 30 s timer
     # notices: each run works 15 to 60 s, so 125 s of work needs three runs at least.
-    ex = executor(tmp_path, time=1, max_requeues=10)
+    ex = executor(tmp_path, time=1, max_requeues=10, **environment)
     with release_requeued():
         resumable = ex.submit(Count(str(folder)), 125)
         plain = ex.submit(time.sleep, 600)
@@ -93,10 +99,20 @@ def test_time_limits_with_and_without_a_checkpoint(tmp_path: Path) -> None:
     assert completions(str(folder)) == {125: 1}  # it completed once, in its last run
 
 
-def test_preempted_jobs_are_requeued_and_the_map_returns_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "environment",
+    [{"setup": SET_UP["setup"], "post": SET_UP["post"]}, {"srun": True}],
+    ids=["setup-post", "srun-step"],
+)
+def test_preempted_jobs_are_requeued_and_the_map_returns_everything(
+    tmp_path: Path, environment: dict[str, object]
+) -> None:
+    """With setup and post lines SLURM requeues the preempted jobs, as without; with the
+    worker as an srun step, SLURM cancels the step and fails the job, and corral reads the
+    step's end as a preemption and runs the calls again."""
     folder = tmp_path / "done"
     folder.mkdir()
-    ex = executor(tmp_path)
+    ex = executor(tmp_path, **environment)
     # One call per element, longer than the partition's GraceTime (5 s): SLURM lets a victim
     # run that long, then sends SIGTERM, kills it and requeues it.
     futures = ex._submit(mark, [((str(folder), x, 12.0), {}) for x in range(16)], 1)
@@ -107,12 +123,16 @@ def test_preempted_jobs_are_requeued_and_the_map_returns_everything(tmp_path: Pa
             [*argv, "--wrap", "sleep 5"], capture_output=True, text=True, check=True, timeout=30
         ).stdout.strip()
         assert [f.result(timeout=600) for f in futures] == [x * 10 for x in range(16)]
-    assert released, "nothing was preempted and requeued"
     records = subprocess.run(
         ["sacct", "-X", "-n", "-P", "-D", "-j", futures[0].job_id.split("_")[0], "-o", "JobID,State"],
         capture_output=True, text=True, timeout=30,
     ).stdout  # fmt: skip
-    assert "PREEMPTED" in records or "REQUEUED" in records, records
+    if "srun" in environment:
+        arrays = {str(f.job_id).split("_")[0] for f in futures}
+        assert len(arrays) > 1, "no call was submitted again"  # its last run is another array's
+    else:
+        assert released, "nothing was preempted and requeued"
+        assert "PREEMPTED" in records or "REQUEUED" in records, records
     assert squeue("-j", urgent, "-t", "PD,R") == ""
     assert_each_completed_once(str(folder), 16)
 

@@ -14,9 +14,14 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
+
+import pytest
+
+import corral
 
 from .conftest import LoginNode
 
@@ -68,7 +73,12 @@ def laptop(
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 300) -> str:
-    out, err = proc.communicate(timeout=timeout)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # the namespace's shell execs the script: this is the script itself
+        out, err = proc.communicate()
+        pytest.fail(f"the laptop's script did not end within {timeout} s:\n{out}\n{err}")
     assert proc.returncode == 0, f"the laptop's script failed ({proc.returncode}):\n{out}\n{err}"
     return out
 
@@ -203,13 +213,20 @@ def test_quoting_in_arguments_and_paths_creates_nothing_on_either_host(
         toml.read_text().replace('directory = "', 'directory = "' + work.replace('"', '\\\\"') + "/x")
     )
     code = f"""
+        import os
         import corral
+
+        def shout(text):
+            import os
+            return text.upper(), os.environ["NASTY"], os.getcwd()
+
         nasty = {nasty!r}
-        with corral.Executor(host="login", env={{"NASTY": nasty}}, job_name=nasty) as ex:
-            assert ex.submit(str.upper, nasty).result() == nasty.upper()
-            print("SAME")
+        with corral.Executor(host="login", env={{"NASTY": nasty}}) as ex:
+            assert ex.submit(shout, nasty).result()[:2] == (nasty.upper(), nasty)
+            print("SAME", ex.cluster.root)
     """
-    assert "SAME" in finish(laptop(node, tmp_path, code, env))
+    out = finish(laptop(node, tmp_path, code, env))
+    assert f"SAME {node.home}/corral tests/$(touch {marker}) `x`/x" in out, out
     assert not os.path.exists(marker)
 
 
@@ -254,3 +271,43 @@ def test_a_sleeping_laptop_loses_nothing_and_reruns_nothing(node: LoginNode, tmp
     assert "RESULTS [0, 10, 20, 30, 40, 50]" in out
     ran = sorted(name.split("-")[0] for name in os.listdir(marks))
     assert ran == [str(x) for x in range(6)]  # each call ran once
+
+
+def test_each_tick_is_one_request_and_a_map_costs_the_same_requests_whatever_its_size(
+    node: LoginNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = laptop_env(node, tmp_path)
+    for name in ("XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "CORRAL_POLL_MAX"):
+        monkeypatch.setenv(name, env[name])
+    ex = corral.Executor(host="login")
+    transport = ex.cluster.backend.transport
+    asked: list[tuple[str, str, str]] = []  # (thread, op, command)
+    plain = transport.request
+
+    def counted(op: str, *args: object, **kw: object) -> object:
+        command = str(args[0][0]) if op == "run" and args and isinstance(args[0], list) else ""
+        asked.append((threading.current_thread().name, op, command))
+        return plain(op, *args, **kw)
+
+    transport.request = counted  # type: ignore[method-assign]
+    outside: dict[int, int] = {}
+    try:
+        for n in (10, 100_000):
+            asked.clear()
+            assert sum(ex.map(abs, range(n))) == n * (n - 1) // 2
+            poll = [(op, command) for thread, op, command in asked if thread == "corral-poll"]
+            scans = sum(op == "scan" for op, _ in poll)
+            # A tick is one request, the scan of the batch's streams; the scheduler's commands
+            # (a status query now and then, cancelling idle elements, widening) come apart, and
+            # the end of a batch sweeps its folders once (the last map's may end in this round).
+            scheduler = ("squeue", "sacct", "scancel", "scontrol")
+            others = [(op, command) for op, command in poll if op != "scan" and command not in scheduler]
+            assert scans >= 1 and others in (
+                [],
+                [("sweep_temporaries", "")] * 1,
+                [("sweep_temporaries", "")] * 2,
+            )
+            outside[n] = sum(thread != "corral-poll" for thread, _, _ in asked)
+    finally:
+        ex.shutdown()
+    assert outside[100_000] <= 1.2 * outside[10], outside

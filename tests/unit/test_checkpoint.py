@@ -17,7 +17,7 @@ import cloudpickle
 import pytest
 
 import corral
-from corral.backends.slurm_text import explain_memory_kill, sbatch_options
+from corral.backends.slurm_text import explain_kill, sbatch_options
 from corral.job import ElementStatus, JobState
 from corral.store.batch import BatchStore
 from corral.store.streams import Start
@@ -149,16 +149,26 @@ def test_max_requeues_zero_asks_for_no_requeue_and_no_warning() -> None:
 def test_a_memory_kill_is_read_from_the_recorded_stderr() -> None:
     stderr = (DATA / "slurm" / "job_stderr_memory_kill.txt").read_text()
     failed = ElementStatus("19172_0", JobState.FAILED, "n1")
-    explained = explain_memory_kill(failed, stderr)
+    explained = explain_kill(failed, stderr)
     assert explained.state is JobState.OUT_OF_MEMORY
     assert explained.reason == "used 313 MB of memory, 100 MB requested"
-    assert explain_memory_kill(failed, "some other error") == failed
+    assert explain_kill(failed, "some other error") == failed
     running = ElementStatus("19172_0", JobState.RUNNING, "n1")
-    assert explain_memory_kill(running, stderr) == running
+    assert explain_kill(running, stderr) == running
     oom = ElementStatus("7_0", JobState.FAILED, "n2")
-    assert explain_memory_kill(oom, "Detected 1 oom-kill event(s) in StepId=7.batch").state is (
+    assert explain_kill(oom, "Detected 1 oom-kill event(s) in StepId=7.batch").state is (
         JobState.OUT_OF_MEMORY
     )
+
+
+def test_a_job_step_cancelled_under_a_failed_job_is_read_as_a_preemption() -> None:
+    """The worker as an srun step (srun=): preemption cancels the step and the job ends
+    FAILED (recorded on the test cluster), which must not count as the call's failure."""
+    stderr = (DATA / "slurm" / "job_stderr_step_preempted.txt").read_text()
+    explained = explain_kill(ElementStatus("21799_0", JobState.FAILED, "n1"), stderr)
+    assert explained.state is JobState.PREEMPTED and "step was cancelled" in explained.reason
+    cancelled = ElementStatus("21799_0", JobState.CANCELLED, "n1")  # scancel: stays cancelled
+    assert explain_kill(cancelled, stderr) == cancelled
 
 
 def test_signals_interrupt_only_checkpointable_calls_and_only_while_they_run() -> None:

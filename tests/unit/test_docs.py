@@ -16,6 +16,7 @@ PAGES = [
     ROOT / "docs" / "resilience.md",
     ROOT / "docs" / "configuration.md",
     ROOT / "docs" / "cli.md",
+    ROOT / "docs" / "environment.md",
 ]
 BLOCKS = [
     pytest.param(code, id=f"{page.name}:{n}")

@@ -106,6 +106,9 @@ if os.environ.get("WAIT"):
         if os.path.exists(out + ".go"):
             break
         time.sleep(0.05)
+if os.environ.get("DIE"):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 sys.exit(int(os.environ.get("EXIT", "0")))
 """
 
@@ -139,6 +142,13 @@ def test_setup_env_launcher_and_post_run_around_the_worker_in_order(tmp_path: Pa
     assert "GREETING=hi $USER `id` 'q'" in seen  # literally: no expansion
     assert "FROM_SETUP=yes" in seen and "LAUNCHED=1" in seen
     assert seen.index("args=") < seen.index("post-ran")
+
+
+def test_a_worker_a_signal_ended_ends_the_job_by_that_signal_after_the_post_lines(tmp_path: Path) -> None:
+    """As without post lines: SLURM requeues a preempted job that SIGTERM ended, and fails one
+    that exited 143."""
+    code, seen = run_local_script(tmp_path, Environment.from_options(post=["echo post-ran"]), DIE="1")
+    assert code == -signal.SIGTERM and "post-ran" in seen
 
 
 def test_without_post_the_worker_replaces_the_shell(tmp_path: Path) -> None:
@@ -192,6 +202,7 @@ def test_slurm_and_sge_scripts_keep_the_environment_lines_after_the_directives()
         first_command = next(i for i, line in enumerate(lines) if line and not line.startswith("#"))
         assert lines.index("module load x") >= first_command
         assert "export A='b c'" in lines and lines[-1] == "exit $corral_status"
+        assert lines.index("true") < lines.index("exit $corral_status")  # the post line
 
 
 # -- through the front-ends, on the local backend -------------------------------------------------

@@ -4,9 +4,11 @@
 Without ``post`` lines the worker replaces the shell (``exec``), so that every signal the
 scheduler sends the script reaches the worker itself. With them the shell stays: it runs the
 worker in the background, hands it the time-limit warning (SIGUSR1, which SLURM sends to the
-batch shell alone), waits for it, runs the ``post`` lines and exits with the worker's status.
-It ignores SIGTERM meanwhile: the schedulers send that to the whole job (the local backend
-to its process group), the worker included.
+batch shell alone), waits for it, runs the ``post`` lines and exits with the worker's status,
+or, when a signal ended the worker, is ended by the same signal (SLURM requeues a preempted
+job a signal ended, and fails one that exited 143). It ignores SIGTERM meanwhile: the
+schedulers send that to the whole job (the local backend to its process group), the worker
+included.
 """
 
 from __future__ import annotations
@@ -54,5 +56,9 @@ def worker_lines(spec: ArraySpec, index: str, element: str, step: Sequence[str] 
         "[[ $corral_late != 127 ]] && corral_status=$corral_late",
         "# the post lines",
         *environment.post,
+        "# a worker a signal ended: so ends the job, as without post lines (SLURM requeues a",
+        "# preempted job that a signal ended, and fails one that exited 143)",
+        "if (( corral_status > 128 && corral_status < 160 )); then",
+        "    trap - TERM; kill -s $((corral_status - 128)) $$; fi",
         "exit $corral_status",
     ]

@@ -24,7 +24,7 @@ from .slurm_text import (
     check_resources,
     config_int,
     enforces_limits,
-    explain_memory_kill,
+    explain_kill,
     parse_config,
     parse_job_commands,
     parse_max_submit,
@@ -75,7 +75,10 @@ class SlurmBackend(Backend):
         argv = ["srun", "--kill-on-bad-exit=1"]
         argv += [f"--cpus-per-task={resources.cpus}"] if resources.cpus else []  # 22.05: not inherited
         argv += [f"--{k}" if v is None else f"--{k}={v}" for k, v in environment.srun or ()]
-        return Ranks(argv=(*argv, *environment.launcher, python), gather=environment.per_task == "all")
+        return Ranks(
+            argv=(*argv, *environment.launcher, python), gather=environment.per_task == "all",
+            names=("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURMD_NODENAME"),
+        )  # fmt: skip
 
     def submit_argv(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> list[str]:
         out, err = (p.format(job="%A", index="%a") for p in log_pattern)
@@ -128,7 +131,7 @@ class SlurmBackend(Backend):
         return transient_failure(result.stderr)
 
     def explain_end(self, status: ElementStatus, stderr: str) -> ElementStatus:
-        return explain_memory_kill(status, stderr)
+        return explain_kill(status, stderr)
 
     def poll(self, job_ids: Sequence[str]) -> dict[str, ElementStatus]:
         if not job_ids:

@@ -332,13 +332,17 @@ def parse_job_commands(stdout: str) -> dict[str, str]:
 #: slurmstepd's words when JobAcctGatherParams=OverMemoryKill stops a step (bytes used > limit).
 _MEMORY_KILL = re.compile(r"exceeded memory limit \((\d+) > (\d+)\), being killed")
 #: ... and when the cgroup's OOM killer did (task/cgroup with ConstrainRAMSpace).
+#: slurmstepd's word when SLURM cancels a job step: ``*** STEP 4242.0 ON n1 CANCELLED AT ...``.
+_STEP_CANCELLED = re.compile(r"\*\*\* STEP \d+\.\d+ ON \S+ CANCELLED AT ")
 _OOM_KILL = re.compile(r"Detected \d+ oom[-_]kill event")
 
 
-def explain_memory_kill(status: ElementStatus, stderr: str) -> ElementStatus:
-    """An element that SLURM stopped for its memory ends FAILED or CANCELLED when the
-    accounting plugin (not the cgroup) killed it: read slurmstepd's message in its stderr
-    and report OUT_OF_MEMORY, with the memory used and the limit. Pure."""
+def explain_kill(status: ElementStatus, stderr: str) -> ElementStatus:
+    """What slurmstepd's messages in an element's stderr say of its end, where SLURM's state
+    does not: an element SLURM stopped for its memory ends FAILED or CANCELLED when the
+    accounting plugin (not the cgroup) killed it, reported here as OUT_OF_MEMORY with the
+    memory used and the limit; a FAILED element whose job step SLURM cancelled (a worker run
+    as an srun step, preempted) is PREEMPTED. Pure."""
     if not status.state.is_final or status.state is JobState.COMPLETED:
         return status
     if match := _MEMORY_KILL.search(stderr):
@@ -349,4 +353,9 @@ def explain_memory_kill(status: ElementStatus, stderr: str) -> ElementStatus:
         return ElementStatus(
             status.element_id, JobState.OUT_OF_MEMORY, status.node, "killed by the OOM killer"
         )
+    if status.state is JobState.FAILED and _STEP_CANCELLED.search(stderr):
+        # The worker ran as a job step (srun=): preemption cancels the step, srun exits 15
+        # and the job ends FAILED instead of requeued. Not the call's fault: run it again.
+        reason = "its job step was cancelled by SLURM (preempted)"
+        return ElementStatus(status.element_id, JobState.PREEMPTED, status.node, reason)
     return status

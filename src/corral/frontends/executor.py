@@ -43,9 +43,12 @@ class Executor(concurrent.futures.Executor):
     ``"multiprocessing"``), ``"sequential"``, or a Backend instance.
     ``directory`` is the work dir (default ``$CORRAL_DIR`` or ``./.corral``). Resource
     keywords (``time``, ``cpus``, ``memory``, ``gpus``, ``partition``, ``extra={...}``, ...)
-    apply to every job; an unknown or malformed one raises ResourceError right here. What is
-    not given here comes from the configuration, with ``profile`` if named (see
-    :mod:`corral.config`; the backend is ``"auto"`` when nothing sets it).
+    apply to every job; an unknown or malformed one raises ResourceError right here, and so
+    do the job's environment keywords (``setup``, ``env``, ``python``, ``post``, ``srun``,
+    ``launcher``, ``per_task``: see :mod:`corral.environment`). What is not given here comes
+    from the configuration, with ``profile`` if named (see :mod:`corral.config`; the backend
+    is ``"auto"`` when nothing sets it). ``host`` names a configured host: the jobs go to its
+    scheduler over SSH (see :mod:`corral.frontends.hosts`), checked before anything is written.
 
     A call whose job died of something that is not its fault (node failure, preemption, a
     job lost by the scheduler) is resubmitted, up to ``max_retries`` times. Its own exception

@@ -113,9 +113,11 @@ def task(fn: None = None, /, **options: Any) -> Callable[[Callable[P, R]], TaskF
 def task(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
     """Make a function distributable: ``@corral.task`` or ``@corral.task(time="1:00:00")``.
 
-    ``options`` are resources (``time``, ``cpus``, ``memory``, ``partition``, ...) and
-    ``profile`` (a configuration profile), ``allow_nested`` (let code already running in a
-    job distribute it), ``backend`` and ``directory``. Unknown keys fail here.
+    ``options`` are resources (``time``, ``cpus``, ``memory``, ``partition``, ...), the job's
+    environment (``setup``, ``env``, ``python``, ``post``, ...: see :mod:`corral.environment`),
+    ``profile`` (a configuration profile), ``host`` (a configured host, reached over SSH),
+    ``allow_nested`` (let code already running in a job distribute it), ``backend`` and
+    ``directory``. Unknown keys fail here.
     """
     check_options(options)
     if fn is None:

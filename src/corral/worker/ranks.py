@@ -33,7 +33,9 @@ from ..store.protocol import Ranks
 from ..transports.local import LocalTransport
 from .calls import unpack_function
 
-RANK_ENV, SIZE_ENV, LOCAL_ENV = "CORRAL_TASK_RANK", "CORRAL_TASK_COUNT", "CORRAL_TASK_LOCAL_RANK"
+RANK_ENV, SIZE_ENV, LOCAL_ENV, NODE_ENV = (
+    "CORRAL_TASK_RANK", "CORRAL_TASK_COUNT", "CORRAL_TASK_LOCAL_RANK", "CORRAL_TASK_NODE",
+)  # fmt: skip
 _counter = itertools.count()
 
 
@@ -54,7 +56,7 @@ def task_info() -> TaskInfo:
     env = os.environ
     return TaskInfo(
         rank=int(env.get(RANK_ENV, "0")), size=int(env.get(SIZE_ENV, "1")),
-        local_rank=int(env.get(LOCAL_ENV, "0")), node=os.uname().nodename,
+        local_rank=int(env.get(LOCAL_ENV, "0")), node=env.get(NODE_ENV) or os.uname().nodename,
     )  # fmt: skip
 
 
@@ -75,7 +77,7 @@ class PerTask:
         transport.makedirs(folder)
         try:
             transport.write_bytes(os.path.join(folder, "input"), cloudpickle.dumps((args, kwargs)))
-            tail = ["-m", "corral.worker.ranks", self.store.path, folder]
+            tail = ["-m", "corral.worker.ranks", self.store.path, folder, *self.ranks.names]
             code = _start(list(self.ranks.argv) + tail, self.ranks.count)
             return _gather(transport, folder, self.ranks, code)
         finally:
@@ -131,16 +133,19 @@ def _gather(transport: LocalTransport, folder: str, ranks: Ranks, code: int) -> 
     return values if ranks.gather else values[0]
 
 
-def _rank_main(batch_dir: str, folder: str) -> int:
-    """One rank (module doc): run the batch's function on the call in ``folder``."""
+def _rank_main(batch_dir: str, folder: str, names: list[str]) -> int:
+    """One rank (module doc): run the batch's function on the call in ``folder``. ``names``:
+    the launcher's variables for the rank, the size, the local rank and the node (see
+    :class:`~corral.store.protocol.Ranks`), else the worker set corral's own."""
     env = os.environ
-    rank = int(env.get(RANK_ENV) or env.get("SLURM_PROCID") or "0")
-    size = int(env.get(SIZE_ENV) or env.get("SLURM_NTASKS") or "1")
-    env[RANK_ENV], env[SIZE_ENV] = str(rank), str(size)
-    env[LOCAL_ENV] = env.get(LOCAL_ENV) or env.get("SLURM_LOCALID") or "0"
+    ours = (RANK_ENV, SIZE_ENV, LOCAL_ENV, NODE_ENV)
+    for mine, theirs in zip(ours, names or ours, strict=True):
+        env[mine] = env.get(theirs, "")
+    rank, size = int(env[RANK_ENV] or "0"), int(env[SIZE_ENV] or "1")
+    node = env[NODE_ENV] = env[NODE_ENV] or os.uname().nodename
+    env[RANK_ENV], env[SIZE_ENV], env[LOCAL_ENV] = str(rank), str(size), env[LOCAL_ENV] or "0"
     transport = LocalTransport()
     store = BatchStore(batch_dir, transport)
-    node = os.uname().nodename
     try:
         fn = unpack_function(store.read_function())
         args, kwargs = pickle.loads(transport.read_private(os.path.join(folder, "input")))
@@ -161,4 +166,4 @@ def _rank_main(batch_dir: str, folder: str) -> int:
 
 if __name__ == "__main__":
     os.umask(0o077)
-    sys.exit(_rank_main(sys.argv[1], sys.argv[2]))
+    sys.exit(_rank_main(sys.argv[1], sys.argv[2], sys.argv[3:]))
