@@ -311,3 +311,18 @@ def test_each_tick_is_one_request_and_a_map_costs_the_same_requests_whatever_its
     finally:
         ex.shutdown()
     assert outside[100_000] <= 1.2 * outside[10], outside
+
+
+def test_a_module_beside_the_laptops_script_is_sent_along(node: LoginNode, tmp_path: Path) -> None:
+    """helper.py lives in the laptop's folder, which the remote user cannot read (pytest's
+    folders are root's alone): the jobs can only run it if it travels with the calls."""
+    (tmp_path / "helper.py").write_text("def triple(x):\n    return 3 * x\n")
+    assert os.stat(tmp_path.parents[1]).st_mode & 0o077 == 0  # no other user reaches it
+    env = laptop_env(node, tmp_path)
+    code = """
+        import corral
+        import helper
+        with corral.Executor(host="login") as ex:
+            print("TRIPLED", list(ex.map(helper.triple, range(4))))
+    """
+    assert "TRIPLED [0, 3, 6, 9]" in finish(laptop(node, tmp_path, code, env))

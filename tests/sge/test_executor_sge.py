@@ -42,6 +42,17 @@ def test_cpus_ask_for_slots_of_the_smp_parallel_environment_and_partition_is_the
     assert ex.submit(slots_and_queue).result(timeout=120) == ("2", "all.q")
 
 
+def environment() -> tuple[str | None, str | None, str | None]:
+    return os.environ.get("CLIENT_SIDE"), os.environ.get("STAGE"), os.environ.get("FROM_SETUP")
+
+
+def test_jobs_get_the_submitting_environment_and_the_jobs_own(make_executor, monkeypatch) -> None:
+    """-V, as SLURM passes the environment on; then setup, env and post apply as anywhere."""
+    monkeypatch.setenv("CLIENT_SIDE", "here")
+    ex = make_executor("sge", setup=["export FROM_SETUP=yes"], env={"STAGE": "sge"}, post=["true"])
+    assert ex.submit(environment).result(timeout=120) == ("here", "sge", "yes")
+
+
 def test_a_call_past_its_time_limit_raises_job_timeout_error(make_executor) -> None:
     ex = make_executor("sge", time=timedelta(seconds=5))
     future = ex.submit(time.sleep, 600)

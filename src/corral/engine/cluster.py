@@ -40,10 +40,7 @@ from .pacing import release_idle, widen
 from .planning import plan_batch
 from .policy import PollPolicy, PollTimer
 from .request import Request
-from .submitting import (
-    Call,
-    guard_nested,
-)
+from .submitting import Call, guard_nested, ship_local_modules
 from .tracking import BatchState, Completion
 
 log = logging.getLogger(__name__)
@@ -67,7 +64,8 @@ class Cluster:
         #: process's, or a remote host's.
         self.python = python or sys.executable
         #: Where the jobs run: the requests' own working directory (the client's, when it
-        #: was made), unless set (a remote host: the client's folders are not there).
+        #: was made), unless set (a remote host: the client's folders are not there, and
+        #: neither are the modules beside the user's script, which are then sent by value).
         self.chdir = chdir
         self.policy = policy or PollPolicy.from_env()
         self._lock = threading.RLock()
@@ -91,6 +89,8 @@ class Cluster:
         are the pending futures of a burst of submits (see :mod:`corral.engine.coalesce`),
         which the batch takes as its own."""
         guard_nested(request.allow_nested)
+        if self.chdir is not None:
+            ship_local_modules()
         needs = request.needs
         if needs is not None and needs.condition not in self.backend.conditions:
             raise SubmissionError(
@@ -234,6 +234,9 @@ class Cluster:
         the open one for ``key`` (a tuple whose first item is the front-end), else a new one
         for ``template`` (a request without calls); return the call's future. ``submitted``
         is called with the batch once it is submitted."""
+
+        if self.chdir is not None:  # before the call's arguments are pickled
+            ship_local_modules()
 
         def make() -> Pending:
             # The work dir is checked now, so that one that cannot be used (not the user's

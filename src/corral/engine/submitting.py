@@ -42,6 +42,35 @@ def guard_nested(allow_nested: bool) -> None:
         )
 
 
+_modules_seen = 0  # len(sys.modules) when ship_local_modules last looked
+
+
+def ship_local_modules() -> None:
+    """Have cloudpickle send by value the modules that live with the user's script (under
+    its folder or the working directory, outside any installed environment): a remote host's
+    nodes do not have them. Called before pickling for such a host; it looks again only when
+    modules were imported since."""
+    global _modules_seen
+    if len(sys.modules) == _modules_seen:
+        return
+    _modules_seen = len(sys.modules)
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    roots = {os.path.realpath(os.getcwd())} | ({os.path.dirname(os.path.realpath(main))} if main else set())
+    installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    for name in {n.partition(".")[0] for n in list(sys.modules)} - {"__main__", "corral"}:
+        module = sys.modules.get(name)
+        file = getattr(module, "__file__", None)
+        if module is None or not isinstance(file, str):
+            continue
+        path = os.path.realpath(file)
+        if (
+            any(path.startswith(r + os.sep) for r in roots)
+            and not any(path.startswith(p + os.sep) for p in installed)
+            and not any(part in path for part in ("site-packages", "dist-packages"))
+        ):
+            cloudpickle.register_pickle_by_value(module)
+
+
 def pickle_calls(fn: Callable[..., Any], calls: Sequence[Call]) -> tuple[bytes, list[bytes]]:
     try:
         function = pack_function(fn, _dumps)
