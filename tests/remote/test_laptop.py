@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def laptop_env(
     node: LoginNode, tmp_path: Path, *, ssh: str = "corral-login", extra: str = ""
 ) -> dict[str, str]:
-    """The environment of a laptop process: its own config (a host "login"), control sockets
-    and working directory; a work dir of its own on the login node."""
+    """The environment of a laptop process: its own config (a host "login", its python
+    written under ~ as a user would), control sockets and working directory; a work dir of
+    its own on the login node."""
     config = tmp_path / "config" / "corral"
     config.mkdir(parents=True, exist_ok=True)
     work = f"~/corral-tests/{uuid.uuid4().hex[:10]}"
@@ -41,7 +42,7 @@ def laptop_env(
         [hosts.login]
         ssh = "{ssh}"
         ssh_config = "{node.config}"
-        python = "{node.python}"
+        python = "{node.python.replace(node.home, "~", 1)}"
         directory = "{work}"
         backend = "slurm"
         time = "5:00"
@@ -83,7 +84,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 300) -> str:
     return out
 
 
-def test_three_maps_status_and_attach_take_one_authentication(node: LoginNode, tmp_path: Path) -> None:
+def test_three_maps_status_logs_and_attach_take_one_authentication(node: LoginNode, tmp_path: Path) -> None:
     env = laptop_env(node, tmp_path)
     before = node.logins()
     code = """
@@ -110,10 +111,15 @@ def test_three_maps_status_and_attach_take_one_authentication(node: LoginNode, t
             batches[0]], capture_output=True, text=True, timeout=180)
         assert attach.returncode == 0, attach.stderr
         print("ATTACHED", attach.stdout.strip())
+        logs = subprocess.run([sys.executable, "-m", "corral", "logs", batches[0], "7", "--host", "login"],
+                              capture_output=True, text=True, timeout=120)
+        assert logs.returncode == 0, logs.stderr
+        print(logs.stdout)
     """
     out = finish(laptop(node, tmp_path, code, env))
     assert f"ATTACHED {sum(x * x for x in range(1000))}" in out
     assert "square" in out  # corral status, run on the host, listed the batches
+    assert "call 7 of square-" in out and "completed" in out  # corral logs, there too
     assert node.logins() - before == 1
 
 

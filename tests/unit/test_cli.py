@@ -391,3 +391,17 @@ def test_version(capsys) -> None:
     import corral
 
     assert run(capsys, "--version") == (0, f"corral {corral.__version__}\n", "")
+
+
+def test_a_host_of_this_machine_runs_the_command_here_and_host_without_ssh_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config" / "corral"
+    config.mkdir(parents=True)
+    (config / "config.toml").write_text('[hosts.here]\npartition = "short"\n')
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("CORRAL_HOST", "here")  # a named set of settings for this machine
+    assert main(["status", "--dir", str(tmp_path / "work")]) == 0
+    assert "no batches" in capsys.readouterr().out.lower()
+    assert main(["status", "--host", "here", "--dir", str(tmp_path / "work")]) == 1
+    assert "has no ssh destination" in capsys.readouterr().err

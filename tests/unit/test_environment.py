@@ -265,3 +265,25 @@ def test_per_task_and_srun_are_refused_on_grid_engine_before_anything_is_written
     with pytest.raises(ResourceError, match="srun"):
         corral.Executor(cluster=engine, per_task=True).submit(seen).result(timeout=10)
     assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
+
+
+def test_an_interpreter_under_home_is_the_nodes_home(tmp_path: Path) -> None:
+    """python="~/venv/bin/python", as a host's config writes it: bash expands the ~ on the
+    node, and the rest stays quoted."""
+    fake, out = fake_worker(tmp_path)
+    (tmp_path / "my venv").mkdir()
+    fake.rename(tmp_path / "my venv" / "python")
+    script = tmp_path / "job.sh"
+    script.write_text(local.LocalBackend().render(spec(Environment(), python="~/my venv/python")))
+    assert "exec ~/'my venv/python' -m corral.worker" in script.read_text()
+    full = {**os.environ, "HOME": str(tmp_path), "CORRAL_ARRAY_TASK_ID": "0", "CORRAL_ELEMENT_ID": "L1_0"}
+    subprocess.run(["bash", str(script)], env=full, check=True, timeout=60)
+    assert "args=-m corral.worker" in out.read_text()
+
+
+def test_the_agents_interpreter_under_home_is_left_to_the_remote_shell() -> None:
+    from corral.transports.ssh import remote_line
+
+    assert remote_line(["~/my env/bin/python", "-m", "x y"]) == "~/'my env/bin/python' -m 'x y'"
+    assert remote_line(["/opt/py", "-m", "x"]) == "/opt/py -m x"
+    assert remote_line(["~user/py"]) == "'~user/py'"  # only the user's own home

@@ -37,8 +37,11 @@ def worker_lines(spec: ArraySpec, index: str, element: str, step: Sequence[str] 
     environment = spec.environment
     lines = list(environment.setup)  # as written, as in a script of one's own
     lines += [f"export {name}={shell_word(value)}" for name, value in environment.env]
-    argv = [*step, *environment.launcher, *spec.worker_argv()]
-    command = f"{shell_line(argv)} {index} {element}"
+    python, *worker = spec.worker_argv()
+    # A leading ~/ of the interpreter is the node's home: left to bash, the rest quoted
+    interpreter = "~/" + shell_word(python[2:]) if python.startswith("~/") else shell_word(python)
+    words = [shell_line([*step, *environment.launcher]), interpreter, shell_line(worker), index, element]
+    command = " ".join(word for word in words if word)
     redirect, newline, document = spec.worker_stdin().partition("\n")
     body = newline + document
     if not environment.post:

@@ -54,7 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.host or os.environ.get("CORRAL_HOST", "").strip():
             from .remote import run_on_host  # the SSH machinery only when a host is named
 
-            return run_on_host(args.host, list(sys.argv[1:] if argv is None else argv), args.dir)
+            code = run_on_host(args.host, list(sys.argv[1:] if argv is None else argv), args.dir)
+            if code is not None:
+                return code
         return command(args)
     except BrokenPipeError:
         # `corral logs ... | head` closed our output: stop quietly, and keep Python from

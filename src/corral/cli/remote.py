@@ -19,11 +19,15 @@ from .display import printable
 TIMEOUT = 300.0
 
 
-def run_on_host(host: str | None, argv: list[str], directory: str | None) -> int:
+def run_on_host(host: str | None, argv: list[str], directory: str | None) -> int | None:
     """Run the ``corral`` command ``argv`` (without ``--host``) on ``host`` (default:
-    ``$CORRAL_HOST``) in its work dir, or in ``directory`` there; print what it printed."""
+    ``$CORRAL_HOST``) in its work dir, or in ``directory`` there; print what it printed and
+    return its exit code. None when ``$CORRAL_HOST`` names a host of this machine (one
+    without ``ssh``): the command runs here."""
     settings = resolve(host=host)
     if settings.ssh is None:
+        if host is None:
+            return None
         raise CorralError(f"host {settings.host!r} has no ssh destination: run the command without --host")
     remote = connect(settings)
     words = _without_host(argv)

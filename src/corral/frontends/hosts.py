@@ -34,7 +34,6 @@ REMOTE_PYTHON = "python3"
 
 _lock = threading.Lock()
 _hosts: dict[tuple[str, str | None, str], SshTransport] = {}
-_checked: dict[tuple[int, str, str], Preflight] = {}
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class Remote:
 
 def connect(settings: Settings) -> Remote:
     """The process's session with the host ``settings`` chose (made on first use), checked
-    once per work dir (:func:`corral.transports.preflight.preflight`)."""
+    once per work dir (:func:`corral.transports.preflight.preflight` remembers)."""
     assert settings.ssh is not None
     python = settings.environment.python or REMOTE_PYTHON
     key = (settings.ssh, settings.ssh_config, python)
@@ -59,15 +58,7 @@ def connect(settings: Settings) -> Remote:
             except ValueError as exc:
                 raise ConfigError(f"host {settings.host!r}: {exc}") from None
             _hosts[key] = transport
-    directory = settings.directory or REMOTE_DIRECTORY
-    check = (id(transport), directory, settings.backend)
-    with _lock:
-        found = _checked.get(check)
-    if found is None:
-        found = preflight(transport, directory)
-        with _lock:
-            _checked[check] = found
-    return Remote(transport, found)
+    return Remote(transport, preflight(transport, settings.directory or REMOTE_DIRECTORY))
 
 
 def open_cluster(settings: Settings, backend: str | Backend | None = None) -> Cluster:

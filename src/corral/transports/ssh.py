@@ -108,7 +108,16 @@ def ssh_argv(
         argv += ["-l", target.user]
     if target.port:
         argv += ["-p", str(target.port)]
-    return [*argv, "--", target.host, shlex.join(remote)]
+    return [*argv, "--", target.host, remote_line(remote)]
+
+
+def remote_line(argv: Sequence[str]) -> str:
+    """``argv`` as the remote shell's command line: every word quoted, but a leading ``~/``
+    of the program left to the remote shell, which makes it the remote user's home."""
+    program, *rest = argv
+    if not program.startswith("~/"):
+        return shlex.join(argv)
+    return " ".join(["~/" + shlex.quote(program[2:]), *map(shlex.quote, rest)])
 
 
 class SshTransport(AgentTransport):
