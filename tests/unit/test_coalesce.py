@@ -146,3 +146,31 @@ def test_an_argument_slower_to_pickle_than_the_pause_still_joins_a_batch(make_ex
     assert done, "submit did not return"
     future = done[0]
     assert isinstance(future, corral.CorralFuture) and future.result(timeout=60) == "SlowToPickle"
+
+
+def test_modules_beside_the_script_go_by_value_only_while_pickling_for_a_remote_host(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registered for good, they would change this process's other pickles (a class sent by
+    value has its attributes reset on load: a test's instance counter was)."""
+    import pickle
+    import sys
+
+    import cloudpickle
+
+    from corral.engine.submitting import local_modules_by_value
+
+    (tmp_path / "beside_the_script.py").write_text("def triple(x):\n    return 3 * x\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import beside_the_script  # type: ignore[import-not-found]
+
+    with local_modules_by_value(False):
+        assert b"triple" in cloudpickle.dumps(beside_the_script.triple)  # by reference: its name
+        assert "beside_the_script" not in cloudpickle.list_registry_pickle_by_value()
+    with local_modules_by_value(True):
+        data = cloudpickle.dumps(beside_the_script.triple)
+    assert "beside_the_script" not in cloudpickle.list_registry_pickle_by_value()
+    del sys.modules["beside_the_script"]
+    sys.path.remove(str(tmp_path))
+    assert pickle.loads(data)(2) == 6  # it needs no module to load: it went by value

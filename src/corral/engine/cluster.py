@@ -40,7 +40,7 @@ from .pacing import release_idle, widen
 from .planning import plan_batch
 from .policy import PollPolicy, PollTimer
 from .request import Request
-from .submitting import Call, guard_nested, ship_local_modules
+from .submitting import Call, guard_nested, local_modules_by_value
 from .tracking import BatchState, Completion
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,6 @@ class Cluster:
         are the pending futures of a burst of submits (see :mod:`corral.engine.coalesce`),
         which the batch takes as its own."""
         guard_nested(request.allow_nested)
-        if self.chdir is not None:
-            ship_local_modules()
         needs = request.needs
         if needs is not None and needs.condition not in self.backend.conditions:
             raise SubmissionError(
@@ -98,7 +96,8 @@ class Cluster:
                 f"condition={needs.condition.value!r}; it can with: "
                 + ", ".join(repr(c.value) for c in Condition if c in self.backend.conditions)
             )
-        batch = build_batch(request, self.backend, self.root, self, futures, self.python, self.chdir)
+        with local_modules_by_value(self.chdir is not None):  # a remote host's nodes lack them
+            batch = build_batch(request, self.backend, self.root, self, futures, self.python, self.chdir)
         with self._lock:
             self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
             self._pacing.active(time.monotonic())
@@ -235,16 +234,14 @@ class Cluster:
         for ``template`` (a request without calls); return the call's future. ``submitted``
         is called with the batch once it is submitted."""
 
-        if self.chdir is not None:  # before the call's arguments are pickled
-            ship_local_modules()
-
         def make() -> Pending:
             # The work dir is checked now, so that one that cannot be used (not the user's
             # alone, read-only) fails at the submit line, as for a map, before any call waits.
             self.backend.transport.makedirs(self.root)
             return Pending(template, self.submit, submitted, explicit=explicit)
 
-        return self._coalescer.add(key, make, call)
+        with local_modules_by_value(self.chdir is not None):  # the call is pickled as it joins
+            return self._coalescer.add(key, make, call)
 
     def flush(self, owner: Any = None) -> None:
         """Submit now the pending batches of the front-end ``owner`` (of all, when None)."""

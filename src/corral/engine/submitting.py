@@ -10,11 +10,13 @@ names the argument and says what to do instead (see :func:`unshareable`)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from types import ModuleType
 from typing import Any
 
 import cloudpickle
@@ -42,22 +44,21 @@ def guard_nested(allow_nested: bool) -> None:
         )
 
 
-_modules_seen = 0  # len(sys.modules) when ship_local_modules last looked
+_local: tuple[int, list[ModuleType]] = (0, [])  # (len(sys.modules), the modules found then)
 
 
-def ship_local_modules() -> None:
-    """Have cloudpickle send by value the modules that live with the user's script (under
-    its folder or the working directory, outside any installed environment): a remote host's
-    nodes do not have them. Called before pickling for such a host; it looks again only when
-    modules were imported since."""
-    global _modules_seen
-    if len(sys.modules) == _modules_seen:
-        return
-    _modules_seen = len(sys.modules)
+def local_modules() -> list[ModuleType]:
+    """The modules that live with the user's script: under its folder or the working
+    directory, outside any installed environment (top-level names; corral's aside). Looked
+    for again only when modules were imported since."""
+    global _local
+    if len(sys.modules) == _local[0]:
+        return _local[1]
     main = getattr(sys.modules.get("__main__"), "__file__", None)
     roots = {os.path.realpath(os.getcwd())} | ({os.path.dirname(os.path.realpath(main))} if main else set())
     installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    for name in {n.partition(".")[0] for n in list(sys.modules)} - {"__main__", "corral"}:
+    found = []
+    for name in sorted({n.partition(".")[0] for n in list(sys.modules)} - {"__main__", "corral"}):
         module = sys.modules.get(name)
         file = getattr(module, "__file__", None)
         if module is None or not isinstance(file, str):
@@ -68,7 +69,28 @@ def ship_local_modules() -> None:
             and not any(path.startswith(p + os.sep) for p in installed)
             and not any(part in path for part in ("site-packages", "dist-packages"))
         ):
-            cloudpickle.register_pickle_by_value(module)
+            found.append(module)
+    _local = (len(sys.modules), found)
+    return found
+
+
+@contextlib.contextmanager
+def local_modules_by_value(ship: bool) -> Iterator[None]:
+    """While it lasts (when ``ship``: the calls go to a remote host, whose nodes do not have
+    the modules beside the user's script), cloudpickle sends :func:`local_modules` by value.
+    Only then: by value, a class's attributes travel as they were, and a module registered
+    for good would change what this process's other pickles mean."""
+    if not ship:
+        yield
+        return
+    ours = [m for m in local_modules() if m.__name__ not in cloudpickle.list_registry_pickle_by_value()]
+    for module in ours:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        yield
+    finally:
+        for module in ours:
+            cloudpickle.unregister_pickle_by_value(module)
 
 
 def pickle_calls(fn: Callable[..., Any], calls: Sequence[Call]) -> tuple[bytes, list[bytes]]:
