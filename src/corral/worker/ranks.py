@@ -73,6 +73,7 @@ class PerTask:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         folder = os.path.join(self.store.path, "ranks", f"{self.element}.{next(_counter)}")
+        shutil.rmtree(folder, ignore_errors=True)  # a requeued element's first run left it
         transport = LocalTransport()
         transport.makedirs(folder)
         try:
