@@ -84,38 +84,46 @@ def finish(proc: subprocess.Popen[str], timeout: float = 300) -> str:
     return out
 
 
-def test_three_maps_status_logs_and_attach_take_one_authentication(node: LoginNode, tmp_path: Path) -> None:
-    env = laptop_env(node, tmp_path)
-    before = node.logins()
-    code = """
+def session(host: str) -> str:
+    """A laptop's script that uses ``host`` every way a day does: three maps, then, from
+    fresh processes, ``corral status --host``, an ``attach`` and ``corral logs --host``."""
+    return textwrap.dedent(
+        """
         import os, subprocess, sys
         import corral
 
         def square(x):
             return x * x
 
-        with corral.Executor(host="login") as ex:
+        with corral.Executor(host="HOST") as ex:
             assert list(ex.map(square, range(1000))) == [x * x for x in range(1000)]
             assert sum(ex.map(square, range(10))) == 285
             futures = [ex.submit(square, x) for x in range(5)]
             assert [f.result() for f in futures] == [0, 1, 4, 9, 16]
         # the work dir is not to be seen here: only through the session
         assert not os.path.exists(os.environ["REMOTE_WORK"])
-        status = subprocess.run([sys.executable, "-m", "corral", "status", "--host", "login"],
+        status = subprocess.run([sys.executable, "-m", "corral", "status", "--host", "HOST"],
                                 capture_output=True, text=True, timeout=120)
         assert status.returncode == 0, status.stderr
         print(status.stdout)
         batches = [line.split()[0] for line in status.stdout.splitlines() if line.startswith("square-")]
         attach = subprocess.run([sys.executable, "-c",
-            "import corral, sys; print(sum(corral.attach(sys.argv[1], host='login').results(timeout=120)))",
+            "import corral, sys; print(sum(corral.attach(sys.argv[1], host='HOST').results(timeout=120)))",
             batches[0]], capture_output=True, text=True, timeout=180)
         assert attach.returncode == 0, attach.stderr
         print("ATTACHED", attach.stdout.strip())
-        logs = subprocess.run([sys.executable, "-m", "corral", "logs", batches[0], "7", "--host", "login"],
+        logs = subprocess.run([sys.executable, "-m", "corral", "logs", batches[0], "7", "--host", "HOST"],
                               capture_output=True, text=True, timeout=120)
         assert logs.returncode == 0, logs.stderr
         print(logs.stdout)
-    """
+        """
+    ).replace("HOST", host)
+
+
+def test_three_maps_status_logs_and_attach_take_one_authentication(node: LoginNode, tmp_path: Path) -> None:
+    env = laptop_env(node, tmp_path)
+    before = node.logins()
+    code = session("login")
     out = finish(laptop(node, tmp_path, code, env))
     assert f"ATTACHED {sum(x * x for x in range(1000))}" in out
     assert "square" in out  # corral status, run on the host, listed the batches

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from .conftest import SCRIPT, LoginNode
-from .test_laptop import finish, laptop, laptop_env
+from .test_laptop import finish, laptop, laptop_env, session
 
 
 def remote_password() -> str:
@@ -43,37 +43,14 @@ def askpass(tmp_path: Path, password: str) -> tuple[Path, Path]:
     return program, counter
 
 
-def test_three_maps_status_and_attach_ask_the_second_factor_once(node: LoginNode, tmp_path: Path) -> None:
+def test_maps_status_logs_and_attach_ask_the_second_factor_once(node: LoginNode, tmp_path: Path) -> None:
     env = laptop_env(node, tmp_path, ssh="corral-mfa")
     toml = Path(env["XDG_CONFIG_HOME"], "corral", "config.toml")
     toml.write_text(toml.read_text().replace("[hosts.login]", "[hosts.mfa]"))
     program, counter = askpass(tmp_path, remote_password())
     env |= {"SSH_ASKPASS": str(program), "SSH_ASKPASS_REQUIRE": "force"}
     before = mfa_log(node)
-    code = """
-        import os, subprocess, sys
-        import corral
-
-        def square(x):
-            return x * x
-
-        with corral.Executor(host="mfa") as ex:
-            assert list(ex.map(square, range(1000))) == [x * x for x in range(1000)]
-            assert sum(ex.map(square, range(10))) == 285
-            futures = [ex.submit(square, x) for x in range(5)]
-            assert [f.result() for f in futures] == [0, 1, 4, 9, 16]
-        assert not os.path.exists(os.environ["REMOTE_WORK"])
-        status = subprocess.run([sys.executable, "-m", "corral", "status", "--host", "mfa"],
-                                capture_output=True, text=True, timeout=120)
-        assert status.returncode == 0, status.stderr
-        print(status.stdout)
-        batches = [line.split()[0] for line in status.stdout.splitlines() if line.startswith("square-")]
-        attach = subprocess.run([sys.executable, "-c",
-            "import corral, sys; print(sum(corral.attach(sys.argv[1], host='mfa').results(timeout=120)))",
-            batches[0]], capture_output=True, text=True, timeout=180)
-        assert attach.returncode == 0, attach.stderr
-        print("ATTACHED", attach.stdout.strip())
-    """
+    code = session("mfa")  # three maps, status, attach and logs
     try:
         out = finish(laptop(node, tmp_path, code, env))
     finally:  # the master connection (ControlPersist) is this test's alone: close it
@@ -83,6 +60,7 @@ def test_three_maps_status_and_attach_ask_the_second_factor_once(node: LoginNode
                            capture_output=True, timeout=30)  # fmt: skip
     assert f"ATTACHED {sum(x * x for x in range(1000))}" in out, out
     assert "square" in out  # corral status, run on the host, listed the batches
+    assert "call 7 of square-" in out  # corral logs, there too
     asked = counter.read_text().splitlines()
     assert len(asked) == 1 and "password" in asked[0], asked  # ssh's prompt, once
     after = mfa_log(node)
