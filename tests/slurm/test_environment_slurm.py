@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("fresh_queue")
 
 def inside() -> dict[str, str | None]:
     names = ("STAGE", "FROM_SETUP", "VIA_WRAPPER", "LAUNCHED", "SLURM_STEP_ID", "SLURM_DISTRIBUTION")
-    names += ("SLURM_JOB_ID",)
+    names += ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")
     return {name: os.environ.get(name) for name in names}
 
 
@@ -45,7 +45,10 @@ def test_setup_env_python_post_srun_and_launcher_are_applied(make_executor, tmp_
     assert job is not None
     argv = ["sacct", "-n", "-P", "-j", job, "-o", "JobID,JobName"]
     steps = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
-    assert f"{job}.0|env" in steps.splitlines(), steps  # step 0 runs the launcher
+    # step 0 runs the launcher; sacct names the element by its own id, or as the array's
+    # element when that id is the array's (element 0's is)
+    element = f"{seen['SLURM_ARRAY_JOB_ID']}_{seen['SLURM_ARRAY_TASK_ID']}"
+    assert {f"{job}.0|env", f"{element}.0|env"} & set(steps.splitlines()), steps
     deadline = time.monotonic() + 60  # the post lines run once the worker has ended
     while not post.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
