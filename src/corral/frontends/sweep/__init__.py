@@ -1,0 +1,1 @@
+"""Sweeps: see corral.frontends.sweep.sweep."""
