@@ -1,0 +1,297 @@
+"""Rung records: the early-stopping decisions of a sweep's trials, made and kept on the nodes.
+
+Layout (folders 0700 and the user's alone, see :mod:`corral.trust`; files 0600)::
+
+    <folder>/                          the sweep's rung folder (its parent is checked by the caller)
+      <milestone>/                     one folder per milestone some trial reached, e.g. 9/
+        <trial>.json                   trial's record there: a RungRecord (value, keep, cutoff,
+                                       seen, ...), created exclusively and whole, never changed
+        .<trial>.<pid>.<hex>.tmp       a record being written; every reader skips it (and one a
+                                       crash left behind)
+
+How a trial reports (:meth:`Rungs.report`): if its record exists it is the answer, whatever
+the value now (a requeued or retried trial gets its first decision). Otherwise the records
+present are read, the caller's ``decide`` judges the value against theirs, and the record is
+written to a temporary file then hard-linked to ``<trial>.json``. ``link`` fails when the
+name exists (so the first attempt of a trial to get there wins, and the others read and return
+its record: never two decisions) and makes the name appear with the whole content at once
+(so nobody ever reads a record half written). It is atomic on NFS and the parallel file
+systems clusters share; ``O_EXCL`` on the final name would be exclusive but not whole.
+
+Why caching is sound: a record never changes once its name exists, so each :class:`Rungs`
+keeps what it read, and a report costs one ``listdir`` and the files it has not read yet
+(1000 trials at 5 milestones read each record once per process, not once per report).
+
+What concurrency gives: a trial is compared with the records that existed when it listed the
+folder. Two trials reporting at the same instant may not see each other; each is then judged
+against what came before its own record, as asynchronous ASHA is. An NFS client may also list
+a folder a few seconds stale. Either way the record's ``seen`` names exactly the trials it was
+compared with, so every decision can be checked afterwards.
+
+Records are JSON only (never pickle). Floats are written as JSON numbers (exact round trip);
+None as null, NaN and infinities as the strings "nan", "inf", "-inf".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..errors import FormatError
+from ..trust import check_private_dir
+
+#: How a caller judges a value: given the values recorded before (in ``seen`` order), it
+#: returns (continue?, the cutoff compared with or None).
+Decide = Callable[[list[float | None]], tuple[bool, float | None]]
+
+_WORDS = {"nan", "inf", "-inf"}  # the non-finite floats, which JSON numbers cannot hold
+
+
+@dataclass(frozen=True)
+class RungRecord:
+    """One trial's report at one milestone, as stored in ``<milestone>/<trial>.json``.
+
+    Note that a record whose value is NaN is not equal to itself read back (NaN != NaN)."""
+
+    trial: int
+    attempt: int  #: the attempt (requeue or retry) that made the record
+    milestone: int
+    value: float | None  #: the metric reported; None or NaN when it was not a number
+    keep: bool  #: whether the trial continues
+    cutoff: float | None  #: the value it was compared with; None when compared with nothing
+    seen: tuple[int, ...]  #: the trials whose records were compared with, ascending
+    t: float  #: when the decision was made (time.time())
+
+    def __post_init__(self) -> None:
+        for name in ("trial", "attempt", "milestone"):
+            _whole(getattr(self, name), name)
+        if not isinstance(self.keep, bool):
+            raise ValueError(f"keep must be true or false, not {self.keep!r}")
+        for name in ("value", "cutoff"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), float):
+                raise ValueError(f"{name} must be a float or None, not {getattr(self, name)!r}")
+        if not isinstance(self.t, float) or not math.isfinite(self.t):
+            raise ValueError(f"t must be a finite float, not {self.t!r}")
+        if not isinstance(self.seen, tuple):
+            raise ValueError(f"seen must be a tuple of trials, not {self.seen!r}")
+        for trial in self.seen:
+            _whole(trial, "a trial in seen")
+        if list(self.seen) != sorted(set(self.seen)) or self.trial in self.seen:
+            raise ValueError(f"seen must list other trials, ascending and once each, not {self.seen!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON data; see the module doc for the floats."""
+        return {
+            "trial": self.trial, "attempt": self.attempt, "milestone": self.milestone,
+            "value": _encode(self.value), "keep": self.keep, "cutoff": _encode(self.cutoff),
+            "seen": list(self.seen), "t": self.t,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: bytes, path: str) -> RungRecord:
+        """The record stored in ``data`` (the bytes of the file ``path``), checked field by
+        field: :class:`~corral.errors.FormatError` naming ``path`` for anything
+        :meth:`to_json` does not write."""
+        try:
+            return cls._decode(json.loads(data))
+        except (ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            raise FormatError(f"{path} is not a corral rung record: {exc}", path=path) from None
+
+    @classmethod
+    def _decode(cls, record: object) -> RungRecord:
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        names = {f.name for f in fields(cls)}
+        if set(record) != names:
+            missing, extra = sorted(names - set(record)), sorted(set(record) - names)
+            raise ValueError(f"its fields differ from a rung record's (missing {missing}, unknown {extra})")
+        if not isinstance(record["seen"], list):
+            raise ValueError(f"seen must be a list of trials, not {record['seen']!r}")
+        return cls(
+            trial=record["trial"], attempt=record["attempt"], milestone=record["milestone"],
+            value=_decode(record["value"], "value"), keep=record["keep"],
+            cutoff=_decode(record["cutoff"], "cutoff"), seen=tuple(record["seen"]), t=record["t"],
+        )  # fmt: skip
+
+
+class Rungs:
+    """The rung records under ``folder`` (see the module doc), with what this object has
+    read kept in memory. The folder and each milestone folder are checked once, when first
+    touched: :class:`~corral.errors.UnsafeWorkDirError` if another user could write them."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self._records: dict[int, dict[int, RungRecord]] = {}  # milestone -> trial -> record
+        self._checked: set[str] = set()  # folders found private (they stay so: ours alone)
+
+    def report(
+        self, trial: int, attempt: int, milestone: int, value: float | None, decide: Decide
+    ) -> RungRecord:
+        """``trial``'s record at ``milestone``: the one that exists (made by this or an earlier
+        attempt, whatever ``value`` is now), else a new one, judged by ``decide`` on the values
+        of the records present (their trials become ``seen``) and created exclusively.
+        :class:`~corral.errors.FormatError` for a record there that corral did not write,
+        :class:`~corral.errors.UnsafeWorkDirError` for a folder others can write."""
+        _whole(trial, "trial")
+        _whole(attempt, "attempt")
+        _whole(milestone, "milestone")
+        value = _as_float(value, "value")
+        cached = self._records.get(milestone, {}).get(trial)
+        if cached is not None:
+            return cached
+        rung = self._rung(milestone, create=True)
+        assert rung is not None  # created
+        known = self._refresh(milestone, rung)
+        if trial in known:
+            return known[trial]
+        seen = tuple(sorted(known))
+        keep, cutoff = decide([known[other].value for other in seen])
+        record = RungRecord(
+            trial=trial, attempt=attempt, milestone=milestone, value=value, keep=keep,
+            cutoff=_as_float(cutoff, "the cutoff decide returned"), seen=seen, t=time.time(),
+        )  # fmt: skip
+        record = self._create(rung, record)
+        known[trial] = record
+        return record
+
+    def records(self, milestone: int) -> dict[int, RungRecord]:
+        """Every record at ``milestone``, by trial (ascending); empty when none exists."""
+        rung = self._rung(milestone, create=False)
+        if rung is None:
+            return {}
+        known = self._refresh(milestone, rung)
+        return {trial: known[trial] for trial in sorted(known)}
+
+    def milestones(self) -> list[int]:
+        """The milestones that have a folder, ascending."""
+        if not self._private(self.folder, create=False):
+            return []
+        names = os.listdir(self.folder)
+        return sorted(m for m in map(_number, names) if m is not None and self._isdir(m))
+
+    def _isdir(self, milestone: int) -> bool:
+        return os.path.isdir(os.path.join(self.folder, str(milestone)))
+
+    def _load(self, path: str) -> bytes:
+        """The bytes of a record file (not following a symbolic link); every read goes here."""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as file:
+            return file.read()
+
+    def _read(self, path: str, trial: int, milestone: int) -> RungRecord:
+        record = RungRecord.from_json(self._load(path), path)
+        if (record.trial, record.milestone) != (trial, milestone):
+            raise FormatError(
+                f"{path} holds the record of trial {record.trial} at milestone {record.milestone}, "
+                f"not of trial {trial} at {milestone}: it was not written by corral",
+                path=path,
+            )
+        return record
+
+    def _refresh(self, milestone: int, rung: str) -> dict[int, RungRecord]:
+        """The cache of ``milestone``, completed with the records it lacks: one listdir, and
+        reads of new names only (records never change, see the module doc)."""
+        known = self._records.setdefault(milestone, {})
+        for name in os.listdir(rung):
+            trial = _number(name.removesuffix(".json")) if name.endswith(".json") else None
+            if trial is not None and trial not in known:
+                known[trial] = self._read(os.path.join(rung, name), trial, milestone)
+        return known
+
+    def _create(self, rung: str, record: RungRecord) -> RungRecord:
+        """Create ``<rung>/<trial>.json`` holding ``record`` whole and exclusively, and return
+        it; when another attempt of the trial made it first, return that one's record."""
+        final = os.path.join(rung, f"{record.trial}.json")
+        temp = os.path.join(rung, f".{record.trial}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+        data = json.dumps(record.to_json(), allow_nan=False).encode()
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)  # the content is on disk before its name is: a crash leaves no empty record
+            finally:
+                os.close(fd)
+            os.link(temp, final)
+        except FileExistsError:
+            # Another attempt of this trial got there first (or NFS retried our own link and
+            # heard "exists"): the record under the name is the decision, whoever wrote it.
+            return self._read(final, record.trial, record.milestone)
+        finally:
+            _unlink_quietly(temp)
+        return record
+
+    def _rung(self, milestone: int, *, create: bool) -> str | None:
+        """The folder of ``milestone``, checked (and made, with ``create``); None when it
+        does not exist and ``create`` is false."""
+        rung = os.path.join(self.folder, str(milestone))
+        if not self._private(self.folder, create=create) or not self._private(rung, create=create):
+            return None
+        return rung
+
+    def _private(self, folder: str, *, create: bool) -> bool:
+        """Check ``folder`` once: False when it does not exist (and ``create`` is false)."""
+        if folder in self._checked:
+            return True
+        if create:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+        try:
+            check_private_dir(folder)
+        except FileNotFoundError:
+            if create:
+                raise
+            return False
+        self._checked.add(folder)
+        return True
+
+
+def _number(name: str) -> int | None:
+    """``"12"`` -> 12; None for any other name (``"012"``, ``".12"``, ``"12.json.tmp"``)."""
+    if name.isascii() and name.isdigit() and str(int(name)) == name:
+        return int(name)
+    return None
+
+
+def _whole(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, not {value!r}")
+
+
+def _as_float(value: object, name: str) -> float | None:
+    """None, or ``value`` as a float (an int, a numpy float...); ValueError for anything else."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number or None, not {value!r}")
+    return float(value)
+
+
+def _encode(value: float | None) -> float | str | None:
+    if value is None or math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def _decode(value: object, name: str) -> float | None:
+    if value is None or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    if isinstance(value, str) and value in _WORDS:
+        return float(value)
+    raise ValueError(f'{name} must be a number, null, "nan", "inf" or "-inf", not {value!r}')
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass  # already gone; a leftover temporary file is skipped by every reader anyway
+
+
+__all__ = ["Decide", "RungRecord", "Rungs"]
