@@ -5,7 +5,7 @@ each other in a circle (both checked by import-linter, see pyproject.toml)::
 
     cli/                  corral status | logs: read the work dir, never unpickle
       │
-    frontends/            Executor · Pool · task + Batch · attach   (sweep to come): turn calls
+    frontends/            Executor · Pool · task + Batch · attach · sweep: turn calls
       │ batches of calls  into batches for the engine, hand back futures
     engine/               Cluster: write calls, submit arrays, poll in bulk, retry, complete
       │ specs, job ids    futures (cluster, tracking, planning, dispatch, ...)
@@ -113,6 +113,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "sweep":  # a module of its own (corral.sweep), loaded on first use too
+        return importlib.import_module(".sweep", __name__)
     module, attr = _LAZY.get(name, ("errors", name))
     if module == "errors" and not (name.endswith("Error") or name == "RemoteTraceback"):
         raise AttributeError(f"module 'corral' has no attribute {name!r}")
@@ -182,6 +184,7 @@ __all__ = [
     "set_defaults",
     "should_stop",
     "srun",
+    "sweep",
     "task",
     "task_info",
 ]

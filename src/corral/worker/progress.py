@@ -72,6 +72,12 @@ def leave_call(token: CallToken) -> None:
     _running.reset(token)
 
 
+def running_call() -> tuple[int, int] | None:
+    """``(call, attempt)`` of the call corral runs in this context; None outside one."""
+    running = _running.get()
+    return None if running is None else (running.call, running.attempt)
+
+
 def _number(value: object, name: str) -> float | int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"progress() {name} must be a number, not {type(value).__name__}")

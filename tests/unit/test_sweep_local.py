@@ -1,0 +1,248 @@
+"""Sweeps on the local backend: ASHA prunes where the trials run, crashes are failures with
+their traceback, retried trials keep what they logged, resume and overwrite, the results.
+(The real SLURM cluster: tests/slurm/test_sweep_slurm.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import corral
+from corral import sweep
+from corral.store.rungs import Rungs
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Trial configs in an order where the best (q=0) is neither first nor last.
+QS = [0.5, 0.3, 0.9, 0.7, 0.0, 0.8, 0.2, 0.6, 0.4]
+MAX_T = 27
+
+
+@pytest.fixture(autouse=True)
+def local(workdir: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("CORRAL_OUTCOME_GRACE", "1")
+    corral.set_defaults(backend="local", directory=workdir)
+    return workdir
+
+
+def curve(config: dict[str, float]) -> float:
+    """A learning curve whose ranking is known: lower q is better at every epoch."""
+    loss = 0.0
+    for epoch in range(1, MAX_T + 1):
+        loss = config["q"] + 1.0 / epoch
+        sweep.log(epoch, loss=loss)
+    return loss
+
+
+def crash_on_odd(config: dict[str, int]) -> int:
+    sweep.log(1, loss=-float(config["x"]))  # better and better: none is pruned
+    if config["x"] % 2:
+        raise KeyError(f"odd {config['x']}")
+    return config["x"]
+
+
+def always_crash(config: dict[str, int]) -> None:
+    raise ZeroDivisionError("nothing works")
+
+
+def flaky_first_attempt(config: dict[str, object]) -> float:
+    """Logs three steps, then dies of an OSError on its first attempt only."""
+    marker = Path(str(config["marks"]), f"{sweep.current_trial()}")
+    for epoch in (1, 2, 3):
+        sweep.log(epoch, loss=1.0 / epoch)
+    if not marker.exists():
+        marker.write_text("")
+        raise OSError("the file system hiccupped")
+    sweep.log(4, loss=0.2)
+    return 0.2
+
+
+def events(folder: str, trial: int) -> list[dict[str, object]]:
+    lines = Path(folder, "trials", f"{trial}.log").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def asha_sweep(**options: object) -> sweep.Sweep:
+    space = {"q": sweep.grid(QS), "fixed": {"depth": 3}}
+    return sweep.Sweep(
+        curve, space, metric="loss", mode="min", max_running=2, progress=False,
+        scheduler=sweep.ASHA(min_t=1, max_t=MAX_T, eta=3), **options,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_asha_prunes_on_the_nodes_and_the_best_runs_to_max_t(workdir: str) -> None:
+    s = asha_sweep(name="curves")
+    result = s.run()
+    by_q = {t.config["q"]: t for t in result.trials}
+    best = result.best()
+    assert best.config["q"] == 0.0 and best.status == "completed" and best.step == MAX_T
+    assert best.value == pytest.approx(1.0 / MAX_T)
+    assert by_q[0.9].status == "pruned"  # worse than trials before it at a rung
+    statuses = {t.status for t in result.trials}
+    assert statuses <= {"completed", "pruned"} and "pruned" in statuses
+    epochs = sum(t.step or 0 for t in result.trials)
+    assert epochs < len(QS) * MAX_T * 0.8
+    assert all(t.config["fixed"] == {"depth": 3} for t in result.trials)
+    # Every decision is in a rung record made once per trial and milestone, and follows the
+    # rule from the records its trial saw.
+    rungs = Rungs(os.path.join(s.path, "rungs"))
+    scheduler = sweep.ASHA(min_t=1, max_t=MAX_T, eta=3)
+    for milestone in rungs.milestones():
+        records = rungs.records(milestone)
+        for trial, record in records.items():
+            earlier = [records[t].value for t in record.seen]
+            assert set(record.seen) < set(records) and trial not in record.seen
+            assert record.keep == scheduler.keeps(record.value, earlier, "min", milestone)[0]
+    for trial in result.trials:
+        ends = [e for e in events(s.path, trial.trial) if e["e"] == "end"]
+        assert [e["status"] for e in ends] == [trial.status]
+        if trial.status == "pruned":
+            assert trial.milestone is not None and rungs.records(trial.milestone)[trial.trial].keep is False
+
+
+def test_a_crash_is_a_failure_with_its_own_exception_never_pruned(workdir: str) -> None:
+    result = sweep.Sweep(
+        crash_on_odd, {"x": sweep.grid([0, 1, 2, 3])}, metric="loss", progress=False,
+        scheduler=sweep.ASHA(min_t=1, max_t=9), name="crashes",
+    ).run()  # fmt: skip
+    assert [t.status for t in result.trials] == ["completed", "failed", "completed", "failed"]
+    error = result.trials[1].error
+    assert isinstance(error, KeyError) and "odd 1" in str(error)
+    assert "crash_on_odd" in str(error.__cause__)  # the traceback from where it ran
+    assert result.trials[1].metrics == {"loss": -1.0}
+    assert "failed" in result.summary() and "2 failed" in result.summary()
+
+
+def test_every_trial_failing_raises_the_first_failure(workdir: str) -> None:
+    s = sweep.Sweep(always_crash, {"x": sweep.grid([1, 2])}, metric="loss", progress=False)
+    with pytest.raises(ZeroDivisionError, match="nothing works"):
+        s.run()
+
+
+def test_a_retried_trial_keeps_what_it_logged_before(workdir: str, tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    s = sweep.Sweep(
+        flaky_first_attempt, {"marks": str(marks), "k": sweep.grid([1, 2])}, metric="loss",
+        scheduler=sweep.ASHA(min_t=1, max_t=9), retry_on=OSError, max_retries=1, progress=False,
+    )  # fmt: skip
+    result = s.run()
+    for trial in result.trials:
+        assert trial.status == "completed" and trial.attempts == 2 and trial.value == 0.2
+        assert [(e.attempt, e.step) for e in trial.history] == [
+            (0, 1),
+            (0, 2),
+            (0, 3),
+            (1, 1),
+            (1, 2),
+            (1, 3),
+            (1, 4),
+        ]
+    rungs = Rungs(os.path.join(s.path, "rungs"))
+    assert sorted(rungs.milestones()) == [1, 3]
+    for milestone in (1, 3):  # the second attempt reported again: same records, none doubled
+        records = rungs.records(milestone)
+        assert sorted(records) == [0, 1] and {r.attempt for r in records.values()} == {0}
+        assert len(os.listdir(os.path.join(s.path, "rungs", str(milestone)))) == 2
+
+
+def test_running_it_again_resumes_and_runs_nothing_twice(workdir: str) -> None:
+    first = asha_sweep(name="again").run()
+    second_sweep = asha_sweep(name="again")
+    second = second_sweep.run()
+    assert [(t.status, t.step, t.value) for t in second.trials] == [
+        (t.status, t.step, t.value) for t in first.trials
+    ]
+    manifest = json.loads(Path(second_sweep.path, "sweep.json").read_text())
+    assert len(manifest["batches"]) == 1  # nothing submitted the second time
+    for trial in second.trials:
+        assert [e["e"] for e in events(second_sweep.path, trial.trial)].count("start") == 1
+    attached = sweep.attach("again", progress=False)
+    assert [t.status for t in attached.trials] == [t.status for t in first.trials]
+    assert attached.best().trial == first.best().trial
+
+
+def test_another_space_under_the_same_name_is_refused_before_anything_runs(workdir: str) -> None:
+    s = asha_sweep(name="named")
+    s.run()
+    batches = sorted(os.listdir(workdir))
+    other = sweep.Sweep(
+        curve, {"q": sweep.grid([0.1, 0.2])}, metric="loss", name="named", progress=False,
+        scheduler=sweep.ASHA(min_t=1, max_t=MAX_T, eta=3),
+    )  # fmt: skip
+    with pytest.raises(corral.CorralError, match="differs in its trials: 9 then, 2 now.*overwrite=True"):
+        other.run()
+    assert sorted(os.listdir(workdir)) == batches
+    fresh = sweep.Sweep(
+        curve, {"q": sweep.grid([0.1, 0.2])}, metric="loss", name="named", overwrite=True, progress=False
+    ).run()
+    assert [t.status for t in fresh.trials] == ["completed", "completed"]
+    manifest = json.loads(Path(s.path, "sweep.json").read_text())
+    assert manifest["trials"] == 2 and len(manifest["batches"]) == 1
+    assert sorted(os.listdir(Path(s.path, "trials"))) == ["0.log", "1.log"]
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"metric": ""}, "metric"),
+        ({"mode": "median"}, "mode"),
+        ({"scheduler": object()}, "not a scheduler"),
+        ({"name": "../up"}, "sweep name"),
+        ({"cpus": "many"}, "cpus"),
+        ({"trials": 0}, "trials"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_written(
+    workdir: str, options: dict[str, object], error: str
+) -> None:
+    kwargs: dict[str, object] = {"metric": "loss", "progress": False, **options}
+    space = {"q": sweep.uniform(0, 1)} if "trials" in options else {"q": sweep.grid(QS)}
+    with pytest.raises((ValueError, TypeError), match=error):
+        sweep.Sweep(curve, space, **kwargs).run()  # type: ignore[arg-type]
+    assert not os.path.exists(workdir) or os.listdir(workdir) == []
+
+
+def test_log_outside_a_trial_does_nothing() -> None:
+    assert sweep.log(3, loss=0.5) is None
+    assert sweep.current_trial() is None
+    assert curve({"q": 0.25}) == pytest.approx(0.25 + 1 / MAX_T)  # train runs as a plain function
+
+
+def test_table_frame_and_plot(workdir: str, tmp_path: Path) -> None:
+    result = asha_sweep(name="looks").run()
+    table = result.table()
+    lines = table.splitlines()
+    assert lines[0].split()[:4] == ["trial", "status", "step", "attempts"]
+    assert "q" in lines[0].split() and "fixed.depth" in lines[0].split() and "loss" in lines[0].split()
+    assert lines[1].split()[0] == str(result.best().trial)  # best first
+    assert len(result.table(rows=3).splitlines()) == 4
+    frame = result.frame()
+    assert list(frame.columns) == ["trial", "status", "step", "attempts", "q", "fixed.depth", "loss"]
+    assert len(frame) == len(QS) and set(frame["status"]) <= {"completed", "pruned"}
+    long = result.frame(history=True)
+    assert len(long) == sum(len(t.history) for t in result.trials)
+    png = result.plot(path=str(tmp_path / "loss.png"))
+    data = Path(png).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (800, 500) and len(data) > 10_000
+
+
+def test_table_needs_no_pandas(workdir: str) -> None:
+    asha_sweep(name="plain").run()
+    script = (
+        "import sys; sys.modules['pandas'] = None\n"
+        "import corral; from corral import sweep\n"
+        f"corral.set_defaults(backend='local', directory={workdir!r})\n"
+        "r = sweep.attach('plain', progress=False)\n"
+        "print(r.table(rows=2))\n"
+        "try:\n    r.frame()\nexcept ImportError as e:\n    print('frame:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.splitlines()[0].startswith("trial") and "pip install pandas" in out.stdout
