@@ -246,3 +246,30 @@ def test_table_needs_no_pandas(workdir: str) -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.splitlines()[0].startswith("trial") and "pip install pandas" in out.stdout
+
+
+def test_corral_sweep_status_reads_the_folder_from_any_shell(
+    workdir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from corral.cli import main
+
+    assert main(["sweep", "status", "--dir", workdir]) == 0
+    assert "no sweeps" in capsys.readouterr().out
+    crashed = sweep.Sweep(
+        crash_on_odd, {"x": sweep.grid([0, 1, 2, 3])}, metric="loss", name="crashes", progress=False
+    ).run()  # fmt: skip
+    result = asha_sweep(name="curves").run()
+    assert main(["sweep", "status", "--dir", workdir]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["crashes", "curves"]
+    assert lines[1].split("  ", 1)[1] == result.summary()
+    assert (
+        "2 failed" in lines[0]
+        and crashed.summary().split(" · ")[:3] == lines[0].split("  ", 1)[1].split(" · ")[:3]
+    )
+    assert main(["sweep", "status", "curves", "--rows", "3", "--dir", workdir]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == result.summary() and out[2].split()[:2] == ["trial", "status"]
+    assert len(out) == 2 + 1 + 3 and out[3].split()[0] == str(result.best().trial)
+    assert main(["sweep", "status", "nope", "--dir", workdir]) == 1
+    assert "no sweep 'nope'" in capsys.readouterr().err

@@ -5,6 +5,7 @@
     corral                                     the same as ``corral status``
     corral status [BATCH] [--dir DIR] [--host NAME]    every batch, or one batch in detail
     corral logs BATCH CALL [--attempt N] [--out | --err] [--dir DIR] [--host NAME]
+    corral sweep status [NAME] [--rows N] [--dir DIR] [--host NAME]   sweeps (see .sweeps)
     corral --version
 
 BATCH is a batch folder's name, a unique prefix of one, or a path. The work dir is ``--dir``,
@@ -33,6 +34,7 @@ from ..errors import CorralError, UnsafeWorkDirError
 from ..store import records
 from ..store.records import BatchSummary, CallLogs, CallStatus
 from .display import printable
+from .sweeps import add_commands as add_sweep_commands
 
 #: The exit code when the work dir is refused (see corral.trust).
 UNSAFE = 3
@@ -111,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     only.add_argument("--out", action="store_true", help="print only the call's stdout, as it is")
     only.add_argument("--err", action="store_true", help="print only the call's stderr, as it is")
     logs.set_defaults(command=_logs)
+    add_sweep_commands(commands, shared)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""``corral status|logs --host NAME``: the same command, run by corral on the host.
+"""``corral status|logs|sweep --host NAME``: the same command, run by corral on the host.
 
 The work dir lives on the host, so the host's corral reads it, with its own checks, as the
 remote user; its output comes back over the process's SSH session (one authentication, see
@@ -31,7 +31,7 @@ def run_on_host(host: str | None, argv: list[str], directory: str | None) -> int
         raise CorralError(f"host {settings.host!r} has no ssh destination: run the command without --host")
     remote = connect(settings)
     words = _without_host(argv)
-    if not any(word in ("status", "logs") for word in words):
+    if not any(word in ("status", "logs", "sweep") for word in words):
         words = ["status", *words]  # `corral` alone is `corral status`
     if directory is None:
         words += ["--dir", remote.found.directory]

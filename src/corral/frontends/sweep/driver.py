@@ -273,7 +273,6 @@ class Watch:
         )
         self.trial_futures: dict[int, CorralFuture] = {}
         self._trial_of: dict[concurrent.futures.Future[Any], int] = {}
-        self._settled: dict[int, TrialOutcome | BaseException] = {}
         self._events: dict[int, list[TrialEvent]] = {}
         self.display = Display(progress)
 
@@ -321,7 +320,6 @@ class Watch:
         never_started = not any(e.kind == "start" for e in self._events.get(trial, ()))
         if resuming and isinstance(outcome, UNRUN) and never_started:
             return False
-        self._settled[trial] = outcome
         self.result.trials[trial].settle(outcome)
         return True
 
@@ -331,8 +329,6 @@ class Watch:
     def finish(self) -> SweepResult:
         """The result, once every trial ended: the last log lines read, failures told."""
         self.look()
-        for trial, outcome in self._settled.items():
-            self.result.trials[trial].settle(outcome)  # a late log line must not undo the outcome
         self.close()
         failed = [t for t in self.result.trials if t.status == "failed"]
         for one in failed[:3]:

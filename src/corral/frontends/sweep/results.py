@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...errors import JobCancelledError
-from ...store.sweeps import Metric, TrialEvent
+from ...errors import FormatError, JobCancelledError
+from ...store.sweeps import Metric, SweepFiles, TrialEvent
 from ...worker.progress import Stopped
-from .schedulers import Mode
+from .schedulers import Mode, check_mode
 from .trial import TrialOutcome
 
 #: The states of a trial: waiting for a slot, running, ran to its end, stopped early by the
@@ -42,6 +42,8 @@ class Trial:
     error: BaseException | None = None  #: why it failed (the call's exception)
     milestone: int | None = None  #: where a pruned trial was stopped
     node: str | None = None  #: where its last attempt ran
+    failure: str | None = None  #: why it failed, as text ("KeyError: 'x'")
+    settled: bool = field(default=False, repr=False)  #: its call's outcome is known
     history: list[TrialEvent] = field(default_factory=list, repr=False)  #: every logged step
 
     def metric(self, name: str) -> float | None:
@@ -50,28 +52,30 @@ class Trial:
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     def add_events(self, events: Sequence[TrialEvent]) -> None:
-        """Fold the trial's log lines into what it shows."""
+        """Fold the trial's log lines into what it shows (until its call's outcome settles
+        it: the log says how each attempt went, the outcome how the trial ended)."""
         for event in events:
             if event.kind == "start":
                 self.attempts += 1
                 self.node = event.node
-                if self.status == "pending":
+                if not self.settled:
                     self.status = "running"
             elif event.kind == "log":
                 self.history.append(event)
                 self.step = event.step
                 self.metrics.update(event.metrics)
-            elif self.status in ("pending", "running") and event.status in ("completed", "pruned"):
-                self.status = event.status  # the call's outcome, when read, says the same
-                self.milestone = event.milestone
+            elif not self.settled and event.status is not None:
+                self.status, self.milestone, self.failure = event.status, event.milestone, event.error
 
     def settle(self, outcome: TrialOutcome | BaseException) -> None:
         """The trial's call ended: with its outcome, or its exception."""
+        self.settled = True
         if isinstance(outcome, TrialOutcome):
             self.status, self.value, self.milestone = outcome.status, outcome.value, outcome.milestone
-            self.error = None
+            self.error = self.failure = None
             return
         self.error = outcome
+        self.failure = f"{type(outcome).__name__}: {outcome}"
         if isinstance(outcome, Stopped):
             self.status = "stopped"
         elif isinstance(outcome, (JobCancelledError, concurrent.futures.CancelledError)):
@@ -243,3 +247,26 @@ class SweepResult:
         figure.savefig(path, format="png")
         plt.close(figure)
         return path
+
+
+def read_result(files: SweepFiles) -> SweepResult:
+    """A sweep as its folder tells it, data only (never a pickle: the trials' return values
+    are not there): each trial's status from its log, so a trial whose job died while it
+    ran shows as running. For readers that must not unpickle, such as ``corral sweep``."""
+    manifest = files.read_manifest()
+    configs, metric = manifest.get("configs"), manifest.get("metric")
+    if (
+        not isinstance(configs, list)
+        or not all(isinstance(c, dict) for c in configs)
+        or not isinstance(metric, str)
+    ):
+        raise FormatError(f"{files.manifest_path}: no configs or metric", path=files.manifest_path)
+    try:
+        mode = check_mode(manifest.get("mode"))
+    except ValueError as e:
+        raise FormatError(f"{files.manifest_path}: {e}", path=files.manifest_path) from None
+    result = SweepResult(files.name, files.path, metric, mode, [Trial(i, c) for i, c in enumerate(configs)])
+    for trial, events in files.read_all_events().items():
+        if 0 <= trial < len(result.trials):
+            result.trials[trial].add_events(events)
+    return result
