@@ -17,6 +17,7 @@ PAGES = [
     ROOT / "docs" / "configuration.md",
     ROOT / "docs" / "cli.md",
     ROOT / "docs" / "environment.md",
+    ROOT / "docs" / "sweep.md",
 ]
 BLOCKS = [
     pytest.param(code, id=f"{page.name}:{n}")
