@@ -95,7 +95,7 @@ def test_call_logs_of_a_failed_and_a_completed_call(batches: dict[str, str]) -> 
     assert failed.failure == Failure(2, 0, "builtins.ValueError", "bad input 2\nmore detail")
     # The call's output is its range of the output files of the element that ran it.
     streams = os.path.join(batches["failed"], "streams")
-    assert re.fullmatch(re.escape(streams) + r"/L\d+_\d+\.out", failed.stdout_path)
+    assert re.fullmatch(re.escape(streams) + r"/L\d+-\d+_\d+\.out", failed.stdout_path)
     assert failed.stderr_path == failed.stdout_path.removesuffix(".out") + ".err"
     fine = records.call_logs(batches["failed"], 3)
     assert (fine.status, fine.stdout, fine.stderr, fine.traceback, fine.failure) == (

@@ -4,6 +4,7 @@ element it names has ended, runs when they ended as its condition asks, and is C
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -216,15 +217,17 @@ def test_a_cancelled_dependent_cancels_its_own_dependents(jobs: Jobs) -> None:
     assert not jobs.stamped("b") and not jobs.stamped("c") and jobs.stamped("d")
 
 
-@pytest.mark.parametrize("unknown", ["L99", "L1_2", "L1_x", "1", ""])
+@pytest.mark.parametrize("unknown", ["{job}9", "{a}_2", "{a}_x", "1", ""])
 def test_a_dependency_on_an_unknown_job_is_refused_at_submission(jobs: Jobs, unknown: str) -> None:
     a = jobs.submit("exit 0", elements=2)
-    assert a == "L1"
+    prefix = f"L{os.getpid()}-"
+    assert a == f"{prefix}1"  # this process's first job: its pid keeps it apart from other processes'
+    unknown = unknown.format(job=prefix, a=a)
     with pytest.raises(SubmissionError, match=f"the local backend knows no job {unknown} to wait for"):
-        jobs.submit("exit 0", after=["L1_0", unknown])
-    nxt = jobs.submit("exit 0", after=["L1_1"])
-    assert nxt == "L2"  # the refused submission took no id and queued nothing
-    assert set(jobs.final("L1", "L2", "L3")) == {"L1_0", "L1_1", "L2_0"}
+        jobs.submit("exit 0", after=[f"{a}_0", unknown])
+    nxt = jobs.submit("exit 0", after=[f"{a}_1"])
+    assert nxt == f"{prefix}2"  # the refused submission took no id and queued nothing
+    assert set(jobs.final(a, nxt, f"{prefix}3")) == {f"{a}_0", f"{a}_1", f"{nxt}_0"}
 
 
 def test_a_held_element_does_not_block_an_unrelated_one_behind_it(tmp_path: Path) -> None:
@@ -264,22 +267,21 @@ def test_cancel_of_an_element_id_cancels_only_that_element(tmp_path: Path) -> No
     try:
         jobs = Jobs(backend, tmp_path)
         a = jobs.submit("exec sleep 30", elements=3)  # two run, the third waits for a slot
-        assert a == "L1"
-        jobs.wait(lambda: jobs.states(a) == {"L1_0": JobState.RUNNING, "L1_1": JobState.RUNNING,
-                                             "L1_2": JobState.PENDING})  # fmt: skip
-        backend.cancel(["L1_2"])  # pending
-        assert jobs.state("L1_2") is JobState.CANCELLED
-        backend.cancel(["L1_0"])  # running
-        jobs.wait(lambda: jobs.state("L1_0") is JobState.CANCELLED, "L1_0 cancelled")
-        assert jobs.state("L1_1") is JobState.RUNNING
+        jobs.wait(lambda: jobs.states(a) == {f"{a}_0": JobState.RUNNING, f"{a}_1": JobState.RUNNING,
+                                             f"{a}_2": JobState.PENDING})  # fmt: skip
+        backend.cancel([f"{a}_2"])  # pending
+        assert jobs.state(f"{a}_2") is JobState.CANCELLED
+        backend.cancel([f"{a}_0"])  # running
+        jobs.wait(lambda: jobs.state(f"{a}_0") is JobState.CANCELLED, f"{a}_0 cancelled")
+        assert jobs.state(f"{a}_1") is JobState.RUNNING
         time.sleep(0.2)  # the freed slot must not bring back the cancelled pending element
         assert jobs.states(a) == {
-            "L1_0": JobState.CANCELLED,
-            "L1_1": JobState.RUNNING,
-            "L1_2": JobState.CANCELLED,
+            f"{a}_0": JobState.CANCELLED,
+            f"{a}_1": JobState.RUNNING,
+            f"{a}_2": JobState.CANCELLED,
         }
-        backend.cancel(["L1"])
-        assert jobs.final(a)["L1_1"].state is JobState.CANCELLED
+        backend.cancel([a])
+        assert jobs.final(a)[f"{a}_1"].state is JobState.CANCELLED
     finally:
         backend.close()
 

@@ -14,7 +14,7 @@ import random
 import shlex
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -133,6 +133,11 @@ class Backend(abc.ABC):
         self.transport = transport
         self._limits: dict[tuple[str | None, int], Limits] = {}
         self._limits_lock = threading.Lock()
+
+    def adopt_elements(self, pids: Mapping[str, int]) -> None:
+        """Elements of another client's batch whose processes still run on this host (a
+        backend that is not ``detached``; element id -> pid), attached to here: report them
+        as running until their process ends. Only such backends need to; others ignore it."""
 
     @abc.abstractmethod
     def render(self, spec: ArraySpec) -> str:

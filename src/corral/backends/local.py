@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -85,6 +85,7 @@ class LocalBackend(Backend):
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
+        self._adopted: dict[str, int] = {}  # element id -> pid, of elements attached to here
         self._finalizer = weakref.finalize(self, _kill_all, self._running)
 
     def render(self, spec: ArraySpec) -> str:
@@ -114,7 +115,9 @@ class LocalBackend(Backend):
             unknown = [j for j in spec.dependency.job_ids if not self._elements_of(j)]
             if unknown:
                 raise SubmissionError(f"the local backend knows no job {', '.join(unknown)} to wait for")
-        job_id = f"L{next(self._ids)}"
+        # The process id in it: a batch attached from a process that died must not take the
+        # statuses of this process's own jobs for its own (a counter alone restarts at 1).
+        job_id = f"L{os.getpid()}-{next(self._ids)}"
         limit = spec.resources.time.total_seconds() if spec.resources.time else None
         cpus = min(spec.resources.cpus or 1, self.slots)
         with self._cond:
@@ -147,7 +150,19 @@ class LocalBackend(Backend):
     def poll(self, job_ids: Sequence[str]) -> dict[str, ElementStatus]:
         wanted = set(job_ids)
         with self._cond:
-            return {eid: _status(el) for eid, el in self._elements.items() if el.job_id in wanted}
+            found = {eid: _status(el) for eid, el in self._elements.items() if el.job_id in wanted}
+            adopted = [(eid, pid) for eid, pid in self._adopted.items() if eid.rpartition("_")[0] in wanted]
+        for eid, pid in adopted:
+            found[eid] = _adopted_status(eid, pid)
+        return found
+
+    def adopt_elements(self, pids: Mapping[str, int]) -> None:
+        """Elements a client that died left running (see :meth:`Backend.adopt_elements`):
+        reported by their pid, RUNNING while it lives, then LOST (their outcomes, if they
+        wrote them, are read all the same), so that nobody waits for the scheduler's
+        silence to learn that a process of this machine is gone."""
+        with self._cond:
+            self._adopted.update(pids)
 
     def cancel(self, job_ids: Sequence[str], *, pending_only: bool = False) -> None:
         wanted = set(job_ids)
@@ -296,6 +311,16 @@ class LocalBackend(Backend):
         el.kill_state = why
         el.kill_at = time.monotonic() + KILL_WAIT
         _signal(el, signal.SIGTERM)
+
+
+def _adopted_status(element_id: str, pid: int) -> ElementStatus:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return ElementStatus(element_id, JobState.LOST, None, "its client process ended")
+    except PermissionError:
+        pass  # another user's process has that pid now: ours ended, but we cannot tell
+    return ElementStatus(element_id, JobState.RUNNING, None)
 
 
 def _open_log(path: str) -> int:

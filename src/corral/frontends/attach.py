@@ -159,6 +159,7 @@ def rebuild(cluster: Cluster, path: str, *, checked: bool = False) -> BatchState
     claims = {number: store.chunk_claims(number) for number in range(len(batch.subs))}
     if not cluster.backend.detached:  # its elements were the old client's children
         alive = _running_here(claims)
+        cluster.backend.adopt_elements(alive)
         for number, sub in enumerate(batch.subs):
             _lost_with_the_client(batch, number, sub, now, alive)
     _keep_cancels(batch, claims)
@@ -177,11 +178,12 @@ def _keep_cancels(batch: BatchState, claims: dict[int, dict[int, ChunkClaim]]) -
                     mark_cancelled(batch.futures[call])
 
 
-def _running_here(claims: dict[int, dict[int, ChunkClaim]]) -> set[str]:
+def _running_here(claims: dict[int, dict[int, ChunkClaim]]) -> dict[str, int]:
     """Elements of a local batch whose process still runs on this host: they outlive a
-    client killed at once (each has a session of its own) and will write their results."""
+    client killed at once (each has a session of its own) and will write their results.
+    Element id -> pid."""
     host = os.uname().nodename
-    alive: set[str] = set()
+    alive: dict[str, int] = {}
     for taken in claims.values():
         for claim in taken.values():
             who = claim.who
@@ -193,16 +195,18 @@ def _running_here(claims: dict[int, dict[int, ChunkClaim]]) -> set[str]:
                 continue
             except PermissionError:
                 pass  # someone else's process has that pid now: alive, as far as we can tell
-            alive.add(who.element)
+            alive[who.element] = who.pid
     return alive
 
 
-def _lost_with_the_client(batch: BatchState, number: int, sub: SubState, now: float, alive: set[str]) -> None:
+def _lost_with_the_client(
+    batch: BatchState, number: int, sub: SubState, now: float, alive: dict[str, int]
+) -> None:
     if sub.job_id is None:
         return  # never submitted: it is now
     for index in range(sub.plan.elements):
         if sub.element(index) in alive:
-            continue  # watched until the scheduler's silence makes it LOST (lost_after)
+            continue  # the backend reports it by its pid (adopt_elements) until it ends
         status = ElementStatus(sub.element(index), JobState.LOST, None, "its client process ended")
         batch.ledger.element_ended(number, index, status, now)
 
