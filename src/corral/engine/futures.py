@@ -8,6 +8,7 @@ import pickle
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED as _NOTIFIED
 from concurrent.futures._base import PENDING as _PENDING
 from concurrent.futures._base import RUNNING as _RUNNING
 from typing import Any, Protocol, overload
@@ -289,7 +290,9 @@ def mark_cancelled(future: concurrent.futures.Future[Any]) -> bool:
     cancelled and notified already (made cancelled by :class:`Futures`) stays so."""
     if not concurrent.futures.Future.cancel(future):
         return False
-    with contextlib.suppress(RuntimeError):  # notified already
+    if future._state == _NOTIFIED:
+        return True  # notifying again would log a CRITICAL "unexpected state" (and raise)
+    with contextlib.suppress(RuntimeError):  # notified by another thread meanwhile
         future.set_running_or_notify_cancel()
     return True
 
