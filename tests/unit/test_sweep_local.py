@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -165,6 +167,66 @@ def test_running_it_again_resumes_and_runs_nothing_twice(workdir: str) -> None:
     attached = sweep.attach("again", progress=False)
     assert [t.status for t in attached.trials] == [t.status for t in first.trials]
     assert attached.best().trial == first.best().trial
+
+
+CUT = """
+import signal, sys, time
+from corral import sweep
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever the test runner ignores
+
+def train(config):
+    for epoch in range(1, 4):
+        time.sleep(config["pause"])
+        sweep.log(epoch, loss=config["q"] + 1.0 / epoch)
+    return config["q"]
+
+try:
+    sweep.Sweep(
+        train, {"q": sweep.grid([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]), "pause": float(sys.argv[1])},
+        metric="loss", max_running=2, name="cut", backend="local", progress=False,
+    ).run()
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_a_sweep_stopped_by_ctrl_c_resumes_what_it_left(workdir: str, tmp_path: Path) -> None:
+    script = tmp_path / "cut.py"
+    script.write_text(CUT)
+    env = {**os.environ, "CORRAL_DIR": workdir, "PYTHONPATH": str(ROOT / "src")}
+    driver = subprocess.Popen([sys.executable, str(script), "0.4"], cwd=tmp_path, env=env)
+    folder = Path(workdir, "sweeps", "cut")
+    try:
+        deadline = time.monotonic() + 60
+        while not (folder / "trials" / "2.log").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # two trials ended, the next two run
+    finally:
+        driver.send_signal(signal.SIGINT)
+    assert driver.wait(60) == 130
+    before = {
+        t: [e["e"] for e in events(str(folder), t)]
+        for t in range(6)
+        if (folder / "trials" / f"{t}.log").exists()
+    }
+    assert before[0][-1] == "end" and "end" not in before[2]  # one finished, one cut short
+    # The same sweep, run again (quick now: the pause is a constant of its space, so the
+    # same value must be given; the run reads it from there).
+    result = subprocess.run([sys.executable, str(script), "0.4"], cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 0
+    resumed = sweep.attach("cut", progress=False)
+    assert [t.status for t in resumed.trials] == ["completed"] * 6
+    finished = {t for t, kinds in before.items() if kinds[-1] == "end"}
+    cut_short = set(before) - finished
+    assert finished and cut_short
+    for trial in range(6):  # what finished ran once; what was cut short ran once more
+        starts = [e["e"] for e in events(str(folder), trial)].count("start")
+        assert starts == (2 if trial in cut_short else 1), trial
+    # The trials no element had taken went to a new batch; those cut short were lost with
+    # the client that ran their processes, and the old batch ran them again (its retries).
+    manifest = json.loads((folder / "sweep.json").read_text())
+    assert len(manifest["batches"]) == 2
+    assert manifest["batches"][1]["trials"] == [t for t in range(6) if t not in before]
 
 
 def test_another_space_under_the_same_name_is_refused_before_anything_runs(workdir: str) -> None:

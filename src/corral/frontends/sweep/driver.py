@@ -28,7 +28,7 @@ from ...engine.request import Request
 from ...engine.throttle import Throttle
 from ...engine.tracking import BatchState
 from ...errors import CorralError, FormatError, JobCancelledError, JobLostError
-from ...store.sweeps import SweepFiles, TrialEvent, check_name
+from ...store.sweeps import SweepFiles, check_name
 from ...transports.local import LocalTransport
 from ..attach import rebuild, settle
 from ..executor import Executor
@@ -39,7 +39,7 @@ from .trial import RunTrial, TrialOutcome, TrialSpec
 
 logger = logging.getLogger(__name__)
 
-#: How a call ends that a resumed sweep runs again when its trial never started.
+#: How the call of an earlier run ended when a resumed sweep runs its trial again.
 UNRUN = (JobCancelledError, JobLostError, concurrent.futures.CancelledError)
 
 #: Seconds between two looks at the trial logs (and redraws of the summary line).
@@ -144,7 +144,7 @@ class Sweep:
         resumed = self._open()
         watch = Watch(self.files, self.name, self.metric, self.mode, self.configs, self.progress)
         for entry in resumed:
-            watch.add(self._attach(entry["batch"]), entry["trials"])
+            watch.add(self._attach(entry["batch"]), entry["trials"], earlier=True)
         watch.look()
         todo = [t for t in range(len(self.configs)) if t not in watch.trial_futures]
         try:
@@ -273,55 +273,46 @@ class Watch:
         )
         self.trial_futures: dict[int, CorralFuture] = {}
         self._trial_of: dict[concurrent.futures.Future[Any], int] = {}
-        self._events: dict[int, list[TrialEvent]] = {}
+        self._earlier: set[concurrent.futures.Future[Any]] = set()
         self.display = Display(progress)
 
-    def add(self, futures: Sequence[CorralFuture], trials: Sequence[int]) -> None:
+    def add(self, futures: Sequence[CorralFuture], trials: Sequence[int], *, earlier: bool = False) -> None:
+        """Watch ``futures``, the calls of ``trials``; ``earlier``: of a batch an earlier run
+        of the sweep submitted (attached, to resume it)."""
         for future, trial in zip(futures, trials, strict=True):
             self.trial_futures[trial] = future
             self._trial_of[future] = trial
+        if earlier:
+            self._earlier.update(futures)
 
     def look(self) -> None:
         """Read what the trials logged since the last look, and redraw the summary."""
         for trial, events in self.files.read_events().items():
             if 0 <= trial < len(self.result.trials):
-                self._events.setdefault(trial, []).extend(events)
                 self.result.trials[trial].add_events(events)
         self.display.show(self.result.summary())
 
     def wait(self, again: Callable[[list[int]], list[CorralFuture]] | None) -> None:
-        """Until every trial's future is done. ``again``: trials of an earlier run that its
-        cancelled jobs never ran go to it, to be run now."""
+        """Until every trial's future is done. ``again`` runs the trials that an earlier run
+        left unfinished (their calls cancelled, or lost) once more."""
         pending: set[concurrent.futures.Future[Any]] = set(self.trial_futures.values())
         last = time.monotonic()
         while pending:
             done, pending = concurrent.futures.wait(pending, timeout=LOOK, return_when="FIRST_COMPLETED")
-            rerun = [
-                t for t in map(self._trial_of.__getitem__, done) if not self._settle(t, again is not None)
-            ]
+            rerun = []
+            for future in done:
+                outcome = _outcome(future, self._trial_of[future])
+                if again is not None and future in self._earlier and isinstance(outcome, UNRUN):
+                    rerun.append(self._trial_of[future])
+                else:
+                    self.result.trials[self._trial_of[future]].settle(outcome)
             if rerun and again is not None:
-                futures = again(rerun)
-                self.add(futures, rerun)
+                futures = again(sorted(rerun))
+                self.add(futures, sorted(rerun))
                 pending.update(futures)
             if time.monotonic() - last >= LOOK:
                 self.look()
                 last = time.monotonic()
-
-    def _settle(self, trial: int, resuming: bool) -> bool:
-        """Record how a trial's call ended; False when it is to run again (an earlier run's
-        call that was cancelled or lost before the trial ever started)."""
-        future = self.trial_futures[trial]
-        outcome: TrialOutcome | BaseException
-        if future.cancelled():
-            outcome = concurrent.futures.CancelledError(f"trial {trial} was cancelled before it started")
-        else:
-            error = future.exception()
-            outcome = error if error is not None else future.result()
-        never_started = not any(e.kind == "start" for e in self._events.get(trial, ()))
-        if resuming and isinstance(outcome, UNRUN) and never_started:
-            return False
-        self.result.trials[trial].settle(outcome)
-        return True
 
     def close(self) -> None:
         self.display.close(self.result.summary())
@@ -340,6 +331,14 @@ class Watch:
         if failed and len(failed) == len(self.result.trials) and failed[0].error is not None:
             raise failed[0].error
         return self.result
+
+
+def _outcome(future: concurrent.futures.Future[Any], trial: int) -> TrialOutcome | BaseException:
+    """How a trial's call ended: its outcome, or its exception."""
+    if future.cancelled():
+        return concurrent.futures.CancelledError(f"trial {trial} was cancelled before it started")
+    error = future.exception()
+    return error if error is not None else future.result()
 
 
 class Display:
