@@ -138,6 +138,7 @@ class Backend(abc.ABC):
         """Elements of another client's batch whose processes still run on this host (a
         backend that is not ``detached``; element id -> pid), attached to here: report them
         as running until their process ends. Only such backends need to; others ignore it."""
+        return None
 
     @abc.abstractmethod
     def render(self, spec: ArraySpec) -> str:
