@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .frontends.sweep.driver import Sweep, attach
+    from .frontends.sweep.optuna import Optuna
     from .frontends.sweep.results import STATUSES, SweepResult, Trial
     from .frontends.sweep.schedulers import ASHA, Median
     from .frontends.sweep.space import Grid, Random, choice, grid, integer, loguniform, uniform
@@ -39,6 +40,7 @@ _LAZY = {
     "Grid": "space", "Random": "space", "choice": "space", "grid": "space", "integer": "space",
     "loguniform": "space", "uniform": "space",
     "Pruned": "trial", "current_trial": "trial", "log": "trial",
+    "Optuna": "optuna",
 }  # fmt: skip
 
 
@@ -55,6 +57,6 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "ASHA", "Grid", "Median", "Pruned", "Random", "STATUSES", "Sweep", "SweepResult", "Trial",
+    "ASHA", "Grid", "Median", "Optuna", "Pruned", "Random", "STATUSES", "Sweep", "SweepResult", "Trial",
     "attach", "choice", "current_trial", "grid", "integer", "log", "loguniform", "uniform",
 ]  # fmt: skip

@@ -335,3 +335,73 @@ def test_corral_sweep_status_reads_the_folder_from_any_shell(
     assert len(out) == 2 + 1 + 3 and out[3].split()[0] == str(result.best().trial)
     assert main(["sweep", "status", "nope", "--dir", workdir]) == 1
     assert "no sweep 'nope'" in capsys.readouterr().err
+
+
+def bowl(config: dict[str, object]) -> float:
+    """A curve whose best lr is 1e-2 and best kind "b"; Optuna should find its way there."""
+    import math
+
+    target = (math.log10(float(config["lr"])) + 2) ** 2 + (0.0 if config["kind"] == "b" else 0.5)  # type: ignore[arg-type]
+    loss = 0.0
+    for epoch in range(1, 10):
+        loss = target + 1.0 / epoch
+        sweep.log(epoch, loss=loss)
+    return loss
+
+
+def test_an_optuna_search_chooses_configs_as_trials_end(workdir: str) -> None:
+    space = {"lr": sweep.loguniform(1e-4, 1.0), "kind": sweep.choice(["a", "b"]), "fixed": 7}
+    s = sweep.Sweep(
+        bowl, space, metric="loss", trials=24, search=sweep.Optuna(seed=3), max_running=2, name="tpe",
+        scheduler=sweep.ASHA(min_t=1, max_t=9), progress=False,
+    )  # fmt: skip
+    result = s.run()
+    assert {t.status for t in result.trials} <= {"completed", "pruned"} and len(result.trials) == 24
+    chosen = sorted(os.listdir(Path(s.path, "configs")))
+    assert chosen == sorted(f"{t}.json" for t in range(24))  # every trial's config was written
+    for trial in result.trials:  # the config each trial ran with is the one written for it
+        values = json.loads(Path(s.path, "configs", f"{trial.trial}.json").read_text())["values"]
+        assert (
+            values == {"lr": trial.config["lr"], "kind": trial.config["kind"]} and trial.config["fixed"] == 7
+        )
+        assert trial.value is None or trial.value == pytest.approx(bowl(trial.config))
+    # Model-based: the later half does better than the first (random) half, on average.
+    first = [t.metric("loss") or 0 for t in result.trials[:8]]
+    last = [t.metric("loss") or 0 for t in result.trials[16:] if t.status == "completed"]
+    assert last and min(last) <= min(first)
+    best = result.best()
+    assert best.config["kind"] == "b" and 1e-3 < best.config["lr"] < 1e-1
+
+
+def test_an_optuna_trial_with_no_driver_fails_saying_so_and_a_rerun_runs_it(workdir: str) -> None:
+    from corral.frontends.sweep.optuna import ConfigNotChosen
+    from corral.frontends.sweep.trial import RunTrial, TrialSpec
+
+    s = sweep.Sweep(
+        bowl, {"lr": sweep.loguniform(1e-4, 1.0), "kind": sweep.choice(["a", "b"])}, metric="loss",
+        trials=3, search=sweep.Optuna(seed=1, wait=0.5), progress=False, name="nodriver",
+    )  # fmt: skip
+    s.files.create()
+    spec = TrialSpec(s.path, bowl, "loss", "min", None, space=s.space, wait=0.5)
+    with pytest.raises(ConfigNotChosen, match="trial 2 waited 0.5 s for its config.*Run the sweep again"):
+        RunTrial(spec)(2, None)
+    assert [t.status for t in s.run().trials] == ["completed"] * 3
+
+
+@pytest.mark.parametrize(
+    ("space", "error"),
+    [
+        ({"f": sweep.choice([object(), 1])}, "choices of None, bool, int, float or str"),
+        ({"x": sweep.uniform(0, 1)}, None),
+    ],
+)
+def test_an_optuna_search_refuses_what_optuna_cannot_hold(
+    workdir: str, space: dict[str, object], error: str | None
+) -> None:
+    if error is None:
+        with pytest.raises(ValueError, match="an Optuna search needs trials"):
+            sweep.Sweep(bowl, space, metric="loss", search=sweep.Optuna(), progress=False)
+        return
+    with pytest.raises(ValueError, match=error):
+        sweep.Sweep(bowl, space, metric="loss", trials=4, search=sweep.Optuna(), progress=False)
+    assert not os.path.exists(workdir) or os.listdir(workdir) == []

@@ -7,6 +7,9 @@
                                          search and its seed, every trial's config as JSON) and
                                          the batches that run the trials; written whole
                                          (temporary file, then rename) by the driver
+        configs/<trial>.json             the config values a model-based search chose for the
+                                         trial (by dotted key path), written by the driver as
+                                         slots free up; a trial waits for its own
         trials/<trial>.log               one JSON line per event of that trial, every attempt:
                                          start, log (step and metrics), end (completed, pruned,
                                          failed); appended on the node, one write per line
@@ -66,6 +69,46 @@ def trials_folder(folder: str) -> str:
 
 def rungs_folder(folder: str) -> str:
     return os.path.join(folder, "rungs")
+
+
+def config_path(folder: str, trial: int) -> str:
+    return os.path.join(folder, "configs", f"{trial}.json")
+
+
+def encode_config(values: Mapping[str, Any]) -> bytes:
+    return json.dumps({"values": dict(values)}, allow_nan=False).encode()
+
+
+def decode_config(data: bytes, path: str) -> dict[str, Any]:
+    """A chosen config's values by dotted key path; FormatError for a file corral did not write."""
+    try:
+        record = json.loads(data)
+    except ValueError as e:
+        raise _bad(path, f"not JSON ({e})") from None
+    values = record.get("values") if isinstance(record, dict) else None
+    if not isinstance(values, dict) or not all(
+        isinstance(v, (int, float, str, bool)) or v is None for v in values.values()
+    ):
+        raise _bad(path, "not a chosen config (values of None, bool, int, float or str by key)")
+    return values
+
+
+def wait_for_config(folder: str, trial: int, wait: float) -> dict[str, Any] | None:
+    """On the node: the values chosen for ``trial``, once the driver has written them; None
+    after ``wait`` seconds without them. Looked for every 0.1 s at first, then every second."""
+    path = config_path(folder, trial)
+    deadline, pause = time.monotonic() + wait, 0.1
+    while True:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(pause)
+            pause = min(1.0, pause * 1.5)
+            continue
+        with os.fdopen(fd, "rb") as handle:
+            return decode_config(handle.read(), path)
 
 
 @dataclass(frozen=True)
@@ -209,7 +252,12 @@ class SweepFiles:
 
     def create(self) -> None:
         """Make the folder and its subfolders (private, checked: see :mod:`corral.trust`)."""
-        for path in (self.path, trials_folder(self.path), rungs_folder(self.path)):
+        for path in (
+            self.path,
+            trials_folder(self.path),
+            rungs_folder(self.path),
+            os.path.dirname(config_path(self.path, 0)),
+        ):
             self.transport.makedirs(path)
         self._cursors.clear()
 
@@ -239,6 +287,21 @@ class SweepFiles:
         if result.returncode != 0:
             raise CorralError(f"could not remove the sweep folder {self.path}: {result.stderr.strip()}")
         self._cursors.clear()
+
+    def write_configs(self, configs: Mapping[int, Mapping[str, Any]]) -> None:
+        """Write chosen configs (trial -> values by dotted path), in one request."""
+        self.transport.write_many([(config_path(self.path, t), encode_config(v)) for t, v in configs.items()])
+
+    def read_configs(self) -> dict[int, dict[str, Any]]:
+        """Every chosen config written so far (a resumed model-based sweep's)."""
+        folder = os.path.dirname(config_path(self.path, 0))
+        found = {}
+        for name in self.transport.listdir(folder):
+            stem, _, ext = name.partition(".")
+            if ext == "json" and stem.isdigit():
+                path = os.path.join(folder, name)
+                found[int(stem)] = decode_config(self.transport.read_bytes(path), path)
+        return found
 
     def read_events(self) -> dict[int, list[TrialEvent]]:
         """The events the trials logged since the last call (one ``scan``), by trial."""

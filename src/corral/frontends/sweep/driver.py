@@ -20,11 +20,12 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ...engine.cluster import Cluster
 from ...engine.futures import CorralFuture
 from ...engine.request import Request
+from ...engine.submitting import Call
 from ...engine.throttle import Throttle
 from ...engine.tracking import BatchState
 from ...errors import CorralError, FormatError, JobCancelledError, JobLostError
@@ -32,6 +33,7 @@ from ...store.sweeps import SweepFiles, check_name
 from ...transports.local import LocalTransport
 from ..attach import rebuild, settle
 from ..executor import Executor
+from .optuna import Chooser, ConfigNotChosen, Optuna
 from .results import SweepResult, Trial
 from .schedulers import Mode, Scheduler, check_mode
 from .space import Grid, Random, Search, check_space, dimensions, grid, to_json
@@ -40,7 +42,7 @@ from .trial import RunTrial, TrialOutcome, TrialSpec
 logger = logging.getLogger(__name__)
 
 #: How the call of an earlier run ended when a resumed sweep runs its trial again.
-UNRUN = (JobCancelledError, JobLostError, concurrent.futures.CancelledError)
+UNRUN = (JobCancelledError, JobLostError, concurrent.futures.CancelledError, ConfigNotChosen)
 
 #: Seconds between two looks at the trial logs (and redraws of the summary line).
 LOOK = 1.0
@@ -110,7 +112,12 @@ class Sweep:
             has_grid = any(isinstance(d, grid) for _, d in dimensions(space))
             search = Grid() if has_grid and trials is None else Random()
         self.search = search.resolved()  # its seed is fixed now, and saved in the manifest
-        self.configs: list[dict[str, Any]] = self.search.configs(space, trials)
+        #: A model-based search chooses the configs while the sweep runs (see .optuna).
+        self.lazy = bool(getattr(self.search, "lazy", False))
+        count = self.search.count(space, trials)
+        self.configs: list[dict[str, Any]] = (
+            [{} for _ in range(count)] if self.lazy else self.search.configs(space, trials)
+        )
         self._executor = Executor(
             backend, directory, profile=profile, host=host, max_running=max_running,
             max_retries=max_retries, retry_on=retry_on, **resources,
@@ -133,7 +140,7 @@ class Sweep:
             "name": self.name, "metric": self.metric, "mode": self.mode,
             "scheduler": self.scheduler.describe() if self.scheduler is not None else None,
             "search": {"kind": type(self.search).__name__, "seed": getattr(self.search, "seed", None)},
-            "trials": len(self.configs), "configs": [to_json(c) for c in self.configs],
+            "trials": len(self.configs), "configs": None if self.lazy else [to_json(c) for c in self.configs],
         }  # fmt: skip
 
     def run(self) -> SweepResult:
@@ -146,6 +153,8 @@ class Sweep:
         for entry in resumed:
             watch.add(self._attach(entry["batch"]), entry["trials"], earlier=True)
         watch.look()
+        if self.lazy:
+            self._choose(watch)
         todo = [t for t in range(len(self.configs)) if t not in watch.trial_futures]
         try:
             if todo:
@@ -156,6 +165,26 @@ class Sweep:
             watch.close()
             raise
         return watch.finish()
+
+    def _choose(self, watch: Watch) -> None:
+        """A model-based search's configs: those chosen before (a resumed sweep), the first
+        ones now, and one more as each trial ends (see :mod:`.optuna`)."""
+        search = cast(Optuna, self.search)
+        ahead = search.ahead or self.max_running or 4
+        chooser = Chooser(search, self.space, self.mode, self.files, len(self.configs), ahead)
+        trials = watch.result.trials
+
+        def ended(trial: int) -> None:
+            for t, config in chooser.end(
+                trial, trials[trial].status, trials[trial].metric(self.metric)
+            ).items():
+                trials[t].config = config
+
+        for trial, values in chooser.chosen.items():
+            trials[trial].config = chooser.config(values)
+        for trial, config in chooser.top_up().items():
+            trials[trial].config = config
+        watch.on_settle = ended
 
     def _open(self) -> list[dict[str, Any]]:
         """Create the sweep's folder, or open the one a run of the same name left (its
@@ -188,9 +217,13 @@ class Sweep:
     def _submit(self, trials: list[int]) -> list[CorralFuture]:
         """Submit ``trials`` as one batch; the manifest lists it before this returns."""
         ex = self._executor
-        spec = TrialSpec(self.path, self.train, self.metric, self.mode, self.scheduler)
+        spec = TrialSpec(
+            self.path, self.train, self.metric, self.mode, self.scheduler,
+            space=self.space if self.lazy else None, wait=getattr(self.search, "wait", 0.0),
+        )  # fmt: skip
+        calls: list[Call] = [((t, None if self.lazy else self.configs[t]), {}) for t in trials]
         request = Request(
-            fn=RunTrial(spec), calls=[((t, self.configs[t]), {}) for t in trials], resources=ex.resources,
+            fn=RunTrial(spec), calls=calls, resources=ex.resources,
             max_running=self.max_running, throttle=self._throttle, retry=ex.retry, budget=ex.submit_budget,
             what="sweep", name=f"sweep-{self.name}", environment=ex.environment,
         )  # fmt: skip
@@ -274,6 +307,8 @@ class Watch:
         self.trial_futures: dict[int, CorralFuture] = {}
         self._trial_of: dict[concurrent.futures.Future[Any], int] = {}
         self._earlier: set[concurrent.futures.Future[Any]] = set()
+        #: Told each trial whose call ended (a model-based search chooses the next config).
+        self.on_settle: Callable[[int], None] | None = None
         self.display = Display(progress)
 
     def add(self, futures: Sequence[CorralFuture], trials: Sequence[int], *, earlier: bool = False) -> None:
@@ -306,6 +341,8 @@ class Watch:
                     rerun.append(self._trial_of[future])
                 else:
                     self.result.trials[self._trial_of[future]].settle(outcome)
+                    if self.on_settle is not None:
+                        self.on_settle(self._trial_of[future])
             if rerun and again is not None:
                 futures = again(sorted(rerun))
                 self.add(futures, sorted(rerun))

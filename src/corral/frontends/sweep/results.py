@@ -72,6 +72,8 @@ class Trial:
         self.settled = True
         if isinstance(outcome, TrialOutcome):
             self.status, self.value, self.milestone = outcome.status, outcome.value, outcome.milestone
+            self.metrics.update(outcome.metrics)  # what its log says too, maybe not read yet
+            self.step = outcome.step if outcome.step is not None else self.step
             self.error = self.failure = None
             return
         self.error = outcome

@@ -324,7 +324,7 @@ def dimensions(space: Space) -> list[tuple[DimensionPath, Dimension]]:
     return found
 
 
-def _build(node: dict[str, Any], values: dict[DimensionPath, Any], path: DimensionPath = ()) -> Config:
+def build(node: dict[str, Any], values: dict[DimensionPath, Any], path: DimensionPath = ()) -> Config:
     """A new dict shaped like ``node``: dimensions replaced by ``values``, dicts by new dicts,
     constants kept (the same objects)."""
     config: Config = {}
@@ -333,7 +333,7 @@ def _build(node: dict[str, Any], values: dict[DimensionPath, Any], path: Dimensi
         if isinstance(value, Dimension):
             config[key] = values[here]
         elif isinstance(value, dict):
-            config[key] = _build(value, values, here)
+            config[key] = build(value, values, here)
         else:
             config[key] = value
     return config
@@ -403,7 +403,7 @@ class Random:
         configs = []
         for index in range(count):
             rng = _trial_rng(self.seed, index)
-            configs.append(_build(space, {path: dim.sample(rng) for path, dim in found}))
+            configs.append(build(space, {path: dim.sample(rng) for path, dim in found}))
         return configs
 
     def resolved(self) -> Random:
@@ -453,7 +453,7 @@ class Grid:
                 rng = _trial_rng(self.seed, len(configs))
                 values = dict(zip((path for path, _ in axes), point, strict=True))
                 values.update((path, dim.sample(rng)) for path, dim in found if not isinstance(dim, grid))
-                configs.append(_build(space, values))
+                configs.append(build(space, values))
         return configs
 
     def resolved(self) -> Grid:

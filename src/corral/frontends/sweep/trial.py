@@ -20,6 +20,7 @@ any other exception is the trial's failure, sent back as the call's exception.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import os
 import socket
 import time
@@ -28,10 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ...store.rungs import RungRecord, Rungs
-from ...store.sweeps import TrialEvent, TrialLog, rungs_folder
+from ...store.sweeps import TrialEvent, TrialLog, rungs_folder, wait_for_config
 from ...trust import check_private_dir
 from ...worker.progress import Stopped, progress, running_call
+from .optuna import ConfigNotChosen
 from .schedulers import Mode, Scheduler
+from .space import build, dimensions
 
 
 class Pruned(Exception):
@@ -57,6 +60,10 @@ class TrialSpec:
     metric: str
     mode: Mode
     scheduler: Scheduler | None
+    #: A model-based search's: the space its chosen values fill, and how long a trial waits
+    #: for them (see :mod:`.optuna`); None when every call carries its config.
+    space: dict[str, Any] | None = None
+    wait: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,8 @@ class TrialOutcome:
     status: Literal["completed", "pruned"]
     value: Any = None  #: ``train``'s return value (completed trials)
     milestone: int | None = None  #: where a pruned trial was stopped
+    step: float | int | None = None  #: the last step it logged
+    metrics: dict[str, Any] = field(default_factory=dict)  #: the last value of each metric
 
 
 @dataclass
@@ -80,6 +89,8 @@ class _Active:
     rungs: Rungs | None
     reported: set[int] = field(default_factory=set)
     pruned: Pruned | None = None
+    step: float | int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 _active: contextvars.ContextVar[_Active | None] = contextvars.ContextVar("corral_trial", default=None)
@@ -106,6 +117,8 @@ def log(step: float, **metrics: object) -> None:
     if active.pruned is not None:  # the trial went on after it was told to stop
         raise active.pruned
     active.log.write(TrialEvent(active.trial, active.attempt, "log", time.time(), step=step, metrics=metrics))  # type: ignore[arg-type]
+    active.step = step
+    active.metrics.update(metrics)
     spec = active.spec
     if spec.scheduler is None or active.rungs is None or spec.metric not in metrics:
         return
@@ -153,8 +166,10 @@ class RunTrial:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["spec"])  # type: ignore[misc]
 
-    def __call__(self, trial: int, config: dict[str, Any]) -> TrialOutcome:
+    def __call__(self, trial: int, config: dict[str, Any] | None) -> TrialOutcome:
         spec = self.spec
+        if config is None:  # a model-based search: the driver chooses it while the sweep runs
+            config = self._chosen(trial)
         if not self._checked:  # the folder the records come from must be the user's alone
             check_private_dir(spec.folder)
             self._checked = True
@@ -169,20 +184,34 @@ class RunTrial:
         try:
             value = spec.train(config)
         except Pruned as e:
-            outcome = TrialOutcome(trial, "pruned", milestone=(active.pruned or e).milestone)
+            outcome = TrialOutcome(
+                trial, "pruned", milestone=(active.pruned or e).milestone, step=active.step
+            )
         except BaseException as e:
             status = "stopped" if isinstance(e, Stopped) else "failed"
             self._end(active, status, error=f"{type(e).__name__}: {e}"[:2000])
             raise
         else:
             if active.pruned is not None:  # Pruned was caught inside train, which then returned
-                outcome = TrialOutcome(trial, "pruned", milestone=active.pruned.milestone)
+                outcome = TrialOutcome(trial, "pruned", milestone=active.pruned.milestone, step=active.step)
             else:
-                outcome = TrialOutcome(trial, "completed", value=value)
+                outcome = TrialOutcome(trial, "completed", value=value, step=active.step)
         finally:
             _active.reset(token)
         self._end(active, outcome.status, milestone=outcome.milestone)
-        return outcome
+        return dataclasses.replace(outcome, metrics=dict(active.metrics))
+
+    def _chosen(self, trial: int) -> dict[str, Any]:
+        spec = self.spec
+        assert spec.space is not None, "a call without its config, in a sweep that lists them"
+        values = wait_for_config(spec.folder, trial, spec.wait)
+        if values is None:
+            raise ConfigNotChosen(
+                f"trial {trial} waited {spec.wait:g} s for its config, which the sweep's driver "
+                "chooses (an Optuna search): no driver ran. Run the sweep again to resume it."
+            )
+        paths = {".".join(path): path for path, _ in dimensions(spec.space)}
+        return build(spec.space, {paths[name]: value for name, value in values.items() if name in paths})
 
     @staticmethod
     def _end(active: _Active, status: str, *, milestone: int | None = None, error: str | None = None) -> None:
