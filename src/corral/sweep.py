@@ -26,15 +26,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .frontends.sweep.driver import Sweep, attach
+    from .frontends.sweep.driver import Sweep
     from .frontends.sweep.optuna import Optuna
     from .frontends.sweep.results import STATUSES, SweepResult, Trial
     from .frontends.sweep.schedulers import ASHA, Median
     from .frontends.sweep.space import Grid, Random, choice, grid, integer, loguniform, uniform
     from .frontends.sweep.trial import Pruned, current_trial, log
+    from .frontends.sweep.watching import attach
 
 _LAZY = {
-    "Sweep": "driver", "attach": "driver",
+    "Sweep": "driver", "attach": "watching",
     "STATUSES": "results", "SweepResult": "results", "Trial": "results",
     "ASHA": "schedulers", "Median": "schedulers",
     "Grid": "space", "Random": "space", "choice": "space", "grid": "space", "integer": "space",
