@@ -48,16 +48,12 @@ Config = dict[str, Any]
 
 def quality(config: Config) -> float:
     """The final quality: best near lr=3e-3, depth 5, dropout 0.1; a bowl in each dimension."""
-    return (
-        0.05
-        + 0.04 * (math.log10(config["lr"]) + 2.5) ** 2
-        + 0.01 * (config["depth"] - 5) ** 2
-        + 0.4 * (config["dropout"] - 0.1) ** 2
-    )
+    lr, depth, dropout = float(config["lr"]), int(config["depth"]), float(config["dropout"])
+    return 0.05 + 0.04 * (math.log10(lr) + 2.5) ** 2 + 0.01 * (depth - 5) ** 2 + 0.4 * (dropout - 0.1) ** 2
 
 
 def true_loss(config: Config, epoch: int) -> float:
-    return quality(config) + A * epoch**-B
+    return quality(config) + A * math.pow(epoch, -B)
 
 
 @dataclass(frozen=True)
@@ -87,7 +83,7 @@ class Curves:
 def noop(config: Config) -> int:
     for step in range(1, 11):
         sweep.log(step, loss=0.0)  # all tie: none is pruned, every trial makes its 10 calls
-    return config["i"]
+    return int(config["i"])
 
 
 @dataclass
