@@ -23,6 +23,7 @@ import importlib.util
 import math
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -96,8 +97,12 @@ class Run:
     steps: dict[int, int]  # trial -> last epoch
 
 
+#: Every sweep's and map's folder is made under this one, removed at the end of the run.
+SCRATCH = tempfile.mkdtemp(prefix="corral-sweep-bench-")
+
+
 def scratch() -> str:
-    return tempfile.mkdtemp(prefix="corral-sweep-bench-", dir=os.environ.get("CORRAL_BENCH_DIR"))
+    return tempfile.mkdtemp(dir=SCRATCH)
 
 
 def run_corral(args: argparse.Namespace, backend: str, curves: Curves, seed: int, asha: bool) -> Run:
@@ -322,14 +327,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"corral {corral.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs here")
     backend = args.backend or "slurm"
     ok = True
-    if args.what in ("efficiency", "all"):
-        ok = efficiency(args, backend) and ok
-    if args.what in ("noise", "optuna", "all"):
-        has_optuna = importlib.util.find_spec("optuna") is not None and not args.no_optuna
-        ok = noise(args, with_optuna=args.what == "optuna" or has_optuna) and ok
-    if args.what in ("overhead", "all"):
-        for one in (args.backend,) if args.backend else ("local", "slurm"):
-            ok = overhead(args, one) and ok
+    try:
+        if args.what in ("efficiency", "all"):
+            ok = efficiency(args, backend) and ok
+        if args.what in ("noise", "optuna", "all"):
+            has_optuna = importlib.util.find_spec("optuna") is not None and not args.no_optuna
+            ok = noise(args, with_optuna=args.what == "optuna" or has_optuna) and ok
+        if args.what in ("overhead", "all"):
+            for one in (args.backend,) if args.backend else ("local", "slurm"):
+                ok = overhead(args, one) and ok
+    finally:
+        shutil.rmtree(SCRATCH, ignore_errors=True)
     print(f"\n{verdict(ok)} overall")
     sys.exit(0 if ok else 1)
 
