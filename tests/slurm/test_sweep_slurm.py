@@ -147,7 +147,10 @@ def test_pruning_goes_on_without_the_driver_and_attach_completes_it(
     assert sorted(events) == list(range(12))
     for trial in events.values():  # each ran once, at attempt 0
         assert [(e["e"], e["a"]) for e in trial if e["e"] != "log"] == [("start", 0), ("end", 0)]
-    assert not squeue("-u", "root", "-n", f"corral-sweep-{name}").strip()
+    # The elements find no trial left and end (none waits for work that will not come).
+    wait_for(
+        lambda: not squeue("-u", "root", "-n", f"corral-sweep-{name}").strip(), 60, "the elements to end"
+    )
 
 
 def test_a_node_dying_mid_sweep_retries_its_trials_and_doubles_no_rung_record(

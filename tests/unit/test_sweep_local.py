@@ -405,3 +405,17 @@ def test_an_optuna_search_refuses_what_optuna_cannot_hold(
     with pytest.raises(ValueError, match=error):
         sweep.Sweep(bowl, space, metric="loss", trials=4, search=sweep.Optuna(), progress=False)
     assert not os.path.exists(workdir) or os.listdir(workdir) == []
+
+
+def test_max_running_beyond_the_local_slots_is_said(
+    workdir: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CORRAL_LOCAL_SLOTS", "2")
+    caplog.set_level("WARNING", logger="corral.frontends.sweep.driver")
+    sweep.Sweep(curve, {"q": sweep.grid([0.1, 0.2])}, metric="loss", max_running=8, progress=False).run()
+    assert "max_running=8, but the local backend runs 2 trial(s) at once" in caplog.text
+    caplog.clear()
+    sweep.Sweep(
+        curve, {"q": sweep.grid([0.1, 0.2])}, metric="loss", max_running=2, progress=False, name="fits"
+    ).run()
+    assert "max_running" not in caplog.text

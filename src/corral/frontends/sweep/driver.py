@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+from ...backends.local import LocalBackend
 from ...engine.futures import CorralFuture
 from ...engine.request import Request
 from ...engine.submitting import Call
@@ -137,6 +138,7 @@ class Sweep:
         every trial failed, the first one's exception is raised (a bug in ``train``, most
         likely); otherwise failed trials are in the result, each with its error. Ctrl-C
         cancels the sweep's jobs; running it again resumes it."""
+        self._say_slots()
         resumed = self._open()
         watch = Watch(self.files, self.name, self.metric, self.mode, self.configs, self.progress)
         for entry in resumed:
@@ -154,6 +156,20 @@ class Sweep:
             watch.close()
             raise
         return watch.finish()
+
+    def _say_slots(self) -> None:
+        """A local sweep runs at most as many trials at once as the machine has CPUs: say so
+        when ``max_running`` asks for more (it is an upper bound, not a promise)."""
+        backend = self._executor.cluster.backend
+        if self.max_running is None or not isinstance(backend, LocalBackend):
+            return
+        slots = backend.limits(self._executor.resources).slots
+        if slots < self.max_running:
+            logger.warning(
+                "sweep %s: max_running=%d, but the local backend runs %d trial(s) at once here (the "
+                "CPU count over the trial's cpus; CORRAL_LOCAL_SLOTS sets it)",
+                self.name, self.max_running, slots,
+            )  # fmt: skip
 
     def _choose(self, watch: Watch) -> None:
         """A model-based search's configs: those chosen before (a resumed sweep), the first
