@@ -197,7 +197,7 @@ def signalled(status: ElementStatus) -> ElementStatus:
 
 class StepsBackend(LocalBackend):
     """Runs the elements of each array as SLURM job steps of the allocation this process
-    runs in, at most as many at once as it has tasks (see the module doc)."""
+    runs in, at most as many at once as its CPUs and memory hold (see the module doc)."""
 
     name = "steps"
 
