@@ -2,7 +2,8 @@
 
 ``auto`` picks ``slurm`` when ``sbatch`` exists and the controller answers, else ``sge`` when
 the Grid Engine tools exist and qmaster answers, else ``local``, and logs which.
-``multiprocessing`` is another name for ``local``.
+``multiprocessing`` is another name for ``local``. ``steps`` (calls as job steps of the SLURM
+allocation this process runs in) is never chosen by ``auto``: only where it is asked for.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ REGISTRY: dict[str, str] = {
     "slurm": "slurm:SlurmBackend",
     "sge": "sge:SgeBackend",
     "local": "local:LocalBackend",
+    "steps": "steps:StepsBackend",
     "sequential": "sequential:SequentialBackend",
 }
 ALIASES = {"multiprocessing": "local"}

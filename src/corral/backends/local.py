@@ -119,7 +119,7 @@ class LocalBackend(Backend):
         # statuses of this process's own jobs for its own (a counter alone restarts at 1).
         job_id = f"L{os.getpid()}-{next(self._ids)}"
         limit = spec.resources.time.total_seconds() if spec.resources.time else None
-        cpus = min(spec.resources.cpus or 1, self.slots)
+        cpus = min(self.element_slots(spec.resources), self.slots)
         with self._cond:
             if spec.max_running:
                 self._throttle[job_id] = spec.max_running
@@ -182,10 +182,14 @@ class LocalBackend(Backend):
             self._throttle[job_id] = max_running
             self._cond.notify_all()
 
+    def element_slots(self, resources: Resources) -> int:
+        """How many of the ``slots`` one element asking for ``resources`` takes: here one per
+        CPU (a subclass whose slots are bigger units says so)."""
+        return resources.cpus or 1
+
     def limits(self, resources: Resources) -> Limits:
-        return Limits(
-            max_array_size=1_000_000, max_submit_jobs=None, slots=max(1, self.slots // (resources.cpus or 1))
-        )
+        slots = max(1, self.slots // self.element_slots(resources))
+        return Limits(max_array_size=1_000_000, max_submit_jobs=None, slots=slots)
 
     def close(self) -> None:
         with self._cond:
