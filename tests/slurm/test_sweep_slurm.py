@@ -17,6 +17,9 @@ from corral.engine.policy import PollPolicy
 from corral.store.rungs import Rungs
 
 from .helpers import ROOT, cluster, squeue, wait_for
+from .test_steps_slurm import STALL, element_logs, jobs, most_at_once, sacct_job, sacct_steps
+
+__all__ = ["jobs"]  # a fixture, used here as in test_steps_slurm
 
 
 def quick(config: dict[str, float]) -> float:
@@ -46,7 +49,7 @@ def trial_events(folder: str) -> dict[int, list[dict[str, object]]]:
     return found
 
 
-def most_at_once(events: dict[int, list[dict[str, object]]]) -> int:
+def most_trials_at_once(events: dict[int, list[dict[str, object]]]) -> int:
     """The most trials running at the same time, from their logs' start and end times."""
     edges = []
     for trial in events.values():
@@ -94,7 +97,7 @@ def test_200_trials_are_at_most_2_sbatch_and_never_more_than_max_running(
     best = result.best()
     assert best.status == "completed" and best.step == 9
     assert best.config["q"] == min(t.config["q"] for t in result.trials if t.status == "completed")
-    assert most_at_once(trial_events(s.path)) <= 6
+    assert most_trials_at_once(trial_events(s.path)) <= 6
     ran = elements_that_ran(name)
     assert 1 <= len(ran) <= 6, ran
 
@@ -156,8 +159,9 @@ def test_pruning_goes_on_without_the_driver_and_attach_completes_it(
 def test_a_node_dying_mid_sweep_retries_its_trials_and_doubles_no_rung_record(
     tmp_path: Path, fresh_queue: None
 ) -> None:
+    # Each trial is better than those before it, so none is pruned and all run long enough.
     s = sweep.Sweep(
-        slow, {"q": sweep.grid([i / 16 for i in range(16)])}, metric="loss",
+        slow, {"q": sweep.grid([(15 - i) / 16 for i in range(16)])}, metric="loss",
         scheduler=sweep.ASHA(min_t=1, max_t=9, eta=3), max_running=8, name="node", progress=False,
         backend="slurm", directory=str(tmp_path / "work"), max_retries=2, max_requeues=0, time="0:10:00",
     )  # fmt: skip
@@ -196,7 +200,71 @@ def test_a_node_dying_mid_sweep_retries_its_trials_and_doubles_no_rung_record(
     for milestone in rungs.milestones():
         names = os.listdir(Path(s.path, "rungs", str(milestone)))
         assert len(names) == len(set(names)) == len(rungs.records(milestone))
-        for trial in retried:  # a retried trial's records are its first attempt's
+        for trial in retried:  # where its first attempt got, the records are that attempt's
+            reached = max(
+                [float(e["s"]) for e in events[trial.trial] if e["e"] == "log" and e["a"] == 0] or [0]
+            )
             record = rungs.records(milestone).get(trial.trial)
-            assert record is None or record.attempt == 0
+            if milestone <= reached:
+                assert record is not None and record.attempt == 0
+            elif record is not None:  # not reached before, and not pruned before it since
+                assert record.attempt == 1
     assert result.best().config["q"] == 0.0
+
+
+STEPS_DRIVER = """
+import json, sys, time
+from corral import sweep
+
+def train(config):
+    loss = 0.0
+    for epoch in range(1, 10):
+        time.sleep(0.4)
+        loss = config["q"] + 1.0 / epoch
+        sweep.log(epoch, loss=loss)
+    return loss
+
+launcher, name, out = sys.argv[1:4]
+options = {"backend": "slurm", "time": "0:10:00"} if launcher == "array" else {}
+result = sweep.Sweep(
+    train, {"q": sweep.grid([(7 * i) % 24 / 24 for i in range(24)])}, metric="loss",
+    scheduler=sweep.ASHA(min_t=1, max_t=9, eta=3), max_running=8, name=name, progress=False,
+    launcher=launcher, **options,
+).run()
+json.dump({"configs": [t.config for t in result.trials], "best": result.best().config,
+           "statuses": [t.status for t in result.trials], "nodes": sorted({t.node for t in result.trials})},
+          open(out, "w"))
+"""
+
+
+def test_steps_launcher_inside_an_allocation_matches_array_mode(tmp_path: Path, jobs: list[str]) -> None:
+    script = tmp_path / "driver.py"
+    script.write_text(f"#!{sys.executable}\n{STEPS_DRIVER}")
+    script.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CORRAL_DIR": str(tmp_path / "work")}
+    argv = [
+        "sbatch", "--parsable", "-N4", "-n8", "--mem=3000", "--time=10", f"--chdir={tmp_path}",
+        f"--output={tmp_path / 'driver.out'}", f"--error={tmp_path / 'driver.err'}",
+        str(script), "steps", "in-steps", str(tmp_path / "steps.json"),
+    ]  # fmt: skip
+    job = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, check=True).stdout.strip()
+    jobs.append(job)
+    wait_for(lambda: not squeue("-j", job, "-o", "%i").strip(), 300, f"driver job {job} to end")
+    stderr = (tmp_path / "driver.err").read_text()
+    assert (tmp_path / "steps.json").exists(), stderr
+    steps = json.loads((tmp_path / "steps.json").read_text())
+    assert STALL not in stderr and STALL not in element_logs(tmp_path)
+    wait_for(lambda: len(sacct_steps(job)) >= 8, 60, "sacct to know the steps")
+    assert most_at_once(list(sacct_steps(job).values())) >= 7, sacct_job(job)
+    assert set(steps["statuses"]) <= {"completed", "pruned"} and steps["nodes"] == ["n1", "n2", "n3", "n4"]
+    # The same sweep as array jobs: the same trials, the same best.
+    out = tmp_path / "array.json"
+    subprocess.run(
+        [sys.executable, str(script), "array", "in-array", str(out)],
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        check=True,
+    )
+    array = json.loads(out.read_text())
+    assert steps["configs"] == array["configs"] and steps["best"] == array["best"] == {"q": 0.0}

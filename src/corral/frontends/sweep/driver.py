@@ -55,7 +55,9 @@ class Sweep:
     the most trials at once (default: as the cluster's slots allow; the CPU count locally).
     ``name`` names the sweep's folder (default: ``train``'s name): running it again resumes
     it, ``overwrite=True`` starts over. ``progress`` shows a summary line on stderr (default:
-    when stderr is a terminal). The other keywords are an :class:`~corral.Executor`'s:
+    when stderr is a terminal). ``launcher="steps"`` runs the trials as ``srun`` job steps of
+    the allocation the script runs in (``sbatch -N4 -n8 script.py``), as many at once as it
+    has CPUs, instead of as array jobs. The other keywords are an :class:`~corral.Executor`'s:
     ``backend``, ``directory``, ``profile``, ``host``, ``max_retries``, ``retry_on`` and the
     resources and environment of the jobs. Every argument is checked here, before anything is
     written or submitted.
@@ -75,6 +77,7 @@ class Sweep:
         name: str | None = None,
         overwrite: bool = False,
         progress: bool | None = None,
+        launcher: str = "array",
         backend: Any = None,
         directory: str | None = None,
         profile: str | None = None,
@@ -85,6 +88,7 @@ class Sweep:
     ) -> None:
         if not callable(train):
             raise TypeError(f"train={train!r} is not callable")
+        backend = _launcher_backend(launcher, backend)
         check_space(space)
         if not isinstance(metric, str) or not metric:
             raise ValueError(f"metric={metric!r}: name the metric that train logs")
@@ -248,6 +252,23 @@ class Sweep:
         batch = adopt(self._executor.cluster, path)
         self._batches.append(batch)
         return list(batch.futures)
+
+
+def _launcher_backend(launcher: object, backend: Any) -> Any:
+    """The backend ``launcher`` asks for: ``"array"`` leaves ``backend`` as given, ``"steps"``
+    is the steps backend (trials as ``srun`` job steps of the allocation the driver runs in,
+    see :mod:`corral.backends.steps`)."""
+    if launcher == "array":
+        return backend
+    if launcher != "steps":
+        raise ValueError(
+            f"launcher={launcher!r}: 'array' (array jobs) or 'steps' (job steps of this allocation)"
+        )
+    if backend not in (None, "steps"):
+        raise ValueError(
+            f"launcher='steps' runs trials as job steps of this allocation; backend={backend!r} cannot"
+        )
+    return "steps"
 
 
 def _short(value: Any) -> str:
