@@ -419,3 +419,17 @@ def test_max_running_beyond_the_local_slots_is_said(
         curve, {"q": sweep.grid([0.1, 0.2])}, metric="loss", max_running=2, progress=False, name="fits"
     ).run()
     assert "max_running" not in caplog.text
+
+
+def test_a_sweep_without_a_seed_resumes_with_the_seed_its_first_run_drew(workdir: str) -> None:
+    def make() -> sweep.Sweep:
+        return sweep.Sweep(
+            curve, {"q": sweep.uniform(0, 1)}, metric="loss", trials=4, name="unseeded", progress=False
+        )
+
+    first_sweep = make()
+    first = first_sweep.run()
+    second = make().run()  # a fresh seed was drawn for it, and set aside for the first run's
+    assert [t.config for t in second.trials] == [t.config for t in first.trials]
+    manifest = json.loads(Path(first_sweep.path, "sweep.json").read_text())
+    assert len(manifest["batches"]) == 1 and manifest["search"]["seed"] == first_sweep.search.seed

@@ -16,6 +16,7 @@ starts over. A model-based search (:mod:`.optuna`) has its configs chosen here a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -105,6 +106,8 @@ class Sweep:
         if search is None:
             has_grid = any(isinstance(d, grid) for _, d in dimensions(space))
             search = Grid() if has_grid and trials is None else Random()
+        #: No seed given: a resumed sweep takes the one its first run drew (see _open).
+        self._seed_drawn = search.resolved() is not search
         self.search = search.resolved()  # its seed is fixed now, and saved in the manifest
         #: A model-based search chooses the configs while the sweep runs (see .optuna).
         self.lazy = bool(getattr(self.search, "lazy", False))
@@ -201,6 +204,8 @@ class Sweep:
         asked = self.manifest()
         if self.files.exists():
             found = self.files.read_manifest()
+            if not self.overwrite and self._seed_drawn:
+                asked = self._same_seed(found, asked)
             if self.overwrite:
                 cluster = self._executor.cluster
                 cluster.cancel_batches([adopt(cluster, e["batch"]) for e in found.get("batches", [])])
@@ -213,6 +218,18 @@ class Sweep:
         self._manifest = {**asked, "created": time.time(), "batches": []}
         self.files.write_manifest(self._manifest)
         return []
+
+    def _same_seed(self, found: Mapping[str, Any], asked: dict[str, Any]) -> dict[str, Any]:
+        """A sweep run again without a seed resumes with the seed its first run drew (the
+        configs come from it), when that run used the same kind of search."""
+        before = found.get("search")
+        seed = before.get("seed") if isinstance(before, dict) else None
+        if not isinstance(seed, int) or before.get("kind") != type(self.search).__name__:  # type: ignore[union-attr]
+            return asked
+        self.search = dataclasses.replace(self.search, seed=seed)  # type: ignore[type-var]
+        if not self.lazy:
+            self.configs = self.search.configs(self.space, len(self.configs))
+        return self.manifest()
 
     def _check_same(self, found: Mapping[str, Any], asked: Mapping[str, Any]) -> None:
         for key in ("metric", "mode", "scheduler", "trials", "configs"):
