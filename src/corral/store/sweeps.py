@@ -30,8 +30,8 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
 
 from ..errors import CorralError, FormatError
 from ..transports.base import Transport
@@ -111,16 +111,18 @@ def wait_for_config(folder: str, trial: int, wait: float) -> dict[str, Any] | No
             return decode_config(handle.read(), path)
 
 
-@dataclass(frozen=True)
-class TrialEvent:
-    """One line of a trial's log."""
+_NO_METRICS: Mapping[str, Metric] = MappingProxyType({})
+
+
+class TrialEvent(NamedTuple):
+    """One line of a trial's log (a named tuple: the driver makes thousands per look)."""
 
     trial: int
     attempt: int
     kind: Kind
     t: float
     step: float | int | None = None  # log
-    metrics: Mapping[str, Metric] = field(default_factory=dict)  # log
+    metrics: Mapping[str, Metric] = _NO_METRICS  # log
     status: str | None = None  # end: one of END_STATES
     milestone: int | None = None  # end, pruned: where
     error: str | None = None  # end, failed: "TypeName: message"
@@ -163,6 +165,21 @@ def decode_event(trial: int, line: bytes, path: str) -> TrialEvent:
         record = json.loads(line)
     except ValueError as e:
         raise _bad(path, f"a line is not JSON ({e})") from None
+    return _event(trial, record, line, path)
+
+
+def decode_events(trial: int, lines: list[bytes], path: str) -> list[TrialEvent]:
+    """Whole lines of trial ``trial``'s log as events: parsed as one JSON array (a log holds
+    many short lines; the driver reads thousands per look), each line alone when that fails,
+    so that the error names the line."""
+    try:
+        records = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        return [decode_event(trial, line, path) for line in lines]
+    return [_event(trial, record, line, path) for record, line in zip(records, lines, strict=True)]
+
+
+def _event(trial: int, record: object, line: bytes, path: str) -> TrialEvent:
     if not isinstance(record, dict) or record.get("e") not in _KINDS:
         raise _bad(path, f"a line is not a trial event: {line[:80]!r}")
     attempt, t = record.get("a"), _number(record.get("t"), path, "t")
@@ -226,7 +243,7 @@ def read_trial_log(folder: str, trial: int) -> list[TrialEvent]:
         return []
     with os.fdopen(fd, "rb") as handle:
         lines, _ = split_lines(handle.read())
-    return [decode_event(trial, line, path) for line in lines]
+    return decode_events(trial, lines, path)
 
 
 def _finite(value: object) -> bool:
@@ -317,7 +334,7 @@ class SweepFiles:
             lines, used = split_lines(data)
             self._cursors[name] = self._cursors.get(name, 0) + used
             path = os.path.join(folder, name)
-            found.setdefault(trial, []).extend(decode_event(trial, line, path) for line in lines)
+            found.setdefault(trial, []).extend(decode_events(trial, lines, path))
         return found
 
     def read_all_events(self) -> dict[int, list[TrialEvent]]:

@@ -135,7 +135,7 @@ class Watch:
                 futures = again(sorted(rerun))
                 self.add(futures, sorted(rerun))
                 pending.update(futures)
-            if time.monotonic() - last >= LOOK:
+            if time.monotonic() - last >= self.display.every:  # the logs are read for the view only
                 self.look()
                 last = time.monotonic()
 
@@ -171,14 +171,14 @@ class Display:
 
     def __init__(self, progress: bool | None) -> None:
         self.tty = sys.stderr.isatty() if progress is None else progress
+        #: Seconds between two looks at the trials' logs while they run: they feed this line.
+        self.every = LOOK if self.tty else LOG_EVERY
         self._logged = 0.0
-        self._shown = False
 
     def show(self, line: str) -> None:
         if self.tty:
             sys.stderr.write("\r\x1b[K" + line)
             sys.stderr.flush()
-            self._shown = True
         elif time.monotonic() - self._logged >= LOG_EVERY:
             self._logged = time.monotonic()
             logger.info("%s", line)
