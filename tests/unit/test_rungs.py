@@ -38,35 +38,39 @@ def names(folder: Path) -> list[str]:
 
 # -- a run ---------------------------------------------------------------------------------
 
-# (trial, milestone, value) in the order they report; then continues?, and whom it was compared with
-RUN = [
-    (0, 1, 0.5, True, ()),  # first at rung 1: no company
-    (1, 1, 0.3, False, (0,)),  # below 0.5
-    (2, 1, 0.9, True, (0, 1)),  # cutoff 0.3 + 0.2 * 2/3
-    (0, 3, 0.6, True, ()),
-    (3, 1, 0.4, False, (0, 1, 2)),  # cutoff 0.5 + 0.4 / 3
-    (2, 3, 0.7, True, (0,)),
-    (4, 1, 0.8, True, (0, 1, 2, 3)),  # cutoff 0.5: the 2/3 rank of 0.3 0.4 0.5 0.9
-    (4, 3, 0.65, False, (0, 2)),  # cutoff 0.6 + 0.1 * 2/3
-    (0, 9, 0.1, True, ()),  # max_t: nothing is pruned
-    (2, 9, 0.05, True, (0,)),  # max_t, even below every earlier value
+# (trial, milestone, value) in the order they report; then continues?, the cutoff, and whom it
+# was compared with. At rung 1 the n-th trial must be the best while n < 6, then one may beat it.
+RUN: list[tuple[int, int, float | None, bool, float | None, tuple[int, ...]]] = [
+    (0, 1, 0.5, True, None, ()),  # first at rung 1: no company
+    (1, 1, 0.3, False, 0.5, (0,)),  # below 0.5
+    (2, 1, 0.9, True, 0.9, (0, 1)),  # the best: it had to match its own value
+    (0, 3, 0.6, True, None, ()),
+    (3, 1, 0.4, False, 0.9, (0, 1, 2)),
+    (2, 3, 0.7, True, 0.7, (0,)),
+    (4, 1, 0.8, False, 0.9, (0, 1, 2, 3)),  # second of five
+    (5, 1, 0.85, True, 0.85, (0, 1, 2, 3, 4)),  # second of six: one may be better
+    (5, 3, 0.65, False, 0.7, (0, 2)),
+    (6, 1, None, False, 0.85, (0, 1, 2, 3, 4, 5)),  # no number: last of seven
+    (7, 1, 0.2, False, 0.85, (0, 1, 2, 3, 4, 5, 6)),  # 6 numbers and itself: n=7, not 8
+    (0, 9, 0.1, True, None, ()),  # max_t: nothing is pruned
+    (2, 9, 0.05, True, None, (0,)),  # max_t, even below every earlier value
 ]
 
 
 def test_a_simulated_asha_run_gives_the_expected_table(tmp_path: Path) -> None:
     folder = str(tmp_path / "rungs")
-    for trial, milestone, value, keep, seen in RUN:
+    for trial, milestone, value, keep, cutoff, seen in RUN:
         record = Rungs(folder).report(trial, 0, milestone, value, asha(value, milestone))  # one per process
         assert (record.trial, record.milestone, record.value) == (trial, milestone, value)
-        assert (record.keep, record.seen) == (keep, seen), (trial, milestone)
+        assert (record.keep, record.cutoff, record.seen) == (keep, cutoff, seen), (trial, milestone)
     reader = Rungs(folder)
     assert reader.milestones() == [1, 3, 9]
     keeps = {trial: record.keep for trial, record in reader.records(1).items()}
-    assert keeps == {0: True, 1: False, 2: True, 3: False, 4: True}
-    assert reader.records(3)[4].cutoff == pytest.approx(0.6 + 0.1 * 2 / 3)
+    assert keeps == {0: True, 1: False, 2: True, 3: False, 4: False, 5: True, 6: False, 7: False}
+    assert reader.records(3)[5].cutoff == 0.7
     assert reader.records(9)[2].cutoff is None
     assert reader.records(27) == {}
-    assert names(tmp_path / "rungs" / "1") == ["0.json", "1.json", "2.json", "3.json", "4.json"]
+    assert names(tmp_path / "rungs" / "1") == [f"{trial}.json" for trial in range(8)]
 
 
 def test_readers_of_a_folder_that_does_not_exist_find_nothing(tmp_path: Path) -> None:
