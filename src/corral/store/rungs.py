@@ -5,7 +5,7 @@ Layout (folders 0700 and the user's alone, see :mod:`corral.trust`; files 0600):
     <folder>/                          the sweep's rung folder (its parent is checked by the caller)
       <milestone>/                     one folder per milestone some trial reached, e.g. 9/
         <trial>.json                   trial's record there: a RungRecord (value, keep, cutoff,
-                                       seen, ...), created exclusively and whole, never changed
+                                       earlier, ...), created exclusively and whole, never changed
         .<trial>.<pid>.<hex>.tmp       a record being written; every reader skips it (and one a
                                        crash left behind)
 
@@ -18,15 +18,23 @@ its record: never two decisions) and makes the name appear with the whole conten
 (so nobody ever reads a record half written). It is atomic on NFS and the parallel file
 systems clusters share; ``O_EXCL`` on the final name would be exclusive but not whole.
 
+What a record costs: O(1) to write and to read, whatever the number of trials. It holds
+how many numbers its value was compared with (``earlier``), not which trials gave them: a
+list of them made each record O(n) bytes and reading a milestone's records O(n²). The
+decision stays checkable: under corral's rules ``keep`` agrees with ``value`` against
+``cutoff`` in the sweep's mode, and ``earlier`` is at most the number of records made
+before it.
+
 Why caching is sound: a record never changes once its name exists, so each :class:`Rungs`
-keeps what it read, and a report costs one ``listdir`` and the files it has not read yet
-(1000 trials at 5 milestones read each record once per process, not once per report).
+keeps what it read, with the names it has looked at per milestone, and a report costs one
+``listdir`` and the files it has not read yet (1000 trials at 5 milestones read each record
+once per process, not once per report). A cached record is not checked again.
 
 What concurrency gives: a trial is compared with the records that existed when it listed the
 folder. Two trials reporting at the same instant may not see each other; each is then judged
 against what came before its own record, as asynchronous ASHA is. An NFS client may also list
-a folder a few seconds stale. Either way the record's ``seen`` names exactly the trials it was
-compared with, so every decision can be checked afterwards.
+a folder a few seconds stale. Either way a record is judged on at most the records made before
+it, and says on how many.
 
 Records are JSON only (never pickle). Floats are written as JSON numbers (exact round trip);
 None as null, NaN and infinities as the strings "nan", "inf", "-inf".
@@ -46,7 +54,7 @@ from typing import Any
 from ..errors import FormatError
 from ..trust import check_private_dir
 
-#: How a caller judges a value: given the values recorded before (in ``seen`` order), it
+#: How a caller judges a value: given the values recorded before (by trial, ascending), it
 #: returns (continue?, the cutoff compared with or None).
 Decide = Callable[[list[float | None]], tuple[bool, float | None]]
 
@@ -65,11 +73,13 @@ class RungRecord:
     value: float | None  #: the metric reported; None or NaN when it was not a number
     keep: bool  #: whether the trial continues
     cutoff: float | None  #: the value it was compared with; None when compared with nothing
-    seen: tuple[int, ...]  #: the trials whose records were compared with, ascending
+    #: How many numbers (not None or NaN) were recorded at the milestone before it: those it
+    #: was judged against. A count, so that a record's size does not grow with the sweep.
+    earlier: int
     t: float  #: when the decision was made (time.time())
 
     def __post_init__(self) -> None:
-        for name in ("trial", "attempt", "milestone"):
+        for name in ("trial", "attempt", "milestone", "earlier"):
             _whole(getattr(self, name), name)
         if not isinstance(self.keep, bool):
             raise ValueError(f"keep must be true or false, not {self.keep!r}")
@@ -78,19 +88,13 @@ class RungRecord:
                 raise ValueError(f"{name} must be a float or None, not {getattr(self, name)!r}")
         if not isinstance(self.t, float) or not math.isfinite(self.t):
             raise ValueError(f"t must be a finite float, not {self.t!r}")
-        if not isinstance(self.seen, tuple):
-            raise ValueError(f"seen must be a tuple of trials, not {self.seen!r}")
-        for trial in self.seen:
-            _whole(trial, "a trial in seen")
-        if list(self.seen) != sorted(set(self.seen)) or self.trial in self.seen:
-            raise ValueError(f"seen must list other trials, ascending and once each, not {self.seen!r}")
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON data; see the module doc for the floats."""
         return {
             "trial": self.trial, "attempt": self.attempt, "milestone": self.milestone,
             "value": _encode(self.value), "keep": self.keep, "cutoff": _encode(self.cutoff),
-            "seen": list(self.seen), "t": self.t,
+            "earlier": self.earlier, "t": self.t,
         }  # fmt: skip
 
     @classmethod
@@ -111,12 +115,10 @@ class RungRecord:
         if set(record) != names:
             missing, extra = sorted(names - set(record)), sorted(set(record) - names)
             raise ValueError(f"its fields differ from a rung record's (missing {missing}, unknown {extra})")
-        if not isinstance(record["seen"], list):
-            raise ValueError(f"seen must be a list of trials, not {record['seen']!r}")
         return cls(
             trial=record["trial"], attempt=record["attempt"], milestone=record["milestone"],
             value=_decode(record["value"], "value"), keep=record["keep"],
-            cutoff=_decode(record["cutoff"], "cutoff"), seen=tuple(record["seen"]), t=record["t"],
+            cutoff=_decode(record["cutoff"], "cutoff"), earlier=record["earlier"], t=record["t"],
         )  # fmt: skip
 
 
@@ -128,6 +130,9 @@ class Rungs:
     def __init__(self, folder: str) -> None:
         self.folder = folder
         self._records: dict[int, dict[int, RungRecord]] = {}  # milestone -> trial -> record
+        #: milestone -> the names there already dealt with: records read, and names that are
+        #: no record (temporary files, foreign names)
+        self._names: dict[int, set[str]] = {}
         self._checked: set[str] = set()  # folders found private (they stay so: ours alone)
 
     def report(
@@ -135,7 +140,8 @@ class Rungs:
     ) -> RungRecord:
         """``trial``'s record at ``milestone``: the one that exists (made by this or an earlier
         attempt, whatever ``value`` is now), else a new one, judged by ``decide`` on the values
-        of the records present (their trials become ``seen``) and created exclusively.
+        of the records present (the numbers among them counted in ``earlier``) and created
+        exclusively.
         :class:`~corral.errors.FormatError` for a record there that corral did not write,
         :class:`~corral.errors.UnsafeWorkDirError` for a folder others can write."""
         _whole(trial, "trial")
@@ -150,14 +156,16 @@ class Rungs:
         known = self._refresh(milestone, rung)
         if trial in known:
             return known[trial]
-        seen = tuple(sorted(known))
-        keep, cutoff = decide([known[other].value for other in seen])
+        values = [known[other].value for other in sorted(known)]
+        keep, cutoff = decide(values)
         record = RungRecord(
             trial=trial, attempt=attempt, milestone=milestone, value=value, keep=keep,
-            cutoff=_as_float(cutoff, "the cutoff decide returned"), seen=seen, t=time.time(),
+            cutoff=_as_float(cutoff, "the cutoff decide returned"),
+            earlier=sum(v is not None and not math.isnan(v) for v in values), t=time.time(),
         )  # fmt: skip
         record = self._create(rung, record)
         known[trial] = record
+        self._names[milestone].add(f"{trial}.json")
         return record
 
     def records(self, milestone: int) -> dict[int, RungRecord]:
@@ -196,12 +204,15 @@ class Rungs:
 
     def _refresh(self, milestone: int, rung: str) -> dict[int, RungRecord]:
         """The cache of ``milestone``, completed with the records it lacks: one listdir, and
-        reads of new names only (records never change, see the module doc)."""
+        only the names not dealt with before parsed and read (records never change, see the
+        module doc)."""
         known = self._records.setdefault(milestone, {})
-        for name in os.listdir(rung):
+        names = self._names.setdefault(milestone, set())
+        for name in set(os.listdir(rung)) - names:
             trial = _number(name.removesuffix(".json")) if name.endswith(".json") else None
-            if trial is not None and trial not in known:
+            if trial is not None:
                 known[trial] = self._read(os.path.join(rung, name), trial, milestone)
+            names.add(name)
         return known
 
     def _create(self, rung: str, record: RungRecord) -> RungRecord:
