@@ -263,12 +263,29 @@ def test_a_record_corral_would_not_write_is_refused(tmp_path: Path, change: dict
         Rungs(str(folder)).report(0, 0, 1, 0.5, never)
 
 
-@pytest.mark.parametrize("text", ["", "{", "[]", "null", '{"trial": 4}', "\xff"])
+@pytest.mark.parametrize("text", [" ", "\n", "{", "[]", "null", '{"trial": 4}', "\xff"])
 def test_a_record_that_is_not_one_is_refused(tmp_path: Path, text: str) -> None:
     os.makedirs(tmp_path / "rungs" / "1", mode=0o700)
     (tmp_path / "rungs" / "1" / "4.json").write_bytes(text.encode("latin-1"))
     with pytest.raises(FormatError, match="is not a corral rung record"):
         Rungs(str(tmp_path / "rungs")).records(1)
+
+
+def test_an_empty_record_a_host_crash_left_is_absent_until_its_trial_replaces_it(tmp_path: Path) -> None:
+    folder = str(tmp_path / "rungs")
+    rung = tmp_path / "rungs" / "1"
+    Rungs(folder).report(0, 0, 1, 0.5, asha(0.5, 1))
+    (rung / "1.json").write_bytes(b"")  # linked, its content lost with the host
+    reader = Rungs(folder)
+    assert list(reader.records(1)) == [0]  # absent: not counted, not an error
+    assert Rungs(folder).report(2, 0, 1, 0.7, asha(0.7, 1)).earlier == 1  # nor counted by others
+    again = Rungs(folder).report(1, 1, 1, 0.9, asha(0.9, 1))  # the trial's requeued attempt
+    assert (again.trial, again.attempt, again.value, again.keep, again.earlier) == (1, 1, 0.9, True, 2)
+    assert names(rung) == ["0.json", "1.json", "2.json"]  # replaced in place, no temp left
+    assert stat.S_IMODE(os.stat(rung / "1.json").st_mode) == 0o600
+    assert Rungs(folder).records(1)[1] == again
+    assert reader.records(1)[1] == again  # the reader that found it empty reads it now
+    assert Rungs(folder).report(1, 2, 1, 0.1, never) == again  # from now on, it is the decision
 
 
 def test_the_valid_record_of_these_tests_is_read() -> None:  # so the refusals above refuse one field

@@ -30,6 +30,13 @@ keeps what it read, with the names it has looked at per milestone, and a report 
 ``listdir`` and the files it has not read yet (1000 trials at 5 milestones read each record
 once per process, not once per report). A cached record is not checked again.
 
+No ``fsync``: a record is small, written whole and linked, so what a sync before the link
+protects against is only a host crash right after it, which can leave the name with content
+that never reached the disk: an empty file. That case is handled instead (a sync cost nearly
+a tenth of the reporting time): readers take an empty ``<trial>.json`` for absent (not
+counted, not an error, looked at again next time), and the trial's own next report replaces
+it. A non-empty file that is not a record corral wrote is a FormatError.
+
 What concurrency gives: a trial is compared with the records that existed when it listed the
 folder. Two trials reporting at the same instant may not see each other; each is then judged
 against what came before its own record, as asynchronous ASHA is. An NFS client may also list
@@ -131,7 +138,7 @@ class Rungs:
         self.folder = folder
         self._records: dict[int, dict[int, RungRecord]] = {}  # milestone -> trial -> record
         #: milestone -> the names there already dealt with: records read, and names that are
-        #: no record (temporary files, foreign names)
+        #: no record (temporary files, foreign names); never an empty record, looked at again
         self._names: dict[int, set[str]] = {}
         self._checked: set[str] = set()  # folders found private (they stay so: ours alone)
 
@@ -141,7 +148,7 @@ class Rungs:
         """``trial``'s record at ``milestone``: the one that exists (made by this or an earlier
         attempt, whatever ``value`` is now), else a new one, judged by ``decide`` on the values
         of the records present (the numbers among them counted in ``earlier``) and created
-        exclusively.
+        exclusively; an empty record of ``trial`` (see the module doc) is replaced.
         :class:`~corral.errors.FormatError` for a record there that corral did not write,
         :class:`~corral.errors.UnsafeWorkDirError` for a folder others can write."""
         _whole(trial, "trial")
@@ -192,8 +199,12 @@ class Rungs:
         with os.fdopen(fd, "rb") as file:
             return file.read()
 
-    def _read(self, path: str, trial: int, milestone: int) -> RungRecord:
-        record = RungRecord.from_json(self._load(path), path)
+    def _read(self, path: str, trial: int, milestone: int) -> RungRecord | None:
+        """The record in ``path``, checked; None when the file is empty (see the module doc)."""
+        data = self._load(path)
+        if not data:
+            return None
+        record = RungRecord.from_json(data, path)
         if (record.trial, record.milestone) != (trial, milestone):
             raise FormatError(
                 f"{path} holds the record of trial {record.trial} at milestone {record.milestone}, "
@@ -211,13 +222,17 @@ class Rungs:
         for name in set(os.listdir(rung)) - names:
             trial = _number(name.removesuffix(".json")) if name.endswith(".json") else None
             if trial is not None:
-                known[trial] = self._read(os.path.join(rung, name), trial, milestone)
+                record = self._read(os.path.join(rung, name), trial, milestone)
+                if record is None:
+                    continue  # empty: absent until its trial replaces it, so not dealt with yet
+                known[trial] = record
             names.add(name)
         return known
 
     def _create(self, rung: str, record: RungRecord) -> RungRecord:
         """Create ``<rung>/<trial>.json`` holding ``record`` whole and exclusively, and return
-        it; when another attempt of the trial made it first, return that one's record."""
+        it; when another attempt of the trial made it first, return that one's record. An empty
+        one (a host crash, see the module doc) is replaced."""
         final = os.path.join(rung, f"{record.trial}.json")
         temp = os.path.join(rung, f".{record.trial}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
         data = json.dumps(record.to_json(), allow_nan=False).encode()
@@ -227,14 +242,24 @@ class Rungs:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                os.fsync(fd)  # the content is on disk before its name is: a crash leaves no empty record
             finally:
                 os.close(fd)
             os.link(temp, final)
         except FileExistsError:
             # Another attempt of this trial got there first (or NFS retried our own link and
             # heard "exists"): the record under the name is the decision, whoever wrote it.
-            return self._read(final, record.trial, record.milestone)
+            existing = self._read(final, record.trial, record.milestone)
+            if existing is not None:
+                return existing
+            # Empty: the attempt that linked it died with its host before the content reached
+            # the disk (see the module doc), and nobody took its decision for one; ours takes
+            # the place of the name just read empty. Read back after, so that two attempts
+            # replacing at once return the same record; only one that read back before the
+            # other replaced would not: two attempts of one trial, right after a host crash,
+            # within microseconds of each other.
+            os.replace(temp, final)
+            existing = self._read(final, record.trial, record.milestone)
+            return record if existing is None else existing
         finally:
             _unlink_quietly(temp)
         return record
