@@ -55,14 +55,14 @@ import numbers
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import FormatError
 from ..trust import check_private_dir
 
-#: How a caller judges a value: given the values recorded before (by trial, ascending), it
-#: returns (continue?, the cutoff compared with or None).
+#: How a caller judges a value: given the values recorded before (in no particular order),
+#: it returns (continue?, the cutoff compared with or None).
 Decide = Callable[[list[float | None]], tuple[bool, float | None]]
 
 _WORDS = {"nan", "inf", "-inf"}  # the non-finite floats, which JSON numbers cannot hold
@@ -129,6 +129,26 @@ class RungRecord:
         )  # fmt: skip
 
 
+@dataclass
+class _Rung:
+    """What a :class:`Rungs` has read at one milestone; it stays true, records never change."""
+
+    records: dict[int, RungRecord] = field(default_factory=dict)  #: by trial
+    #: The names dealt with: records read, and names that are no record (temporary files,
+    #: foreign names). Never an empty record: it is looked at again.
+    names: set[str] = field(default_factory=set)
+    #: The records' values in the order read and how many are numbers, kept as they come so
+    #: that a report does not go through every record again.
+    values: list[float | None] = field(default_factory=list)
+    numbers: int = 0
+
+    def add(self, record: RungRecord, name: str) -> None:
+        self.records[record.trial] = record
+        self.names.add(name)
+        self.values.append(record.value)
+        self.numbers += record.value is not None and not math.isnan(record.value)
+
+
 class Rungs:
     """The rung records under ``folder`` (see the module doc), with what this object has
     read kept in memory. The folder and each milestone folder are checked once, when first
@@ -136,10 +156,7 @@ class Rungs:
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
-        self._records: dict[int, dict[int, RungRecord]] = {}  # milestone -> trial -> record
-        #: milestone -> the names there already dealt with: records read, and names that are
-        #: no record (temporary files, foreign names); never an empty record, looked at again
-        self._names: dict[int, set[str]] = {}
+        self._rungs: dict[int, _Rung] = {}  # by milestone
         self._checked: set[str] = set()  # folders found private (they stay so: ours alone)
 
     def report(
@@ -155,24 +172,21 @@ class Rungs:
         _whole(attempt, "attempt")
         _whole(milestone, "milestone")
         value = _as_float(value, "value")
-        cached = self._records.get(milestone, {}).get(trial)
-        if cached is not None:
-            return cached
+        known = self._rungs.get(milestone)
+        if known is not None and trial in known.records:
+            return known.records[trial]
         rung = self._rung(milestone, create=True)
         assert rung is not None  # created
         known = self._refresh(milestone, rung)
-        if trial in known:
-            return known[trial]
-        values = [known[other].value for other in sorted(known)]
-        keep, cutoff = decide(values)
+        if trial in known.records:
+            return known.records[trial]
+        keep, cutoff = decide(list(known.values))
         record = RungRecord(
             trial=trial, attempt=attempt, milestone=milestone, value=value, keep=keep,
-            cutoff=_as_float(cutoff, "the cutoff decide returned"),
-            earlier=sum(v is not None and not math.isnan(v) for v in values), t=time.time(),
+            cutoff=_as_float(cutoff, "the cutoff decide returned"), earlier=known.numbers, t=time.time(),
         )  # fmt: skip
         record = self._create(rung, record)
-        known[trial] = record
-        self._names[milestone].add(f"{trial}.json")
+        known.add(record, f"{trial}.json")
         return record
 
     def records(self, milestone: int) -> dict[int, RungRecord]:
@@ -180,7 +194,7 @@ class Rungs:
         rung = self._rung(milestone, create=False)
         if rung is None:
             return {}
-        known = self._refresh(milestone, rung)
+        known = self._refresh(milestone, rung).records
         return {trial: known[trial] for trial in sorted(known)}
 
     def milestones(self) -> list[int]:
@@ -213,20 +227,19 @@ class Rungs:
             )
         return record
 
-    def _refresh(self, milestone: int, rung: str) -> dict[int, RungRecord]:
-        """The cache of ``milestone``, completed with the records it lacks: one listdir, and
-        only the names not dealt with before parsed and read (records never change, see the
-        module doc)."""
-        known = self._records.setdefault(milestone, {})
-        names = self._names.setdefault(milestone, set())
-        for name in set(os.listdir(rung)) - names:
+    def _refresh(self, milestone: int, rung: str) -> _Rung:
+        """What is known of ``milestone``, completed with the records it lacks: one listdir,
+        and only the names not dealt with before parsed and read (records never change, see
+        the module doc)."""
+        known = self._rungs.setdefault(milestone, _Rung())
+        for name in set(os.listdir(rung)) - known.names:
             trial = _number(name.removesuffix(".json")) if name.endswith(".json") else None
-            if trial is not None:
-                record = self._read(os.path.join(rung, name), trial, milestone)
-                if record is None:
-                    continue  # empty: absent until its trial replaces it, so not dealt with yet
-                known[trial] = record
-            names.add(name)
+            if trial is None:
+                known.names.add(name)
+                continue
+            record = self._read(os.path.join(rung, name), trial, milestone)
+            if record is not None:  # an empty one is absent until its trial replaces it
+                known.add(record, name)
         return known
 
     def _create(self, rung: str, record: RungRecord) -> RungRecord:
