@@ -26,6 +26,7 @@ trial's own value (pruned whenever there is a cutoff to compare with).
 
 from __future__ import annotations
 
+import bisect
 import math
 import numbers
 from collections.abc import Collection, Sequence
@@ -166,13 +167,17 @@ class ASHA:
         if not known or milestone == self.max_t:
             return True, None
         allowed = max(1, (len(known) + 1) // self.eta)  # how many of the n may be better than it
+        ranked = sorted(known)  # ascending: bisect, not a loop, as trials reach the thousands
         if value is None or math.isnan(value):  # worse than any number: the allowed-th best is earlier
-            return False, sorted(known, reverse=mode == "max")[allowed - 1]
-        better = sum(_better(other, value, mode) for other in known)
+            return False, _nth_best(ranked, allowed, mode)
+        if mode == "max":
+            better = len(ranked) - bisect.bisect_right(ranked, value)
+        else:
+            better = bisect.bisect_left(ranked, value)
         # The value it had to match, the allowed-th best of the n: it continues iff it is at least
         # as good as this, the same decision told as a number (for records and messages).
-        cutoff = sorted([*known, value], reverse=mode == "max")[allowed - 1]
-        return better < allowed, cutoff
+        bisect.insort(ranked, value)
+        return better < allowed, _nth_best(ranked, allowed, mode)
 
     def describe(self) -> dict[str, object]:
         """``{"scheduler": "asha", "min_t": ..., "max_t": ..., "eta": ...}``."""
@@ -239,9 +244,9 @@ class Median:
         }  # fmt: skip
 
 
-def _better(a: float, b: float, mode: Mode) -> bool:
-    """Whether ``a`` is strictly better than ``b`` in ``mode`` (both numbers)."""
-    return a > b if mode == "max" else a < b
+def _nth_best(ascending: list[float], nth: int, mode: Mode) -> float:
+    """The ``nth`` best (1 the best) of the numbers ``ascending``, in ``mode``."""
+    return ascending[-nth] if mode == "max" else ascending[nth - 1]
 
 
 def _numbers(values: Sequence[float | None]) -> list[float]:
