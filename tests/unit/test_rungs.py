@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import multiprocessing
@@ -38,35 +39,39 @@ def names(folder: Path) -> list[str]:
 
 # -- a run ---------------------------------------------------------------------------------
 
-# (trial, milestone, value) in the order they report; then continues?, and whom it was compared with
-RUN = [
-    (0, 1, 0.5, True, ()),  # first at rung 1: no company
-    (1, 1, 0.3, False, (0,)),  # below 0.5
-    (2, 1, 0.9, True, (0, 1)),  # cutoff 0.3 + 0.2 * 2/3
-    (0, 3, 0.6, True, ()),
-    (3, 1, 0.4, False, (0, 1, 2)),  # cutoff 0.5 + 0.4 / 3
-    (2, 3, 0.7, True, (0,)),
-    (4, 1, 0.8, True, (0, 1, 2, 3)),  # cutoff 0.5: the 2/3 rank of 0.3 0.4 0.5 0.9
-    (4, 3, 0.65, False, (0, 2)),  # cutoff 0.6 + 0.1 * 2/3
-    (0, 9, 0.1, True, ()),  # max_t: nothing is pruned
-    (2, 9, 0.05, True, (0,)),  # max_t, even below every earlier value
+# (trial, milestone, value) in the order they report; then continues?, the cutoff, and how many
+# numbers it was compared with. At rung 1 a trial must be the best while n < 6, then one may beat it.
+RUN: list[tuple[int, int, float | None, bool, float | None, int]] = [
+    (0, 1, 0.5, True, None, 0),  # first at rung 1: no company
+    (1, 1, 0.3, False, 0.5, 1),  # below 0.5
+    (2, 1, 0.9, True, 0.9, 2),  # the best: it had to match its own value
+    (0, 3, 0.6, True, None, 0),
+    (3, 1, 0.4, False, 0.9, 3),
+    (2, 3, 0.7, True, 0.7, 1),
+    (4, 1, 0.8, False, 0.9, 4),  # second of five
+    (5, 1, 0.85, True, 0.85, 5),  # second of six: one may be better
+    (5, 3, 0.65, False, 0.7, 2),
+    (6, 1, None, False, 0.85, 6),  # no number: last of seven
+    (7, 1, 0.2, False, 0.85, 6),  # trial 6's None is not counted: n=7, not 8
+    (0, 9, 0.1, True, None, 0),  # max_t: nothing is pruned
+    (2, 9, 0.05, True, None, 1),  # max_t, even below every earlier value
 ]
 
 
 def test_a_simulated_asha_run_gives_the_expected_table(tmp_path: Path) -> None:
     folder = str(tmp_path / "rungs")
-    for trial, milestone, value, keep, seen in RUN:
+    for trial, milestone, value, keep, cutoff, earlier in RUN:
         record = Rungs(folder).report(trial, 0, milestone, value, asha(value, milestone))  # one per process
         assert (record.trial, record.milestone, record.value) == (trial, milestone, value)
-        assert (record.keep, record.seen) == (keep, seen), (trial, milestone)
+        assert (record.keep, record.cutoff, record.earlier) == (keep, cutoff, earlier), (trial, milestone)
     reader = Rungs(folder)
     assert reader.milestones() == [1, 3, 9]
     keeps = {trial: record.keep for trial, record in reader.records(1).items()}
-    assert keeps == {0: True, 1: False, 2: True, 3: False, 4: True}
-    assert reader.records(3)[4].cutoff == pytest.approx(0.6 + 0.1 * 2 / 3)
+    assert keeps == {0: True, 1: False, 2: True, 3: False, 4: False, 5: True, 6: False, 7: False}
+    assert reader.records(3)[5].cutoff == 0.7
     assert reader.records(9)[2].cutoff is None
     assert reader.records(27) == {}
-    assert names(tmp_path / "rungs" / "1") == ["0.json", "1.json", "2.json", "3.json", "4.json"]
+    assert names(tmp_path / "rungs" / "1") == [f"{trial}.json" for trial in range(8)]
 
 
 def test_readers_of_a_folder_that_does_not_exist_find_nothing(tmp_path: Path) -> None:
@@ -89,7 +94,7 @@ def test_a_trial_reporting_again_gets_its_first_record(tmp_path: Path) -> None:
     rungs = Rungs(folder)
     rungs.report(1, 0, 3, 0.9, asha(0.9, 3))
     first = rungs.report(0, 0, 3, 0.5, asha(0.5, 3))
-    assert first.keep is False and first.seen == (1,)
+    assert first.keep is False and first.earlier == 1
     assert rungs.report(0, 0, 3, 2.0, never) == first  # a better value now changes nothing
     assert Rungs(folder).report(0, 0, 3, 2.0, never) == first  # nor from another process
     assert names(tmp_path / "rungs" / "3") == ["0.json", "1.json"]
@@ -148,7 +153,7 @@ def run_together(target: Any, folder: str, jobs: list[tuple[int, int, float]]) -
     return records
 
 
-def test_sixteen_trials_reporting_at_once_are_each_judged_on_what_they_saw(tmp_path: Path) -> None:
+def test_sixteen_trials_reporting_at_once_are_each_judged_on_what_came_before(tmp_path: Path) -> None:
     folder = str(tmp_path / "rungs")
     values = {trial: (trial * 7 % 16) / 16 for trial in range(16)}
     jobs = [(trial, 0, value) for trial, value in values.items()]
@@ -156,12 +161,19 @@ def test_sixteen_trials_reporting_at_once_are_each_judged_on_what_they_saw(tmp_p
     assert names(tmp_path / "rungs" / "3") == sorted(f"{trial}.json" for trial in range(16))  # no temp left
     assert Rungs(folder).records(3) == records
     for record in records.values():
-        assert set(record.seen) <= set(records) - {record.trial}
-        earlier = [values[other] for other in record.seen]
-        assert (record.keep, record.cutoff) == ASHA3.keeps(values[record.trial], earlier, "max", 3)
-        # Whoever was seen had linked before this one listed, hence before it linked: never both ways.
-        assert not any(record.trial in records[other].seen for other in record.seen)
-    assert any(not record.seen for record in records.values())  # the first to link saw nobody
+        assert record.value == values[record.trial] and record.earlier <= 15
+        assert record.keep is (record.cutoff is None or record.value >= record.cutoff)  # mode "max"
+        # A record counts only records linked before it listed the folder, hence decided (their
+        # t) before it decided: the decisions agree with the order of their times. Which of
+        # those it saw is not kept, but ASHA gives its decision for some `earlier` of them.
+        before = [values[o] for o, other in records.items() if o != record.trial and other.t <= record.t]
+        assert record.earlier <= len(before), record
+        assert any(
+            ASHA3.keeps(record.value, list(seen), "max", 3) == (record.keep, record.cutoff)
+            for seen in itertools.combinations(before, record.earlier)
+        ), record
+    first = min(records.values(), key=lambda record: record.t)
+    assert (first.earlier, first.keep, first.cutoff) == (0, True, None)  # the first to decide saw nobody
 
 
 def test_eight_attempts_of_one_trial_at_once_make_one_record(tmp_path: Path) -> None:
@@ -172,6 +184,7 @@ def test_eight_attempts_of_one_trial_at_once_make_one_record(tmp_path: Path) -> 
     assert Rungs(folder).records(3) == {5: records[0]}
     winner = records[0]
     assert (winner.keep, winner.cutoff) == (winner.value > 0.5, winner.value)  # type: ignore[operator]
+    assert winner.earlier == 0  # the other attempts' records were never made: not counted
 
 
 # -- what is on disk -------------------------------------------------------------------------
@@ -186,7 +199,7 @@ def test_temporary_files_and_foreign_names_are_ignored(tmp_path: Path) -> None:
     (rung / "notes.txt").write_text("")
     (tmp_path / "rungs" / ".9.1.ab.tmp").write_text("")
     record = Rungs(folder).report(1, 0, 3, 0.7, asha(0.7, 3))
-    assert record.seen == (0,) and record.keep is True
+    assert record.earlier == 1 and record.keep is True
     assert list(Rungs(folder).records(3)) == [0, 1]
     assert Rungs(folder).milestones() == [3]
 
@@ -210,7 +223,7 @@ def test_values_round_trip_exactly_and_nan_and_infinities_too(tmp_path: Path) ->
 def valid_record() -> dict[str, Any]:
     return {
         "trial": 4, "attempt": 0, "milestone": 1, "value": 0.5, "keep": True, "cutoff": None,
-        "seen": [1, 2], "t": 1700000000.5,
+        "earlier": 2, "t": 1700000000.5,
     }  # fmt: skip
 
 
@@ -226,15 +239,17 @@ def valid_record() -> dict[str, Any]:
         {"trial": "4"},
         {"attempt": -1},
         {"attempt": 0.0},
-        {"seen": [2, 1]},
-        {"seen": [1, 1]},
-        {"seen": [4]},  # itself
-        {"seen": "12"},
+        {"earlier": -1},
+        {"earlier": 2.0},
+        {"earlier": "2"},
+        {"earlier": True},
+        {"earlier": None},
         {"t": None},
         {"t": 1700000000},
         {"trial": 5},  # not the trial its name says
         {"milestone": 3},  # not the milestone its folder says
         {"extra": 1},
+        {"seen": [1, 2]},  # what records held before earlier: the trials compared with, O(n) bytes
     ],
 )
 def test_a_record_corral_would_not_write_is_refused(tmp_path: Path, change: dict[str, Any]) -> None:
@@ -248,7 +263,7 @@ def test_a_record_corral_would_not_write_is_refused(tmp_path: Path, change: dict
         Rungs(str(folder)).report(0, 0, 1, 0.5, never)
 
 
-@pytest.mark.parametrize("text", ["", "{", "[]", "null", '{"trial": 4}', "\xff"])
+@pytest.mark.parametrize("text", [" ", "\n", "{", "[]", "null", '{"trial": 4}', "\xff"])
 def test_a_record_that_is_not_one_is_refused(tmp_path: Path, text: str) -> None:
     os.makedirs(tmp_path / "rungs" / "1", mode=0o700)
     (tmp_path / "rungs" / "1" / "4.json").write_bytes(text.encode("latin-1"))
@@ -256,9 +271,26 @@ def test_a_record_that_is_not_one_is_refused(tmp_path: Path, text: str) -> None:
         Rungs(str(tmp_path / "rungs")).records(1)
 
 
+def test_an_empty_record_a_host_crash_left_is_absent_until_its_trial_replaces_it(tmp_path: Path) -> None:
+    folder = str(tmp_path / "rungs")
+    rung = tmp_path / "rungs" / "1"
+    Rungs(folder).report(0, 0, 1, 0.5, asha(0.5, 1))
+    (rung / "1.json").write_bytes(b"")  # linked, its content lost with the host
+    reader = Rungs(folder)
+    assert list(reader.records(1)) == [0]  # absent: not counted, not an error
+    assert Rungs(folder).report(2, 0, 1, 0.7, asha(0.7, 1)).earlier == 1  # nor counted by others
+    again = Rungs(folder).report(1, 1, 1, 0.9, asha(0.9, 1))  # the trial's requeued attempt
+    assert (again.trial, again.attempt, again.value, again.keep, again.earlier) == (1, 1, 0.9, True, 2)
+    assert names(rung) == ["0.json", "1.json", "2.json"]  # replaced in place, no temp left
+    assert stat.S_IMODE(os.stat(rung / "1.json").st_mode) == 0o600
+    assert Rungs(folder).records(1)[1] == again
+    assert reader.records(1)[1] == again  # the reader that found it empty reads it now
+    assert Rungs(folder).report(1, 2, 1, 0.1, never) == again  # from now on, it is the decision
+
+
 def test_the_valid_record_of_these_tests_is_read() -> None:  # so the refusals above refuse one field
     record = RungRecord.from_json(json.dumps(valid_record()).encode(), "4.json")
-    assert record.seen == (1, 2)
+    assert record.earlier == 2
     assert RungRecord.from_json(json.dumps(record.to_json()).encode(), "x") == record
 
 
@@ -302,12 +334,12 @@ def test_a_report_reads_only_the_records_it_has_not_read(tmp_path: Path) -> None
     for trial in range(200):
         writer.report(trial, 0, 1, float(trial), lambda earlier: (True, None))
     reader = CountingRungs(folder)
-    assert reader.report(200, 0, 1, 1.0, asha(1.0, 1)).seen == tuple(range(200))
+    assert reader.report(200, 0, 1, 1.0, asha(1.0, 1)).earlier == 200
     assert sorted(reader.loaded) == sorted(f"{trial}.json" for trial in range(200))
     for trial in (201, 202, 203):
         writer.report(trial, 0, 1, float(trial), lambda earlier: (True, None))
     reader.loaded.clear()
-    assert reader.report(204, 0, 1, 1.0, asha(1.0, 1)).seen == tuple(range(204))
+    assert reader.report(204, 0, 1, 1.0, asha(1.0, 1)).earlier == 204
     assert sorted(reader.loaded) == ["201.json", "202.json", "203.json"]
     reader.loaded.clear()
     assert reader.report(200, 0, 1, 9.0, never).trial == 200 and reader.records(1)[204].trial == 204
@@ -318,7 +350,7 @@ def test_a_record_read_once_is_not_read_again(tmp_path: Path) -> None:
     folder = str(tmp_path / "rungs")
     rungs = Rungs(folder)
     rungs.report(0, 0, 1, 0.25, lambda earlier: (True, None))
-    assert rungs.report(1, 0, 1, 0.5, asha(0.5, 1)).seen == (0,)
+    assert rungs.report(1, 0, 1, 0.5, asha(0.5, 1)).earlier == 1
     # Records never change, so one changed behind corral's back shows which read is cached.
     path = tmp_path / "rungs" / "1" / "0.json"
     path.write_text(json.dumps(json.loads(path.read_text()) | {"value": 1e9}))
@@ -331,3 +363,30 @@ def test_a_record_read_once_is_not_read_again(tmp_path: Path) -> None:
     rungs.report(2, 0, 1, 0.5, decide)
     assert earliers == [[0.25, 0.5]]
     assert Rungs(folder).records(1)[0].value == 1e9  # a fresh reader does see the change
+
+
+def test_a_report_among_a_thousand_records_opens_only_its_own_and_records_do_not_grow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = str(tmp_path / "rungs")
+    writer, reader = Rungs(folder), Rungs(folder)
+    for trial in range(1000):
+        writer.report(trial, 0, 1, 0.5, asha(0.5, 1))
+    assert len(reader.records(1)) == 1000  # each read once, here
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path: str, flags: int, mode: int = 0o777, **options: Any) -> int:
+        opened.append(os.path.basename(path))
+        return real_open(path, flags, mode, **options)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    assert writer.report(1000, 0, 1, 0.5, asha(0.5, 1)).earlier == 1000
+    assert len(opened) == 1 and opened[0].startswith(".1000.")  # its record, written aside and linked
+    opened.clear()
+    assert reader.report(1001, 0, 1, 0.5, asha(0.5, 1)).earlier == 1001
+    assert opened[0] == "1000.json" and len(opened) == 2 and opened[1].startswith(".1001.")
+    monkeypatch.undo()
+    rung = tmp_path / "rungs" / "1"
+    first, thousandth = os.path.getsize(rung / "0.json"), os.path.getsize(rung / "999.json")
+    assert abs(thousandth - first) <= 8, (first, thousandth)  # digits of trial, earlier and t

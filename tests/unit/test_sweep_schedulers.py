@@ -100,50 +100,70 @@ def test_median_milestones_come_every_interval_after_warmup(
 
 # -- ASHA's decisions ----------------------------------------------------------------------
 
+FIVE = [0.1, 0.7, 0.3, 0.5, 0.2]  # beside these n=6: one may be better than the trial
+TWENTY_SIX = [float(v) for v in range(1, 27)]  # n=27: eight may be better
+
 ASHA_TABLE: list[tuple[Mode, float | None, list[float | None], bool, float | None]] = [
-    # mode, own value, earlier values, continues, cutoff
+    # mode, own value, earlier values, continues, cutoff (the max(1, n // 3)-th best of the n)
     ("max", 0.1, [], True, None),  # first at the rung: no company, never pruned for it
-    ("max", 0.4, [0.5], False, 0.5),
-    ("max", 0.5, [0.5], True, 0.5),  # a tie continues
-    ("max", 0.6, [0.5], True, 0.5),
-    ("max", 0.59, [0.2, 0.8], False, 0.6),  # 2/3 of the way from 0.2 to 0.8
-    ("max", 0.61, [0.8, 0.2], True, 0.6),
-    ("max", 7.0, [*ONE_TO_TEN], True, 7.0),  # the exact 2/3 rank: a tie with the 7th value continues
-    ("max", 6.99, [*ONE_TO_TEN], False, 7.0),
+    ("max", 0.4, [0.5], False, 0.5),  # n=2: it must be the best
+    ("max", 0.5, [0.5], True, 0.5),  # a tie goes to the trial
+    ("max", 0.6, [0.5], True, 0.6),  # the best: the value it had to match is its own
+    ("max", 0.5, [0.2, 0.8], False, 0.8),  # second of three is pruned (Ray's quantile kept it)
+    ("max", 0.9, [0.8, 0.2], True, 0.9),
+    ("max", 0.8, [0.8, 0.2], True, 0.8),
+    ("max", 0.65, [0.1, 0.7, 0.3, 0.5], False, 0.7),  # n=5: still the best or nothing
+    ("max", 0.6, FIVE, True, 0.6),  # n=6: second, behind 0.7, continues
+    ("max", 0.5, FIVE, True, 0.5),  # second, tied with 0.5
+    ("max", 0.4, FIVE, False, 0.5),  # third
+    ("max", 0.5, [0.9, 0.5, 0.5, 0.5, 0.5], True, 0.5),  # one better, the ties go to it
+    ("max", 0.5, [0.9, 0.8, 0.5, 0.5, 0.5], False, 0.8),  # two better
+    ("max", 8.0, [*ONE_TO_TEN], True, 8.0),  # n=11: third, behind 9 and 10
+    ("max", 7.99, [*ONE_TO_TEN], False, 8.0),
+    ("max", 18.0, TWENTY_SIX, True, 18.0),  # n=27: ninth, behind 19..26
+    ("max", 17.5, TWENTY_SIX, False, 18.0),  # tenth
     ("max", 0.5, [0.5, 0.5, 0.5], True, 0.5),
     ("max", 0.49, [0.5, 0.5, 0.5], False, 0.5),
-    ("max", 0.45, [0.5, NAN, 0.4], False, 0.4 + 0.1 * 2 / 3),  # NaN earlier: left out
-    ("max", 0.47, [0.5, None, 0.4], True, 0.4 + 0.1 * 2 / 3),
+    ("max", 0.45, [0.5, NAN, 0.4], False, 0.5),  # NaN earlier: left out, n=3
+    ("max", 0.55, [0.5, None, 0.4], True, 0.55),
+    ("max", 0.6, [0.7, NAN, NAN, None, 0.1], False, 0.7),  # n=3, not 6: 0.7 alone beats it
     ("max", 0.1, [NAN, None], True, None),  # no numbers earlier: no company
     ("max", NAN, [0.5], False, 0.5),  # a NaN of its own is worse than anything
     ("max", None, [0.5], False, 0.5),
+    ("max", NAN, FIVE, False, 0.5),  # the 2nd best of the six, its own last
     ("max", NAN, [], True, None),  # ... but not pruned without company
     ("max", None, [None, NAN], True, None),
     ("max", -math.inf, [1.0], False, 1.0),
-    ("max", math.inf, [1.0, 2.0], True, 1.0 + 2 / 3),
+    ("max", math.inf, [1.0, 2.0], True, math.inf),
     ("min", 0.6, [], True, None),
     ("min", 0.6, [0.5], False, 0.5),
     ("min", 0.5, [0.5], True, 0.5),
-    ("min", 0.4, [0.5], True, 0.5),
-    ("min", 0.41, [0.2, 0.8], False, 0.4),  # 1/3 of the way from 0.2 to 0.8
-    ("min", 0.39, [0.8, 0.2], True, 0.4),
-    ("min", 4.0, [*ONE_TO_TEN], True, 4.0),
-    ("min", 4.01, [*ONE_TO_TEN], False, 4.0),
-    ("min", 0.45, [0.5, NAN, 0.4], False, 0.4 + 0.1 / 3),
-    ("min", 0.43, [0.5, None, 0.4], True, 0.4 + 0.1 / 3),
+    ("min", 0.4, [0.5], True, 0.4),
+    ("min", 0.5, [0.2, 0.8], False, 0.2),  # second of three
+    ("min", 0.1, [0.8, 0.2], True, 0.1),
+    ("min", 0.15, FIVE, True, 0.15),  # second, behind 0.1
+    ("min", 0.2, FIVE, True, 0.2),  # second, tied with 0.2
+    ("min", 0.4, FIVE, False, 0.2),  # fourth, behind 0.1, 0.2 and 0.3
+    ("min", 3.0, [*ONE_TO_TEN], True, 3.0),  # third, behind 1 and 2
+    ("min", 3.01, [*ONE_TO_TEN], False, 3.0),
+    ("min", 9.0, TWENTY_SIX, True, 9.0),  # ninth, behind 1..8
+    ("min", 9.5, TWENTY_SIX, False, 9.0),
+    ("min", 0.45, [0.5, NAN, 0.4], False, 0.4),
+    ("min", 0.35, [0.5, None, 0.4], True, 0.35),
     ("min", NAN, [0.5], False, 0.5),
+    ("min", NAN, FIVE, False, 0.2),
     ("min", None, [], True, None),
+    ("min", math.inf, [1.0], False, 1.0),
+    ("min", -math.inf, [1.0, 2.0], True, -math.inf),
 ]
 
 
 @pytest.mark.parametrize("mode, value, earlier, keep, cutoff", ASHA_TABLE)
-def test_asha_keeps_the_top_third_of_earlier_trials(
+def test_asha_keeps_the_top_third_counting_the_trial(
     mode: Mode, value: float | None, earlier: list[float | None], keep: bool, cutoff: float | None
 ) -> None:
     for milestone in (1, 3, 9, 27):  # the same rule at every rung below max_t
-        found_keep, found_cutoff = ASHA3.keeps(value, earlier, mode, milestone)
-        assert found_keep is keep
-        assert found_cutoff == (None if cutoff is None else pytest.approx(cutoff, rel=1e-12))
+        assert ASHA3.keeps(value, earlier, mode, milestone) == (keep, cutoff)
 
 
 @pytest.mark.parametrize("mode, value, earlier, keep, cutoff", ASHA_TABLE)
@@ -153,9 +173,20 @@ def test_asha_prunes_nothing_at_max_t(
     assert ASHA3.keeps(value, earlier, mode, 81) == (True, None)
 
 
+@pytest.mark.parametrize("mode, value, earlier, keep, cutoff", ASHA_TABLE)
+def test_asha_keeps_a_trial_iff_it_is_at_least_as_good_as_its_cutoff(
+    mode: Mode, value: float | None, earlier: list[float | None], keep: bool, cutoff: float | None
+) -> None:
+    # What makes a record checkable afterwards from its value and cutoff alone.
+    if cutoff is not None:
+        number = value is not None and not math.isnan(value)
+        assert keep is (number and (value >= cutoff if mode == "max" else value <= cutoff))  # type: ignore[operator]
+
+
 def test_asha_with_eta_2_keeps_the_top_half() -> None:
     asha = ASHA(1, 8, 2)
-    assert asha.keeps(2.0, [1.0, 2.0, 3.0], "max", 4) == (True, 2.0)
+    assert asha.keeps(1.0, [2.0], "max", 4) == (False, 2.0)  # n=2: the best or nothing
+    assert asha.keeps(2.0, [1.0, 2.0, 3.0], "max", 4) == (True, 2.0)  # n=4: one may be better
     assert asha.keeps(1.9, [1.0, 2.0, 3.0], "max", 4) == (False, 2.0)
     assert asha.keeps(2.1, [1.0, 2.0, 3.0], "min", 4) == (False, 2.0)
 

@@ -134,7 +134,7 @@ def log(step: float, **metrics: object) -> None:
         active.pruned = Pruned(
             f"trial {active.trial} pruned at step {milestone}: {spec.metric}={record.value!r}, "
             f"{'at least' if spec.mode == 'min' else 'at most'} the cutoff {record.cutoff!r} of "
-            f"{len(record.seen)} trials there before it",
+            f"{record.earlier} values there before it",
             milestone=milestone, value=record.value, cutoff=record.cutoff,
         )  # fmt: skip
         raise active.pruned
