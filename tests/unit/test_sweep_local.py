@@ -363,10 +363,13 @@ def test_an_optuna_search_chooses_configs_as_trials_end(workdir: str) -> None:
             values == {"lr": trial.config["lr"], "kind": trial.config["kind"]} and trial.config["fixed"] == 7
         )
         assert trial.value is None or trial.value == pytest.approx(bowl(trial.config))
-    # Model-based: the later half does better than the first (random) half, on average.
-    first = [t.metric("loss") or 0 for t in result.trials[:8]]
-    last = [t.metric("loss") or 0 for t in result.trials[16:] if t.status == "completed"]
-    assert last and min(last) <= min(first)
+
+    # Model-based: the last third was chosen better than the first (random) third, as every
+    # trial's value at step 1 shows (pruned or not).
+    def at_first_step(trials: list[sweep.Trial]) -> float:
+        return sum(float(t.history[0].metrics["loss"]) for t in trials) / len(trials)  # type: ignore[arg-type]
+
+    assert at_first_step(result.trials[16:]) < at_first_step(result.trials[:8])
     best = result.best()
     assert best.config["kind"] == "b" and 1e-3 < best.config["lr"] < 1e-1
 

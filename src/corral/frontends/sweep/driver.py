@@ -187,9 +187,8 @@ class Sweep:
         trials = watch.result.trials
 
         def ended(trial: int) -> None:
-            for t, config in chooser.end(
-                trial, trials[trial].status, trials[trial].metric(self.metric)
-            ).items():
+            done = trials[trial]
+            for t, config in chooser.end(trial, done.status, done.metric(self.metric), done.step).items():
                 trials[t].config = config
 
         for trial, values in chooser.chosen.items():

@@ -141,24 +141,31 @@ class Asker:
         return {name: asked.params[name] for name in self.distributions}
 
     def tell(
-        self, trial: int, status: str, value: float | None, values: dict[str, Any] | None = None
-    ) -> None:
+        self, trial: int, status: str, value: float | None, step: float | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
         """How trial ended: ``completed`` with its last ``value``, ``pruned``, or anything
-        else (failed); ``values`` for a trial this study did not ask."""
+        else (failed); ``step``, where ``value`` was logged (a pruned trial's value there is
+        what TPE learns from it); ``values`` for a trial this study did not ask."""
         import optuna
 
         state = {"completed": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED}
         kind = state.get(status, optuna.trial.TrialState.FAIL)
         if kind is optuna.trial.TrialState.COMPLETE and (value is None or value != value):
             kind = optuna.trial.TrialState.FAIL  # Optuna takes no NaN for a complete trial
+        known = value is not None and value == value and step is not None
+        final = value if kind is optuna.trial.TrialState.COMPLETE else None
+        intermediate = {int(step): float(value)} if known and value is not None and step is not None else {}
         asked = self._asked.pop(trial, None)
         if asked is not None:
-            self.study.tell(asked, value if kind is optuna.trial.TrialState.COMPLETE else None, state=kind)
+            for at, seen in intermediate.items():
+                asked.report(seen, at)
+            self.study.tell(asked, final, state=kind)
         elif values is not None:
             self.study.add_trial(
                 optuna.trial.create_trial(
                     params=values, distributions=self.distributions, state=kind,
-                    value=value if kind is optuna.trial.TrialState.COMPLETE else None,
+                    intermediate_values=intermediate, value=final,
                 )
             )  # fmt: skip
 
@@ -201,10 +208,10 @@ class Chooser:
             self.files.write_configs(new)
         return {trial: self.config(values) for trial, values in new.items()}
 
-    def end(self, trial: int, status: str, value: float | None) -> dict[int, Config]:
-        """Trial ended (``completed``, ``pruned``, ...) with ``value`` its last metric: tell
-        Optuna, and choose the next configs (:meth:`top_up`)."""
+    def end(self, trial: int, status: str, value: float | None, step: float | None) -> dict[int, Config]:
+        """Trial ended (``completed``, ``pruned``, ...) with ``value`` its last metric, at
+        ``step``: tell Optuna, and choose the next configs (:meth:`top_up`)."""
         self._ended += 1
         if trial in self.chosen:  # a trial that never got its config taught nothing
-            self.asker.tell(trial, status, value, values=self.chosen[trial])
+            self.asker.tell(trial, status, value, step, values=self.chosen[trial])
         return self.top_up()
