@@ -434,3 +434,19 @@ def test_a_sweep_without_a_seed_resumes_with_the_seed_its_first_run_drew(workdir
     assert [t.config for t in second.trials] == [t.config for t in first.trials]
     manifest = json.loads(Path(first_sweep.path, "sweep.json").read_text())
     assert len(manifest["batches"]) == 1 and manifest["search"]["seed"] == first_sweep.search.seed
+
+
+def diverges(config: dict[str, float]) -> float:
+    for epoch in range(1, 10):
+        sweep.log(epoch, loss=float("nan") if config["q"] < 0 else config["q"] + 1 / epoch)
+    return config["q"]
+
+
+def test_a_diverged_trial_is_pruned_not_failed(workdir: str) -> None:
+    result = sweep.Sweep(
+        diverges, {"q": sweep.grid([0.5, -1.0, 0.2])}, metric="loss", max_running=1, name="nan",
+        scheduler=sweep.ASHA(min_t=1, max_t=9), progress=False,
+    ).run()  # fmt: skip
+    assert [t.status for t in result.trials] == ["completed", "pruned", "completed"]
+    assert result.trials[1].milestone == 1 and str(result.trials[1].metrics["loss"]) == "nan"
+    assert result.best().config["q"] == 0.2

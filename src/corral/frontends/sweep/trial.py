@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import math
 import os
 import socket
 import time
@@ -111,7 +112,10 @@ def log(step: float, **metrics: object) -> None:
     must be a number. Outside a trial it only calls :func:`corral.progress`, so ``train``
     runs the same as a plain function."""
     active = _active.get()
-    progress(step, None, **metrics)  # checks every value, and raises Stopped when asked
+    # A diverged run's NaN is for the scheduler to judge (it prunes it), not an error: the
+    # progress record, which holds finite numbers only, gets None in its place.
+    shown = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
+    progress(step, None, **shown)  # checks every value, and raises Stopped when asked
     if active is None:
         return
     if active.pruned is not None:  # the trial went on after it was told to stop
@@ -132,9 +136,8 @@ def log(step: float, **metrics: object) -> None:
     active.reported.add(milestone)
     if not record.keep:
         active.pruned = Pruned(
-            f"trial {active.trial} pruned at step {milestone}: {spec.metric}={record.value!r}, "
-            f"{'at least' if spec.mode == 'min' else 'at most'} the cutoff {record.cutoff!r} of "
-            f"{record.earlier} values there before it",
+            f"trial {active.trial} pruned at step {milestone}: {spec.metric}={record.value!r}, worse "
+            f"than the cutoff {record.cutoff!r} that the {record.earlier} values there before it set",
             milestone=milestone, value=record.value, cutoff=record.cutoff,
         )  # fmt: skip
         raise active.pruned
