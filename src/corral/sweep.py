@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from .frontends.sweep.optuna import Optuna
     from .frontends.sweep.results import STATUSES, SweepResult, Trial
     from .frontends.sweep.schedulers import ASHA, Median
-    from .frontends.sweep.space import Grid, Random, choice, grid, integer, loguniform, uniform
+    from .frontends.sweep.search import Grid, Random
+    from .frontends.sweep.space import choice, grid, integer, loguniform, uniform
     from .frontends.sweep.trial import Pruned, current_trial, log
     from .frontends.sweep.watching import attach
 
@@ -38,7 +39,7 @@ _LAZY = {
     "Sweep": "driver", "attach": "watching",
     "STATUSES": "results", "SweepResult": "results", "Trial": "results",
     "ASHA": "schedulers", "Median": "schedulers",
-    "Grid": "space", "Random": "space", "choice": "space", "grid": "space", "integer": "space",
+    "Grid": "search", "Random": "search", "choice": "space", "grid": "space", "integer": "space",
     "loguniform": "space", "uniform": "space",
     "Pruned": "trial", "current_trial": "trial", "log": "trial",
     "Optuna": "optuna",

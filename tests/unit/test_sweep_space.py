@@ -15,11 +15,9 @@ from typing import Any
 
 import pytest
 
+from corral.frontends.sweep.search import Grid, Random, Search
 from corral.frontends.sweep.space import (
     Dimension,
-    Grid,
-    Random,
-    Search,
     check_space,
     choice,
     dimensions,

@@ -1,7 +1,7 @@
 """Sweeps: one training function over a search space, as one batch, with early stopping
 decided where the trials run. The public names are in :mod:`corral.sweep`; the parts:
 
-* :mod:`.space` — dimensions and searches (``Random``, ``Grid``): pure, no numpy;
+* :mod:`.space` — dimensions and spaces; :mod:`.search` — ``Random`` and ``Grid``: pure, no numpy;
 * :mod:`.schedulers` — ASHA and median stopping: pure decision rules;
 * :mod:`.trial` — on the node: the call each trial runs as, ``log`` and ``Pruned``;
 * :mod:`.driver` — ``Sweep.run()``: check, submit, resume;

@@ -34,7 +34,8 @@ from ..executor import Executor
 from .optuna import Chooser, Optuna
 from .results import SweepResult
 from .schedulers import Mode, Scheduler, check_mode
-from .space import Grid, Random, Search, check_space, dimensions, grid, to_json
+from .search import Grid, Random, Search
+from .space import check_space, dimensions, grid, to_json
 from .trial import RunTrial, TrialSpec
 from .watching import Watch, adopt
 
