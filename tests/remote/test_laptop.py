@@ -340,3 +340,45 @@ def test_a_module_beside_the_laptops_script_is_sent_along(node: LoginNode, tmp_p
             print("TRIPLED", list(ex.map(helper.triple, range(4))))
     """
     assert "TRIPLED [0, 3, 6, 9]" in finish(laptop(node, tmp_path, code, env))
+
+
+SWEEP = """
+import os, subprocess, sys, time
+from corral import sweep
+
+def train(config):
+    loss = 0.0
+    for epoch in range(1, 10):
+        time.sleep(0.05)
+        loss = config["q"] + 1.0 / epoch
+        sweep.log(epoch, loss=loss)
+    return loss
+
+space = {"q": sweep.grid([0.5, 0.3, 0.9, 0.7, 0.0, 0.8, 0.2, 0.6, 0.4])}
+result = sweep.Sweep(train, space, metric="loss", scheduler=sweep.ASHA(min_t=1, max_t=9), max_running=4,
+                     name="far", host="login", progress=False).run()
+assert result.best().config == {"q": 0.0} and result.best().step == 9, result.table()
+assert {t.status for t in result.trials} == {"completed", "pruned"}, result.table()
+assert not os.path.exists(os.environ["REMOTE_WORK"])  # only through the session
+status = subprocess.run([sys.executable, "-m", "corral", "sweep", "status", "far", "--host", "login"],
+                        capture_output=True, text=True, timeout=120)
+assert status.returncode == 0, status.stderr
+print(status.stdout)
+ATTACH = ("from corral import sweep; r = sweep.attach('far', host='login', progress=False); "
+          "print('BEST', r.best().config)")
+again = subprocess.run([sys.executable, "-c", ATTACH], capture_output=True, text=True, timeout=180)
+assert again.returncode == 0, again.stderr
+print(again.stdout)
+"""
+
+
+def test_a_sweep_from_the_laptop_prunes_on_the_cluster_with_one_authentication(
+    node: LoginNode, tmp_path: Path
+) -> None:
+    env = laptop_env(node, tmp_path)
+    before = node.logins()
+    out = finish(laptop(node, tmp_path, SWEEP, env))
+    assert "BEST {'q': 0.0}" in out
+    lines = out.splitlines()
+    assert lines[0].startswith("sweep far (loss, min) in ") and "9/9 done" in lines[1]
+    assert node.logins() - before == 1
