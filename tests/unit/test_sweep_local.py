@@ -450,3 +450,23 @@ def test_a_diverged_trial_is_pruned_not_failed(workdir: str) -> None:
     assert [t.status for t in result.trials] == ["completed", "pruned", "completed"]
     assert result.trials[1].milestone == 1 and str(result.trials[1].metrics["loss"]) == "nan"
     assert result.best().config["q"] == 0.2
+
+
+def test_median_stopping_prunes_what_is_worse_than_the_median(workdir: str) -> None:
+    qs = [0.3, 0.1, 0.2, 0.9, 0.05, 0.8]
+    result = sweep.Sweep(
+        curve, {"q": sweep.grid(qs)}, metric="loss", max_running=1, name="median",
+        scheduler=sweep.Median(warmup=2, interval=5, min_trials=3), progress=False,
+    ).run()  # fmt: skip
+    # One at a time: trials 0-2 run to the end (too few before them); 0.9 and 0.8 are worse
+    # than the median of those before them at step 7, the first milestone; 0.05 is better.
+    assert [t.status for t in result.trials] == [
+        "completed",
+        "completed",
+        "completed",
+        "pruned",
+        "completed",
+        "pruned",
+    ]
+    assert result.trials[3].milestone == result.trials[5].milestone == 7
+    assert result.best().config["q"] == 0.05
