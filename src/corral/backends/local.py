@@ -320,10 +320,8 @@ class LocalBackend(Backend):
 def _adopted_status(element_id: str, pid: int) -> ElementStatus:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):  # gone, or its pid is another user's now
         return ElementStatus(element_id, JobState.LOST, None, "its client process ended")
-    except PermissionError:
-        pass  # another user's process has that pid now: ours ended, but we cannot tell
     return ElementStatus(element_id, JobState.RUNNING, None)
 
 
