@@ -169,7 +169,7 @@ class Sweep:
         """A local sweep runs at most as many trials at once as the machine has CPUs: say so
         when ``max_running`` asks for more (it is an upper bound, not a promise)."""
         backend = self._executor.cluster.backend
-        if self.max_running is None or not isinstance(backend, LocalBackend):
+        if self.max_running is None or not isinstance(backend, LocalBackend) or backend.name != "local":
             return
         slots = backend.limits(self._executor.resources).slots
         if slots < self.max_running:
