@@ -267,7 +267,9 @@ def test_a_strict_element_that_failed_a_call_before_its_requeue_still_fails(work
     (element,) = [p.stem for p in (batch / "streams").glob("*.log")]
     starts = [r for r in stream_records(store, element) if isinstance(r, Start)]
     assert len({s.pid for s in starts}) == 2  # the element was requeued: a new process ran the last calls
-    with pytest.raises(corral.JobCancelledError, match=r"dependency never satisfied: L\d+_0 ended FAILED"):
+    with pytest.raises(
+        corral.JobCancelledError, match=r"dependency never satisfied: L\d+-\d+_0 ended FAILED"
+    ):
         after.result(timeout=60)
 
 

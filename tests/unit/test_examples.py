@@ -19,5 +19,5 @@ def test_quickstart_runs_without_slurm(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "backend: local" in out.stdout
     assert "primes below  80000: 7837" in out.stdout
-    assert re.search(r"job L\d+_0: 168 primes below 1000", out.stdout)  # the element that ran it
+    assert re.search(r"job L\d+-\d+_0: 168 primes below 1000", out.stdout)  # the element that ran it
     assert "the call failed as it should: ValueError: math domain error" in out.stdout

@@ -350,7 +350,8 @@ def test_ctrl_c_at_a_task_scripts_exit_cancels_its_local_jobs_and_exits_130(tmp_
     assert proc.returncode == 130
     assert "Exception ignored" not in stderr and "KeyboardInterrupt" not in stderr
     lines = [line for line in stderr.splitlines() if line.startswith("corral: interrupted")]
-    assert lines == ["corral: interrupted; cancelled 2 call(s) of local job(s) L1, L2"]
+    ids = f"L{proc.pid}-1, L{proc.pid}-2"  # the script's first two local jobs
+    assert lines == [f"corral: interrupted; cancelled 2 call(s) of local job(s) {ids}"]
     assert all(gone(pid) for pid in running)
 
 

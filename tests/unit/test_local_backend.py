@@ -75,11 +75,11 @@ def test_a_launch_in_a_removed_directory_fails_that_element_and_the_backend_goes
 def test_a_log_that_cannot_be_opened_fails_its_element_only(backend: LocalBackend, tmp_path: Path) -> None:
     folder = tmp_path / "a"
     element = submit(backend, folder, "sleep 0.5")
-    first = final(backend, element)  # its logs exist now; the next job of this folder is L2
+    first = final(backend, element)  # its logs exist now; the next job of this folder is the 2nd
     assert first.state is JobState.COMPLETED
     elsewhere = tmp_path / "victim"
     elsewhere.write_text("untouched\n")
-    os.symlink(elsewhere, folder / "job-L2_0.err")  # planted where the next element's log goes
+    os.symlink(elsewhere, folder / f"job-L{os.getpid()}-2_0.err")  # where the next element's log goes
     before = open_fds()
     planted = final(backend, submit(backend, folder, "echo oops >&2"))
     assert planted.state is JobState.FAILED and "could not start" in planted.reason
