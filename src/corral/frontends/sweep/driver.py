@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from ...backends.local import LocalBackend
 from ...engine.futures import CorralFuture
 from ...engine.request import Request
 from ...engine.submitting import Call
@@ -108,8 +107,9 @@ class Sweep:
             has_grid = any(isinstance(d, grid) for _, d in dimensions(space))
             search = Grid() if has_grid and trials is None else Random()
         #: No seed given: a resumed sweep takes the one its first run drew (see _open).
-        self._seed_drawn = search.resolved() is not search
-        self.search = search.resolved()  # its seed is fixed now, and saved in the manifest
+        resolved = search.resolved()  # its seed is fixed now, and saved in the manifest
+        self._seed_drawn = resolved is not search
+        self.search = resolved
         #: A model-based search chooses the configs while the sweep runs (see .optuna).
         self.lazy = bool(getattr(self.search, "lazy", False))
         count = self.search.count(space, trials)
@@ -169,7 +169,7 @@ class Sweep:
         """A local sweep runs at most as many trials at once as the machine has CPUs: say so
         when ``max_running`` asks for more (it is an upper bound, not a promise)."""
         backend = self._executor.cluster.backend
-        if self.max_running is None or not isinstance(backend, LocalBackend) or backend.name != "local":
+        if self.max_running is None or backend.name != "local":
             return
         slots = backend.limits(self._executor.resources).slots
         if slots < self.max_running:

@@ -92,6 +92,13 @@ def _name(path: tuple[str, ...]) -> str:
     return ".".join(path)
 
 
+def config_of(space: Space, values: dict[str, Any]) -> Config:
+    """The config that chosen ``values`` (by dotted path, as ``configs/<trial>.json`` holds
+    them) make of ``space``: the driver's view of a trial, and the trial's own."""
+    paths = {_name(path): path for path, _ in dimensions(space)}
+    return build(space, {paths[name]: value for name, value in values.items() if name in paths})
+
+
 def distributions(space: Space) -> dict[str, Any]:
     """The space's dimensions as Optuna distributions, by dotted path; ValueError for a
     choice Optuna cannot hold (its values must be None, bool, int, float or str)."""
@@ -183,7 +190,6 @@ class Chooser:
         self.files = files
         self.trials = trials
         self.ahead = ahead
-        self._paths = {_name(path): path for path, _ in dimensions(space)}
         #: trial -> chosen values (by dotted path), those an earlier driver chose included
         self.chosen: dict[int, dict[str, Any]] = {t: v for t, v in files.read_configs().items() if t < trials}
         self._ended = 0
@@ -191,9 +197,7 @@ class Chooser:
 
     def config(self, values: dict[str, Any]) -> Config:
         """The config that ``values`` (by dotted path) make of the space."""
-        return build(
-            self.space, {self._paths[name]: value for name, value in values.items() if name in self._paths}
-        )
+        return config_of(self.space, values)
 
     def top_up(self) -> dict[int, Config]:
         """Choose configs until ``ahead`` trials beyond those that ended have one; write the

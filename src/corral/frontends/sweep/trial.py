@@ -33,9 +33,8 @@ from ...store.rungs import RungRecord, Rungs
 from ...store.sweeps import TrialEvent, TrialLog, rungs_folder, wait_for_config
 from ...trust import check_private_dir
 from ...worker.progress import Stopped, progress, running_call
-from .optuna import ConfigNotChosen
+from .optuna import ConfigNotChosen, config_of
 from .schedulers import Mode, Scheduler
-from .space import build, dimensions
 
 
 class Pruned(Exception):
@@ -213,8 +212,7 @@ class RunTrial:
                 f"trial {trial} waited {spec.wait:g} s for its config, which the sweep's driver "
                 "chooses (an Optuna search): no driver ran. Run the sweep again to resume it."
             )
-        paths = {".".join(path): path for path, _ in dimensions(spec.space)}
-        return build(spec.space, {paths[name]: value for name, value in values.items() if name in paths})
+        return config_of(spec.space, values)
 
     @staticmethod
     def _end(active: _Active, status: str, *, milestone: int | None = None, error: str | None = None) -> None:
