@@ -4,6 +4,7 @@
 
     corral                                     the same as ``corral status``
     corral status [BATCH] [--dir DIR] [--host NAME]    every batch, or one batch in detail
+    corral status [BATCH] --watch [SECONDS]            progress bars until the calls ended
     corral logs BATCH CALL [--attempt N] [--out | --err] [--dir DIR] [--host NAME]
     corral sweep status [NAME] [--rows N] [--dir DIR] [--host NAME]   sweeps (see .sweeps)
     corral --version
@@ -100,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
         "job ids and failed calls.",
     )  # fmt: skip
     status.add_argument("batch", nargs="?", metavar="BATCH", help="a batch name, unique prefix, or path")
+    status.add_argument(
+        "--watch", nargs="?", const=2.0, type=float, metavar="SECONDS",
+        help="redraw the batch's progress bar (without BATCH: every batch with calls not ended) "
+        "every SECONDS (default 2) until its calls ended",
+    )  # fmt: skip
     status.set_defaults(command=_status)
 
     logs = commands.add_parser(
@@ -121,6 +127,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if getattr(args, "watch", None) is not None:
+        from .watching import watch
+
+        if args.watch <= 0:
+            raise CorralError(f"--watch takes a number of seconds above 0, not {args.watch}")
+        return watch(args.batch, args.dir, args.watch)
     if args.batch is not None:
         _show_batch(records.summarize(records.find_batch(args.batch, args.dir)))
         return 0

@@ -151,6 +151,12 @@ class CorralFuture(concurrent.futures.Future[Any]):
         assert self._batch is not None, "a submitted call has a batch"
         return self._batch
 
+    @property
+    def bound_source(self) -> CallSource | None:
+        """Its batch's bookkeeping, or None while the call still gathers in a burst of
+        submits (unlike :attr:`source`, asking never submits the burst)."""
+        return self._batch
+
     def hand_over(self, timeout: float | None = None) -> Any:
         """``result(timeout)`` for a future only its caller sees (``Executor.map``'s), as
         ``concurrent.futures`` hands out map's results: the future is cancelled if it has not

@@ -26,6 +26,7 @@ from ..engine.cluster import Cluster
 from ..engine.futures import CorralFuture
 from ..engine.request import Request
 from ..engine.submitting import Call
+from ..engine.tally import Tally
 from ..engine.throttle import Throttle
 from ..engine.tracking import BatchState
 from ..errors import ResourceError
@@ -33,6 +34,7 @@ from ..resources import check_max_running
 from ..retry import RetryPolicy
 from . import exiting
 from .hosts import open_cluster
+from .progress_bar import ProgressBar, wanted
 
 
 class Executor(concurrent.futures.Executor):
@@ -80,6 +82,7 @@ class Executor(concurrent.futures.Executor):
         time_factor: float | None = None,
         memory_factor: float | None = None,
         cluster: Cluster | None = None,
+        progress: bool | None = None,
         **resources: Any,
     ) -> None:
         settings, self.retry = configure(
@@ -93,6 +96,8 @@ class Executor(concurrent.futures.Executor):
         self.cluster = cluster or open_cluster(settings, backend)
         self.max_running = max_running
         self.allow_nested = allow_nested
+        wanted(progress)  # a bad value fails here, not at the first map
+        self.progress = progress
         self._throttle = Throttle(max_running) if max_running is not None else None
         self._batches = WeakBatches()
         self._lock = threading.Lock()
@@ -155,13 +160,18 @@ class Executor(concurrent.futures.Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
+        progress: bool | None = None,
     ) -> Iterator[Any]:
         """Run ``fn`` over the iterables as ONE batch; yield results in order.
 
         ``chunksize`` fixes the calls per array element; by default corral packs them itself
         (elements pull calls until none are left). ``timeout`` counts from this call, as in
         ``concurrent.futures``; the first failing call's exception is raised when reached.
+        While results are awaited, a progress bar shows how the calls stand (see
+        :mod:`corral.frontends.progress_bar`); ``progress`` overrides the executor's.
         """
+        shown = self.progress if progress is None else progress
+        wanted(shown)  # a bad value fails before anything is submitted
         end = None if timeout is None else time.monotonic() + timeout
         calls: list[Call] = [(args, {}) for args in zip(*iterables)]  # noqa: B905 - map stops at the shortest, as the builtin does
         batch = self._submit_batch(fn, calls, chunksize)
@@ -172,11 +182,15 @@ class Executor(concurrent.futures.Executor):
         def results() -> Iterator[Any]:
             # As concurrent.futures does: the future waited for is cancelled with the rest on
             # a time-out or Ctrl-C, and no yielded result is kept here (see hand_over).
+            bar = ProgressBar(batch.name, len(futures), Tally([batch]).counts, shown)
             try:
                 for call in range(len(futures)):
+                    if bar.active:
+                        bar.wait(futures[call], None if end is None else end - time.monotonic())
                     yield futures.hand_over(call, None if end is None else end - time.monotonic())
             finally:  # calls before the one waited for are done: the rest is what no element took
                 batch.cancel_unclaimed()
+                bar.close()
 
         return results()
 

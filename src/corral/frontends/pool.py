@@ -12,13 +12,11 @@ the earlier ones end; locally it is also the number of processes.
 from __future__ import annotations
 
 import concurrent.futures
-import multiprocessing
-import queue
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from ..backends.base import Backend
 from ..backends.local import LocalBackend
@@ -31,6 +29,8 @@ from ..engine.tracking import BatchState
 from ..resources import check_max_running
 from .executor import WeakBatches, configure
 from .hosts import open_cluster
+from .pool_results import AsyncResult, IMapIterator, Shown
+from .progress_bar import wanted
 
 T = TypeVar("T")
 
@@ -51,133 +51,6 @@ class _Initialized:
             self.init(*self.args)
             _initialized.add(self.key)
         return self.fn(*args, **kwargs)
-
-
-class AsyncResult(Generic[T]):
-    """The result of ``apply_async``, ``map_async`` or ``starmap_async``, as in
-    ``multiprocessing.pool.AsyncResult``: ``get``, ``wait``, ``ready``, ``successful``."""
-
-    def __init__(
-        self,
-        futures: list[CorralFuture],
-        single: bool,
-        callback: Callable[[Any], object] | None = None,
-        error_callback: Callable[[BaseException], object] | None = None,
-    ) -> None:
-        self._futures = futures
-        self._single = single
-        self._done = threading.Event()
-        self._left = len(futures)
-        self._lock = threading.Lock()
-        self._callbacks = callback, error_callback
-        if not futures:
-            self._finish()
-        for future in futures:
-            future.add_done_callback(self._one_done)
-
-    def _one_done(self, _: concurrent.futures.Future[Any]) -> None:
-        with self._lock:
-            self._left -= 1
-            last = self._left == 0
-        if last:
-            self._finish()
-
-    def _finish(self) -> None:
-        """Run the callback, then mark the result ready (so that ``get`` returning means the
-        callback has run, as in multiprocessing). Callbacks get a thread of their own: one
-        that blocks, or waits on this pool, must not stall corral's poll loop."""
-        callback, error_callback = self._callbacks
-        if callback is None and error_callback is None:
-            self._done.set()
-        else:
-            threading.Thread(target=self._call_back, name="corral-pool-callback", daemon=True).start()
-
-    def _call_back(self) -> None:
-        callback, error_callback = self._callbacks
-        error = self._first_error()
-        try:
-            if error is None and callback is not None:
-                callback(self._value())
-            elif error is not None and error_callback is not None:
-                error_callback(error)
-        finally:
-            self._done.set()
-
-    def _first_error(self) -> BaseException | None:
-        for future in self._futures:
-            if future.cancelled():
-                return concurrent.futures.CancelledError(f"call {future.call} was cancelled")
-            error = future.exception()
-            if error is not None:
-                return error
-        return None
-
-    def _value(self) -> Any:
-        values = [f.result() for f in self._futures]
-        return values[0] if self._single else values
-
-    def ready(self) -> bool:
-        """True once every call has finished (successfully or not)."""
-        return self._done.is_set()
-
-    def successful(self) -> bool:
-        """True when every call succeeded; ValueError while not ready, as in multiprocessing."""
-        if not self.ready():
-            raise ValueError(f"{self!r} not ready")
-        return self._first_error() is None
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait until ready, or ``timeout`` seconds."""
-        self._done.wait(timeout)
-
-    def get(self, timeout: float | None = None) -> T:
-        """The result (a list for maps). Raises the exception of the first failing call, in
-        call order, or ``multiprocessing.TimeoutError`` after ``timeout`` seconds."""
-        if not self._done.wait(timeout):
-            raise multiprocessing.TimeoutError(f"not ready after {timeout} s")
-        error = self._first_error()
-        if error is not None:
-            raise error
-        result: T = self._value()
-        return result
-
-
-class IMapIterator:
-    """The iterator of ``imap`` (in call order) and ``imap_unordered`` (as calls finish);
-    ``next(timeout)`` as in multiprocessing."""
-
-    def __init__(self, futures: list[CorralFuture], ordered: bool) -> None:
-        self._futures = futures
-        self._ordered = ordered
-        self._given = 0
-        self._finished: queue.SimpleQueue[concurrent.futures.Future[Any]] = queue.SimpleQueue()
-        if not ordered:
-            for future in futures:
-                future.add_done_callback(self._finished.put)
-
-    def __iter__(self) -> IMapIterator:
-        return self
-
-    def __next__(self) -> Any:
-        return self.next()
-
-    def next(self, timeout: float | None = None) -> Any:
-        """The next result; raises that call's exception, or ``multiprocessing.TimeoutError``."""
-        if self._given >= len(self._futures):
-            raise StopIteration
-        future: concurrent.futures.Future[Any]
-        if self._ordered:
-            future = self._futures[self._given]
-            concurrent.futures.wait([future], timeout)
-            if not future.done():
-                raise multiprocessing.TimeoutError(f"no result within {timeout} s")
-        else:
-            try:
-                future = self._finished.get(timeout=timeout)
-            except queue.Empty:
-                raise multiprocessing.TimeoutError(f"no result within {timeout} s") from None
-        self._given += 1
-        return future.result()
 
 
 class Pool:
@@ -210,6 +83,7 @@ class Pool:
         time_factor: float | None = None,
         memory_factor: float | None = None,
         cluster: Cluster | None = None,
+        progress: bool | None = None,
         **resources: Any,
     ) -> None:
         if isinstance(processes, int) and not isinstance(processes, bool) and processes < 1:
@@ -239,6 +113,8 @@ class Pool:
         self._batches = WeakBatches()  # weak, as the Executor's
         self._lock = threading.Lock()
         self._state = "RUN"
+        wanted(progress)  # a bad value fails here, not at the first map
+        self.progress = progress
 
     # -- multiprocessing.Pool's API ---------------------------------------------------------------
 
@@ -281,7 +157,7 @@ class Pool:
     ) -> AsyncResult[list[T]]:
         """``map`` without waiting."""
         futures = self._submit(func, [((x,), {}) for x in iterable], chunksize)
-        return AsyncResult(futures, False, callback, error_callback)
+        return AsyncResult(futures, False, callback, error_callback, self._shown(func, futures))
 
     def starmap(
         self, func: Callable[..., T], iterable: Iterable[Iterable[Any]], chunksize: int | None = None
@@ -299,20 +175,22 @@ class Pool:
     ) -> AsyncResult[list[T]]:
         """``starmap`` without waiting."""
         futures = self._submit(func, [(tuple(args), {}) for args in iterable], chunksize)
-        return AsyncResult(futures, False, callback, error_callback)
+        return AsyncResult(futures, False, callback, error_callback, self._shown(func, futures))
 
     def imap(
         self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
     ) -> IMapIterator:
         """Results in call order, each as soon as it and those before it are done. The
         iterable is read whole at once (it becomes one batch)."""
-        return IMapIterator(self._submit(func, [((x,), {}) for x in iterable], chunksize), ordered=True)
+        futures = self._submit(func, [((x,), {}) for x in iterable], chunksize)
+        return IMapIterator(futures, True, self._shown(func, futures))
 
     def imap_unordered(
         self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
     ) -> IMapIterator:
         """Results as calls finish, in any order."""
-        return IMapIterator(self._submit(func, [((x,), {}) for x in iterable], chunksize), ordered=False)
+        futures = self._submit(func, [((x,), {}) for x in iterable], chunksize)
+        return IMapIterator(futures, False, self._shown(func, futures))
 
     def close(self) -> None:
         """Accept no more work; what was submitted runs to the end."""
@@ -370,6 +248,9 @@ class Pool:
         batch = self.cluster.submit(self._request(self._wrapped(func), calls, chunksize))
         self._keep(batch)
         return list(batch.futures)
+
+    def _shown(self, func: Callable[..., Any], futures: list[CorralFuture]) -> Shown:
+        return Shown(futures, getattr(func, "__name__", "map"), self.progress)
 
     def _wrapped(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """``func``, preceded on the nodes by the pool's initializer if it has one."""
