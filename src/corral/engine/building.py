@@ -58,6 +58,7 @@ def build_batch(
     batch = BatchState(
         store, len(payloads), [], owner, request.retry, name=name, max_running=max_running,
         needs=request.needs, worker_options=options, explain=backend.explain_end, futures=futures,
+        echo=request.echo,
     )  # fmt: skip
     store.write_engine(pack_engine(name, max_running, batch.retry, options))
     probing = probes(plans)

@@ -58,6 +58,9 @@ class Request:
     chdir: str = field(default_factory=os.getcwd)
     #: What runs around the worker on the node: setup lines, variables, interpreter, ...
     environment: Environment = Environment()
+    #: Where the lines the calls print go as they arrive (see :mod:`corral.engine.echo`):
+    #: (call, "out" or "err", line); None: they stay in the work dir only.
+    echo: Callable[[int, str, str], None] | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.fn):

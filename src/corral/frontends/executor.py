@@ -34,7 +34,7 @@ from ..resources import check_max_running
 from ..retry import RetryPolicy
 from . import exiting
 from .hosts import open_cluster
-from .progress_bar import ProgressBar, wanted
+from .progress_bar import ProgressBar, echo_line, wanted
 
 
 class Executor(concurrent.futures.Executor):
@@ -83,6 +83,7 @@ class Executor(concurrent.futures.Executor):
         memory_factor: float | None = None,
         cluster: Cluster | None = None,
         progress: bool | None = None,
+        echo: bool = False,
         **resources: Any,
     ) -> None:
         settings, self.retry = configure(
@@ -98,6 +99,9 @@ class Executor(concurrent.futures.Executor):
         self.allow_nested = allow_nested
         wanted(progress)  # a bad value fails here, not at the first map
         self.progress = progress
+        if not isinstance(echo, bool):
+            raise TypeError(f"echo must be True or False, not {echo!r}")
+        self.echo = echo
         self._throttle = Throttle(max_running) if max_running is not None else None
         self._batches = WeakBatches()
         self._lock = threading.Lock()
@@ -245,7 +249,7 @@ class Executor(concurrent.futures.Executor):
             fn=fn, calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.max_running,
             throttle=self._throttle, retry=self.retry, allow_nested=self.allow_nested,
             budget=self.submit_budget, what="map" if calls else "burst of submits",
-            environment=self.environment,
+            environment=self.environment, echo=echo_line if self.echo else None,
         )  # fmt: skip
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -30,7 +30,7 @@ from ..resources import check_max_running
 from .executor import WeakBatches, configure
 from .hosts import open_cluster
 from .pool_results import AsyncResult, IMapIterator, Shown
-from .progress_bar import wanted
+from .progress_bar import echo_line, wanted
 
 T = TypeVar("T")
 
@@ -84,6 +84,7 @@ class Pool:
         memory_factor: float | None = None,
         cluster: Cluster | None = None,
         progress: bool | None = None,
+        echo: bool = True,
         **resources: Any,
     ) -> None:
         if isinstance(processes, int) and not isinstance(processes, bool) and processes < 1:
@@ -115,6 +116,9 @@ class Pool:
         self._state = "RUN"
         wanted(progress)  # a bad value fails here, not at the first map
         self.progress = progress
+        if not isinstance(echo, bool):
+            raise TypeError(f"echo must be True or False, not {echo!r}")
+        self.echo = echo
 
     # -- multiprocessing.Pool's API ---------------------------------------------------------------
 
@@ -262,6 +266,7 @@ class Pool:
             fn=fn, calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.processes,
             throttle=self._throttle, retry=self.retry, budget=self.submit_budget,
             what="map" if calls else "burst of apply_async", environment=self.environment,
+            echo=echo_line if self.echo else None,
         )  # fmt: skip
 
     def _keep(self, batch: BatchState) -> None:

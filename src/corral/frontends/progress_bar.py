@@ -56,6 +56,14 @@ def summary(counts: Counts, total: int) -> str:
     return f"{ended(counts)}/{total} ended: {describe(counts)}"
 
 
+def echo_line(call: int, stream: str, line: str) -> None:
+    """Show a line call ``call`` printed (``echo=True``): ``[call 3] text`` on this process's
+    stdout or stderr, as the call printed it, above the progress bar if one is drawn."""
+    from tqdm import tqdm
+
+    tqdm.write(f"[call {call}] {line}", file=sys.stdout if stream == "out" else sys.stderr)
+
+
 def wanted(progress: bool | None) -> bool:
     """Whether a bar is drawn: ``progress`` if given, else when someone looks (a terminal on
     stderr, or a notebook)."""
