@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ..unit.test_progress_bar import BAR, last_bar, on_terminal, outcome
+from ..unit.test_progress_bar import BAR, _ended_in, _wait_for, last_bar, on_terminal, outcome
 
 pytestmark = pytest.mark.usefixtures("fresh_queue")
 
@@ -71,16 +71,17 @@ def test_status_watch_follows_a_slurm_batch(tmp_path: Path) -> None:
     )
     client = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.DEVNULL)
     try:
+        _wait_for(lambda: _ended_in(tmp_path / "work") >= 2, 120)  # two ended, two wait for the gate
         text = on_terminal(
             [sys.executable, "-m", "corral", "status", "--dir", str(tmp_path / "work"), "--watch", "0.3"],
-            until=lambda out: any(int(e) >= 2 for e, _, _ in BAR.findall(out)),
+            until=lambda out: BAR.search(out) is not None,
             then=gate.touch,
         )
     finally:
         gate.touch()
         assert client.wait(timeout=120) == 0
     seen = [int(ended) for ended, _, _ in BAR.findall(text.replace("\r", "\n"))]
-    assert 2 in seen and seen[-1] == 4, seen
+    assert seen[0] == 2 and seen[-1] == 4, seen
     assert last_bar(text)[2] == {"done": 4, "running": 0, "pending": 0}
 
 
