@@ -18,7 +18,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from ..backends.base import Backend, Submission
 from ..config import Settings, resolve
@@ -33,6 +33,9 @@ from ..resources import check_max_running
 from ..retry import RetryPolicy
 from . import exiting
 from .hosts import open_cluster
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Executor(concurrent.futures.Executor):
@@ -109,7 +112,7 @@ class Executor(concurrent.futures.Executor):
         """The name of the backend in use (``auto`` resolved)."""
         return self.cluster.backend.name
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> CorralFuture:
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> CorralFuture[T]:
         """Run ``fn(*args, **kwargs)`` as a job; return its future at once.
 
         Calls submitted one after another (``[ex.submit(f, x) for x in data]``) join one
@@ -151,11 +154,11 @@ class Executor(concurrent.futures.Executor):
 
     def map(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., T],
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
-    ) -> Iterator[Any]:
+    ) -> Iterator[T]:
         """Run ``fn`` over the iterables as ONE batch; yield results in order.
 
         ``chunksize`` fixes the calls per array element; by default corral packs them itself
@@ -169,7 +172,7 @@ class Executor(concurrent.futures.Executor):
             return iter(())
         futures = batch.futures  # each made as it is needed, and let go once handed over
 
-        def results() -> Iterator[Any]:
+        def results() -> Iterator[T]:
             # As concurrent.futures does: the future waited for is cancelled with the rest on
             # a time-out or Ctrl-C, and no yielded result is kept here (see hand_over).
             try:
