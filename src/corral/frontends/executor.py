@@ -33,6 +33,7 @@ from ..resources import check_max_running
 from ..retry import RetryPolicy
 from . import exiting
 from .hosts import open_cluster
+from .node_setup import NodeSetup
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -48,7 +49,10 @@ class Executor(concurrent.futures.Executor):
     keywords (``time``, ``cpus``, ``memory``, ``gpus``, ``partition``, ``extra={...}``, ...)
     apply to every job; an unknown or malformed one raises ResourceError right here, and so
     do the job's environment keywords (``setup``, ``env``, ``python``, ``post``, ``srun``,
-    ``launcher``, ``per_task``: see :mod:`corral.environment`). What is not given here comes
+    ``launcher``, ``per_task``, ``forward_logging``: see :mod:`corral.environment`); ``setup``
+    may also hold Python callables, run once per element before its first call (see
+    :mod:`corral.worker.setup`), and the client's logging level and format reach the calls
+    unless ``forward_logging=False``. What is not given here comes
     from the configuration, with ``profile`` if named (see :mod:`corral.config`; the backend
     is ``"auto"`` when nothing sets it). ``host`` names a configured host: the jobs go to its
     scheduler over SSH (see :mod:`corral.frontends.hosts`), checked before anything is written.
@@ -85,6 +89,7 @@ class Executor(concurrent.futures.Executor):
         cluster: Cluster | None = None,
         **resources: Any,
     ) -> None:
+        resources, self._node = NodeSetup.take(resources)  # setup's callables run on the node
         settings, self.retry = configure(
             backend, directory, profile, {**resources, "host": host},
             max_retries=max_retries, retry_on=retry_on, time_factor=time_factor, memory_factor=memory_factor,
@@ -231,7 +236,8 @@ class Executor(concurrent.futures.Executor):
 
     def _request(self, fn: Callable[..., Any], calls: list[Call], chunksize: int | None) -> Request:
         return Request(
-            fn=fn, calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.max_running,
+            fn=self._node.wrap(fn, forward_logging=self.environment.forward_logging),
+            calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.max_running,
             throttle=self._throttle, retry=self.retry, allow_nested=self.allow_nested,
             budget=self.submit_budget, what="map" if calls else "burst of submits",
             environment=self.environment,
