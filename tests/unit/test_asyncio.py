@@ -1,7 +1,7 @@
 """``await future`` and ``asyncio.gather`` on CorralFutures (local backend): values in call
 order, the call's own exception type in the awaiting coroutine, and what cancelling the
 awaiting task does (it cancels a call no element took; a running call runs on).
-The same gather is proven on real SLURM in tests/slurm/test_asyncio_slurm.py."""
+The same gather is proven on real SLURM in tests/slurm/test_node_setup_slurm.py."""
 
 from __future__ import annotations
 

@@ -217,3 +217,14 @@ def test_log_settings_take_the_first_root_handlers_format_and_style() -> None:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_forward_logging_is_a_setting_of_every_layer(make_executor, client_logging) -> None:
+    corral.set_defaults(forward_logging=False)
+    ex = make_executor("local")
+    assert ex.environment.forward_logging is False
+    future = ex.submit(talk, 5)
+    assert future.result(timeout=60) == 5 and "line 5" not in future.stderr()
+    assert make_executor("local", forward_logging=True).environment.forward_logging is True
+    with pytest.raises(ConfigError, match="forward_logging"):
+        corral.set_defaults(forward_logging="off")
