@@ -113,3 +113,33 @@ def test_the_clients_logging_reaches_the_calls_stderr(make_executor, client_logg
     err = forwarded.stderr()
     assert "CLIENT|INFO|node.calls|info line 1" in err.splitlines() and "debug line" not in err
     assert "line 2" not in silent.stderr()
+
+
+def mark_init(folder: str, tag: str) -> None:
+    (Path(folder) / f"init-{tag}-{os.environ['SLURM_ARRAY_TASK_ID']}-{os.getpid()}").touch(exist_ok=False)
+
+
+class NoLicense(Exception):
+    """The setup's own exception type."""
+
+
+def failing_setup() -> None:
+    raise NoLicense("no license server")
+
+
+def test_a_pool_runs_its_initializer_once_per_element(tmp_path: Path) -> None:
+    folder = tmp_path / "marks"
+    folder.mkdir()
+    with corral.Pool(
+        initializer=mark_init, initargs=(str(folder), "p"), backend="slurm", directory=str(tmp_path / "work")
+    ) as pool:
+        results = pool.map(seen, range(20), chunksize=5)  # 4 elements
+    elements = {element for _, element, _ in results}
+    assert len(elements) == 4 and len(list(folder.glob("init-p-*"))) == 4
+
+
+def test_a_failing_setup_fails_the_calls_with_its_own_exception(make_executor) -> None:
+    futures = [make_executor("slurm", setup=failing_setup).submit(square, i) for i in range(3)]
+    for future in futures:
+        error = future.exception(timeout=180)
+        assert type(error) is NoLicense and any("node setup" in note for note in error.__notes__)
