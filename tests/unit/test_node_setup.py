@@ -228,3 +228,11 @@ def test_forward_logging_is_a_setting_of_every_layer(make_executor, client_loggi
     assert make_executor("local", forward_logging=True).environment.forward_logging is True
     with pytest.raises(ConfigError, match="forward_logging"):
         corral.set_defaults(forward_logging="off")
+
+
+def test_callables_alone_keep_the_configurations_setup_lines(make_executor, marks: Path) -> None:
+    corral.set_defaults(setup=["export FROM_SHELL=from-config"])
+    ex = make_executor("local", setup=mark_setup)  # the venv a profile activates stays
+    assert ex.submit(seen, 1).result(timeout=60)[2:] == ("yes", "from-config")
+    ex = make_executor("local", setup=["export FROM_SHELL=from-code", mark_setup])  # lines replace lines
+    assert ex.submit(seen, 2).result(timeout=60)[2:] == ("yes", "from-code")
