@@ -12,8 +12,8 @@ the earlier ones end; locally it is also the number of processes.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -29,35 +29,20 @@ from ..engine.tracking import BatchState
 from ..resources import check_max_running
 from .executor import WeakBatches, configure
 from .hosts import open_cluster
+from .node_setup import NodeSetup
 from .pool_results import AsyncResult, IMapIterator, Shown
 from .progress_bar import echo_line, wanted
 
 T = TypeVar("T")
-
-#: The initializers already run in this process (one per pool), as multiprocessing runs
-#: them once per worker process: here, once per array element.
-_initialized: set[str] = set()
-
-
-class _Initialized:
-    """``fn`` preceded, once per process, by the pool's initializer."""
-
-    def __init__(self, fn: Callable[..., Any], key: str, init: Callable[..., Any], args: tuple[Any, ...]):
-        self.fn, self.key, self.init, self.args = fn, key, init, args
-        self.__name__ = getattr(fn, "__name__", "call")
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.key not in _initialized:
-            self.init(*self.args)
-            _initialized.add(self.key)
-        return self.fn(*args, **kwargs)
 
 
 class Pool:
     """A ``multiprocessing.Pool`` whose workers are cluster jobs (or local processes).
 
     ``processes``: the most calls running at once (default: no limit on a cluster, the CPU
-    count locally). ``initializer(*initargs)`` runs once in each process that runs calls.
+    count locally). ``initializer(*initargs)`` runs once in each process that runs calls (an
+    array element), after the Python callables of ``setup``, as the node setup does (see
+    :mod:`corral.worker.setup`: one that raises fails that element's calls with its exception).
     ``maxtasksperchild`` and ``context`` are accepted for compatibility and have no effect.
     ``backend``, ``directory``, ``profile``, ``host``, ``max_retries``, ``retry_on``,
     ``time_factor``, ``memory_factor``, resource keywords (``time``, ``memory``, ``cpus``, ...)
@@ -95,6 +80,9 @@ class Pool:
         initargs = tuple(initargs)
         for index, arg in enumerate(initargs):
             refuse_unshareable(arg, f"initargs[{index}]")
+        resources, node = NodeSetup.take(resources)  # setup's callables run on the node
+        if initializer is not None:  # multiprocessing's initializer is one more step of it
+            node = node.and_then(functools.partial(initializer, *initargs))
         settings, self.retry = configure(
             backend, directory, profile, {**resources, "host": host},
             max_retries=max_retries, retry_on=retry_on, time_factor=time_factor, memory_factor=memory_factor,
@@ -109,7 +97,7 @@ class Pool:
                 cluster.backend.slots = processes
         self.cluster = cluster
         self.processes = processes
-        self._init = (initializer, initargs, uuid.uuid4().hex)
+        self._node = node
         self._throttle = Throttle(processes) if processes is not None else None
         self._batches = WeakBatches()  # weak, as the Executor's
         self._lock = threading.Lock()
@@ -142,7 +130,7 @@ class Pool:
         with self._lock:
             if self._state != "RUN":
                 raise ValueError("Pool not running")
-        template = self._request(self._wrapped(func), [], None)
+        template = self._request(func, [], None)
         future = self.cluster.gather((self, id(func)), template, (tuple(args), dict(kwds or {})), self._keep)
         return AsyncResult([future], True, callback, error_callback)
 
@@ -249,21 +237,17 @@ class Pool:
         if not calls:
             return []
         self.cluster.flush(self)  # apply_async calls still gathering go first, in order
-        batch = self.cluster.submit(self._request(self._wrapped(func), calls, chunksize))
+        batch = self.cluster.submit(self._request(func, calls, chunksize))
         self._keep(batch)
         return list(batch.futures)
 
     def _shown(self, func: Callable[..., Any], futures: list[CorralFuture]) -> Shown:
         return Shown(futures, getattr(func, "__name__", "map"), self.progress)
 
-    def _wrapped(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        """``func``, preceded on the nodes by the pool's initializer if it has one."""
-        initializer, initargs, key = self._init
-        return func if initializer is None else _Initialized(func, key, initializer, initargs)
-
     def _request(self, fn: Callable[..., Any], calls: list[Call], chunksize: int | None) -> Request:
         return Request(
-            fn=fn, calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.processes,
+            fn=self._node.wrap(fn, forward_logging=self.environment.forward_logging),
+            calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.processes,
             throttle=self._throttle, retry=self.retry, budget=self.submit_budget,
             what="map" if calls else "burst of apply_async", environment=self.environment,
             echo=echo_line if self.echo else None,

@@ -19,6 +19,7 @@ from ..store.pickling import PLAIN, dumps, load_call
 from .checkpoint import Checkpointable, Interrupted, Resume, StopSignals
 from .element_log import ElementLog
 from .progress import enter_call, leave_call
+from .setup import Prepared
 
 _HOST = os.uname().nodename
 
@@ -87,6 +88,9 @@ def run_call(
     host = _HOST
     tokens = current_element.set(element), enter_call(log, store, call, attempt)
     try:
+        if isinstance(fn, Prepared):  # the node setup first; the function itself, checkpointable or not
+            fn.prepare()
+            fn = fn.fn
         saved = store.read_checkpoint(call) if resumed else None
         requeues = 0
         if saved is None:
