@@ -94,6 +94,29 @@ def test_n_jobs_minus_1_gives_the_values_of_n_jobs_1_in_one_batch(
     assert len(batches(workdir)) == 1  # every task went to the engine in one burst: one batch
 
 
+class SlowToPickle:
+    """An argument that takes longer to pickle than a burst of submits may pause."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __reduce__(self) -> tuple[type[SlowToPickle], tuple[int]]:
+        time.sleep(0.02)
+        return SlowToPickle, (self.value,)
+
+
+def unwrap(x: SlowToPickle) -> int:
+    return x.value
+
+
+def test_tasks_slow_to_pickle_are_still_one_batch(engine: corral.Cluster, workdir: str) -> None:
+    with joblib.parallel_config(backend="corral", cluster=engine):
+        assert joblib.Parallel(n_jobs=-1)(joblib.delayed(unwrap)(SlowToPickle(i)) for i in range(10)) == list(
+            range(10)
+        )
+    assert len(batches(workdir)) == 1  # gathered until joblib waits, not until a pause
+
+
 def test_the_old_parallel_backend_spelling_works_too(engine: corral.Cluster) -> None:
     with joblib.parallel_backend("corral", cluster=engine):
         assert joblib.Parallel()(joblib.delayed(square)(i) for i in range(5)) == [0, 1, 4, 9, 16]
