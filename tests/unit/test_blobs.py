@@ -43,7 +43,8 @@ def test_equal_copies_and_submits_and_the_pool_write_it_once_too(tmp_path: Path)
             futures = [ex.submit(total_and_scribble, c, i) for i, c in enumerate(copies)]
         assert [f.result() for f in futures] == [copies[0].size] * 4
     assert folder_size(tmp_path / "submits") < 60 * MB
-    with corral.Pool(2, backend="local", directory=str(tmp_path / "pool"), progress=False) as pool:
+    pool_dir = str(tmp_path / "pool")
+    with corral.Pool(2, backend="local", directory=pool_dir, progress=False, keep="all") as pool:
         assert pool.starmap(total_and_scribble, [(c, 0) for c in copies]) == [copies[0].size] * 4
     assert folder_size(tmp_path / "pool") < 60 * MB
     assert all((c == 1).all() for c in copies)  # the client's arrays are untouched

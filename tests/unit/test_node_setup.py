@@ -185,7 +185,7 @@ def test_a_pool_and_a_task_forward_logging_too(client_logging, workdir: str) -> 
         async_result = pool.map_async(talk, [1])
         assert async_result.get(timeout=60) == [1]
         (future,) = async_result._futures
-    assert "CLIENT|INFO|node.calls|info line 1" in future.stderr()
+        assert "CLIENT|INFO|node.calls|info line 1" in future.stderr()  # before the folder goes
     corral.set_defaults(backend="local", directory=workdir)
     ref = corral.task(talk).distribute(2)
     assert ref.result(timeout=60) == 2 and "CLIENT|INFO|node.calls|info line 2" in ref.stderr()

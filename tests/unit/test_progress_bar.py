@@ -57,7 +57,7 @@ SCRIPT = textwrap.dedent(
             elif front == "as_completed":
                 list(corral.as_completed([ex.submit(f, i) for i in range(12)]))
         if front == "imap":
-            with corral.Pool(2, backend="local", directory=os.path.join(HERE, "work")) as pool:
+            with corral.Pool(2, backend="local", directory=os.path.join(HERE, "work"), keep="all") as pool:
                 list(pool.imap_unordered(abs, range(-6, 6)))
         (path,) = records.list_batches(os.path.join(HERE, "work"))
         s = records.summarize(path)

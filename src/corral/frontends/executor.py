@@ -36,6 +36,7 @@ from . import exiting
 from .hosts import open_cluster
 from .node_setup import NodeSetup
 from .progress_bar import ProgressBar, echo_line, wanted
+from .retention import check_keep, retire
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -58,6 +59,12 @@ class Executor(concurrent.futures.Executor):
     from the configuration, with ``profile`` if named (see :mod:`corral.config`; the backend
     is ``"auto"`` when nothing sets it). ``host`` names a configured host: the jobs go to its
     scheduler over SSH (see :mod:`corral.frontends.hosts`), checked before anything is written.
+
+    ``progress``: the progress bar of ``map`` and ``corral.as_completed`` (None: on a terminal;
+    see :mod:`corral.frontends.progress_bar`). ``echo=True`` shows the lines the calls print
+    as they arrive (see :mod:`corral.engine.echo`). ``keep`` ("all", "failed" or "none") says
+    which batch folders stay once ``shutdown(wait=True)`` has the results (see
+    :mod:`corral.frontends.retention`).
 
     A call whose job died of something that is not its fault (node failure, preemption, a
     job lost by the scheduler) is resubmitted, up to ``max_retries`` times. Its own exception
@@ -91,6 +98,7 @@ class Executor(concurrent.futures.Executor):
         cluster: Cluster | None = None,
         progress: bool | None = None,
         echo: bool = False,
+        keep: str = "all",
         **resources: Any,
     ) -> None:
         resources, self._node = NodeSetup.take(resources)  # setup's callables run on the node
@@ -110,6 +118,7 @@ class Executor(concurrent.futures.Executor):
         if not isinstance(echo, bool):
             raise TypeError(f"echo must be True or False, not {echo!r}")
         self.echo = echo
+        self.keep = check_keep(keep)
         self._throttle = Throttle(max_running) if max_running is not None else None
         self._batches = WeakBatches()
         self._lock = threading.Lock()
@@ -283,6 +292,10 @@ class Executor(concurrent.futures.Executor):
                 future.cancel()
         if wait:
             concurrent.futures.wait(futures)
+            del futures
+            with self._lock:
+                batches = list(self._batches)
+            retire(self.cluster, batches, self.keep)  # the results are in: keep what keep says
 
     def cancel_all(self) -> None:
         """Cancel every call of this executor: pending ones never start, running jobs are

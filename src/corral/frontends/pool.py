@@ -32,6 +32,7 @@ from .hosts import open_cluster
 from .node_setup import NodeSetup
 from .pool_results import AsyncResult, IMapIterator, Shown
 from .progress_bar import echo_line, wanted
+from .retention import check_keep, retire
 
 T = TypeVar("T")
 
@@ -48,7 +49,11 @@ class Pool:
     ``time_factor``, ``memory_factor``, resource keywords (``time``, ``memory``, ``cpus``, ...)
     and the job's environment (``setup``, ``env``, ``python``, ...) are as for
     :class:`corral.Executor`. Leaving a ``with`` block terminates the pool, as in
-    multiprocessing: collect results inside it.
+    multiprocessing: collect results inside it. Waiting for a map draws a progress bar on a
+    terminal (``progress``); the lines the calls print reach this process as they run
+    (``echo``, on by default, as multiprocessing shows them); a batch folder whose calls all
+    succeeded is removed at ``join()`` or ``terminate()`` (``keep="failed"``, the default;
+    ``"all"`` keeps them, ``"none"`` keeps none).
     """
 
     def __init__(
@@ -70,6 +75,7 @@ class Pool:
         cluster: Cluster | None = None,
         progress: bool | None = None,
         echo: bool = True,
+        keep: str = "failed",
         **resources: Any,
     ) -> None:
         if isinstance(processes, int) and not isinstance(processes, bool) and processes < 1:
@@ -107,6 +113,7 @@ class Pool:
         if not isinstance(echo, bool):
             raise TypeError(f"echo must be True or False, not {echo!r}")
         self.echo = echo
+        self.keep = check_keep(keep)
 
     # -- multiprocessing.Pool's API ---------------------------------------------------------------
 
@@ -198,6 +205,7 @@ class Pool:
         with self._lock:
             batches = list(self._batches)
         self.cluster.cancel_batches(batches)
+        retire(self.cluster, batches, self.keep)  # what ended as keep says; the rest stays
         if self._owns_cluster:
             self.cluster.close()
 
@@ -210,6 +218,7 @@ class Pool:
         with self._lock:
             batches = list(self._batches)
         concurrent.futures.wait([f for b in batches for f in b.futures])
+        retire(self.cluster, batches, self.keep)
 
     def __enter__(self) -> Pool:
         with self._lock:

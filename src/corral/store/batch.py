@@ -206,6 +206,10 @@ class BatchStore(ElementFiles):
         start, end = offsets[call], offsets[call + 1]
         return self.transport.read_range(self._p("calls.bin"), start, end - start)
 
+    def remove(self) -> None:
+        """Remove the batch folder and all it holds (see corral.frontends.retention)."""
+        self.transport.remove_tree(self.path)
+
     def read_blob(self, key: str) -> bytes:
         """The pickle of the big value ``key`` that calls refer to (checked as a file to
         unpickle); FormatError when the batch holds no such value."""

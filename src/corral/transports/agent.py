@@ -29,7 +29,7 @@ OPS = frozenset(
     {
         "run", "expand_path", "makedirs", "mkdir_exclusive", "write_bytes", "write_many",
         "create_exclusive", "read_bytes", "read_private", "read_range", "listdir", "scan",
-        "sweep_temporaries",
+        "sweep_temporaries", "remove_tree",
     }
 )  # fmt: skip
 

@@ -100,6 +100,12 @@ class Transport(Protocol):
         missing folder: ``{}``."""
         ...
 
+    def remove_tree(self, path: str) -> None:
+        """Remove the folder ``path`` and everything in it; it must pass
+        :func:`corral.trust.check_private_dir` (so never someone else's, and never through a
+        symbolic link), and nothing below it is followed. A missing folder is not an error."""
+        ...
+
     def sweep_temporaries(self, folders: Sequence[str], max_age: float = 86400.0) -> int:
         """Remove the temporary files in ``folders`` that writers killed mid-write left (their
         process is gone, or they are older than ``max_age`` seconds); return how many. One

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import shutil
 import stat
 import subprocess
 import threading
@@ -165,6 +166,14 @@ class LocalTransport:
         except FileNotFoundError:
             return []
 
+    def remove_tree(self, path: str) -> None:
+        try:
+            check_private_dir(path)
+        except FileNotFoundError:
+            return
+        # rmtree walks by file descriptor here (Linux): a link planted below is removed, not followed.
+        shutil.rmtree(path, onerror=_gone_is_fine)
+
     def scan(self, folder: str, cursors: Mapping[str, int], also: Sequence[str] = ()) -> dict[str, bytes]:
         """What grew in the ``.log`` files of ``folder``, and in those ending in one of
         ``also``, since ``cursors`` (see :meth:`corral.transports.base.Transport.scan`)."""
@@ -234,6 +243,12 @@ def _sweep(folder: str, max_age: float) -> int:
         except OSError:
             pass  # renamed into place or removed meanwhile, or not ours to remove
     return removed
+
+
+def _gone_is_fine(_: object, path: str, info: tuple[type[BaseException], BaseException, object]) -> None:
+    """rmtree's error handler: what vanished meanwhile is fine, anything else is raised."""
+    if not isinstance(info[1], FileNotFoundError):
+        raise info[1]
 
 
 def _open_no_link(path: str) -> int:

@@ -343,5 +343,8 @@ class AgentTransport:
             return dict(self.request("scan", folder, dict(cursors), list(also)))
         return dict(self.request("scan", folder, dict(cursors)))
 
+    def remove_tree(self, path: str) -> None:
+        self.request("remove_tree", path)
+
     def sweep_temporaries(self, folders: Sequence[str], max_age: float = 86400.0) -> int:
         return int(self.request("sweep_temporaries", list(folders), max_age))
