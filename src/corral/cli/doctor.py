@@ -38,7 +38,7 @@ from ..store import records
 from ..transports.local import LocalTransport
 from ..trust import check_private_dir, owner_name
 from . import codes, jsonout
-from .looking import add_json, say
+from .looking import add_json, one, say
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -86,7 +86,7 @@ def doctor_command(args: argparse.Namespace) -> int:
     def done(check: Check) -> None:
         checks.append(check)
         if not args.json:
-            say(f"{check.status:<4}  {check.check:<9}  {check.reason}")
+            say(f"{check.status:<4}  {check.check:<9}  {one(check.reason)}")
 
     root = records.work_root(args.dir)
     done(work_dir_check(root))
