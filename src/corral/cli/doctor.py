@@ -55,7 +55,10 @@ class Check:
 
 def probe() -> dict[str, str]:
     """What the test job reports from the node (module-level: the node imports it by name)."""
-    return {"host": socket.gethostname(), "python": platform.python_version(), "corral": __version__}
+    host = socket.gethostname()
+    # The scheduler's name for the node: several nodes may share one machine, and its name.
+    node = os.environ.get("SLURMD_NODENAME") or host
+    return {"host": host, "node": node, "python": platform.python_version(), "corral": __version__}
 
 
 def add_command(commands: Any, shared: argparse.ArgumentParser) -> None:
@@ -245,7 +248,7 @@ def job_check(backend: str, root: str, timeout: float) -> Check:
     took = time.monotonic() - started
     details = {**found, "seconds": round(took, 1)}
     here = platform.python_version()
-    reason = f"ran on {found['host']} in {took:.1f} s: Python {found['python']}, corral {found['corral']}"
+    reason = f"ran on {found['node']} in {took:.1f} s: Python {found['python']}, corral {found['corral']}"
     if found["python"].rsplit(".", 1)[0] != here.rsplit(".", 1)[0] or found["corral"] != __version__:
         return Check("test job", WARN, f"{reason}; here: Python {here}, corral {__version__}", details)
     return Check("test job", OK, reason, details)
