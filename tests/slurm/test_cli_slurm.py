@@ -167,6 +167,12 @@ def test_clean_older_than_removes_only_old_batches_and_keeps_failed_ones(make_ex
         with open(manifest_path, "w") as f:
             json.dump(manifest, f)
 
+    logs = json.loads(corral("logs", os.path.basename(old_failed), "2", "--json", "--dir", workdir).stdout)
+    assert (logs["status"], logs["failure"]["type"], logs["stdout"]) == (
+        "failed",
+        "builtins.ValueError",
+        "working on 2\n",
+    )
     dry = corral("clean", "--older-than", "7d", "--keep-failed", "--dry-run", "--dir", workdir)
     assert dry.returncode == 0, dry.stderr
     assert all(os.path.isdir(p) for p in (old, old_failed, new))
