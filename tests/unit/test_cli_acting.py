@@ -318,3 +318,32 @@ def test_attach_waits_for_a_running_batch(client, workdir: str, capsys: pytest.C
     assert lines[-1]["event"] == "end" and lines[-1]["completed"] == 2
     assert all(line["event"] == "progress" for line in lines if "event" in line and line is not lines[-1])
     run(capsys, "cancel", "--all", "--dir", workdir)  # the naps
+
+
+# -- what cancel reads and writes, on a folder written by hand ------------------------------------
+
+
+def test_open_calls_are_what_cancel_acts_on(workdir: str) -> None:
+    from .test_cli import handmade
+
+    found = records.open_calls(handmade(workdir))
+    assert (found.backend, found.pending, found.started) == ("slurm", [(0, 0), (4, 1)], [(1, 0)])
+    assert found.elements == {(1, 0): ("4242_0", "node1")}
+    assert found.job_ids == ["4242", "4250"]  # each plans an open call
+    assert found.here == {}  # its elements ran on other hosts
+
+
+def test_a_recorded_cancel_shows_as_cancelled_only_for_a_marked_attempt(workdir: str) -> None:
+    from corral.job import Attempt
+
+    from .test_cli import handmade
+
+    path = handmade(workdir)
+    store = BatchStore(path, LocalTransport())
+    P, R = CallStatus.PENDING, CallStatus.RUNNING
+    assert records.summarize(path).statuses == [P, R, X, F, P, C, C, C]
+    store.record_attempt(1, 0, Attempt(0, "4242_0", "CANCELLED", "node1", "scancel by hand").to_json())
+    store.mark_cancel(3, 0)  # marked, but its job had ended TIMEOUT: failed all the same
+    assert records.summarize(path).statuses == [P, F, X, F, P, C, C, C]
+    store.mark_cancel(1, 0)  # what corral cancel writes before it cancels the job
+    assert records.summarize(path).statuses == [P, X, X, F, P, C, C, C]

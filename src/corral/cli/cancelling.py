@@ -24,6 +24,7 @@ not touched. ``--all`` cancels every batch of the work dir that has calls not en
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +88,7 @@ def cancel_command(args: argparse.Namespace) -> int:
             continue
         if found is None:
             if not args.all:
-                say(f"{one(records.summarize(path).name)}: nothing to cancel, every call has ended")
+                say(f"{one(os.path.basename(path))}: nothing to cancel, every call has ended")
             continue
         done += 1
         jobs = f"jobs {', '.join(found.job_ids)}" if found.job_ids else "no job"
