@@ -64,7 +64,9 @@ if TYPE_CHECKING:
     from .frontends.batching import Batch
     from .frontends.commands import ShellCommandError, ShellResult
     from .frontends.executor import Executor, get_executor
-    from .frontends.pool import AsyncResult, Pool
+    from .frontends.pool import Pool
+    from .frontends.pool_results import AsyncResult
+    from .frontends.progress_bar import as_completed
     from .frontends.refs import JobRef
     from .frontends.tasks import TaskFunction, sbatch, srun, task
     from .job import JobState
@@ -87,7 +89,8 @@ _LAZY = {
     "PollPolicy": ("engine.policy", "PollPolicy"),
     "Executor": ("frontends.executor", "Executor"),
     "Pool": ("frontends.pool", "Pool"),
-    "AsyncResult": ("frontends.pool", "AsyncResult"),
+    "as_completed": ("frontends.progress_bar", "as_completed"),
+    "AsyncResult": ("frontends.pool_results", "AsyncResult"),
     "RetryPolicy": ("retry", "RetryPolicy"),
     "get_executor": ("frontends.executor", "get_executor"),
     "CorralFuture": ("engine.futures", "CorralFuture"),
@@ -176,6 +179,7 @@ __all__ = [
     "TaskInfo",
     "UnsafeWorkDirError",
     "WorkDirError",
+    "as_completed",
     "attach",
     "get_backend",
     "get_executor",

@@ -10,6 +10,9 @@ option      what it does in the job script
 setup       shell lines run before the worker: ``module load``, ``conda activate``, ``source
             venv/bin/activate``. They run under bash exactly as written, in order; the worker
             starts only if all of them succeed (the script stops at the first that fails).
+            From code (Executor, Pool, ``@task``; never a config file) it may also hold Python
+            callables, alone or among the lines: see :mod:`corral.worker.setup`. The
+            front-ends take them out (:func:`split_setup`) before this value is built.
 env         variables exported to the worker, ``{"OMP_NUM_THREADS": "4"}``. Values are taken
             literally (no ``$VAR`` expansion: write expansions as a ``setup`` line).
 python      the interpreter that runs the worker on the nodes: a path, or a name looked up on
@@ -26,6 +29,10 @@ per_task    run each call once on every task of the job (``tasks=``, ``nodes=``)
             its rank in :func:`corral.task_info`. The call's value is rank 0's (``True``), or
             the list of every rank's, in rank order (``"all"``); a rank that raised makes the
             call raise its exception.
+forward_    (default True) the client's logging reaches the calls: on the node, the root logger
+logging     gets the client's root level and the format of its first root handler, writing to
+            each call's stderr (see :mod:`corral.worker.setup`). False: the node's logging is
+            left as Python starts it. Nothing is ever configured in the client.
 ==========  ======================================================================================
 
 What the job inherits besides: the environment of the process that submits it, as the
@@ -38,7 +45,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 
 from .directives import unprintable, word_problem
@@ -64,6 +71,11 @@ def shell_lines(value: object, name: str) -> tuple[str, ...]:
         raise ResourceError(f"{name}={value!r} must be shell lines: a text or a list of texts")
     lines: list[str] = []
     for item in items:
+        if callable(item) and name == "setup":
+            raise ResourceError(
+                f"setup: {item!r} is a Python callable, which is taken only from code: give it as "
+                "setup= to an Executor, a Pool or @task, not in a config file or set_defaults()"
+            )
         if not isinstance(item, str):
             raise ResourceError(f"{name}: {item!r} is not a line of text")
         for line in item.splitlines() or [""]:
@@ -78,6 +90,34 @@ def shell_lines(value: object, name: str) -> tuple[str, ...]:
             if line.strip():
                 lines.append(line)
     return tuple(lines)
+
+
+def split_setup(value: object) -> tuple[object, tuple[Callable[[], object], ...]]:
+    """``setup=`` as given in code: (its shell lines, or None when it holds none, so that the
+    lines of the configuration still apply; its Python callables, in order). A callable is
+    one item, or the whole value; anything else but text is a ResourceError here, before
+    anything is submitted. The lines are checked later, as every layer's are."""
+    if value is None:
+        return None, ()
+    if callable(value) and not isinstance(value, str):
+        return None, (value,)
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        return value, ()  # text, or a value shell_lines refuses with its own words
+    lines: list[object] = []
+    calls: list[Callable[[], object]] = []
+    for item in value:
+        if isinstance(item, str):
+            lines.append(item)
+        elif callable(item):
+            calls.append(item)
+        else:
+            raise ResourceError(
+                f"setup: {item!r} is neither a line of shell nor a Python callable (a function "
+                "of no arguments, run on the node before the calls)"
+            )
+    # Callables alone leave the configuration's lines (a venv's activation) in place; an
+    # empty list still clears them, as it always did.
+    return (lines if lines or not calls else None), tuple(calls)
 
 
 def env_vars(value: object) -> tuple[tuple[str, str], ...]:
@@ -160,8 +200,14 @@ class Environment:
     srun: tuple[tuple[str, str | None], ...] | None = None
     launcher: tuple[str, ...] = ()
     per_task: bool | str = False
+    forward_logging: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.forward_logging, bool):
+            raise ResourceError(
+                f"forward_logging={self.forward_logging!r} must be True (the client's logging level "
+                "and format reach the calls) or False"
+            )
         if self.python is not None and (not isinstance(self.python, str) or not self.python.strip()):
             raise ResourceError(f"python={self.python!r} must be an interpreter's path or name")
         if self.python is not None and (bad := unprintable(self.python)) is not None:
@@ -174,7 +220,7 @@ class Environment:
     @property
     def is_default(self) -> bool:
         """True when it adds nothing to a job (the interpreter aside)."""
-        return replace(self, python=None) == Environment()
+        return replace(self, python=None, forward_logging=True) == Environment()
 
     @property
     def env_map(self) -> dict[str, str]:

@@ -4,6 +4,7 @@
 
     corral                                     the same as ``corral status``
     corral status [BATCH] [--json]             every batch, or one batch in detail (.looking)
+    corral status [BATCH] --watch [SECONDS]    progress bars until the calls ended (.watching)
     corral logs BATCH CALL [--attempt N] [--out | --err | --json]    a call's output (.looking)
     corral sweep status [NAME] [--rows N] [--json]                    sweeps (.sweeps)
     corral cancel BATCH [BATCH...] | --all     cancel batches' jobs (.cancelling)

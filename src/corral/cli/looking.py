@@ -32,6 +32,11 @@ def add_commands(commands: Any, shared: argparse.ArgumentParser) -> None:
         "job ids and failed calls.",
     )  # fmt: skip
     status.add_argument("batch", nargs="?", metavar="BATCH", help="a batch name, unique prefix, or path")
+    status.add_argument(
+        "--watch", nargs="?", const=2.0, type=float, metavar="SECONDS",
+        help="redraw the batch's progress bar (without BATCH: every batch with calls not ended) "
+        "every SECONDS (default 2) until its calls ended",
+    )  # fmt: skip
     add_json(status)
     status.set_defaults(command=status_command)
 
@@ -58,7 +63,14 @@ def add_json(parser: Any) -> None:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    """``corral status [BATCH] [--json]``: every batch in one table, or one batch in detail."""
+    """``corral status [BATCH] [--json]``: every batch in one table, or one batch in detail;
+    ``--watch``: progress bars until the calls ended (:mod:`.watching`)."""
+    if getattr(args, "watch", None) is not None:
+        from .watching import watch
+
+        if args.watch <= 0:
+            raise CorralError(f"--watch takes a number of seconds above 0, not {args.watch}")
+        return watch(args.batch, args.dir, args.watch)
     as_json = getattr(args, "json", False)
     if args.batch is not None:
         summary = records.summarize(records.find_batch(args.batch, args.dir))

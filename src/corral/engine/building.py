@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Mapping
 
 from ..backends.base import Backend, Submission
 from ..environment import Environment
 from ..resources import Resources
 from ..store.batch import BatchStore
+from ..store.pickling import Blobs
 from ..store.protocol import WorkerOptions
 from . import budget
 from .futures import CorralFuture
@@ -38,9 +40,12 @@ def build_batch(
     ranks = backend.ranks(request.environment, request.resources, python)  # refused before writing
     budget.charge(request.budget, request.what)
     if request.payloads is None:
-        function, payloads = pickle_calls(request.fn, request.calls)
+        shared = Blobs()  # a big value given to many calls is written once
+        function, payloads = pickle_calls(request.fn, request.calls, shared)
+        blobs: Mapping[str, bytes] = shared.data
     else:
         function, payloads = pickle_calls(request.fn, [])[0], list(request.payloads)
+        blobs = request.blobs
     resources, max_running = request.resources, request.max_running
     limits = backend.limits(resources)
     plans = plan_batch(len(payloads), limits, chunksize=request.chunksize, max_running=max_running)
@@ -50,6 +55,7 @@ def build_batch(
         {"function": name, "calls": len(payloads), "backend": backend.name, "created": time.time()},
         function,
         payloads,
+        blobs,
     )
     options = WorkerOptions(
         strict=request.strict, stdin=request.command is not None,
@@ -58,6 +64,7 @@ def build_batch(
     batch = BatchState(
         store, len(payloads), [], owner, request.retry, name=name, max_running=max_running,
         needs=request.needs, worker_options=options, explain=backend.explain_end, futures=futures,
+        echo=request.echo,
     )  # fmt: skip
     store.write_engine(pack_engine(name, max_running, batch.retry, options))
     probing = probes(plans)

@@ -29,9 +29,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from ..store.pickling import Blobs
 from .futures import CorralFuture, mark_cancelled
 from .request import Request
 from .submitting import Call, pickle_call, pickle_calls
+
+#: A call's pickle, and the big values it refers to (by key; see corral.store.pickling).
+Packed = tuple[bytes, dict[str, bytes]]
 
 if TYPE_CHECKING:
     from .tracking import BatchState
@@ -64,27 +68,32 @@ class Pending:
         self._lock = threading.Lock()
         self._payloads: list[bytes] = []
         self._futures: list[CorralFuture] = []
+        self._blobs = Blobs()  # the calls' big values, each once
         self._function_checked = False
         self.last_add = time.monotonic()
         self.closed = False
         self.finished = threading.Event()  # set once flushed (or discarded) and handed over
 
-    def pickle(self, call: Call) -> bytes:
-        """``call`` pickled (SerializationError here, naming the bad argument; the function
-        too is checked, once)."""
+    def pickle(self, call: Call) -> Packed:
+        """``call`` pickled, with the big values it refers to (SerializationError here,
+        naming the bad argument; the function too is checked, once)."""
         if not self._function_checked:
             pickle_calls(self.template.fn, [])  # the function too must fail at this line
             self._function_checked = True
-        return pickle_call(call, len(self._payloads))
+        payload, keys = pickle_call(call, len(self._payloads), self._blobs)
+        return payload, {key: self._blobs.data[key] for key in keys}
 
-    def add(self, payload: bytes) -> CorralFuture | None:
-        """Add a call pickled by :meth:`pickle` and return its future, not yet bound to a
-        batch; None when this batch was submitted meanwhile (the call then joins the next
-        one: see :meth:`Coalescer.add`)."""
+    def add(self, packed: Packed) -> CorralFuture | None:
+        """Add a call pickled by :meth:`pickle` (maybe another batch's) and return its
+        future, not yet bound to a batch; None when this batch was submitted meanwhile (the
+        call then joins the next one: see :meth:`Coalescer.add`)."""
+        payload, blobs = packed
         future = CorralFuture(None, -1, pending=self)
         with self._lock:
             if self.closed:
                 return None
+            for key, data in blobs.items():  # a call pickled for a batch that left without it
+                self._blobs.data.setdefault(key, data)
             self._payloads.append(payload)
             self._futures.append(future)
             self.last_add = time.monotonic()
@@ -140,7 +149,8 @@ class Pending:
 
     def _send(self, payloads: list[bytes], futures: list[CorralFuture]) -> None:
         try:
-            batch = self._submit(replace(self.template, payloads=tuple(payloads)), futures)
+            request = replace(self.template, payloads=tuple(payloads), blobs=self._blobs.data)
+            batch = self._submit(request, futures)
         except BaseException as exc:
             log.debug("could not submit a pending batch of %d calls: %s", len(futures), exc)
             for future in futures:
@@ -165,13 +175,13 @@ class Coalescer:
     def add(self, key: Any, make: Callable[[], Pending], call: Call) -> CorralFuture:
         """Add ``call`` to the open pending batch for ``key`` (made by ``make`` when there is
         none) and return its future."""
-        payload = None
+        packed: Packed | None = None
         while True:  # the batch found may be submitted by the poll loop before the call joins
             pending = self._join(key, make)
             # Pickled once, before it joins: a large argument takes longer than a burst's
             # pause, and the batch it was to join would be submitted without it, every time.
-            payload = pending.pickle(call) if payload is None else payload
-            future = pending.add(payload)
+            packed = pending.pickle(call) if packed is None else packed
+            future = pending.add(packed)
             if future is not None:
                 return future
 

@@ -1,4 +1,10 @@
-"""Futures handed back by the engine, and the decoding of outcomes into values or errors."""
+"""Futures handed back by the engine, and the decoding of outcomes into values or errors.
+
+:class:`CorralFuture` is a ``concurrent.futures.Future[T]`` (``Executor.submit(f)`` with
+``def f() -> int`` is a ``CorralFuture[int]`` to a type checker; a bare ``CorralFuture`` means
+``CorralFuture[Any]``), and it is awaitable: ``await future`` in a coroutine, or
+``asyncio.gather(*futures)``, through ``asyncio.wrap_future``.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,11 @@ import contextlib
 import pickle
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED as _NOTIFIED
 from concurrent.futures._base import PENDING as _PENDING
 from concurrent.futures._base import RUNNING as _RUNNING
-from typing import Any, Protocol, overload
+from typing import TYPE_CHECKING, Any, Generic, Protocol, overload
 
 import cloudpickle
 
@@ -20,6 +26,17 @@ from ..job import JobState
 from ..store.batch import BatchStore, Outcome
 from ..store.stream_codec import Progress
 from .elements import SubState
+
+if TYPE_CHECKING:
+    # A default of Any (PEP 696, seen by type checkers only: typing has it from 3.13) keeps a
+    # bare ``CorralFuture`` in annotations, the engine's and users', valid under --strict.
+    from typing_extensions import TypeVar
+
+    T = TypeVar("T", default=Any)
+else:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 
 class Gathering(Protocol):
@@ -49,11 +66,13 @@ class CallSource(Protocol):
     def request_stop(self, call: int) -> bool: ...
 
 
-class CorralFuture(concurrent.futures.Future[Any]):
+class CorralFuture(concurrent.futures.Future[T], Generic[T]):
     """A ``concurrent.futures.Future`` for one call, with the job behind it.
 
     Works with ``concurrent.futures.wait`` and ``as_completed``. ``result()`` raises the call's
     own exception type, its ``__cause__`` holding the traceback formatted on the node.
+    ``await future`` gives the value (or raises) in a coroutine, as ``asyncio.wrap_future``
+    does; cancelling the awaiting task cancels the call if it has not started.
     """
 
     def __init__(self, batch: CallSource | None, call: int, *, pending: Gathering | None = None) -> None:
@@ -87,11 +106,23 @@ class CorralFuture(concurrent.futures.Future[Any]):
         self._submit_pending()
         return "" if self._batch is None else self._batch.store.name
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> T:
         """As ``concurrent.futures``; a call still waiting for its burst of submits to end is
         submitted now (see :mod:`corral.engine.coalesce`)."""
         self._submit_pending()
         return super().result(timeout)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        """``await future``: the call's value, or its own exception, in the awaiting coroutine.
+
+        As ``asyncio.wrap_future`` (and ``loop.run_in_executor``) behave: the event loop is
+        never blocked, waiting or submitting (a call still gathering in a burst of submits is
+        submitted by the burst's pause, milliseconds later, off the loop); cancelling the
+        awaiting task cancels the call if no element has taken it yet, and a call already
+        running runs on, its value dropped (``cancel_job()`` stops it)."""
+        import asyncio  # here: whoever awaits has imported it; the rest need not pay for it
+
+        return asyncio.wrap_future(self).__await__()
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """As ``concurrent.futures``; submits a pending call first, as :meth:`result` does."""
@@ -151,7 +182,13 @@ class CorralFuture(concurrent.futures.Future[Any]):
         assert self._batch is not None, "a submitted call has a batch"
         return self._batch
 
-    def hand_over(self, timeout: float | None = None) -> Any:
+    @property
+    def bound_source(self) -> CallSource | None:
+        """Its batch's bookkeeping, or None while the call still gathers in a burst of
+        submits (unlike :attr:`source`, asking never submits the burst)."""
+        return self._batch
+
+    def hand_over(self, timeout: float | None = None) -> T:
         """``result(timeout)`` for a future only its caller sees (``Executor.map``'s), as
         ``concurrent.futures`` hands out map's results: the future is cancelled if it has not
         started (a time-out, Ctrl-C), and once its value is given, the future lets go of it,

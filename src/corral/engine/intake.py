@@ -18,6 +18,7 @@ from ..store.batch import BatchStore, Outcome
 from ..store.protocol import BEAT
 from ..store.replay import Damaged, Event, Ran, RanAll, Replay, Skipped, TookAll
 from ..store.stream_codec import Result, Results
+from .echo import Echo, Sink
 from .elements import SubState
 from .futures import CorralFuture, Futures, decode_outcome
 from .ledger import Ledger
@@ -39,24 +40,34 @@ class Intake:
     ``apply`` carries out the ledger's decisions."""
 
     def __init__(
-        self, store: BatchStore, ledger: Ledger, replay: Replay, futures: Futures, apply: Apply
-    ) -> None:
+        self, store: BatchStore, ledger: Ledger, replay: Replay, futures: Futures, apply: Apply,
+        echo: Sink | None = None,
+    ) -> None:  # fmt: skip
         self.store, self.ledger, self.replay, self.futures = store, ledger, replay, futures
         self.apply = apply
+        self.echo = None if echo is None else Echo(store, replay, echo)  # the calls' lines, to the client
         self.first_claim_at: float | None = None  # when we first saw a call start
 
     def scan(self) -> list[Completion]:
         """Read what the elements appended since the last scan (one transport operation);
         return the futures it completes."""
+        echo = self.echo
+        cursors = self.replay.cursors()
+        if echo is not None:
+            cursors.update(echo.cursors())  # the output files too, in the same one operation
         try:
-            appended = self.store.scan_streams(self.replay.cursors())
+            appended = self.store.scan_streams(cursors, output=echo is not None)
         except UnsafeWorkDirError as exc:  # a stream not the user's own: nothing of it is read
             return self._refuse_all(exc)
         now = time.monotonic()
         completions: list[Completion] = []
         for name, data in appended.items():
             for event in self.replay.feed(name, data, now):
+                if echo is not None:
+                    echo.saw(event)
                 completions += self._take(event, now)
+        if echo is not None:
+            echo.take(appended)
         return completions
 
     def _refuse_all(self, error: UnsafeWorkDirError) -> list[Completion]:

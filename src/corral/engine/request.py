@@ -8,7 +8,7 @@ budget (see :mod:`.budget`) once per request, and nowhere else.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,8 @@ class Request:
     resources: Resources
     calls: Sequence[Call] = ()
     payloads: Sequence[bytes] | None = None
+    #: The big values ``payloads`` refer to, by key (see :class:`corral.store.pickling.Blobs`).
+    blobs: Mapping[str, bytes] = field(default_factory=dict)
     #: Packing: calls per array element; None lets the elements pull calls (see planning).
     chunksize: int | None = None
     #: The most elements of each array running at once (``%N``).
@@ -58,6 +60,9 @@ class Request:
     chdir: str = field(default_factory=os.getcwd)
     #: What runs around the worker on the node: setup lines, variables, interpreter, ...
     environment: Environment = Environment()
+    #: Where the lines the calls print go as they arrive (see :mod:`corral.engine.echo`):
+    #: (call, "out" or "err", line); None: they stay in the work dir only.
+    echo: Callable[[int, str, str], None] | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.fn):

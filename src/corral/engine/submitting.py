@@ -27,7 +27,7 @@ from ..errors import NestedSubmissionError, SerializationError
 from ..resources import Resources
 from ..retry import RetryPolicy
 from ..store.batch import BatchStore
-from ..store.pickling import PLAIN, Pickler
+from ..store.pickling import PLAIN, Blobs, KeepsBlobs, Pickler, is_big
 from ..store.protocol import Mode, WorkerOptions
 from ..worker.run import inside_job, pack_function
 from .planning import Plan, plan_tasks
@@ -93,22 +93,34 @@ def local_modules_by_value(ship: bool) -> Iterator[None]:
             cloudpickle.unregister_pickle_by_value(module)
 
 
-def pickle_calls(fn: Callable[..., Any], calls: Sequence[Call]) -> tuple[bytes, list[bytes]]:
+def pickle_calls(
+    fn: Callable[..., Any], calls: Sequence[Call], blobs: Blobs | None = None
+) -> tuple[bytes, list[bytes]]:
+    """The function and each call, pickled; with ``blobs``, the calls' big values go there,
+    each once (see :class:`corral.store.pickling.Blobs`)."""
     try:
         function = pack_function(fn, _dumps)
     except Exception as exc:
         raise SerializationError(f"cannot pickle the function {fn!r}: {exc}") from exc
-    return function, [pickle_call(call, index) for index, call in enumerate(calls)]
+    return function, [pickle_call(call, index, blobs)[0] for index, call in enumerate(calls)]
 
 
-def pickle_call(call: Call, index: int) -> bytes:
-    """One call's ``(args, kwargs)``, pickled; SerializationError names the argument that
-    cannot go to a job, and the call by ``index``."""
+def pickle_call(call: Call, index: int, blobs: Blobs | None = None) -> tuple[bytes, list[str]]:
+    """One call's ``(args, kwargs)``, pickled, and the keys of the big values it sent to
+    ``blobs``; SerializationError names the argument that cannot go to a job, and the call by
+    ``index``."""
     args, kwargs = call
-    if not kwargs and all(type(a) in PLAIN for a in args):
-        return pickle.dumps(call, 5)
+    plain = not kwargs and all(type(a) in PLAIN for a in args)
+    if plain and not (blobs is not None and any(map(is_big, args))):
+        return pickle.dumps(call, 5), []
     try:
-        return _dumps(call)
+        if blobs is not None:
+            with io.BytesIO() as file:
+                pickler = _CheckingBlobPickler(file, protocol=cloudpickle.DEFAULT_PROTOCOL)
+                pickler.blobs = blobs
+                pickler.dump(call)
+                return file.getvalue(), pickler.used
+        return _dumps(call), []
     except _Refused as refused:
         raise SerializationError(_refusal(_which(call), f"call {index}", refused)) from None
     except Exception as exc:
@@ -200,6 +212,10 @@ class _CheckingPickler(Pickler):
         if reason is not None:
             raise _Refused(obj, reason)
         return super().reducer_override(obj)
+
+
+class _CheckingBlobPickler(KeepsBlobs, _CheckingPickler):
+    """The checking pickler, storing big values once (see :class:`Blobs`)."""
 
 
 def _dumps(value: object) -> bytes:

@@ -32,6 +32,7 @@ from ..store.protocol import WorkerOptions, WorkerPlan
 from ..store.replay import Replay
 from ..store.stream_codec import Progress
 from .dependencies import Needs
+from .echo import Sink
 from .elements import SubState as SubState  # re-exported: the engine takes it from here
 from .endings import ended_job_error
 from .futures import CorralFuture, Futures, mark_cancelled
@@ -71,6 +72,7 @@ class BatchState:
         worker_options: WorkerOptions | None = None,
         explain: Callable[[ElementStatus, str], ElementStatus] | None = None,
         futures: list[CorralFuture] | None = None,
+        echo: Sink | None = None,
     ) -> None:
         self.store = store
         self.name = name  # the function's name, which its jobs carry
@@ -86,7 +88,7 @@ class BatchState:
         phase: Callable[[int], str] = lambda call: self.ledger.phase(call).name.lower()  # noqa: E731
         self.futures = Futures.of(self, futures, phase) if futures else Futures(self, n_calls, phase)
         self._owner = owner
-        self.intake = Intake(store, self.ledger, self.replay, self.futures, self.apply)
+        self.intake = Intake(store, self.ledger, self.replay, self.futures, self.apply, echo)
         self._tasks: dict[int, list[tuple[int, int]]] = {}
         for sub in subs:
             self.add_sub(sub)

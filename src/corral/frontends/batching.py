@@ -34,6 +34,7 @@ from ..job import Condition
 from . import sessions
 from .bundle import Bundle
 from .commands import run_command
+from .node_setup import NodeSetup
 from .refs import JobRef
 
 _current: contextvars.ContextVar[Batch | None] = contextvars.ContextVar("corral_batch", default=None)
@@ -197,7 +198,9 @@ def _submit(group: list[tuple[Entry, Settings]], max_size: int, what: str) -> No
             assert entry.function is not None
             functions.setdefault(entry.key, entry.function)
         order = {key: i for i, key in enumerate(functions)}
-        fn = Bundle(tuple(functions.values()))
+        # the client's logging reaches the calls (each task's own setup is in its function)
+        forward = settings.environment.forward_logging
+        fn = NodeSetup().wrap(Bundle(tuple(functions.values())), forward_logging=forward)
         calls_ = [((order[e.key], *e.call), {}) for e, _ in group]
     request = Request(
         fn=fn, calls=calls_, resources=settings.resources, chunksize=max_size, needs=needs, strict=True,

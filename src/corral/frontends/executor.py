@@ -18,7 +18,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from ..backends.base import Backend, Submission
 from ..config import Settings, resolve
@@ -26,6 +26,7 @@ from ..engine.cluster import Cluster
 from ..engine.futures import CorralFuture
 from ..engine.request import Request
 from ..engine.submitting import Call
+from ..engine.tally import Tally
 from ..engine.throttle import Throttle
 from ..engine.tracking import BatchState
 from ..errors import ResourceError
@@ -33,6 +34,11 @@ from ..resources import check_max_running
 from ..retry import RetryPolicy
 from . import exiting
 from .hosts import open_cluster
+from .node_setup import NodeSetup
+from .progress_bar import ProgressBar, echo_line, wanted
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Executor(concurrent.futures.Executor):
@@ -45,7 +51,10 @@ class Executor(concurrent.futures.Executor):
     keywords (``time``, ``cpus``, ``memory``, ``gpus``, ``partition``, ``extra={...}``, ...)
     apply to every job; an unknown or malformed one raises ResourceError right here, and so
     do the job's environment keywords (``setup``, ``env``, ``python``, ``post``, ``srun``,
-    ``launcher``, ``per_task``: see :mod:`corral.environment`). What is not given here comes
+    ``launcher``, ``per_task``, ``forward_logging``: see :mod:`corral.environment`); ``setup``
+    may also hold Python callables, run once per element before its first call (see
+    :mod:`corral.worker.setup`), and the client's logging level and format reach the calls
+    unless ``forward_logging=False``. What is not given here comes
     from the configuration, with ``profile`` if named (see :mod:`corral.config`; the backend
     is ``"auto"`` when nothing sets it). ``host`` names a configured host: the jobs go to its
     scheduler over SSH (see :mod:`corral.frontends.hosts`), checked before anything is written.
@@ -80,8 +89,11 @@ class Executor(concurrent.futures.Executor):
         time_factor: float | None = None,
         memory_factor: float | None = None,
         cluster: Cluster | None = None,
+        progress: bool | None = None,
+        echo: bool = False,
         **resources: Any,
     ) -> None:
+        resources, self._node = NodeSetup.take(resources)  # setup's callables run on the node
         settings, self.retry = configure(
             backend, directory, profile, {**resources, "host": host},
             max_retries=max_retries, retry_on=retry_on, time_factor=time_factor, memory_factor=memory_factor,
@@ -93,6 +105,11 @@ class Executor(concurrent.futures.Executor):
         self.cluster = cluster or open_cluster(settings, backend)
         self.max_running = max_running
         self.allow_nested = allow_nested
+        wanted(progress)  # a bad value fails here, not at the first map
+        self.progress = progress
+        if not isinstance(echo, bool):
+            raise TypeError(f"echo must be True or False, not {echo!r}")
+        self.echo = echo
         self._throttle = Throttle(max_running) if max_running is not None else None
         self._batches = WeakBatches()
         self._lock = threading.Lock()
@@ -109,7 +126,7 @@ class Executor(concurrent.futures.Executor):
         """The name of the backend in use (``auto`` resolved)."""
         return self.cluster.backend.name
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> CorralFuture:
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> CorralFuture[T]:
         """Run ``fn(*args, **kwargs)`` as a job; return its future at once.
 
         Calls submitted one after another (``[ex.submit(f, x) for x in data]``) join one
@@ -151,17 +168,22 @@ class Executor(concurrent.futures.Executor):
 
     def map(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., T],
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
-    ) -> Iterator[Any]:
+        progress: bool | None = None,
+    ) -> Iterator[T]:
         """Run ``fn`` over the iterables as ONE batch; yield results in order.
 
         ``chunksize`` fixes the calls per array element; by default corral packs them itself
         (elements pull calls until none are left). ``timeout`` counts from this call, as in
         ``concurrent.futures``; the first failing call's exception is raised when reached.
+        While results are awaited, a progress bar shows how the calls stand (see
+        :mod:`corral.frontends.progress_bar`); ``progress`` overrides the executor's.
         """
+        shown = self.progress if progress is None else progress
+        wanted(shown)  # a bad value fails before anything is submitted
         end = None if timeout is None else time.monotonic() + timeout
         calls: list[Call] = [(args, {}) for args in zip(*iterables)]  # noqa: B905 - map stops at the shortest, as the builtin does
         batch = self._submit_batch(fn, calls, chunksize)
@@ -169,14 +191,18 @@ class Executor(concurrent.futures.Executor):
             return iter(())
         futures = batch.futures  # each made as it is needed, and let go once handed over
 
-        def results() -> Iterator[Any]:
+        def results() -> Iterator[T]:
             # As concurrent.futures does: the future waited for is cancelled with the rest on
             # a time-out or Ctrl-C, and no yielded result is kept here (see hand_over).
+            bar = ProgressBar(batch.name, len(futures), Tally([batch]).counts, shown)
             try:
                 for call in range(len(futures)):
+                    if bar.active:
+                        bar.wait(futures[call], None if end is None else end - time.monotonic())
                     yield futures.hand_over(call, None if end is None else end - time.monotonic())
             finally:  # calls before the one waited for are done: the rest is what no element took
                 batch.cancel_unclaimed()
+                bar.close()
 
         return results()
 
@@ -226,12 +252,18 @@ class Executor(concurrent.futures.Executor):
             self._batches.append(batch)
         exiting.watch(self.cluster, batch)
 
+    def on_node(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` as the nodes run it: after the ``setup`` callables and with the client's
+        logging (see :mod:`corral.frontends.node_setup`); ``fn`` itself when there is neither."""
+        return self._node.wrap(fn, forward_logging=self.environment.forward_logging)
+
     def _request(self, fn: Callable[..., Any], calls: list[Call], chunksize: int | None) -> Request:
         return Request(
-            fn=fn, calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.max_running,
+            fn=self.on_node(fn),
+            calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.max_running,
             throttle=self._throttle, retry=self.retry, allow_nested=self.allow_nested,
             budget=self.submit_budget, what="map" if calls else "burst of submits",
-            environment=self.environment,
+            environment=self.environment, echo=echo_line if self.echo else None,
         )  # fmt: skip
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -12,13 +12,11 @@ the earlier ones end; locally it is also the number of processes.
 from __future__ import annotations
 
 import concurrent.futures
-import multiprocessing
-import queue
+import functools
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from ..backends.base import Backend
 from ..backends.local import LocalBackend
@@ -31,160 +29,20 @@ from ..engine.tracking import BatchState
 from ..resources import check_max_running
 from .executor import WeakBatches, configure
 from .hosts import open_cluster
+from .node_setup import NodeSetup
+from .pool_results import AsyncResult, IMapIterator, Shown
+from .progress_bar import echo_line, wanted
 
 T = TypeVar("T")
-
-#: The initializers already run in this process (one per pool), as multiprocessing runs
-#: them once per worker process: here, once per array element.
-_initialized: set[str] = set()
-
-
-class _Initialized:
-    """``fn`` preceded, once per process, by the pool's initializer."""
-
-    def __init__(self, fn: Callable[..., Any], key: str, init: Callable[..., Any], args: tuple[Any, ...]):
-        self.fn, self.key, self.init, self.args = fn, key, init, args
-        self.__name__ = getattr(fn, "__name__", "call")
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.key not in _initialized:
-            self.init(*self.args)
-            _initialized.add(self.key)
-        return self.fn(*args, **kwargs)
-
-
-class AsyncResult(Generic[T]):
-    """The result of ``apply_async``, ``map_async`` or ``starmap_async``, as in
-    ``multiprocessing.pool.AsyncResult``: ``get``, ``wait``, ``ready``, ``successful``."""
-
-    def __init__(
-        self,
-        futures: list[CorralFuture],
-        single: bool,
-        callback: Callable[[Any], object] | None = None,
-        error_callback: Callable[[BaseException], object] | None = None,
-    ) -> None:
-        self._futures = futures
-        self._single = single
-        self._done = threading.Event()
-        self._left = len(futures)
-        self._lock = threading.Lock()
-        self._callbacks = callback, error_callback
-        if not futures:
-            self._finish()
-        for future in futures:
-            future.add_done_callback(self._one_done)
-
-    def _one_done(self, _: concurrent.futures.Future[Any]) -> None:
-        with self._lock:
-            self._left -= 1
-            last = self._left == 0
-        if last:
-            self._finish()
-
-    def _finish(self) -> None:
-        """Run the callback, then mark the result ready (so that ``get`` returning means the
-        callback has run, as in multiprocessing). Callbacks get a thread of their own: one
-        that blocks, or waits on this pool, must not stall corral's poll loop."""
-        callback, error_callback = self._callbacks
-        if callback is None and error_callback is None:
-            self._done.set()
-        else:
-            threading.Thread(target=self._call_back, name="corral-pool-callback", daemon=True).start()
-
-    def _call_back(self) -> None:
-        callback, error_callback = self._callbacks
-        error = self._first_error()
-        try:
-            if error is None and callback is not None:
-                callback(self._value())
-            elif error is not None and error_callback is not None:
-                error_callback(error)
-        finally:
-            self._done.set()
-
-    def _first_error(self) -> BaseException | None:
-        for future in self._futures:
-            if future.cancelled():
-                return concurrent.futures.CancelledError(f"call {future.call} was cancelled")
-            error = future.exception()
-            if error is not None:
-                return error
-        return None
-
-    def _value(self) -> Any:
-        values = [f.result() for f in self._futures]
-        return values[0] if self._single else values
-
-    def ready(self) -> bool:
-        """True once every call has finished (successfully or not)."""
-        return self._done.is_set()
-
-    def successful(self) -> bool:
-        """True when every call succeeded; ValueError while not ready, as in multiprocessing."""
-        if not self.ready():
-            raise ValueError(f"{self!r} not ready")
-        return self._first_error() is None
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait until ready, or ``timeout`` seconds."""
-        self._done.wait(timeout)
-
-    def get(self, timeout: float | None = None) -> T:
-        """The result (a list for maps). Raises the exception of the first failing call, in
-        call order, or ``multiprocessing.TimeoutError`` after ``timeout`` seconds."""
-        if not self._done.wait(timeout):
-            raise multiprocessing.TimeoutError(f"not ready after {timeout} s")
-        error = self._first_error()
-        if error is not None:
-            raise error
-        result: T = self._value()
-        return result
-
-
-class IMapIterator:
-    """The iterator of ``imap`` (in call order) and ``imap_unordered`` (as calls finish);
-    ``next(timeout)`` as in multiprocessing."""
-
-    def __init__(self, futures: list[CorralFuture], ordered: bool) -> None:
-        self._futures = futures
-        self._ordered = ordered
-        self._given = 0
-        self._finished: queue.SimpleQueue[concurrent.futures.Future[Any]] = queue.SimpleQueue()
-        if not ordered:
-            for future in futures:
-                future.add_done_callback(self._finished.put)
-
-    def __iter__(self) -> IMapIterator:
-        return self
-
-    def __next__(self) -> Any:
-        return self.next()
-
-    def next(self, timeout: float | None = None) -> Any:
-        """The next result; raises that call's exception, or ``multiprocessing.TimeoutError``."""
-        if self._given >= len(self._futures):
-            raise StopIteration
-        future: concurrent.futures.Future[Any]
-        if self._ordered:
-            future = self._futures[self._given]
-            concurrent.futures.wait([future], timeout)
-            if not future.done():
-                raise multiprocessing.TimeoutError(f"no result within {timeout} s")
-        else:
-            try:
-                future = self._finished.get(timeout=timeout)
-            except queue.Empty:
-                raise multiprocessing.TimeoutError(f"no result within {timeout} s") from None
-        self._given += 1
-        return future.result()
 
 
 class Pool:
     """A ``multiprocessing.Pool`` whose workers are cluster jobs (or local processes).
 
     ``processes``: the most calls running at once (default: no limit on a cluster, the CPU
-    count locally). ``initializer(*initargs)`` runs once in each process that runs calls.
+    count locally). ``initializer(*initargs)`` runs once in each process that runs calls (an
+    array element), after the Python callables of ``setup``, as the node setup does (see
+    :mod:`corral.worker.setup`: one that raises fails that element's calls with its exception).
     ``maxtasksperchild`` and ``context`` are accepted for compatibility and have no effect.
     ``backend``, ``directory``, ``profile``, ``host``, ``max_retries``, ``retry_on``,
     ``time_factor``, ``memory_factor``, resource keywords (``time``, ``memory``, ``cpus``, ...)
@@ -210,6 +68,8 @@ class Pool:
         time_factor: float | None = None,
         memory_factor: float | None = None,
         cluster: Cluster | None = None,
+        progress: bool | None = None,
+        echo: bool = True,
         **resources: Any,
     ) -> None:
         if isinstance(processes, int) and not isinstance(processes, bool) and processes < 1:
@@ -220,6 +80,9 @@ class Pool:
         initargs = tuple(initargs)
         for index, arg in enumerate(initargs):
             refuse_unshareable(arg, f"initargs[{index}]")
+        resources, node = NodeSetup.take(resources)  # setup's callables run on the node
+        if initializer is not None:  # multiprocessing's initializer is one more step of it
+            node = node.and_then(functools.partial(initializer, *initargs))
         settings, self.retry = configure(
             backend, directory, profile, {**resources, "host": host},
             max_retries=max_retries, retry_on=retry_on, time_factor=time_factor, memory_factor=memory_factor,
@@ -234,11 +97,16 @@ class Pool:
                 cluster.backend.slots = processes
         self.cluster = cluster
         self.processes = processes
-        self._init = (initializer, initargs, uuid.uuid4().hex)
+        self._node = node
         self._throttle = Throttle(processes) if processes is not None else None
         self._batches = WeakBatches()  # weak, as the Executor's
         self._lock = threading.Lock()
         self._state = "RUN"
+        wanted(progress)  # a bad value fails here, not at the first map
+        self.progress = progress
+        if not isinstance(echo, bool):
+            raise TypeError(f"echo must be True or False, not {echo!r}")
+        self.echo = echo
 
     # -- multiprocessing.Pool's API ---------------------------------------------------------------
 
@@ -262,7 +130,7 @@ class Pool:
         with self._lock:
             if self._state != "RUN":
                 raise ValueError("Pool not running")
-        template = self._request(self._wrapped(func), [], None)
+        template = self._request(func, [], None)
         future = self.cluster.gather((self, id(func)), template, (tuple(args), dict(kwds or {})), self._keep)
         return AsyncResult([future], True, callback, error_callback)
 
@@ -281,7 +149,7 @@ class Pool:
     ) -> AsyncResult[list[T]]:
         """``map`` without waiting."""
         futures = self._submit(func, [((x,), {}) for x in iterable], chunksize)
-        return AsyncResult(futures, False, callback, error_callback)
+        return AsyncResult(futures, False, callback, error_callback, self._shown(func, futures))
 
     def starmap(
         self, func: Callable[..., T], iterable: Iterable[Iterable[Any]], chunksize: int | None = None
@@ -299,20 +167,22 @@ class Pool:
     ) -> AsyncResult[list[T]]:
         """``starmap`` without waiting."""
         futures = self._submit(func, [(tuple(args), {}) for args in iterable], chunksize)
-        return AsyncResult(futures, False, callback, error_callback)
+        return AsyncResult(futures, False, callback, error_callback, self._shown(func, futures))
 
     def imap(
         self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
     ) -> IMapIterator:
         """Results in call order, each as soon as it and those before it are done. The
         iterable is read whole at once (it becomes one batch)."""
-        return IMapIterator(self._submit(func, [((x,), {}) for x in iterable], chunksize), ordered=True)
+        futures = self._submit(func, [((x,), {}) for x in iterable], chunksize)
+        return IMapIterator(futures, True, self._shown(func, futures))
 
     def imap_unordered(
         self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
     ) -> IMapIterator:
         """Results as calls finish, in any order."""
-        return IMapIterator(self._submit(func, [((x,), {}) for x in iterable], chunksize), ordered=False)
+        futures = self._submit(func, [((x,), {}) for x in iterable], chunksize)
+        return IMapIterator(futures, False, self._shown(func, futures))
 
     def close(self) -> None:
         """Accept no more work; what was submitted runs to the end."""
@@ -367,20 +237,20 @@ class Pool:
         if not calls:
             return []
         self.cluster.flush(self)  # apply_async calls still gathering go first, in order
-        batch = self.cluster.submit(self._request(self._wrapped(func), calls, chunksize))
+        batch = self.cluster.submit(self._request(func, calls, chunksize))
         self._keep(batch)
         return list(batch.futures)
 
-    def _wrapped(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        """``func``, preceded on the nodes by the pool's initializer if it has one."""
-        initializer, initargs, key = self._init
-        return func if initializer is None else _Initialized(func, key, initializer, initargs)
+    def _shown(self, func: Callable[..., Any], futures: list[CorralFuture]) -> Shown:
+        return Shown(futures, getattr(func, "__name__", "map"), self.progress)
 
     def _request(self, fn: Callable[..., Any], calls: list[Call], chunksize: int | None) -> Request:
         return Request(
-            fn=fn, calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.processes,
+            fn=self._node.wrap(fn, forward_logging=self.environment.forward_logging),
+            calls=calls, resources=self.resources, chunksize=chunksize, max_running=self.processes,
             throttle=self._throttle, retry=self.retry, budget=self.submit_budget,
             what="map" if calls else "burst of apply_async", environment=self.environment,
+            echo=echo_line if self.echo else None,
         )  # fmt: skip
 
     def _keep(self, batch: BatchState) -> None:

@@ -31,9 +31,11 @@ from ..environment import KEYS as ENVIRONMENT_KEYS
 from ..environment import Environment
 from ..job import Condition
 from ..resources import Resources
+from ..worker.setup import Prepared
 from . import batching
 from .bundle import import_function, lookup
 from .commands import ShellCommandError, ShellResult
+from .node_setup import NodeSetup
 from .refs import JobRef
 
 P = ParamSpec("P")
@@ -55,7 +57,8 @@ class TaskFunction(Generic[P, R]):
         base: TaskFunction[Any, Any] | None = None,
     ) -> None:
         self._fn = fn
-        self._options = options
+        self._options = options  # as given, ``setup``'s callables included (options() merges these)
+        self._sent, self._node = NodeSetup.take(options)  # what the configuration sees; what the node runs
         self._after = after
         self._condition = condition
         self._base: TaskFunction[Any, Any] = base or self
@@ -71,8 +74,13 @@ class TaskFunction(Generic[P, R]):
         once. Bad options, arguments that cannot be pickled, and code running inside a
         job without ``allow_nested=True`` fail here, before anything is submitted."""
         ref: JobRef[R] = JobRef(self.__name__)
+        function: Callable[..., Any] = self
+        key = id(self._base)  # calls of one task share their function in a Batch's bundle
+        steps = self._node.steps
+        if steps:  # ... unless its setup differs: this task function's then
+            function, key = Prepared(self, steps, None, self._node.key), id(self._node)
         entry = batching.Entry(
-            ref, self, id(self._base), None, (args, kwargs), self._options, self._after, self._condition
+            ref, function, key, None, (args, kwargs), self._sent, self._after, self._condition
         )
         batching.distribute(entry)
         return ref
@@ -114,7 +122,9 @@ def task(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
     """Make a function distributable: ``@corral.task`` or ``@corral.task(time="1:00:00")``.
 
     ``options`` are resources (``time``, ``cpus``, ``memory``, ``partition``, ...), the job's
-    environment (``setup``, ``env``, ``python``, ``post``, ...: see :mod:`corral.environment`),
+    environment (``setup``, ``env``, ``python``, ``post``, ``forward_logging``, ...: see
+    :mod:`corral.environment`; ``setup`` may hold Python callables, run once per element
+    before its first call of this task, see :mod:`corral.worker.setup`),
     ``profile`` (a configuration profile), ``host`` (a configured host, reached over SSH),
     ``allow_nested`` (let code already running in a job distribute it), ``backend`` and
     ``directory``. Unknown keys fail here.
@@ -173,6 +183,7 @@ def srun(
 
 def check_options(options: dict[str, Any]) -> None:
     """Reject unknown or malformed resource options at once (ResourceError)."""
+    options, _ = NodeSetup.take(options)  # setup's callables stay in code; its lines are checked
     Resources.from_options(
         **{k: v for k, v in options.items() if k not in TASK_OPTIONS and k not in ENVIRONMENT_KEYS}
     )

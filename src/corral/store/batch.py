@@ -13,6 +13,10 @@ Layout (every folder 0700, every file written atomically: temporary file, then r
         function.pkl              the function, stored once (cloudpickle), with the client's sys.path
         calls.bin  calls.idx      one small payload per call, (args, kwargs), packed into one
                                   file with an index of offsets: one file to create, not N
+        blobs.bin  blobs.json     only when calls hold big values (a numpy array or bytes of
+                                  1 MB or more): each such value pickled once, whatever the
+                                  number of calls holding it, and its offset and length by
+                                  the hash of its pickle (see corral.store.pickling.Blobs)
         subs/<s>.json             submission s: which calls its array elements may take, and how
                                   (a corral.store.protocol.WorkerPlan)
         subs/<s>.sh               the exact job script submitted
@@ -52,7 +56,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -105,6 +109,7 @@ class BatchStore(ElementFiles):
         self.name = os.path.basename(path)
         self.transport = transport
         self._offsets: array.array[int] | None = None
+        self._blobs: dict[str, Any] | None = None  # blobs.json, once read
 
     # -- creating -----------------------------------------------------------------------------
 
@@ -133,25 +138,31 @@ class BatchStore(ElementFiles):
         folders = ("", "subs", "results", "attempts", "checkpoints", "claims", "cancels", "stops")
         return self.transport.sweep_temporaries([self._p(f) if f else self.path for f in folders])
 
-    def write_batch(self, manifest: dict[str, Any], function: bytes, calls: list[bytes]) -> None:
-        """Store the batch's function and calls, then its manifest (last: a folder counts as
-        a batch once it has one), stamped with the format version this corral writes."""
+    def write_batch(
+        self, manifest: dict[str, Any], function: bytes, calls: list[bytes], blobs: Mapping[str, bytes] = {}
+    ) -> None:
+        """Store the batch's function and calls, and the big values they refer to, then its
+        manifest (last: a folder counts as a batch once it has one), stamped with the format
+        version this corral writes."""
         offsets = array.array("Q", [0])
         for data in calls:
             offsets.append(offsets[-1] + len(data))
         if sys.byteorder != "little":
             offsets.byteswap()
-        self.transport.write_many(
-            [
-                (self._p("function.pkl"), function),
-                (self._p("calls.bin"), b"".join(calls)),
-                (self.calls_index_path(), offsets.tobytes()),
-                (
-                    self._p(MANIFEST),
-                    json.dumps({**manifest, "format": FORMAT_VERSION}, indent=1).encode(),
-                ),
-            ]
-        )
+        files = [
+            (self._p("function.pkl"), function),
+            (self._p("calls.bin"), b"".join(calls)),
+            (self.calls_index_path(), offsets.tobytes()),
+        ]
+        if blobs:
+            index, at = {}, 0
+            for key, data in blobs.items():
+                index[key] = [at, len(data)]
+                at += len(data)
+            files.append((self._p("blobs.bin"), b"".join(blobs.values())))
+            files.append((self._p("blobs.json"), json.dumps(index).encode()))
+        manifest_text = json.dumps({**manifest, "format": FORMAT_VERSION}, indent=1).encode()
+        self.transport.write_many([*files, (self._p(MANIFEST), manifest_text)])
 
     def write_submission(self, sub: int, plan: WorkerPlan, script: str, engine: bytes = b"") -> str:
         """Store submission ``sub``'s plan and script, and what the engine needs to watch it
@@ -194,6 +205,20 @@ class BatchStore(ElementFiles):
         offsets = self._call_offsets()
         start, end = offsets[call], offsets[call + 1]
         return self.transport.read_range(self._p("calls.bin"), start, end - start)
+
+    def read_blob(self, key: str) -> bytes:
+        """The pickle of the big value ``key`` that calls refer to (checked as a file to
+        unpickle); FormatError when the batch holds no such value."""
+        path = self._p("blobs.json")
+        if self._blobs is None:
+            index = json.loads(self.transport.read_private(path))
+            if not isinstance(index, dict):
+                raise FormatError(f"{path}: not an index of values", path=path)
+            self._blobs = index
+        where = self._blobs.get(key)
+        if not isinstance(where, list) or len(where) != 2 or not all(_offset(n) for n in where):
+            raise FormatError(f"{path}: no value {key!r}", path=path)
+        return self.transport.read_range(self._p("blobs.bin"), where[0], where[1])
 
     def read_calls(self, calls: list[int]) -> dict[int, bytes]:
         """The payloads of ``calls`` (a chunk's), in one read of the span they lie in when
@@ -352,3 +377,7 @@ __all__ = [
     "parse_task_name",
     "task_name",
 ]
+
+
+def _offset(value: object) -> bool:
+    return type(value) is int and value >= 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from ..errors import UnsafeWorkDirError
 from ..transports.base import Transport
 from .outcomes import Outcome, decode_outcome_file, encode_outcome
 from .protocol import ChunkClaim, is_element_id
@@ -110,10 +111,13 @@ class ElementFiles:
         """The folder of the elements' streams (what :meth:`Transport.scan` is given)."""
         return self._p("streams")
 
-    def scan_streams(self, cursors: Mapping[str, int]) -> dict[str, bytes]:
+    def scan_streams(self, cursors: Mapping[str, int], *, output: bool = False) -> dict[str, bytes]:
         """What every element appended to its stream since ``cursors`` (by file name,
         ``"<element>.log"``), in one transport operation: see
-        :meth:`corral.transports.base.Transport.scan`."""
+        :meth:`corral.transports.base.Transport.scan`. ``output``: and to its ``.out`` and
+        ``.err`` files, read before the streams."""
+        if output:
+            return self.transport.scan(self.streams_folder(), cursors, (".out", ".err"))
         return self.transport.scan(self.streams_folder(), cursors)
 
     def stream_path(self, element: str) -> str:
@@ -132,6 +136,17 @@ class ElementFiles:
         try:
             return self.transport.read_private(self.stream_path(element))
         except FileNotFoundError:
+            return b""
+
+    def read_output_range(self, element: str, stream: str, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` of an element's out or err file, as they are (fewer if"""
+        try:
+            return self.transport.read_range(self.output_path(element, stream), start, end - start)
+        except FileNotFoundError:
+            return b""
+        except UnsafeWorkDirError:
+            raise
+        except OSError:  # not that long yet (a slow shared file system): the next scan reads it
             return b""
 
     def read_output(self, element: str, stream: str, start: int, end: int | None) -> str:

@@ -88,10 +88,11 @@ class Transport(Protocol):
         """Names in a folder; an empty list when the folder does not exist."""
         ...
 
-    def scan(self, folder: str, cursors: Mapping[str, int]) -> dict[str, bytes]:
+    def scan(self, folder: str, cursors: Mapping[str, int], also: Sequence[str] = ()) -> dict[str, bytes]:
         """ONE operation (one round trip for a remote transport) that lists ``folder`` and
-        returns, for every regular file in it whose name ends in ``.log``, the bytes from
-        ``cursors.get(name, 0)`` to its current end: only files that grew are in the answer,
+        returns, for every regular file in it whose name ends in ``.log`` (or in one of
+        ``also``, read before the ``.log`` files), the bytes from ``cursors.get(name, 0)`` to
+        its current end: only files that grew are in the answer,
         and a file now shorter than its cursor maps to ``b""`` (the caller re-reads it from
         where its records are whole). Each file is opened without following a symbolic link
         and checked as :meth:`read_private` checks (payloads in streams are unpickled):

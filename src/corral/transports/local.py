@@ -165,16 +165,20 @@ class LocalTransport:
         except FileNotFoundError:
             return []
 
-    def scan(self, folder: str, cursors: Mapping[str, int]) -> dict[str, bytes]:
-        """What grew in the ``.log`` files of ``folder`` since ``cursors`` (see
-        :meth:`corral.transports.base.Transport.scan`)."""
+    def scan(self, folder: str, cursors: Mapping[str, int], also: Sequence[str] = ()) -> dict[str, bytes]:
+        """What grew in the ``.log`` files of ``folder``, and in those ending in one of
+        ``also``, since ``cursors`` (see :meth:`corral.transports.base.Transport.scan`)."""
+        ends = tuple(also)
         try:
             names = os.listdir(folder)
         except FileNotFoundError:
             return {}
         grown: dict[str, bytes] = {}
+        # The files of ``also`` first, then the streams: a byte read from an output file was
+        # printed by a call whose record the stream read next holds (see engine.echo).
+        names.sort(key=lambda name: name.endswith(".log"))
         for name in names:
-            if not name.endswith(".log") or name.startswith("."):
+            if name.startswith(".") or not (name.endswith(".log") or (ends and name.endswith(ends))):
                 continue
             path = os.path.join(folder, name)
             try:  # O_NONBLOCK: a FIFO planted under a .log name must not hang the poll loop

@@ -15,12 +15,35 @@ from typing import Any
 import cloudpickle
 
 from ..store.batch import BatchStore, Outcome
-from ..store.pickling import PLAIN, dumps
+from ..store.pickling import PLAIN, dumps, load_call
 from .checkpoint import Checkpointable, Interrupted, Resume, StopSignals
 from .element_log import ElementLog
 from .progress import enter_call, leave_call
+from .setup import Prepared
 
 _HOST = os.uname().nodename
+
+#: The big values read lately, by hash: the calls of an element often share one. Each call
+#: unpickles its own copy from these bytes (a call that changes its array changes no other's).
+_read_blobs: dict[str, bytes] = {}
+#: How many bytes of them are kept.
+_KEPT = 256 << 20
+
+
+def _blobs(store: BatchStore) -> Callable[[str], bytes]:
+    """Where a call's big values come from: the batch's blobs, through the cache above."""
+
+    def blob(key: str) -> bytes:
+        data = _read_blobs.get(key)
+        if data is None:
+            data = store.read_blob(key)
+            while _read_blobs and sum(map(len, _read_blobs.values())) + len(data) > _KEPT:
+                del _read_blobs[next(iter(_read_blobs))]  # the oldest first
+            _read_blobs[key] = data
+        return data
+
+    return blob
+
 
 #: Set while a call runs in this process (the sequential backend); the env var covers jobs.
 current_element: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -65,10 +88,13 @@ def run_call(
     host = _HOST
     tokens = current_element.set(element), enter_call(log, store, call, attempt)
     try:
+        if isinstance(fn, Prepared):  # the node setup first; the function itself, checkpointable or not
+            fn.prepare()
+            fn = fn.fn
         saved = store.read_checkpoint(call) if resumed else None
         requeues = 0
         if saved is None:
-            args, kwargs = pickle.loads(store.read_call(call) if payload is None else payload)
+            args, kwargs = load_call(store.read_call(call) if payload is None else payload, _blobs(store))
         else:
             resume, requeues = cloudpickle.loads(saved[0]), saved[1]
             fn, args, kwargs = resume.fn, resume.args, resume.kwargs

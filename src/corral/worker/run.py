@@ -49,8 +49,8 @@ from .calls import pack_function as pack_function  # where the engine and the te
 from .checkpoint import StopSignals
 from .chunks import frontier, next_chunk_size, take_chunk
 from .element_log import ElementLog
+from .setup import IN_JOB_ENV as IN_JOB_ENV  # where the rest of corral takes it
 
-IN_JOB_ENV = "CORRAL_IN_JOB"
 REQUEUE_TIMEOUT = 60.0  # seconds the requeue command may take
 
 

@@ -249,7 +249,7 @@ class Sweep:
         )  # fmt: skip
         calls: list[Call] = [((t, None if self.lazy else self.configs[t]), {}) for t in trials]
         request = Request(
-            fn=RunTrial(spec), calls=calls, resources=ex.resources,
+            fn=ex.on_node(RunTrial(spec)), calls=calls, resources=ex.resources,
             max_running=self.max_running, throttle=self._throttle, retry=ex.retry, budget=ex.submit_budget,
             what="sweep", name=f"sweep-{self.name}", environment=ex.environment,
         )  # fmt: skip

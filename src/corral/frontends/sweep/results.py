@@ -138,7 +138,13 @@ class SweepResult:
         """One line: trials done / running / pruned / failed, and the best so far."""
         c = self.counts()
         done = c["completed"] + c["pruned"] + c["failed"] + c["cancelled"] + c["stopped"]
-        parts = [f"{done}/{len(self.trials)} done", f"{c['running']} running", f"{c['pruned']} pruned"]
+        return f"{done}/{len(self.trials)} done · {self.standing()}"
+
+    def standing(self) -> str:
+        """The summary but the trials done: running / pruned / failed, and the best so far
+        (the words beside the sweep's progress bar)."""
+        c = self.counts()
+        parts = [f"{c['running']} running", f"{c['pruned']} pruned"]
         parts += [f"{c[s]} {s}" for s in ("failed", "cancelled", "stopped") if c[s]]
         best = self._best(self.metric, self.mode, finished_only=False)
         if best is not None:

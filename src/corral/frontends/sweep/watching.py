@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ...engine.cluster import Cluster
 from ...engine.futures import CorralFuture
+from ...engine.ledger_values import Counts
 from ...engine.tracking import BatchState
 from ...errors import CorralError, FormatError, JobCancelledError, JobLostError
 from ...store.sweeps import SweepFiles, check_name
 from ...transports.local import LocalTransport
 from ..attach import rebuild, settle
 from ..executor import Executor
+from ..progress_bar import ProgressBar, wanted
 from .optuna import ConfigNotChosen
 from .results import SweepResult, Trial
 from .schedulers import Mode, check_mode
@@ -97,7 +98,7 @@ class Watch:
         self._earlier: set[concurrent.futures.Future[Any]] = set()
         #: Told each trial whose call ended (a model-based search chooses the next config).
         self.on_settle: Callable[[int], None] | None = None
-        self.display = Display(progress)
+        self.display = Display(self.result, progress)
 
     def add(self, futures: Sequence[CorralFuture], trials: Sequence[int], *, earlier: bool = False) -> None:
         """Watch ``futures``, the calls of ``trials``; ``earlier``: of a batch an earlier run
@@ -113,7 +114,7 @@ class Watch:
         for trial, events in self.files.read_events().items():
             if 0 <= trial < len(self.result.trials):
                 self.result.trials[trial].add_events(events)
-        self.display.show(self.result.summary())
+        self.display.show()
 
     def wait(self, again: Callable[[list[int]], list[CorralFuture]] | None) -> None:
         """Until every trial's future is done. ``again`` runs the trials that an earlier run
@@ -140,7 +141,7 @@ class Watch:
                 last = time.monotonic()
 
     def close(self) -> None:
-        self.display.close(self.result.summary())
+        self.display.close()
 
     def finish(self) -> SweepResult:
         """The result, once every trial ended: the last log lines read, failures told."""
@@ -167,25 +168,27 @@ def _outcome(future: concurrent.futures.Future[Any], trial: int) -> TrialOutcome
 
 
 class Display:
-    """The live summary line: redrawn in place on a terminal, else logged now and then."""
+    """The sweep's progress bar (see :mod:`corral.frontends.progress_bar`): trials ended,
+    with the running, pruned and failed ones and the best so far beside it; on a terminal,
+    else in the log now and then."""
 
-    def __init__(self, progress: bool | None) -> None:
-        self.tty = sys.stderr.isatty() if progress is None else progress
-        #: Seconds between two looks at the trials' logs while they run: they feed this line.
-        self.every = LOOK if self.tty else LOG_EVERY
-        self._logged = 0.0
+    def __init__(self, result: SweepResult, progress: bool | None) -> None:
+        self.result = result
+        self.bar = ProgressBar(
+            f"sweep {result.name}", len(result.trials), self._counts, progress,
+            text=lambda _: result.standing(), unit="trials",
+        )  # fmt: skip
+        #: Seconds between two looks at the trials' logs while they run: they feed the bar.
+        self.every = LOOK if wanted(progress) else LOG_EVERY
 
-    def show(self, line: str) -> None:
-        if self.tty:
-            sys.stderr.write("\r\x1b[K" + line)
-            sys.stderr.flush()
-        elif time.monotonic() - self._logged >= LOG_EVERY:
-            self._logged = time.monotonic()
-            logger.info("%s", line)
+    def _counts(self) -> Counts:
+        c = self.result.counts()
+        retried = sum(max(t.attempts - 1, 0) for t in self.result.trials)
+        done = c["completed"] + c["pruned"] + c["stopped"]
+        return Counts(c["pending"], c["running"], done, c["failed"], c["cancelled"], retried)
 
-    def close(self, line: str) -> None:
-        if self.tty:
-            sys.stderr.write("\r\x1b[K" + line + "\n")
-            sys.stderr.flush()
-        else:
-            logger.info("%s", line)
+    def show(self) -> None:
+        self.bar.refresh(now=self.bar.drawn)
+
+    def close(self) -> None:
+        self.bar.close()
