@@ -176,6 +176,16 @@ class LocalBackend(Backend):
                     self._kill(el, JobState.CANCELLED)
             self._queue = collections.deque(e for e in self._queue if e.state is JobState.PENDING)
             self._cond.notify_all()
+            # Elements another client left running here (adopt_elements): not our children,
+            # but each leads a session of its own, so its whole group is signalled.
+            adopted = (
+                [] if pending_only else [pid for eid, pid in self._adopted.items() if _wanted(eid, wanted)]
+            )
+        for pid in adopted:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):  # gone, or its pid is no longer ours
+                pass
 
     def widen(self, job_id: str, max_running: int) -> None:
         with self._cond:
@@ -219,7 +229,7 @@ class LocalBackend(Backend):
             assert el.proc is not None
             code = el.proc.poll()
             if code is not None:
-                el.state = el.kill_state or (JobState.COMPLETED if code == 0 else JobState.FAILED)
+                el.state = el.kill_state or _ended_state(code)
                 el.returncode = code
                 self._running.remove(el)
                 if code == REQUEUE_EXIT and el.kill_state is None:  # it asked to run again
@@ -315,6 +325,18 @@ class LocalBackend(Backend):
         el.kill_state = why
         el.kill_at = time.monotonic() + KILL_WAIT
         _signal(el, signal.SIGTERM)
+
+
+def _ended_state(code: int) -> JobState:
+    """How an element this backend did not kill ended: a SIGTERM from outside (``corral
+    cancel``, ``kill``) cancelled it, as SLURM reports a ``scancel``."""
+    if code == 0:
+        return JobState.COMPLETED
+    return JobState.CANCELLED if code == -signal.SIGTERM else JobState.FAILED
+
+
+def _wanted(element_id: str, wanted: set[str]) -> bool:
+    return element_id in wanted or element_id.rpartition("_")[0] in wanted
 
 
 def _adopted_status(element_id: str, pid: int) -> ElementStatus:

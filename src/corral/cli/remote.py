@@ -1,9 +1,11 @@
-"""``corral status|logs|sweep --host NAME``: the same command, run by corral on the host.
+"""``corral COMMAND --host NAME``: the same command, run by corral on the host.
 
 The work dir lives on the host, so the host's corral reads it, with its own checks, as the
 remote user; its output comes back over the process's SSH session (one authentication, see
 :mod:`corral.frontends.hosts`) and passes through :func:`~corral.cli.display.printable` here
 too, since a terminal must never obey what a work dir holds. The exit code is the host's.
+The host's output comes back when the command has ended (``attach`` prints its lines then,
+not as it goes).
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from .display import printable
 
 #: Seconds the host's command may take.
 TIMEOUT = 300.0
+#: The commands of the ``corral`` command (the first of them in argv is the command).
+COMMANDS = ("status", "logs", "sweep", "cancel", "clean", "attach", "doctor")
+#: ``attach`` waits for a batch to end, and ``doctor`` for its test job: a day at most.
+WAITING = {"attach": 86400.0, "doctor": 3600.0}
 
 
 def run_on_host(host: str | None, argv: list[str], directory: str | None) -> int | None:
@@ -31,11 +37,13 @@ def run_on_host(host: str | None, argv: list[str], directory: str | None) -> int
         raise CorralError(f"host {settings.host!r} has no ssh destination: run the command without --host")
     remote = connect(settings)
     words = _without_host(argv)
-    if not any(word in ("status", "logs", "sweep") for word in words):
+    command = next((word for word in words if word in COMMANDS), None)
+    if command is None:
         words = ["status", *words]  # `corral` alone is `corral status`
     if directory is None:
         words += ["--dir", remote.found.directory]
-    result = remote.transport.run([remote.found.python, "-m", "corral", *words], timeout=TIMEOUT)
+    timeout = WAITING.get(command or "", TIMEOUT)
+    result = remote.transport.run([remote.found.python, "-m", "corral", *words], timeout=timeout)
     sys.stdout.write(printable(result.stdout))
     sys.stderr.write(printable(result.stderr))
     return result.returncode

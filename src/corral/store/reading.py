@@ -167,7 +167,10 @@ def status_of(
     if outcome is not None:
         return (CallStatus.COMPLETED if outcome.ok else CallStatus.FAILED), outcome
     if task in folder.recorded:
-        return CallStatus.FAILED, None
+        # `corral cancel` marks the attempts it cancels, and records those its jobs ran as
+        # CANCELLED (so does a client watching when the job ends): cancelled, not failed.
+        cancelled = task in folder.cancelled and _recorded_state(store, task) == "CANCELLED"
+        return (CallStatus.CANCELLED if cancelled else CallStatus.FAILED), None
     element = folder.took.get(task)
     if task in folder.skipped or (element is None and task in folder.cancelled):
         return CallStatus.CANCELLED, None
@@ -179,6 +182,14 @@ def status_of(
                 return CallStatus.LOST, None
         return CallStatus.RUNNING, None
     return CallStatus.PENDING, None
+
+
+def _recorded_state(store: BatchStore, task: tuple[int, int]) -> str:
+    try:
+        record = store.read_attempt(*task)
+    except (OSError, ValueError):
+        return ""
+    return str(record.get("state")) if isinstance(record, dict) else ""
 
 
 def _outcome(store: BatchStore, ran: Ran) -> Outcome:

@@ -33,9 +33,12 @@ from ..errors import CorralError
 from ..transports.local import LocalTransport
 from ..trust import check_private_dir
 from .batch import BatchStore, default_root
+from .claims import process_gone
+from .protocol import Claim
 from .reading import CallStatus as CallStatus
 from .reading import Failure as Failure
 from .reading import (
+    Folder,
     failure_of,
     latest_status,
     open_batch,
@@ -85,6 +88,87 @@ class CallLogs:
     element: str = ""
     element_stderr: str = ""
     element_stderr_path: str = ""
+
+
+@dataclass(frozen=True)
+class OpenCalls:
+    """The calls of one batch that have not ended, as its folder tells, and what runs them:
+    what ``corral cancel`` acts on and ``corral clean`` keeps."""
+
+    name: str
+    path: str
+    backend: str  # the manifest's: the backend that ran the batch
+    pending: list[tuple[int, int]] = field(hash=False)  # (call, attempt) no element has taken
+    started: list[tuple[int, int]] = field(hash=False)  # taken, no outcome yet (running or lost)
+    elements: dict[tuple[int, int], tuple[str, str | None]] = field(hash=False)  # started -> element, host
+    job_ids: list[str] = field(hash=False)  # the jobs of the submissions that plan an open call
+    here: dict[str, int] = field(hash=False)  # elements still running on this host -> pid
+
+    def __bool__(self) -> bool:
+        return bool(self.pending or self.started)
+
+
+def open_calls(path: str) -> OpenCalls:
+    """The calls of the batch in ``path`` whose latest attempt has not ended (pending,
+    running or lost), the job ids of the submissions that may still run them, and the
+    elements of this host that still run. Data only, like the rest of this module."""
+    store, manifest, calls = open_batch(path)
+    folder = scan_batch(store, calls)
+    pending: list[tuple[int, int]] = []
+    started: list[tuple[int, int]] = []
+    for call in range(calls):
+        status, attempt, _ = latest_status(store, folder, call)
+        if status is CallStatus.PENDING:
+            pending.append((call, attempt))
+        elif status in (CallStatus.RUNNING, CallStatus.LOST):
+            started.append((call, attempt))
+    wanted = set(pending) | set(started)
+    job_ids: list[str] = []
+    if wanted:
+        try:
+            found = store.job_ids()
+        except (OSError, ValueError):
+            found = {}
+        for sub, job_id in sorted(found.items()):
+            tasks: Iterable[tuple[int, int]]
+            try:
+                tasks = store.read_plan(sub).tasks
+            except (OSError, ValueError):
+                tasks = wanted  # a plan that cannot be read: its job may run anything
+            if any(task in wanted for task in tasks):
+                job_ids.append(job_id)
+    return OpenCalls(
+        name=store.name, path=store.path, backend=str(manifest.get("backend", "")), pending=pending,
+        started=started, elements={t: _element_of(folder, t) for t in started},
+        job_ids=job_ids, here=_running_here(folder) if wanted else {},
+    )  # fmt: skip
+
+
+def _element_of(folder: Folder, task: tuple[int, int]) -> tuple[str, str | None]:
+    element = folder.took.get(task, "")
+    log = folder.replay.elements.get(element)
+    return element, (log.start.host if log is not None and log.start is not None else None)
+
+
+def _running_here(folder: Folder) -> dict[str, int]:
+    """Elements whose latest run started on this host and whose process still runs."""
+    host = os.uname().nodename
+    alive: dict[str, int] = {}
+    for element, log in folder.replay.elements.items():
+        start = log.start
+        if start is None or log.end is not None or start.host != host:
+            continue
+        if not process_gone(Claim(element, start.host, start.pid), start.t):
+            alive[element] = start.pid
+    return alive
+
+
+def created(path: str) -> float:
+    """When the batch in ``path`` was created, as its manifest says (0.0 when it cannot)."""
+    try:
+        return _created(BatchStore(path, LocalTransport()).read_manifest())
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
 
 
 def work_root(directory: str | None = None) -> str:
