@@ -92,6 +92,7 @@ class Settings:
     host: str | None = None  # the [hosts.NAME] chosen
     ssh: str | None = None  # its ssh destination; None: jobs are submitted from this machine
     ssh_config: str | None = None  # the file for ``ssh -F`` (an absolute path on this machine)
+    clusters: str | None = None  # the SLURM cluster (``-M``) of every command; None: the default one
     sources: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
@@ -178,6 +179,7 @@ def resolve(profile: str | None = None, **options: object) -> Settings:
         host=host,
         ssh=cast("str | None", values.get("ssh")),
         ssh_config=cast("str | None", values.get("ssh_config")),
+        clusters=cast("str | None", values.get("clusters")),
         sources=MappingProxyType(sources),
     )
 
