@@ -154,13 +154,17 @@ def intervals(jobs: Jobs, names: list[str]) -> list[tuple[int, int]]:
 
 
 def test_singleton_jobs_of_one_name_never_overlap(jobs: Jobs) -> None:
-    """Four slots, four singleton jobs (one an array of three) of one name: one at a time."""
+    """Four slots, four singleton jobs of one name, one of them an array of three: one job at a
+    time, while the elements of the array run together, as SLURM does
+    (tests/data/slurm/sacct_singleton_after.txt)."""
     run = ['stamp "$1-start"', "sleep 0.3", 'stamp "$1-end"']
     first = jobs.submit('set -- "s$CORRAL_ARRAY_TASK_ID"', *run, elements=3, name="one", singleton=True)
     rest = [jobs.submit(f"set -- t{i}", *run, name="one", singleton=True) for i in range(3)]
     other = jobs.submit("set -- other", *run, name="two", singleton=True)  # another name: no wait
     assert set(jobs.final(first, *rest, other).values()) == {JobState.COMPLETED}
-    spans = intervals(jobs, ["s0", "s1", "s2", "t0", "t1", "t2"])
+    array = intervals(jobs, ["s0", "s1", "s2"])
+    assert max(start for start, _ in array) < min(end for _, end in array)  # together
+    spans = sorted([(array[0][0], max(end for _, end in array)), *intervals(jobs, ["t0", "t1", "t2"])])
     assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:], strict=False)), spans
     assert jobs.stamp("other-start") < spans[-1][0]  # it ran beside them
 

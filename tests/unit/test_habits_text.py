@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,6 @@ from corral.backends.slurm_text import (
     parse_sinfo_cpus,
     parse_squeue,
     sbatch_options,
-    scancel_says_gone,
     squeue_says_unknown,
     transient_failure,
 )
@@ -53,6 +53,20 @@ QUICK = PollPolicy(
 
 def recorded(name: str) -> str:
     return (DATA / name).read_text()
+
+
+@dataclass(frozen=True)
+class Row:
+    job: str
+    state: str
+    start: str
+    end: str
+
+
+def parse_sacct_times(name: str) -> list[Row]:
+    """``sacct -X -n -P -o JobID,State,[Reason,]Start,End`` lines of a recording."""
+    rows = [line.split("|") for line in recorded(name).splitlines()]
+    return [Row(r[0], r[1], r[-2], r[-1]) for r in rows]
 
 
 def spec(dependency: Dependency | None = None, **resources: object) -> ArraySpec:
@@ -261,12 +275,11 @@ def test_squeue_with_m_and_h_has_no_header_and_without_h_a_cluster_line() -> Non
     assert {s.state for s in quiet} <= {JobState.PENDING, JobState.RUNNING}
 
 
-def test_squeue_and_scancel_with_m_say_unknown_jobs_as_without() -> None:
+def test_squeue_with_m_says_unknown_jobs_as_without_and_scancel_is_silent() -> None:
     rc = int(recorded("squeue_clusters_invalid.rc"))
-    assert squeue_says_unknown(rc, recorded("squeue_clusters_invalid.stderr"))
-    assert scancel_says_gone(1, recorded("scancel_clusters_invalid.stderr")) or (
-        int(recorded("scancel_clusters_invalid.rc")) == 0
-    )
+    assert rc == 1 and squeue_says_unknown(rc, recorded("squeue_clusters_invalid.stderr"))
+    assert int(recorded("scancel_clusters_invalid.rc")) == 0  # a cancel that just succeeds
+    assert int(recorded("scontrol_update_clusters.rc")) == 0
 
 
 def test_sacct_sinfo_and_scontrol_with_m_parse_as_without() -> None:
@@ -277,8 +290,24 @@ def test_sacct_sinfo_and_scontrol_with_m_parse_as_without() -> None:
     assert parse_config(recorded("scontrol_show_config_clusters.txt"))["ClusterName"] == "corral-test"
 
 
-def test_a_controller_out_of_reach_under_m_is_transient() -> None:
+def test_a_controller_out_of_reach_under_m_is_transient_and_an_unknown_cluster_is_not() -> None:
     assert transient_failure(recorded("squeue_clusters_ctld_down.stderr"))
-    assert not transient_failure(recorded("sbatch_clusters_unknown.stderr")) or (
-        "invalid entry for --cluster" in recorded("sbatch_clusters_unknown.stderr")
-    )
+    for unknown in ("sbatch_clusters_unknown.stderr", "scontrol_show_config_clusters_unknown.stderr"):
+        assert "can't be reached now" in recorded(unknown)  # as when the controller is down
+        assert not transient_failure(recorded(unknown))  # but slurmdbd knows no such cluster
+
+
+def test_slurm_runs_a_dependent_of_a_job_it_does_not_know() -> None:
+    """afterok on a purged (1) or never seen (99999999) job id: accepted, and run at once."""
+    assert parse_sbatch(recorded("sbatch_dependency_unknown_job.txt")).isdigit()
+    assert {s.state for s in parse_sacct_times("sacct_dependency_unknown_job.txt")} == {"COMPLETED"}
+
+
+def test_slurm_runs_the_elements_of_a_singleton_array_together_and_holds_other_jobs() -> None:
+    rows = {r.job: r for r in parse_sacct_times("sacct_singleton_after.txt")}
+    array = [rows[f"25707_{i}"] for i in range(3)]
+    assert len({(r.start, r.end) for r in array}) == 1  # together
+    assert rows["25708"].start >= max(r.end for r in array)  # the next job of the name waited
+    assert rows["25708"].start > rows["25709"].start  # ... not for an unrelated job
+    assert rows["25710"].start == rows["25709"].start < rows["25709"].end  # after: started
+    assert "25708|PENDING|Dependency" in recorded("squeue_singleton_after.txt")

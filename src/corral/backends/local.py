@@ -264,9 +264,10 @@ class LocalBackend(Backend):
                 self._queue.remove(el)
                 return True
             el.dependency = None
-        # SLURM's singleton: at most one job of this name runs at once (per user there; here,
-        # of this process's local jobs, which are all the local backend knows)
-        return el.singleton and any(other.name == el.name for other in self._running)
+        # SLURM's singleton: no other job of this name runs meanwhile (per user there; here,
+        # of this process's local jobs, which are all the local backend knows). The elements
+        # of one array are one job to it: they run beside each other (tests/data/slurm).
+        return el.singleton and any(o.name == el.name and o.job_id != el.job_id for o in self._running)
 
     def _start_what_fits(self) -> None:
         busy = sum(el.cpus for el in self._running)

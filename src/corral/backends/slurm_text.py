@@ -325,16 +325,22 @@ TRANSIENT_MESSAGES = (
     "slurm_persist_conn_open",
     "Connection refused",
     "Unexpected message received",  # scontrol update, while slurmctld is down
-    # Any command with -M while slurmctld is down; also a cluster name slurmdbd does not know,
-    # which the retries cannot mend, and whose final error says so.
+    # Any command with -M while slurmctld is down (an unknown cluster: PERMANENT_MESSAGES)
     "can't be reached now, or it is an invalid entry for --cluster",
 )
 #: Of those, the ones after which a submission may still have reached the controller.
 AMBIGUOUS_MESSAGES = ("Socket timed out on send/recv", "Zero Bytes were transmitted or received")
 
 
+#: Messages that make a failure permanent whatever else the command printed: with ``-M``, a
+#: cluster slurmdbd does not know also gets "can't be reached now" (sbatch_clusters_unknown).
+PERMANENT_MESSAGES = ("known by database",)
+
+
 def transient_failure(stderr: str) -> bool:
     """True when a failed command's stderr says SLURM is busy or out of reach."""
+    if any(message in stderr for message in PERMANENT_MESSAGES):
+        return False
     return any(message in stderr for message in TRANSIENT_MESSAGES)
 
 
