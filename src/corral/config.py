@@ -2,7 +2,8 @@
 
 Each setting (the :class:`~corral.resources.Resources` fields; ``backend``, ``directory``,
 ``max_retries`` and ``submit_budget``; the job's :class:`~corral.environment.Environment`:
-``setup``, ``env``, ``python``, ``post``, ``srun``, ``launcher``, ``per_task``; ``host``) is
+``setup``, ``env``, ``python``, ``post``, ``srun``, ``launcher``, ``per_task``; ``host``;
+``clusters``, the SLURM cluster of every command, ``-M``) is
 looked up in these layers; a later one wins::
 
     #  layer              where it comes from

@@ -38,8 +38,10 @@ from corral.engine.dependencies import resolve as resolve_needs
 from corral.engine.policy import PollPolicy
 from corral.engine.request import Request
 from corral.errors import ConfigError, ResourceError, SubmissionError
+from corral.frontends.attach import on_cluster
 from corral.job import Condition, Dependency, JobState
 from corral.resources import Resources
+from corral.store.batch import BatchStore
 from corral.transports.local import LocalTransport
 
 from .fakes import FakeSlurm
@@ -311,3 +313,17 @@ def test_slurm_runs_the_elements_of_a_singleton_array_together_and_holds_other_j
     assert rows["25708"].start > rows["25709"].start  # ... not for an unrelated job
     assert rows["25710"].start == rows["25709"].start < rows["25709"].end  # after: started
     assert "25708|PENDING|Dependency" in recorded("squeue_singleton_after.txt")
+
+
+def test_a_batch_remembers_its_cluster_for_attach(workdir: str) -> None:
+    fake = FakeSlurm()
+    cluster = corral.Cluster(SlurmBackend(fake, clusters="corral-test"), workdir, policy=QUICK)
+    batch = cluster.submit(Request(fn=square, calls=[((3,), {})], resources=Resources()))
+    assert batch.futures[0].result(timeout=30) == 9
+    cluster.close()
+    manifest = BatchStore(batch.store.path, LocalTransport()).check_format()
+    assert manifest["clusters"] == "corral-test"
+    assert on_cluster(resolve(), manifest).clusters == "corral-test"  # attach polls with -M there
+    assert on_cluster(resolve(clusters="x"), {"backend": "slurm"}).clusters == "x"
+    with pytest.raises(ConfigError):
+        on_cluster(resolve(), {"clusters": "a;rm -rf"})

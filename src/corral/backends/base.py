@@ -142,6 +142,10 @@ class Backend(abc.ABC):
     #: whose elements are final only once their process has exited, outcomes written.
     outcome_grace: ClassVar[float | None] = None
 
+    #: The cluster of a multi-cluster site that every command names (SLURM's ``-M``); None:
+    #: the scheduler's own default (see :class:`~corral.backends.slurm.SlurmBackend`).
+    clusters: str | None = None
+
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         self._limits: dict[tuple[str | None, int], Limits] = {}

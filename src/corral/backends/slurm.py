@@ -196,7 +196,7 @@ class SlurmBackend(Backend):
 
     def shares_jobs_with(self, other: Backend) -> bool:
         """Jobs of another cluster cannot be dependencies: SLURM numbers jobs per cluster."""
-        return super().shares_jobs_with(other) and getattr(other, "clusters", None) == self.clusters
+        return super().shares_jobs_with(other) and other.clusters == self.clusters
 
     def user(self) -> str:
         """The user the scheduler sees: the one the transport's commands run as (over SSH,

@@ -13,6 +13,11 @@ earlier in the same block: that ref's group is submitted, and has its job id, fi
 
 If the block raises, nothing of it is submitted, then or ever: no finalizer flushes a
 batch, and its refs say why they never ran.
+
+:func:`join` (``corral.join()``) flushes the open batch, then makes everything submitted so
+far the barrier that later calls wait for (afterany; the state is :mod:`.barrier`'s). A call
+may also wait for jobs corral did not submit, by their ids (``f.after("4242")``): the backend
+checks that it can (:meth:`~corral.backends.base.Backend.outside_job_id`) at ``distribute``.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@
     solve("a.txt")                          # a plain call, here and now
     ref = solve.distribute("a.txt")         # a job; returns at once with a JobRef
     check.after(ref).distribute()           # runs once that job completed successfully
+    check.after("4242").distribute()        # ... once job 4242, submitted elsewhere, did
+    corral.join()                           # later calls wait for every job before (afterany)
 
 ``options`` and ``after`` return new task functions and never change the one they are
 called on. Dependencies are the scheduler's own (see :mod:`corral.engine.dependencies`), so the
@@ -124,6 +126,8 @@ def task(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
     ``options`` are resources (``time``, ``cpus``, ``memory``, ``partition``, ...), the job's
     environment (``setup``, ``env``, ``python``, ``post``, ...: see :mod:`corral.environment`),
     ``profile`` (a configuration profile), ``host`` (a configured host, reached over SSH),
+    ``clusters`` (the SLURM cluster of a multi-cluster site, ``-M``), ``singleton`` (one job
+    of its ``job_name`` at a time),
     ``allow_nested`` (let code already running in a job distribute it), ``backend`` and
     ``directory``. Unknown keys fail here.
     """
