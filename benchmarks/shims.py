@@ -22,14 +22,21 @@ class CommandLog:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.log = folder / "commands.log"
+        self.argv_log = folder / "argv.log"
         folder.mkdir(parents=True, exist_ok=True)
         self.log.write_text("")
+        self.argv_log.write_text("")
         for name in COMMANDS:
             real = shutil.which(name)
             if real is None:
                 continue
             shim = folder / name
-            shim.write_text(f'#!/bin/sh\necho {name} $(date +%s.%N) >> "{self.log}"\nexec "{real}" "$@"\n')
+            shim.write_text(
+                f'#!/bin/sh\necho {name} $(date +%s.%N) >> "{self.log}"\n'
+                # the whole command line, its words split by \037, in one write
+                f'printf \'%s\\n\' "{name}${{1+$(printf \'\\037%s\' "$@")}}" >> "{self.argv_log}"\n'
+                f'exec "{real}" "$@"\n'
+            )
             shim.chmod(shim.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
     @property
@@ -48,5 +55,10 @@ class CommandLog:
             found.append((name, float(when or 0)))
         return found
 
+    def argvs(self) -> list[list[str]]:
+        """Every command run, as its argv, in order."""
+        return [line.split("\037") for line in self.argv_log.read_text().splitlines()]
+
     def reset(self) -> None:
         self.log.write_text("")
+        self.argv_log.write_text("")

@@ -12,6 +12,7 @@ import pytest
 import corral
 import corral.config
 import corral.engine.budget
+import corral.frontends.barrier
 from corral.engine.policy import PollPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +55,7 @@ def _no_inherited_job_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     corral.config.reset_defaults()
     corral.engine.budget.reset()
+    corral.frontends.barrier.reset()  # no corral.join() of another test
 
 
 #: The environment variables corral's configuration reads (see docs/configuration.md).
@@ -61,5 +63,5 @@ CONFIG_ENV = (
     "CORRAL_DIR", "CORRAL_BACKEND", "CORRAL_PROFILE", "CORRAL_MAX_RETRIES", "CORRAL_SUBMIT_BUDGET",
     "CORRAL_TIME", "CORRAL_CPUS", "CORRAL_MEMORY", "CORRAL_GPUS", "CORRAL_NODES", "CORRAL_TASKS",
     "CORRAL_PARTITION", "CORRAL_ACCOUNT", "CORRAL_QOS", "CORRAL_CONSTRAINT", "CORRAL_JOB_NAME",
-    "CORRAL_MAX_REQUEUES", "CORRAL_SIGNAL_GRACE", "CORRAL_PYTHON", "CORRAL_HOST",
+    "CORRAL_MAX_REQUEUES", "CORRAL_SIGNAL_GRACE", "CORRAL_PYTHON", "CORRAL_HOST", "CORRAL_CLUSTERS",
 )  # fmt: skip

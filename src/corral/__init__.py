@@ -61,7 +61,7 @@ if TYPE_CHECKING:
         WorkDirError,
     )
     from .frontends.attach import Attached, attach
-    from .frontends.batching import Batch
+    from .frontends.batching import Batch, join
     from .frontends.commands import ShellCommandError, ShellResult
     from .frontends.executor import Executor, get_executor
     from .frontends.pool import Pool
@@ -97,6 +97,7 @@ _LAZY = {
     "JobState": ("job", "JobState"),
     "Resources": ("resources", "Resources"),
     "Batch": ("frontends.batching", "Batch"),
+    "join": ("frontends.batching", "join"),
     "attach": ("frontends.attach", "attach"),
     "Attached": ("frontends.attach", "Attached"),
     "Checkpointable": ("worker.checkpoint", "Checkpointable"),
@@ -183,6 +184,7 @@ __all__ = [
     "attach",
     "get_backend",
     "get_executor",
+    "join",
     "sbatch",
     "progress",
     "set_defaults",

@@ -2,7 +2,8 @@
 
 Each setting (the :class:`~corral.resources.Resources` fields; ``backend``, ``directory``,
 ``max_retries`` and ``submit_budget``; the job's :class:`~corral.environment.Environment`:
-``setup``, ``env``, ``python``, ``post``, ``srun``, ``launcher``, ``per_task``; ``host``) is
+``setup``, ``env``, ``python``, ``post``, ``srun``, ``launcher``, ``per_task``; ``host``;
+``clusters``, the SLURM cluster of every command, ``-M``) is
 looked up in these layers; a later one wins::
 
     #  layer              where it comes from
@@ -92,6 +93,7 @@ class Settings:
     host: str | None = None  # the [hosts.NAME] chosen
     ssh: str | None = None  # its ssh destination; None: jobs are submitted from this machine
     ssh_config: str | None = None  # the file for ``ssh -F`` (an absolute path on this machine)
+    clusters: str | None = None  # the SLURM cluster (``-M``) of every command; None: the default one
     sources: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
@@ -178,6 +180,7 @@ def resolve(profile: str | None = None, **options: object) -> Settings:
         host=host,
         ssh=cast("str | None", values.get("ssh")),
         ssh_config=cast("str | None", values.get("ssh_config")),
+        clusters=cast("str | None", values.get("clusters")),
         sources=MappingProxyType(sources),
     )
 

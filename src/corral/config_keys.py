@@ -31,7 +31,10 @@ from .resources import Resources
 RESOURCE_KEYS = tuple(f.name for f in fields(Resources))
 ENVIRONMENT_KEYS = environment.KEYS
 #: Every key allowed in set_defaults(), a config file, a profile, or resolve()'s options.
-KEYS = (*RESOURCE_KEYS, "backend", "directory", "max_retries", "submit_budget", *ENVIRONMENT_KEYS, "host")
+KEYS = (
+    *RESOURCE_KEYS, "backend", "directory", "max_retries", "submit_budget", *ENVIRONMENT_KEYS, "host",
+    "clusters",
+)  # fmt: skip
 #: The keys of a [hosts.NAME] table.
 HOST_KEYS = (*(k for k in KEYS if k != "host"), "ssh", "ssh_config")
 #: Keys whose options merge one by one across the layers (False removes one a lower layer set).
@@ -41,13 +44,14 @@ PLACES = ("directory", "python")
 #: The lowest layer.
 BUILT_IN: dict[str, object] = {
     "backend": "auto", "directory": None, "max_retries": 3, "submit_budget": 500, "host": None,
+    "clusters": None,
 }  # fmt: skip
 #: The only CORRAL_* variables read here: the others (CORRAL_IN_JOB, ...) belong to other parts.
 #: Of the job's environment only the interpreter has one: lines of shell do not fit a variable.
 ENV = {
     k: "CORRAL_DIR" if k == "directory" else f"CORRAL_{k.upper()}"
     for k in KEYS
-    if k not in MERGED and (k not in ENVIRONMENT_KEYS or k == "python")
+    if k not in MERGED and (k not in ENVIRONMENT_KEYS or k == "python") and k != "singleton"
 }
 #: Keys whose variable is read as a whole number.
 INT_KEYS = frozenset(
@@ -55,6 +59,7 @@ INT_KEYS = frozenset(
 )
 # The destinations corral.transports.ssh.SshTarget.parse reads: [user@]host[:port] or a Host
 # alias. Repeated here because config sits below the transports; the transport parses it again.
+_CLUSTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _SSH = re.compile(r"(?:[A-Za-z0-9._-]+@)?(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
 
 
@@ -87,6 +92,8 @@ def convert(key: str, value: object) -> object:
         if not isinstance(value, str) or not value.strip() or not value.isprintable():
             raise ConfigError(f"host={value!r} must be the name of a [hosts.NAME] table, or false (no host)")
         return value
+    if key == "clusters":
+        return _cluster_name(value)
     if key == "ssh":
         found = _SSH.fullmatch(value) if isinstance(value, str) and not value.startswith("-") else None
         if found is None or not 0 < int(found["port"] or 22) < 65536:  # -oProxyCommand=... is no host
@@ -97,6 +104,21 @@ def convert(key: str, value: object) -> object:
         return value
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(f"{key}={value!r} must be a whole number, 0 or more")
+    return value
+
+
+def _cluster_name(value: object) -> str:
+    """One SLURM cluster name (``-M``): job ids are numbered per cluster, so one engine
+    follows the jobs of one cluster; a list or ``all`` would make an id ambiguous."""
+    if isinstance(value, str) and "," in value:
+        raise ConfigError(
+            f"clusters={value!r}: name one cluster; job ids are numbered per cluster, so corral "
+            "follows one cluster per Executor, Pool or task (use one of each per cluster)"
+        )
+    if not isinstance(value, str) or not _CLUSTER.fullmatch(value) or value == "all":
+        raise ConfigError(
+            f"clusters={value!r} must be the name of one SLURM cluster, as 'sacctmgr list clusters' shows it"
+        )
     return value
 
 

@@ -68,19 +68,28 @@ def _signal_name(number: int) -> str:
 
 
 class Condition(enum.Enum):
-    """How a job's dependencies must end for it to run (SLURM's afterok, afterany, afternotok).
-    Every dependency must meet it; if one cannot, the job is dropped and never runs."""
+    """How a job's dependencies must stand for it to run (SLURM's afterok, afterany,
+    afternotok, after). Every dependency must meet it; if one cannot, the job is dropped and
+    never runs."""
 
     OK = "ok"  # each dependency completed successfully
     ANY = "any"  # each dependency ended, however
     NOTOK = "notok"  # each dependency ended in failure (failed, cancelled, timed out, ...)
+    STARTED = "started"  # each dependency started (or ended without starting: cancelled)
+
+    def settled_by(self, state: JobState) -> bool:
+        """True once a dependency in ``state`` no longer holds the job back: it has ended, or
+        for STARTED, it has left the queue's pending state (a requeued job started once)."""
+        if self is Condition.STARTED:
+            return state is not JobState.PENDING
+        return state.is_final
 
     def met_by(self, state: JobState) -> bool:
-        """True when a dependency that ended in ``state`` lets the job run (one that has not
-        ended lets nothing run yet)."""
-        if not state.is_final:
+        """True when a dependency in ``state`` lets the job run (one that has not settled,
+        see :meth:`settled_by`, lets nothing run yet)."""
+        if not self.settled_by(state):
             return False
-        if self is Condition.ANY:
+        if self in (Condition.ANY, Condition.STARTED):
             return True
         return (state is JobState.COMPLETED) == (self is Condition.OK)
 
@@ -88,10 +97,17 @@ class Condition(enum.Enum):
 @dataclass(frozen=True)
 class Dependency:
     """What a submission waits for: scheduler ids of whole jobs (``"4242"``) or of array
-    elements (``"4242_3"``), and the condition each must meet."""
+    elements (``"4242_3"``), and the condition each must meet; ``ended`` are more ids that
+    must have ended, however (afterany: what a ``corral.join()`` adds)."""
 
     condition: Condition
     job_ids: tuple[str, ...]
+    ended: tuple[str, ...] = ()
+
+    def clauses(self) -> list[tuple[Condition, tuple[str, ...]]]:
+        """(condition, ids) pairs, each with ids, that must all be met."""
+        pairs = [(self.condition, self.job_ids), (Condition.ANY, self.ended)]
+        return [(condition, ids) for condition, ids in pairs if ids]
 
 
 def element_id(job_id: str, index: int) -> str:

@@ -131,6 +131,8 @@ class Resources:
     qos: str | None = None
     constraint: str | None = None  # node features, e.g. "avx512&ib"
     job_name: str | None = None
+    # At most one job of this job name and user runs at a time (SLURM's --dependency=singleton)
+    singleton: bool | None = None
     # Requeues from a checkpoint at the time limit, per call (0: jobs are never requeued)
     max_requeues: int | None = None
     signal_grace: int | None = None  # seconds before the time limit the warning signal comes
@@ -145,6 +147,8 @@ class Resources:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ResourceError(f"{name}={value!r} must be a whole number >= 0")
+        if self.singleton is not None and not isinstance(self.singleton, bool):
+            raise ResourceError(f"singleton={self.singleton!r} must be True or False")
         if self.time is not None:  # the bound, for resources built without from_options
             if not isinstance(self.time, timedelta):
                 raise ResourceError(

@@ -51,13 +51,15 @@ def test_met_by_table(state: JobState) -> None:
     assert Condition.OK.met_by(state) is (state is JobState.COMPLETED)
     assert Condition.ANY.met_by(state) is state.is_final  # a job that has not ended lets nothing run
     assert Condition.NOTOK.met_by(state) is (state.is_final and state is not JobState.COMPLETED)
+    # SLURM's after: once started, or ended without starting (cancelled while pending)
+    assert Condition.STARTED.met_by(state) is (state is not JobState.PENDING)
 
 
 def test_the_final_states_are_the_ones_conditions_are_asked_about() -> None:
     assert set(LIVE) == {JobState.PENDING, JobState.RUNNING, JobState.SUSPENDED, JobState.REQUEUED}
     assert [s for s in FINAL if Condition.OK.met_by(s)] == [JobState.COMPLETED]
     assert [s for s in FINAL if not Condition.NOTOK.met_by(s)] == [JobState.COMPLETED]
-    assert {c.value for c in Condition} == {"ok", "any", "notok"}
+    assert {c.value for c in Condition} == {"ok", "any", "notok", "started"}
 
 
 # -- the shell command's here-document ----------------------------------------------------------

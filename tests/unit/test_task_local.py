@@ -90,7 +90,8 @@ def test_options_and_after_return_new_functions_and_leave_the_original_alone() -
     with pytest.raises(ValueError, match="condition='maybe'"):
         square.after(ref, condition="maybe")
     with pytest.raises(TypeError, match="JobRefs"):
-        square.after("4242")  # type: ignore[arg-type]
+        square.after(4.2)
+    assert square.after("4242")._after == ("4242",)  # a job submitted outside corral
     assert g.distribute(3).result(timeout=60) == 9
 
 

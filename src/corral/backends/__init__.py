@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-from ..errors import CorralError
+from ..errors import ConfigError, CorralError
 from ..transports.base import Transport
 from ..transports.local import LocalTransport
 from .base import ArraySpec, Backend, Limits, Submission
@@ -60,9 +60,26 @@ def resolve_name(name: str, transport: Transport | None = None) -> str:
     return "local"
 
 
-def get_backend(name: str = "auto", transport: Transport | None = None) -> Backend:
-    """A new backend instance for ``name``."""
-    return backend_class(resolve_name(name, transport))(transport or LocalTransport())
+def get_backend(
+    name: str = "auto", transport: Transport | None = None, *, clusters: str | None = None
+) -> Backend:
+    """A new backend instance for ``name``. ``clusters`` (SLURM's ``-M``) goes to the SLURM
+    backend; when ``auto`` chose another one it is left out (a site's setting on a laptop),
+    and a backend named outright that has no clusters is a ConfigError."""
+    chosen = resolve_name(name, transport)
+    cls = backend_class(chosen)
+    if clusters is None:
+        return cls(transport or LocalTransport())
+    if chosen == "slurm":
+        from .slurm import SlurmBackend
+
+        return SlurmBackend(transport or LocalTransport(), clusters=clusters)
+    if name != "auto":
+        raise ConfigError(
+            f"clusters={clusters!r} names a SLURM cluster (-M), and the {chosen} backend has none"
+        )
+    log.info("clusters=%r left out: backend 'auto' chose %s, not slurm", clusters, chosen)
+    return cls(transport or LocalTransport())
 
 
 __all__ = [

@@ -11,6 +11,7 @@ import abc
 import logging
 import os
 import random
+import re
 import shlex
 import threading
 import time
@@ -18,8 +19,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from .. import directives
 from ..environment import Environment
-from ..errors import ResourceError, SchedulerError
+from ..errors import ResourceError, SchedulerError, SubmissionError
 from ..job import Condition, Dependency, ElementStatus
 from ..resources import Resources
 from ..store.protocol import Ranks, Requeue
@@ -58,6 +60,12 @@ class ArraySpec:
     dependency: Dependency | None = None  # run only after these jobs ended as it asks
     command: str | None = None  # a shell command (corral.sbatch): the worker runs it from stdin
     environment: Environment = Environment()  # setup, env, post, srun, launcher (python: above)
+
+    @property
+    def name(self) -> str:
+        """The job's name at the scheduler: ``job_name=`` if set, else ``corral-`` and the
+        function's name; reduced to safe characters (what ``singleton`` goes by)."""
+        return directives.job_name(self.resources.job_name or self.job_name)
 
     def worker_argv(self) -> list[str]:
         """The worker command, without the element's index and id (the backend adds those)."""
@@ -116,6 +124,11 @@ class Backend(abc.ABC):
     detached: ClassVar[bool] = False
     #: The dependency conditions the scheduler can enforce itself (see ArraySpec.dependency).
     conditions: ClassVar[frozenset[Condition]] = frozenset(Condition)
+    #: The ids of jobs submitted outside corral that ``after("4242")`` may name, as a pattern
+    #: (see :meth:`outside_job_id`); None: the backend knows no such jobs.
+    outside_ids: ClassVar[re.Pattern[str] | None] = None
+    #: What ``outside_ids`` accepts, for the error that rejects an id.
+    outside_ids_form: ClassVar[str] = ""
     #: How a worker has its element run again after a time-limit warning (see
     #: :mod:`corral.worker.checkpoint`), handed to it in every plan; None when the backend
     #: sends no warning.
@@ -128,6 +141,10 @@ class Backend(abc.ABC):
     #: the engine's policy (outcome_grace, for slow shared filesystems). 0 for a backend
     #: whose elements are final only once their process has exited, outcomes written.
     outcome_grace: ClassVar[float | None] = None
+
+    #: The cluster of a multi-cluster site that every command names (SLURM's ``-M``); None:
+    #: the scheduler's own default (see :class:`~corral.backends.slurm.SlurmBackend`).
+    clusters: str | None = None
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
@@ -161,6 +178,27 @@ class Backend(abc.ABC):
     def cancel(self, job_ids: Sequence[str], *, pending_only: bool = False) -> None:
         """Cancel these jobs (``"4242"``) or array elements (``"4242_3"``); with
         ``pending_only``, only the pending elements of these jobs."""
+
+    def shares_jobs_with(self, other: Backend) -> bool:
+        """True when a job ``other`` submitted can be a dependency of this backend's jobs:
+        it is this backend, or the same scheduler reached the same way (whose jobs outlive
+        the backend that submitted them)."""
+        return other is self or (self.detached and other.detached and other.name == self.name)
+
+    def outside_job_id(self, job_id: str) -> str:
+        """``job_id``, a job submitted outside corral that a job is to wait for, once checked
+        against the scheduler's form of ids; a SubmissionError when it is not one, or when
+        this backend cannot wait for such jobs at all."""
+        if self.outside_ids is None:
+            raise SubmissionError(
+                f"after({job_id!r}): the {self.name} backend runs only its own jobs, and cannot wait "
+                "for a job by its id; pass the JobRef that distribute or sbatch returned"
+            )
+        if not self.outside_ids.fullmatch(job_id):
+            raise SubmissionError(
+                f"after({job_id!r}): not a {self.name} job id; give {self.outside_ids_form}"
+            )
+        return job_id
 
     def ranks(self, environment: Environment, resources: Resources, python: str) -> Ranks | None:
         """How the worker runs each call on every task of its job when ``environment`` asks

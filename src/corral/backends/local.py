@@ -48,6 +48,8 @@ class _Element:
     cpus: int
     time_limit: float | None
     dependency: Dependency | None = None  # held until these jobs ended as it asks
+    name: str = ""  # the job's name (ArraySpec.name)
+    singleton: bool = False  # never runs while another element of its name runs
     state: JobState = JobState.PENDING
     reason: str = ""
     proc: subprocess.Popen[bytes] | None = None
@@ -112,7 +114,8 @@ class LocalBackend(Backend):
 
     def submit(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> str:
         if spec.dependency is not None:
-            unknown = [j for j in spec.dependency.job_ids if not self._elements_of(j)]
+            ids = [j for _, clause in spec.dependency.clauses() for j in clause]
+            unknown = [j for j in ids if not self._elements_of(j)]
             if unknown:
                 raise SubmissionError(f"the local backend knows no job {', '.join(unknown)} to wait for")
         # The process id in it: a batch attached from a process that died must not take the
@@ -137,6 +140,8 @@ class LocalBackend(Backend):
                     cpus,
                     limit,
                     spec.dependency,
+                    name=spec.name,
+                    singleton=bool(spec.resources.singleton),
                     warning=spec.resources.warning_seconds(),
                 )
                 self._elements[element.element_id] = element
@@ -251,21 +256,28 @@ class LocalBackend(Backend):
         return [el for el in self._elements.values() if el.job_id == job_id]
 
     def _held(self, el: _Element) -> bool:
-        """True while ``el`` waits for its dependencies; one that can never be met (as
-        ``--kill-on-invalid-dep`` does in SLURM) cancels it."""
-        if el.dependency is None:
-            return False
-        needed = [d for j in el.dependency.job_ids for d in self._elements_of(j)]
-        if any(not d.state.is_final for d in needed):
-            return True
-        missed = next((d for d in needed if not el.dependency.condition.met_by(d.state)), None)
-        if missed is not None:
-            el.state = JobState.CANCELLED
-            el.reason = f"dependency never satisfied: {missed.element_id} ended {missed.state.name}"
-            self._queue.remove(el)
-            return True
-        el.dependency = None
-        return False
+        """True while ``el`` waits for its dependencies, as SLURM holds a job: each clause's
+        jobs must have settled (ended; for ``started``, left the pending state), and one that
+        can never be met (as ``--kill-on-invalid-dep`` does in SLURM) cancels it. A singleton
+        also waits while an element of its name runs."""
+        if el.dependency is not None:
+            clauses = [
+                (condition, [d for j in ids for d in self._elements_of(j)])
+                for condition, ids in el.dependency.clauses()
+            ]
+            if any(not c.settled_by(d.state) for c, needed in clauses for d in needed):
+                return True
+            missed = next((d for c, needed in clauses for d in needed if not c.met_by(d.state)), None)
+            if missed is not None:
+                el.state = JobState.CANCELLED
+                el.reason = f"dependency never satisfied: {missed.element_id} ended {missed.state.name}"
+                self._queue.remove(el)
+                return True
+            el.dependency = None
+        # SLURM's singleton: no other job of this name runs meanwhile (per user there; here,
+        # of this process's local jobs, which are all the local backend knows). The elements
+        # of one array are one job to it: they run beside each other (tests/data/slurm).
+        return el.singleton and any(o.name == el.name and o.job_id != el.job_id for o in self._running)
 
     def _start_what_fits(self) -> None:
         busy = sum(el.cpus for el in self._running)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import threading
 import time
@@ -65,6 +66,9 @@ class SgeBackend(Backend):
     detached = True
     #: ``-hold_jid`` waits for jobs to end, however they end: no afterok or afternotok.
     conditions = frozenset({Condition.ANY})
+    # A job of another script: its number; -hold_jid holds for whole jobs, not tasks.
+    outside_ids = re.compile(r"[1-9][0-9]*")
+    outside_ids_form = "the job's number ('4242'); Grid Engine waits for whole jobs, not tasks"
     # No time-limit warning is asked of SGE, so no requeue either (requeue stays None); a
     # task it reruns (qmod -r, a rescheduled node) has RESTARTED=1.
     restart_env = "RESTARTED"

@@ -78,6 +78,11 @@ def check_resources(res: Resources) -> None:
             raise ResourceError(f"{field}={value!r} cannot be expressed on SGE: {hint}")
     if (res.nodes or 1) > 1 or (res.tasks or 1) > 1:
         raise ResourceError("SGE elements run on one host: nodes and tasks above 1 cannot be expressed")
+    if res.singleton:
+        raise ResourceError(
+            "singleton=True cannot be expressed on SGE: it has no 'one job of this name at a time' "
+            "dependency (use SLURM or the local backend, or chain the jobs with after())"
+        )
     for key, _ in res.extra:
         if key in RESERVED_OPTIONS:
             raise ResourceError(f"extra option {key!r} is set by corral or has a typed field on SGE")
@@ -106,7 +111,8 @@ def qsub_options(spec: ArraySpec, parallel_env: str = "smp") -> list[str]:
     options += [f"-{flag} {value}" for flag, value in (("q", res.partition), ("A", res.account)) if value]
     options += [f"-{key}" if value is None else f"-{key} {value}" for key, value in res.extra]
     if spec.dependency is not None:  # SGE holds for whole jobs, whatever their end
-        jobs = dict.fromkeys(j.split("_", 1)[0] for j in spec.dependency.job_ids)
+        ids = [j for _, clause in spec.dependency.clauses() for j in clause]
+        jobs = dict.fromkeys(j.split("_", 1)[0] for j in ids)
         options.append(f"-hold_jid {','.join(jobs)}")
     return options
 

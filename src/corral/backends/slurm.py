@@ -3,11 +3,19 @@
 Limits are discovered once per resource shape and can be overridden with environment
 variables: ``CORRAL_MAX_ARRAY_SIZE`` (elements per array), ``CORRAL_MAX_SUBMIT_JOBS``
 (elements queued at once), ``CORRAL_SLOTS`` (elements that can run at once).
+
+On a site of several clusters, ``clusters="name"`` (the setting, see :mod:`corral.config`)
+puts ``-M name`` into every command this backend runs: sbatch, squeue, sacct, scancel,
+scontrol and sinfo (sacctmgr, which has no ``-M``, gets ``cluster=name``). One engine follows
+one cluster, with one bulk status query per interval; jobs of another cluster are no
+dependencies here (SLURM numbers jobs per cluster). The commands a job runs on its node
+(``scontrol requeue``) need none: a node belongs to its cluster.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 from collections.abc import Sequence
 
@@ -22,6 +30,7 @@ from .slurm_text import (
     SACCT_FIELDS,
     SQUEUE_FORMAT,
     check_resources,
+    cluster_argv,
     config_int,
     enforces_limits,
     explain_kill,
@@ -53,9 +62,14 @@ class SlurmBackend(Backend):
     # The element's own job id: an array element has one of its own, which scontrol takes.
     requeue = Requeue(argv=("scontrol", "requeue", JOB_ID), job_id_env="SLURM_JOB_ID")
     restart_env = "SLURM_RESTART_COUNT"  # how many times the job was requeued
+    # A job of another script (``sbatch --wrap``): "4242", or an array element "4242_3".
+    outside_ids = re.compile(r"[1-9][0-9]*(?:_[0-9]+)?")
+    outside_ids_form = "digits ('4242') or an array element ('4242_3')"
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, clusters: str | None = None) -> None:
         super().__init__(transport)
+        #: The cluster every command names (``-M``) on a multi-cluster site; None: the default.
+        self.clusters = clusters
         self._config: dict[str, str] | None = None
         self._ends: dict[str, ElementStatus] = {}  # sacct's word on elements squeue shows failed
         self._user: str | None = None
@@ -82,14 +96,9 @@ class SlurmBackend(Backend):
 
     def submit_argv(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> list[str]:
         out, err = (p.format(job="%A", index="%a") for p in log_pattern)
-        return [
-            "sbatch",
-            "--parsable",
-            f"--chdir={spec.chdir}",
-            f"--output={out}",
-            f"--error={err}",
-            script_path,
-        ]
+        return self._argv(
+            "sbatch", "--parsable", f"--chdir={spec.chdir}", f"--output={out}", f"--error={err}", script_path
+        )
 
     def submit(self, spec: ArraySpec, script_path: str, log_pattern: tuple[str, str]) -> str:
         if "%" in spec.batch_dir:
@@ -119,7 +128,7 @@ class SlurmBackend(Backend):
         """After an sbatch whose answer was lost: the job that runs ``script_path``, if the
         controller did take it (each submission has its own script file)."""
         try:
-            result = self.check(["squeue", "-h", "--me", "-o", "%F|%o"])
+            result = self.check(self._argv("squeue", "-h", "--me", "-o", "%F|%o"))
         except SchedulerError:
             return None
         jobs = [job for job, command in parse_job_commands(result.stdout).items() if command == script_path]
@@ -137,7 +146,9 @@ class SlurmBackend(Backend):
         if not job_ids:
             return {}
         # -t all: elements that ended stay visible (for MinJobAge), each with its own state
-        result = self.run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(job_ids), "-o", SQUEUE_FORMAT])
+        result = self.run(
+            self._argv("squeue", "-h", "-r", "-t", "all", "-j", ",".join(job_ids), "-o", SQUEUE_FORMAT)
+        )
         if result.returncode == 0:
             statuses = parse_squeue(result.stdout)
         elif squeue_says_unknown(result.returncode, result.stderr):
@@ -153,7 +164,7 @@ class SlurmBackend(Backend):
         failed = {s.element_id for s in statuses if s.exit_unknown and s.element_id not in self._ends}
         ask = gone + sorted({eid.split("_", 1)[0] for eid in failed} - set(gone))
         if ask:  # left the queue: ask the accounting database (with -j, sacct searches all time)
-            argv = ["sacct", "-X", "-n", "-P", "-j", ",".join(ask), "-o", SACCT_FIELDS]
+            argv = self._argv("sacct", "-X", "-n", "-P", "-j", ",".join(ask), "-o", SACCT_FIELDS)
             try:
                 accounted = parse_sacct(self.check(argv).stdout)
             except SchedulerError as exc:  # slurmdbd away: report what squeue knows; ask again later
@@ -167,16 +178,25 @@ class SlurmBackend(Backend):
     def cancel(self, job_ids: Sequence[str], *, pending_only: bool = False) -> None:
         if not job_ids:
             return
-        argv = ["scancel", *(["--state=PENDING"] if pending_only else []), *job_ids]
+        argv = self._argv("scancel", *(["--state=PENDING"] if pending_only else []), *job_ids)
         result = self.run(argv)
         if result.returncode != 0 and not scancel_says_gone(result.returncode, result.stderr):
             raise SchedulerError(f"scancel failed: {result.stderr.strip()}", argv=argv, stderr=result.stderr)
 
     def widen(self, job_id: str, max_running: int) -> None:
-        argv = ["scontrol", "update", f"JobId={job_id}", f"ArrayTaskThrottle={max_running}"]
+        argv = self._argv("scontrol", "update", f"JobId={job_id}", f"ArrayTaskThrottle={max_running}")
         result = self.run(argv)
         if not throttle_update_ok(result.returncode, result.stderr):
             raise SchedulerError(f"could not widen {job_id}: {result.stderr.strip()}", argv=argv)
+
+    def _argv(self, command: str, *words: str) -> list[str]:
+        """A SLURM command for this backend's cluster: ``-M NAME`` right after the program
+        when ``clusters`` is set (see :func:`~corral.backends.slurm_text.cluster_argv`)."""
+        return cluster_argv([command, *words], self.clusters)
+
+    def shares_jobs_with(self, other: Backend) -> bool:
+        """Jobs of another cluster cannot be dependencies: SLURM numbers jobs per cluster."""
+        return super().shares_jobs_with(other) and other.clusters == self.clusters
 
     def user(self) -> str:
         """The user the scheduler sees: the one the transport's commands run as (over SSH,
@@ -187,12 +207,12 @@ class SlurmBackend(Backend):
 
     def queued_jobs(self) -> int:
         """How many jobs (array elements) the user has in the queue now."""
-        result = self.check(["squeue", "-h", "-r", "--me", "-o", "%i"])
+        result = self.check(self._argv("squeue", "-h", "-r", "--me", "-o", "%i"))
         return len(result.stdout.split())
 
     def discover_limits(self, resources: Resources) -> Limits:
         if self._config is None:
-            self._config = parse_config(self.check(["scontrol", "show", "config"]).stdout)
+            self._config = parse_config(self.check(self._argv("scontrol", "show", "config")).stdout)
         max_array = env_int("CORRAL_MAX_ARRAY_SIZE") or config_int(self._config, "MaxArraySize") or 1001
         max_submit = env_int("CORRAL_MAX_SUBMIT_JOBS")
         if max_submit is None and enforces_limits(self._config):
@@ -203,6 +223,7 @@ class SlurmBackend(Backend):
                 "show",
                 "assoc",
                 f"where user={self.user()}",
+                *([f"cluster={self.clusters}"] if self.clusters else []),
                 "format=MaxSubmit",
             ]
             result = self.run(argv)
@@ -210,7 +231,7 @@ class SlurmBackend(Backend):
         slots = env_int("CORRAL_SLOTS")
         if slots is None:
             part = ["-p", resources.partition] if resources.partition else []
-            output = self.check(["sinfo", "-h", *part, "-o", "%P|%C"]).stdout
+            output = self.check(self._argv("sinfo", "-h", *part, "-o", "%P|%C")).stdout
             allocated, idle, _, _ = parse_sinfo_cpus(output, resources.partition)
             slots = max(1, (allocated + idle) // (resources.cpus or 1))
         limits = Limits(max_array_size=max_array, max_submit_jobs=max_submit, slots=slots)

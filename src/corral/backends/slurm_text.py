@@ -46,7 +46,12 @@ SLURM_STATES: dict[str, JobState] = {
     "PREEMPTED": JobState.PREEMPTED,
 }
 
-DEPENDENCY_TYPES = {Condition.OK: "afterok", Condition.ANY: "afterany", Condition.NOTOK: "afternotok"}
+DEPENDENCY_TYPES = {
+    Condition.OK: "afterok",
+    Condition.ANY: "afterany",
+    Condition.NOTOK: "afternotok",
+    Condition.STARTED: "after",  # SLURM: once each has started, or was cancelled
+}
 
 SQUEUE_FORMAT = "%i|%T|%N|%r"
 SACCT_FIELDS = "JobID,State,ExitCode,NodeList"
@@ -103,10 +108,17 @@ def sbatch_options(spec: ArraySpec) -> list[str]:
     if (warning := res.warning_seconds()) is not None:
         options.append(f"--signal=B:USR1@{warning}")
     options += [f"--{name}" if value is None else f"--{name}={value}" for name, value in res.extra]
-    if spec.dependency is not None:
-        kind = DEPENDENCY_TYPES[spec.dependency.condition]
+    clauses = (
+        [f"{DEPENDENCY_TYPES[c]}:{':'.join(ids)}" for c, ids in spec.dependency.clauses()]
+        if spec.dependency
+        else []
+    )
+    clauses += ["singleton"] if res.singleton else []
+    if clauses:  # all of them must be met (a comma: and)
+        options.append(f"--dependency={','.join(clauses)}")
+    if spec.dependency is not None and spec.dependency.clauses():
         # A dependency that can never be met drops the job instead of leaving it pending forever.
-        options += [f"--dependency={kind}:{':'.join(spec.dependency.job_ids)}", "--kill-on-invalid-dep=yes"]
+        options.append("--kill-on-invalid-dep=yes")
     return options
 
 
@@ -128,6 +140,12 @@ def render_script(spec: ArraySpec) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def cluster_argv(argv: list[str], clusters: str | None) -> list[str]:
+    """``argv`` with ``-M clusters`` after the program's name (every SLURM client command
+    takes it there); as it is without ``clusters``."""
+    return [argv[0], "-M", clusters, *argv[1:]] if clusters else list(argv)
 
 
 def parse_sbatch(stdout: str) -> str:
@@ -160,8 +178,11 @@ def expand_array_id(text: str) -> list[str]:
 
 
 def _rows(stdout: str) -> Iterator[tuple[str, list[str]]]:
-    """(element id, the other fields) per element of ``|``-separated status lines."""
+    """(element id, the other fields) per element of ``|``-separated status lines. With
+    ``-M`` and without ``-h``, squeue heads its lines with ``CLUSTER: name``: not a job."""
     for line in stdout.splitlines():
+        if line.startswith("CLUSTER: "):
+            continue
         fields = line.strip().split("|")
         if len(fields) >= 4:
             for eid in expand_array_id(fields[0]):
@@ -304,13 +325,22 @@ TRANSIENT_MESSAGES = (
     "slurm_persist_conn_open",
     "Connection refused",
     "Unexpected message received",  # scontrol update, while slurmctld is down
+    # Any command with -M while slurmctld is down (an unknown cluster: PERMANENT_MESSAGES)
+    "can't be reached now, or it is an invalid entry for --cluster",
 )
 #: Of those, the ones after which a submission may still have reached the controller.
 AMBIGUOUS_MESSAGES = ("Socket timed out on send/recv", "Zero Bytes were transmitted or received")
 
 
+#: Messages that make a failure permanent whatever else the command printed: with ``-M``, a
+#: cluster slurmdbd does not know also gets "can't be reached now" (sbatch_clusters_unknown).
+PERMANENT_MESSAGES = ("known by database",)
+
+
 def transient_failure(stderr: str) -> bool:
     """True when a failed command's stderr says SLURM is busy or out of reach."""
+    if any(message in stderr for message in PERMANENT_MESSAGES):
+        return False
     return any(message in stderr for message in TRANSIENT_MESSAGES)
 
 

@@ -51,12 +51,12 @@ def build_batch(
     plans = plan_batch(len(payloads), limits, chunksize=request.chunksize, max_running=max_running)
     name = request.batch_name
     store = BatchStore.create(root, name, backend.transport)
-    store.write_batch(
-        {"function": name, "calls": len(payloads), "backend": backend.name, "created": time.time()},
-        function,
-        payloads,
-        blobs,
-    )
+    manifest: dict[str, object] = {
+        "function": name, "calls": len(payloads), "backend": backend.name, "created": time.time(),
+    }  # fmt: skip
+    if backend.clusters:  # which cluster's job ids these are: attach asks that one (-M)
+        manifest["clusters"] = backend.clusters
+    store.write_batch(manifest, function, payloads, blobs)
     options = WorkerOptions(
         strict=request.strict, stdin=request.command is not None,
         requeue=backend.requeue, restart_env=backend.restart_env, ranks=ranks,

@@ -12,6 +12,10 @@ the batch is about to be submitted:
 * a needed call whose job has no id yet (deferred by MaxSubmitJobs, or waiting on its own
   dependencies) holds the batch back until it has one.
 
+Ids of jobs corral did not submit (``f.after("4242")``) go to the scheduler as they are, under
+the same condition. Calls of a ``corral.join()`` barrier (``barrier``) must have ended however
+they ended: a second clause, ``afterany``, unless the condition already implies it.
+
 The scheduler then enforces the order (``--dependency=afterok:4242_3``), so the client may
 exit as soon as everything is submitted. A dependency on an element waits for every call of
 that element (a ``Batch`` bundles several calls per element).
@@ -28,10 +32,14 @@ from .futures import CallSource
 
 @dataclass(frozen=True)
 class Needs:
-    """The calls a batch runs after, and how they must end."""
+    """The calls a batch runs after, and how they must end; ``job_ids`` are scheduler ids of
+    jobs corral did not submit (``f.after("4242")``), under the same condition; ``barrier``
+    are calls that must have ended, however (afterany: a ``corral.join()`` before the batch)."""
 
     condition: Condition
     calls: tuple[tuple[CallSource, int], ...]
+    job_ids: tuple[str, ...] = ()
+    barrier: tuple[tuple[CallSource, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,14 +53,33 @@ class Resolution:
 
 def resolve(needs: Needs) -> Resolution:
     """Settle what has finished, and name what the scheduler must wait for (module doc)."""
+    words = _ids(needs.calls, needs.condition)
+    if isinstance(words, Resolution):
+        return words
+    ended = _ids(needs.barrier, Condition.ANY)
+    if isinstance(ended, Resolution):
+        return ended
+    words += [j for j in needs.job_ids if j not in words]
+    if needs.condition in (Condition.OK, Condition.ANY, Condition.NOTOK):
+        ended = [j for j in ended if j not in words]  # waiting for those implies they ended
+    if not words and not ended:
+        return Resolution(True)
+    if needs.condition is Condition.ANY or not words:  # one clause: afterany on them all
+        return Resolution(True, Dependency(Condition.ANY, tuple(words + ended)))
+    return Resolution(True, Dependency(needs.condition, tuple(words), tuple(ended)))
+
+
+def _ids(calls: tuple[tuple[CallSource, int], ...], condition: Condition) -> list[str] | Resolution:
+    """The scheduler ids the ``calls`` not yet settled run in; a Resolution instead when one
+    of them can never meet ``condition`` or has no id yet."""
     ids: dict[str, set[int] | None] = {}  # job id -> element indexes needed (None: all)
-    for batch, call in needs.calls:
+    for batch, call in calls:
         future = batch.futures[call]
         if future.done():
             state = batch.state_of(call)
-            if needs.condition.met_by(state):
+            if condition.met_by(state):
                 continue
-            return Resolution(False, unmet=_describe(batch, call, state, needs.condition))
+            return Resolution(False, unmet=_describe(batch, call, state, condition))
         found = batch.dependency_of(call)
         if found is None:
             return Resolution(False)
@@ -63,27 +90,35 @@ def resolve(needs: Needs) -> Resolution:
                 known.add(index)
     words: list[str] = []
     for job, indexes in ids.items():
-        elements = _elements_of(needs, job)
-        # SLURM reads afternotok on a whole array as "some element failed", not "each one".
+        elements = _elements_of(calls, job)
+        # SLURM reads afternotok on a whole array as "some element failed", not "each one";
+        # after (started) on a whole array is left to no reading either: each element is named.
         whole = (
-            elements is not None and len(indexes or ()) == elements and needs.condition is not Condition.NOTOK
+            elements is not None
+            and len(indexes or ()) == elements
+            and condition in (Condition.OK, Condition.ANY)
         )
         if indexes is None or whole:
             words.append(job)
         else:
             words += [f"{job}_{i}" for i in sorted(indexes)]
-    return Resolution(True, Dependency(needs.condition, tuple(words)) if words else None)
+    return words
 
 
 def explain(needs: Needs) -> str:
     """Why a batch that waited on ``needs`` was dropped by the scheduler: the needed calls
-    that ended against the condition; empty when none did (it was cancelled for another
-    reason)."""
+    that ended against the condition, else the jobs of other origin it waited for; empty when
+    there are neither (it was cancelled for another reason)."""
     failed = [
         _describe(batch, call, batch.state_of(call), needs.condition)
         for batch, call in needs.calls
         if batch.futures[call].done() and not needs.condition.met_by(batch.state_of(call))
     ]
+    if not failed and needs.job_ids:
+        return (
+            f"it was to run after job(s) {', '.join(needs.job_ids)} (not submitted by corral) with "
+            f"condition={needs.condition.value!r}, and the scheduler found that condition can never be met"
+        )
     if not failed:
         return ""
     return failed[0] + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "")
@@ -97,8 +132,8 @@ def _describe(batch: CallSource, call: int, state: JobState, condition: Conditio
     )
 
 
-def _elements_of(needs: Needs, job: str) -> int | None:
-    for batch, _ in needs.calls:
+def _elements_of(calls: tuple[tuple[CallSource, int], ...], job: str) -> int | None:
+    for batch, _ in calls:
         sub = batch.sub_of_job(job)
         if sub is not None:
             return sub.plan.elements if sub.plan.mode is Mode.STATIC else None

@@ -28,7 +28,8 @@ from typing import Any
 import cloudpickle
 
 from ..backends.base import Backend
-from ..config import resolve
+from ..config import Settings, resolve
+from ..config_keys import convert
 from ..engine.cluster import Cluster
 from ..engine.futures import CorralFuture, mark_cancelled
 from ..engine.ledger import Decision, Resolve
@@ -110,22 +111,31 @@ def attach(
         root = remote.found.directory
         path = find_remote_batch(batch, root, remote.transport)
         remote.transport.makedirs(path)  # the batch folder must be private too (its root is)
-        store_name = BatchStore(path, remote.transport).check_format().get("backend")
-        cluster = cluster_for(settings, backend or store_name, root)
+        manifest = BatchStore(path, remote.transport).check_format()
+        cluster = cluster_for(on_cluster(settings, manifest), backend or manifest.get("backend"), root)
         return Attached(cluster, cluster.adopt(rebuild(cluster, path, checked=True), settle))
     path = find_batch(batch, work_root(directory))
     check_batch_dir(path)  # before its manifest picks the backend
     root = os.path.dirname(path)
     # Another format's batch is refused before anything else of it is read.
-    store_name = BatchStore(path, LocalTransport()).check_format().get("backend")
+    manifest = BatchStore(path, LocalTransport()).check_format()
     if isinstance(backend, Backend):
         cluster = Cluster(backend, root)
     else:
-        name = backend or store_name
+        name = backend or manifest.get("backend")
         if not name:
             raise CorralError(f"{path}: the manifest does not say which backend ran it; pass backend=")
-        cluster = cluster_for(settings, name, root)
+        cluster = cluster_for(on_cluster(settings, manifest), name, root)
     return Attached(cluster, cluster.adopt(rebuild(cluster, path), settle))
+
+
+def on_cluster(settings: Settings, manifest: dict[str, Any]) -> Settings:
+    """``settings`` for the SLURM cluster whose job ids the batch holds, when its manifest
+    names one (``clusters=``: see :mod:`corral.backends.slurm`)."""
+    clusters = manifest.get("clusters")
+    if clusters is None:
+        return settings
+    return replace(settings, clusters=str(convert("clusters", clusters)))
 
 
 def rebuild(cluster: Cluster, path: str, *, checked: bool = False) -> BatchState:

@@ -13,10 +13,16 @@ earlier in the same block: that ref's group is submitted, and has its job id, fi
 
 If the block raises, nothing of it is submitted, then or ever: no finalizer flushes a
 batch, and its refs say why they never ran.
+
+:func:`join` (``corral.join()``) flushes the open batch, then makes everything submitted so
+far the barrier that later calls wait for (afterany; the state is :mod:`.barrier`'s). A call
+may also wait for jobs corral did not submit, by their ids (``f.after("4242")``): the backend
+checks that it can (:meth:`~corral.backends.base.Backend.outside_job_id`) at ``distribute``.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +37,7 @@ from ..engine.request import Request
 from ..engine.submitting import Call, guard_nested, pickle_calls
 from ..errors import CorralError, SerializationError
 from ..job import Condition
-from . import sessions
+from . import barrier, sessions
 from .bundle import Bundle
 from .commands import run_command
 from .node_setup import NodeSetup
@@ -50,8 +56,9 @@ class Entry:
     command: str | None
     call: Call
     options: dict[str, Any]  # the task's and the call's, not yet resolved
-    after: tuple[JobRef[Any], ...]
+    after: tuple[JobRef[Any] | str, ...]  # refs, and ids of jobs corral did not submit
     condition: Condition
+    barrier: tuple[JobRef[Any], ...] = ()  # the join() barrier when it was distributed (afterany)
 
 
 class Batch:
@@ -126,7 +133,15 @@ def distribute(entry: Entry) -> None:
     guard_nested(bool(entry.options.get("allow_nested")))
     settings = resolve(**{k: v for k, v in entry.options.items() if k != "allow_nested"})
     batch = _current.get()
+    entry.barrier = barrier.current()
+    outside = [job for job in entry.after if isinstance(job, str)]
+    if outside:  # a job id this backend cannot wait for fails here, not at the flush
+        backend = sessions.cluster_for(settings).backend
+        for job in outside:
+            backend.outside_job_id(job)
     for ref in entry.after:
+        if isinstance(ref, str):
+            continue
         if ref.unsent:
             raise CorralError(f"cannot run after {ref.name}: it will never run ({ref.unsent})")
         if not ref.submitted and not ref.held_by(batch):
@@ -139,6 +154,20 @@ def distribute(entry: Entry) -> None:
         batch.add(entry, settings)
         return
     submit_groups([(entry, settings)], 1, "job")
+
+
+def join(wait: bool = False) -> None:
+    """A barrier, as slurminade's ``join()``: every call distributed after it in this process
+    (``distribute``, ``sbatch``) runs only once every job submitted before it has ended,
+    however it ended (afterany). The open ``Batch`` of this context is flushed first. It
+    returns at once: the scheduler keeps the order, and the script may exit. ``wait=True``
+    also blocks until those jobs have ended (their results are then at hand)."""
+    batch = _current.get()
+    if batch is not None:
+        batch.flush()
+    jobs = barrier.close()
+    if wait:
+        concurrent.futures.wait([ref.sent() for ref in jobs])
 
 
 def suspend() -> contextvars.Token[Batch | None]:
@@ -159,10 +188,12 @@ def submit_groups(entries: list[tuple[Entry, Settings]], max_size: int, what: st
             settings.backend,
             settings.directory,
             settings.host,
+            settings.clusters,
             settings.resources,
             settings.environment,
             entry.condition,
-            frozenset(id(ref) for ref in entry.after),
+            frozenset(ref if isinstance(ref, str) else id(ref) for ref in entry.after),
+            id(entry.barrier),
             bool(entry.options.get("allow_nested")),
             id(entry) if entry.command is not None else None,
         )
@@ -180,15 +211,25 @@ def _submit(group: list[tuple[Entry, Settings]], max_size: int, what: str) -> No
     first, settings = group[0]
     cluster = sessions.cluster_for(settings)
     needs = None
-    if first.after:
-        calls = []
-        for ref in first.after:
-            future = ref.sent()
-            other = ref.cluster.backend
-            if other is not cluster.backend and (other.name != cluster.backend.name or not other.detached):
-                raise CorralError(f"cannot run after {ref.name}: it runs on another backend")
-            calls.append((future.source, future.call))
-        needs = Needs(first.condition, tuple(calls))
+    calls = []
+    for ref in first.after:
+        if isinstance(ref, str):
+            continue
+        future = ref.sent()
+        if not cluster.backend.shares_jobs_with(ref.cluster.backend):
+            raise CorralError(f"cannot run after {ref.name}: it runs on another backend")
+        calls.append((future.source, future.call))
+    outside = tuple(job for job in first.after if isinstance(job, str))
+    # The jobs before a join() that this scheduler knows (a job elsewhere cannot be waited for)
+    ended = tuple(
+        (ref.sent().source, ref.sent().call)
+        for ref in first.barrier
+        if ref.cluster is not None and cluster.backend.shares_jobs_with(ref.cluster.backend)
+    )
+    if calls or outside or ended:
+        # Waiting for a barrier alone is afterany, which every backend can do
+        condition = first.condition if calls or outside else Condition.ANY
+        needs = Needs(condition, tuple(calls), outside, ended)
     if first.command is not None:
         fn: Any = run_command
         calls_: list[Call] = [((), {})]
@@ -211,6 +252,7 @@ def _submit(group: list[tuple[Entry, Settings]], max_size: int, what: str) -> No
     batch = cluster.submit(request)
     for (entry, _), future in zip(group, batch.futures, strict=True):
         entry.ref.send(future, cluster)
+    barrier.submitted([entry.ref for entry, _ in group])
     sessions.track(cluster, batch)
 
 

@@ -64,8 +64,17 @@ def connect(settings: Settings) -> Remote:
 def open_cluster(settings: Settings, backend: str | Backend | None = None) -> Cluster:
     """A new engine for the ``settings`` of a front-end: a Backend instance as given, else
     the configured backend on this machine or on the chosen host."""
+    if isinstance(backend, Backend) and settings.clusters is not None:
+        raise ConfigError(
+            f"clusters={settings.clusters!r} and a Backend instance cannot go together: make the "
+            "backend with it (SlurmBackend(transport, clusters=...)), or give the backend's name"
+        )
     if settings.ssh is None:
-        chosen = backend if isinstance(backend, Backend) else get_backend(settings.backend)
+        chosen = (
+            backend
+            if isinstance(backend, Backend)
+            else get_backend(settings.backend, clusters=settings.clusters)
+        )
         return Cluster(chosen, settings.directory)
     if isinstance(backend, Backend):
         raise ConfigError(
@@ -95,4 +104,7 @@ def host_backend(settings: Settings, remote: Remote, name: str | None = None) ->
             f"the {chosen} scheduler does not answer on host {settings.host!r} ({settings.ssh}): "
             f"check that its commands work there for {remote.found.user}"
         )
-    return cls(remote.transport)
+    # auto chose another scheduler: the cluster setting is left out, as get_backend does
+    auto = (name or settings.backend) == "auto"
+    clusters = settings.clusters if chosen == "slurm" or not auto else None
+    return get_backend(chosen, remote.transport, clusters=clusters)

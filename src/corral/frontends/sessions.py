@@ -39,7 +39,7 @@ def cluster_for(settings: Settings, backend: str | None = None, directory: str |
     if root and settings.ssh is None:
         root = os.path.abspath(root)
     python = settings.environment.python if settings.ssh else None  # a host's agent's interpreter
-    key = (settings.ssh, settings.ssh_config, python, settings.backend, root)
+    key = (settings.ssh, settings.ssh_config, python, settings.backend, root, settings.clusters)
     with _lock:
         if key not in _clusters:
             _clusters[key] = open_cluster(settings)

@@ -8,6 +8,8 @@
     solve("a.txt")                          # a plain call, here and now
     ref = solve.distribute("a.txt")         # a job; returns at once with a JobRef
     check.after(ref).distribute()           # runs once that job completed successfully
+    check.after("4242").distribute()        # ... once job 4242, submitted elsewhere, did
+    corral.join()                           # later calls wait for every job before (afterany)
 
 ``options`` and ``after`` return new task functions and never change the one they are
 called on. Dependencies are the scheduler's own (see :mod:`corral.engine.dependencies`), so the
@@ -23,10 +25,12 @@ new id, which jobs already waiting for the old one would never see.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from ..config_keys import convert
 from ..environment import KEYS as ENVIRONMENT_KEYS
 from ..environment import Environment
 from ..job import Condition
@@ -41,8 +45,12 @@ from .refs import JobRef
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: What ``after`` takes: a JobRef, a job id (text or number), or an iterable of them.
+AfterItem = JobRef[Any] | str | int | Iterable[Any]
+_JOB_ID = re.compile(r"[1-9][0-9]*(?:_[0-9]+)?")
+
 #: Options of a task that are not resources (see corral.config for the resource keys).
-TASK_OPTIONS = ("profile", "allow_nested", "backend", "directory", "host")
+TASK_OPTIONS = ("profile", "allow_nested", "backend", "directory", "host", "clusters")
 
 
 class TaskFunction(Generic[P, R]):
@@ -52,7 +60,7 @@ class TaskFunction(Generic[P, R]):
         self,
         fn: Callable[P, R],
         options: dict[str, Any],
-        after: tuple[JobRef[Any], ...] = (),
+        after: tuple[JobRef[Any] | str, ...] = (),
         condition: Condition = Condition.OK,
         base: TaskFunction[Any, Any] | None = None,
     ) -> None:
@@ -92,11 +100,13 @@ class TaskFunction(Generic[P, R]):
         merged = {**self._options, **options}
         return TaskFunction(self._fn, merged, self._after, self._condition, self._base)
 
-    def after(self, *refs: JobRef[Any] | Iterable[JobRef[Any]], condition: str = "ok") -> TaskFunction[P, R]:
+    def after(self, *refs: AfterItem, condition: str = "ok") -> TaskFunction[P, R]:
         """A copy whose jobs run only after the jobs of ``refs`` ended as ``condition``
-        says: ``"ok"`` (each completed successfully), ``"any"`` (each ended, however) or
-        ``"notok"`` (each failed). If that can never happen, the job never runs and its
-        ref raises DependencyError. This one is unchanged."""
+        says: ``"ok"`` (each completed successfully), ``"any"`` (each ended, however),
+        ``"notok"`` (each failed) or ``"started"`` (each started, or was cancelled). If that
+        can never happen, the job never runs and its ref raises DependencyError. ``refs`` are
+        JobRefs, or the scheduler's ids of jobs corral did not submit (``"4242"``, ``4242``,
+        ``"4242_3"``). This one is unchanged."""
         needs = flatten_refs(refs)
         return TaskFunction(self._fn, self._options, self._after + needs, to_condition(condition), self._base)
 
@@ -126,6 +136,8 @@ def task(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
     :mod:`corral.environment`; ``setup`` may hold Python callables, run once per element
     before its first call of this task, see :mod:`corral.worker.setup`),
     ``profile`` (a configuration profile), ``host`` (a configured host, reached over SSH),
+    ``clusters`` (the SLURM cluster of a multi-cluster site, ``-M``), ``singleton`` (one job
+    of its ``job_name`` at a time),
     ``allow_nested`` (let code already running in a job distribute it), ``backend`` and
     ``directory``. Unknown keys fail here.
     """
@@ -138,7 +150,7 @@ def task(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
 def sbatch(
     command: str,
     *,
-    after: JobRef[Any] | Iterable[JobRef[Any]] = (),
+    after: AfterItem = (),
     condition: str = "ok",
     **options: Any,
 ) -> JobRef[ShellResult]:
@@ -163,7 +175,7 @@ def sbatch(
 def srun(
     command: str,
     *,
-    after: JobRef[Any] | Iterable[JobRef[Any]] = (),
+    after: AfterItem = (),
     condition: str = "ok",
     **options: Any,
 ) -> ShellResult:
@@ -188,19 +200,39 @@ def check_options(options: dict[str, Any]) -> None:
         **{k: v for k, v in options.items() if k not in TASK_OPTIONS and k not in ENVIRONMENT_KEYS}
     )
     Environment.from_options(**{k: v for k, v in options.items() if k in ENVIRONMENT_KEYS})
+    if options.get("clusters") is not None:
+        convert("clusters", options["clusters"])
 
 
-def flatten_refs(refs: Iterable[Any]) -> tuple[JobRef[Any], ...]:
-    """Refs given one by one, as lists (``*batch.flush()`` or ``batch.flush()``), or mixed."""
-    flat: list[JobRef[Any]] = []
+def flatten_refs(refs: Iterable[Any]) -> tuple[JobRef[Any] | str, ...]:
+    """Refs given one by one, as lists (``*batch.flush()`` or ``batch.flush()``), or mixed;
+    job ids of jobs corral did not submit (``"4242"``, ``4242``, ``"4242_3"``) as text, their
+    form checked here (whether the backend can wait for them, at ``distribute``)."""
+    flat: list[JobRef[Any] | str] = []
     for item in refs:
         if isinstance(item, JobRef):
             flat.append(item)
-        elif isinstance(item, Iterable) and not isinstance(item, (str, bytes)):
+        elif isinstance(item, (str, int)) and not isinstance(item, bool):
+            flat.append(job_id_of(item))
+        elif isinstance(item, Iterable) and not isinstance(item, bytes):
             flat += flatten_refs(item)
         else:
-            raise TypeError(f"after() takes JobRefs (what distribute and sbatch return), got {item!r}")
+            raise TypeError(
+                f"after() takes JobRefs (what distribute and sbatch return) or job ids, got {item!r}"
+            )
     return tuple(flat)
+
+
+def job_id_of(item: str | int) -> str:
+    """A job id given to ``after``, as text: a job (``4242``) or an array element
+    (``"4242_3"``); a ValueError for anything else."""
+    text = str(item).strip()
+    if not _JOB_ID.fullmatch(text):
+        raise ValueError(
+            f"after({item!r}): a job id is the scheduler's number of a job ('4242', or 4242) or of "
+            "an array element ('4242_3')"
+        )
+    return text
 
 
 def to_condition(condition: str | Condition) -> Condition:
@@ -209,7 +241,7 @@ def to_condition(condition: str | Condition) -> Condition:
     except ValueError:
         raise ValueError(
             f"condition={condition!r}: use 'ok' (each job completed successfully), "
-            "'any' (each job ended) or 'notok' (each job failed)"
+            "'any' (each job ended), 'notok' (each job failed) or 'started' (each job started)"
         ) from None
 
 
