@@ -94,6 +94,7 @@ class Settings:
     ssh: str | None = None  # its ssh destination; None: jobs are submitted from this machine
     ssh_config: str | None = None  # the file for ``ssh -F`` (an absolute path on this machine)
     clusters: str | None = None  # the SLURM cluster (``-M``) of every command; None: the default one
+    keep: str | None = None  # which batch folders stay (corral.frontends.retention); None: the front-end's
     sources: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
@@ -181,6 +182,7 @@ def resolve(profile: str | None = None, **options: object) -> Settings:
         ssh=cast("str | None", values.get("ssh")),
         ssh_config=cast("str | None", values.get("ssh_config")),
         clusters=cast("str | None", values.get("clusters")),
+        keep=cast("str | None", values.get("keep")),
         sources=MappingProxyType(sources),
     )
 

@@ -32,7 +32,7 @@ RESOURCE_KEYS = tuple(f.name for f in fields(Resources))
 ENVIRONMENT_KEYS = environment.KEYS
 #: Every key allowed in set_defaults(), a config file, a profile, or resolve()'s options.
 KEYS = (
-    *RESOURCE_KEYS, "backend", "directory", "max_retries", "submit_budget", *ENVIRONMENT_KEYS, "host",
+    *RESOURCE_KEYS, "backend", "directory", "max_retries", "submit_budget", "keep", *ENVIRONMENT_KEYS, "host",
     "clusters",
 )  # fmt: skip
 #: The keys of a [hosts.NAME] table.
@@ -41,9 +41,12 @@ HOST_KEYS = (*(k for k in KEYS if k != "host"), "ssh", "ssh_config")
 MERGED = ("extra", "env")
 #: Keys that name a place on a machine (see the module doc).
 PLACES = ("directory", "python")
+#: The values of ``keep``: which batch folders stay once their results are in (see
+#: corral.frontends.retention); unset, each front-end has its own default.
+KEEP_CHOICES = ("all", "failed", "none")
 #: The lowest layer.
 BUILT_IN: dict[str, object] = {
-    "backend": "auto", "directory": None, "max_retries": 3, "submit_budget": 500, "host": None,
+    "backend": "auto", "directory": None, "max_retries": 3, "submit_budget": 500, "host": None, "keep": None,
     "clusters": None,
 }  # fmt: skip
 #: The only CORRAL_* variables read here: the others (CORRAL_IN_JOB, ...) belong to other parts.
@@ -94,6 +97,11 @@ def convert(key: str, value: object) -> object:
         return value
     if key == "clusters":
         return _cluster_name(value)
+    if key == "keep":
+        if value not in KEEP_CHOICES:
+            choices = ", ".join(map(repr, KEEP_CHOICES))
+            raise ConfigError(f"keep={value!r} must be one of {choices} (which batch folders stay)")
+        return value
     if key == "ssh":
         found = _SSH.fullmatch(value) if isinstance(value, str) and not value.startswith("-") else None
         if found is None or not 0 < int(found["port"] or 22) < 65536:  # -oProxyCommand=... is no host

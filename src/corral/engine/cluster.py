@@ -211,12 +211,10 @@ class Cluster:
                 self._dispatch.settle_later(batch)
         _complete(running)
 
-    def release(self, batches: Iterable[BatchState]) -> None:
-        """Batches that ended and whose folders go (see corral.frontends.retention): what is
-        left of their jobs (elements with no call left, exiting, or never started) is
+    def release(self, job_ids: list[str]) -> None:
+        """The jobs of batches that ended and whose folders go (see corral.frontends.retention):
+        what is left of them (elements with no call left, exiting, or never started) is
         cancelled, so that none writes into the folder once it is gone."""
-        with self._lock:
-            job_ids = [j for b in batches if b.done for j in b.live_job_ids()]
         if job_ids:
             self._cancel_jobs(job_ids)
 

@@ -36,7 +36,7 @@ from . import exiting
 from .hosts import open_cluster
 from .node_setup import NodeSetup
 from .progress_bar import ProgressBar, echo_line, wanted
-from .retention import check_keep, retire
+from .retention import Retention
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -98,12 +98,12 @@ class Executor(concurrent.futures.Executor):
         cluster: Cluster | None = None,
         progress: bool | None = None,
         echo: bool = False,
-        keep: str = "all",
+        keep: str | None = None,
         **resources: Any,
     ) -> None:
         resources, self._node = NodeSetup.take(resources)  # setup's callables run on the node
         settings, self.retry = configure(
-            backend, directory, profile, {**resources, "host": host},
+            backend, directory, profile, {**resources, "host": host, "keep": keep},
             max_retries=max_retries, retry_on=retry_on, time_factor=time_factor, memory_factor=memory_factor,
         )  # fmt: skip
         self.resources = settings.resources
@@ -118,7 +118,8 @@ class Executor(concurrent.futures.Executor):
         if not isinstance(echo, bool):
             raise TypeError(f"echo must be True or False, not {echo!r}")
         self.echo = echo
-        self.keep = check_keep(keep)
+        self.keep = settings.keep or "all"
+        self._retention = Retention(self.keep)  # see corral.frontends.retention
         self._throttle = Throttle(max_running) if max_running is not None else None
         self._batches = WeakBatches()
         self._lock = threading.Lock()
@@ -259,6 +260,7 @@ class Executor(concurrent.futures.Executor):
         at exit while it needs it."""
         with self._lock:
             self._batches.append(batch)
+        self._retention.add(batch)
         exiting.watch(self.cluster, batch)
 
     def on_node(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -293,9 +295,7 @@ class Executor(concurrent.futures.Executor):
         if wait:
             concurrent.futures.wait(futures)
             del futures
-            with self._lock:
-                batches = list(self._batches)
-            retire(self.cluster, batches, self.keep)  # the results are in: keep what keep says
+            self._retention.retire(self.cluster)  # the results are in: keep what keep says
 
     def cancel_all(self) -> None:
         """Cancel every call of this executor: pending ones never start, running jobs are

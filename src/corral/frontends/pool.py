@@ -32,7 +32,7 @@ from .hosts import open_cluster
 from .node_setup import NodeSetup
 from .pool_results import AsyncResult, IMapIterator, Shown
 from .progress_bar import echo_line, wanted
-from .retention import check_keep, retire
+from .retention import Retention
 
 T = TypeVar("T")
 
@@ -75,7 +75,7 @@ class Pool:
         cluster: Cluster | None = None,
         progress: bool | None = None,
         echo: bool = True,
-        keep: str = "failed",
+        keep: str | None = None,
         **resources: Any,
     ) -> None:
         if isinstance(processes, int) and not isinstance(processes, bool) and processes < 1:
@@ -90,7 +90,7 @@ class Pool:
         if initializer is not None:  # multiprocessing's initializer is one more step of it
             node = node.and_then(functools.partial(initializer, *initargs))
         settings, self.retry = configure(
-            backend, directory, profile, {**resources, "host": host},
+            backend, directory, profile, {**resources, "host": host, "keep": keep},
             max_retries=max_retries, retry_on=retry_on, time_factor=time_factor, memory_factor=memory_factor,
         )  # fmt: skip
         self.resources = settings.resources
@@ -113,7 +113,8 @@ class Pool:
         if not isinstance(echo, bool):
             raise TypeError(f"echo must be True or False, not {echo!r}")
         self.echo = echo
-        self.keep = check_keep(keep)
+        self.keep = settings.keep or "failed"
+        self._retention = Retention(self.keep)  # see corral.frontends.retention
 
     # -- multiprocessing.Pool's API ---------------------------------------------------------------
 
@@ -205,7 +206,7 @@ class Pool:
         with self._lock:
             batches = list(self._batches)
         self.cluster.cancel_batches(batches)
-        retire(self.cluster, batches, self.keep)  # what ended as keep says; the rest stays
+        self._retention.retire(self.cluster)  # what ended, as keep says; the rest stays
         if self._owns_cluster:
             self.cluster.close()
 
@@ -218,7 +219,7 @@ class Pool:
         with self._lock:
             batches = list(self._batches)
         concurrent.futures.wait([f for b in batches for f in b.futures])
-        retire(self.cluster, batches, self.keep)
+        self._retention.retire(self.cluster)
 
     def __enter__(self) -> Pool:
         with self._lock:
@@ -265,3 +266,4 @@ class Pool:
     def _keep(self, batch: BatchState) -> None:
         with self._lock:
             self._batches.append(batch)
+        self._retention.add(batch)

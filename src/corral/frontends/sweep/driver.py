@@ -116,9 +116,13 @@ class Sweep:
         self.configs: list[dict[str, Any]] = (
             [{} for _ in range(count)] if self.lazy else self.search.configs(space, trials)
         )
+        if "keep" in resources:
+            raise TypeError(
+                "keep= is not an option of a sweep: it keeps its batches, which a resumed sweep reads"
+            )
         self._executor = Executor(
             backend, directory, profile=profile, host=host, max_running=max_running,
-            max_retries=max_retries, retry_on=retry_on, **resources,
+            max_retries=max_retries, retry_on=retry_on, keep="all", **resources,
         )  # fmt: skip
         self.max_running = self._executor.max_running
         self._throttle = Throttle(self.max_running) if self.max_running is not None else None
