@@ -43,6 +43,17 @@ FOREIGN: dict[str, str] = {
     "cores": "cores is corral's cpus=",
     "cpu": "cluster_tools' cpu is corral's cpus=",
     "work_dir": "pypoolparty's work_dir is corral's directory=",
+    "keep_work_dir": "pypoolparty's keep_work_dir=True is corral's keep='all' "
+    "(keep='failed' is the Pool's default)",
+    "keep_logs": "cluster_tools' keep_logs is corral's keep= ('all', 'failed' or 'none')",
+    "additional_setup_lines": "cluster_tools' additional_setup_lines are corral's setup=[...] (shell lines)",
+    "job_script_prologue": "dask-jobqueue's job_script_prologue is corral's setup=[...] (shell lines)",
+    "job_extra_directives": "dask-jobqueue's job_extra_directives are corral's extra={...} "
+    "(sbatch's long option names without dashes)",
+    "slurm_max_num_timeout": "submitit's slurm_max_num_timeout is corral's max_requeues=",
+    "logging_setup_fn": "cluster_tools' logging_setup_fn is a callable in corral's setup=[...]; "
+    "the client's logging level and format reach the calls by themselves (forward_logging)",
+    "job_resources": "give each resource as its own keyword: time=, memory=, cpus=, partition=, ...",
     "max_num_resubmissions": "pypoolparty's max_num_resubmissions is corral's max_retries=",
     "python_path": "the interpreter of the jobs is corral's python= (a path, or a name on the nodes' PATH)",
     "exclusive": "sbatch's exclusive is extra={'exclusive': True}",

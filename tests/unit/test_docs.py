@@ -18,6 +18,10 @@ PAGES = [
     ROOT / "docs" / "cli.md",
     ROOT / "docs" / "environment.md",
     ROOT / "docs" / "sweep.md",
+    ROOT / "docs" / "coming-from-submitit.md",
+    ROOT / "docs" / "coming-from-dask-jobqueue.md",
+    ROOT / "docs" / "coming-from-cluster-tools.md",
+    ROOT / "docs" / "coming-from-pypoolparty.md",
 ]
 BLOCKS = [
     pytest.param(code, id=f"{page.name}:{n}")

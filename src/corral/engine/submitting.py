@@ -169,6 +169,10 @@ _PROCESS_TYPES = {
     "_io.FileIO": "open file", "_io.BufferedReader": "open file", "_io.BufferedWriter": "open file",
     "_io.BufferedRandom": "open file", "_io.TextIOWrapper": "open file",
 }  # fmt: skip
+_FUTURE = (
+    "a future ({what}): its value is not known when the call is sent, and a job cannot wait for it",
+    "pass future.result() instead, or run the call after that job with @corral.task's .after(ref)",
+)
 _verdicts: dict[type, str | None] = {}  # by type, decided once
 
 
@@ -189,6 +193,8 @@ def unshareable(value: object) -> str | None:
             (text, fix), what = _MACHINE, f"multiprocessing {what}"
         elif name in _PROCESS_TYPES:
             (text, fix), what = _PROCESS, _PROCESS_TYPES[name]
+        elif name in ("concurrent.futures._base.Future", "asyncio.futures.Future", "_asyncio.Future"):
+            (text, fix), what = _FUTURE, kind.__qualname__
         else:
             continue
         verdict = f"{text.format(what=what)}; {fix}"

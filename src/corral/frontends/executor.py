@@ -388,6 +388,7 @@ def configure(
 
 
 def get_executor(name: str = "auto", **options: Any) -> Executor:
-    """An executor for a backend by name: ``slurm``, ``local``, ``sequential``, ``auto``, or
-    ``multiprocessing`` (another name for ``local``). ``options`` go to :class:`Executor`."""
+    """An executor for a backend by name: ``slurm``, ``sge``, ``local``, ``sequential``,
+    ``steps`` (job steps of the current allocation), ``auto``, or ``multiprocessing`` (another
+    name for ``local``). ``options`` go to :class:`Executor`."""
     return Executor(backend=name, **options)
