@@ -78,3 +78,30 @@ def test_a_sweep_keeps_its_batches() -> None:
 
     with pytest.raises(TypeError, match="keep= is not an option of a sweep"):
         sweep.Sweep(abs, {"x": sweep.grid([1])}, metric="loss", keep="none")
+
+
+def test_remove_tree_removes_only_a_private_folder_and_follows_no_link(tmp_path: Path) -> None:
+    from corral.errors import UnsafeWorkDirError
+    from corral.transports.local import LocalTransport
+
+    transport = LocalTransport()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep me")
+    batch = tmp_path / "batch"
+    batch.mkdir(mode=0o700)
+    (batch / "streams").mkdir()
+    (batch / "streams" / "link").symlink_to(outside)  # planted: removed, never followed
+    transport.remove_tree(str(batch))
+    assert not batch.exists() and (outside / "precious").read_text() == "keep me"
+    transport.remove_tree(str(batch))  # gone already: nothing to do
+    link = tmp_path / "link"
+    link.symlink_to(outside)
+    with pytest.raises(UnsafeWorkDirError, match="symbolic link"):
+        transport.remove_tree(str(link))
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(UnsafeWorkDirError):
+        transport.remove_tree(str(shared))
+    assert outside.exists() and shared.exists()

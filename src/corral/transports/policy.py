@@ -27,6 +27,7 @@ RESEND: Mapping[str, bool] = {
     "write_bytes": True,  # a whole new file renamed into place: the same content twice
     "write_many": True,
     "sweep_temporaries": True,  # housekeeping: a second sweep removes what the first left
+    "remove_tree": True,  # a folder removed twice is removed: a missing one is no error
     # The second try of these says "taken" for what the first one made: the caller would read
     # its own claim (or batch folder) as someone else's. It must find out itself (a claim
     # names who took it), so the break is raised.
