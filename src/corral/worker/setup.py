@@ -128,10 +128,11 @@ class Prepared:
                 step()
         except Exception as exc:  # noqa: BLE001 - it fails the calls, as their outcome
             name = getattr(step, "__qualname__", None) or repr(step)
-            exc.add_note(
-                f"(raised by the node setup {name}, not by the function: it ran before the call, "
-                "and the function did not run, here nor for any later call of this element)"
-            )
+            if sys.version_info >= (3, 11):  # notes are 3.11's; on 3.10 the exception alone
+                exc.add_note(
+                    f"(raised by the node setup {name}, not by the function: it ran before the call, "
+                    "and the function did not run, here nor for any later call of this element)"
+                )
             return exc
         return None
 
