@@ -80,23 +80,26 @@ def test_an_external_scancel_fails_only_that_elements_calls_and_says_so(tmp_path
 SET_UP = {"setup": ["export CORRAL_TEST_SETUP=1"], "post": ["echo post-ran >&2"], "srun": True}
 
 
-@pytest.mark.parametrize("environment", [{}, SET_UP], ids=["plain", "setup-post-srun"])
-def test_time_limits_with_and_without_a_checkpoint(tmp_path: Path, environment: dict[str, object]) -> None:
-    folder = tmp_path / "done"
-    folder.mkdir()
+def test_time_limits_with_and_without_a_checkpoint(tmp_path: Path) -> None:
+    """Plain jobs, and jobs with setup and post lines and the worker as an srun step, side by
+    side (each case takes minutes of one-minute limits: run together, they take it once)."""
     # A one-minute limit, warned 30 s before (half the limit) when SLURM's 30 s timer
     # notices: each run works 15 to 60 s, so 125 s of work needs three runs at least.
-    ex = executor(tmp_path, time=1, max_requeues=10, **environment)
+    cases = []
     with release_requeued():
-        resumable = ex.submit(Count(str(folder)), 125)
-        plain = ex.submit(time.sleep, 600)
-        with pytest.raises(corral.JobTimeoutError) as caught:
-            plain.result(timeout=300)
-        done, runs = resumable.result(timeout=600)
-    assert done == 125 and runs >= 3  # two requeues at least, each resumed from its checkpoint
-    assert "time limit 0:01:00" in str(caught.value) and "no checkpoint" in str(caught.value)
-    assert resumable.job_id is not None and "_" in resumable.job_id  # one job id, requeued in place
-    assert completions(str(folder)) == {125: 1}  # it completed once, in its last run
+        for name, environment in (("plain", {}), ("setup-post-srun", SET_UP)):
+            folder = tmp_path / name
+            folder.mkdir()
+            ex = executor(tmp_path / f"{name}-work", time=1, max_requeues=10, **environment)
+            cases.append((folder, ex.submit(Count(str(folder)), 125), ex.submit(time.sleep, 600)))
+        for folder, resumable, plain in cases:
+            with pytest.raises(corral.JobTimeoutError) as caught:
+                plain.result(timeout=300)
+            assert "time limit 0:01:00" in str(caught.value) and "no checkpoint" in str(caught.value)
+            done, runs = resumable.result(timeout=600)
+            assert done == 125 and runs >= 3  # two requeues at least, each resumed from its checkpoint
+            assert resumable.job_id is not None and "_" in resumable.job_id  # requeued in place
+            assert completions(str(folder)) == {125: 1}  # it completed once, in its last run
 
 
 @pytest.mark.parametrize(

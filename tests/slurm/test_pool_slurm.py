@@ -54,7 +54,7 @@ def pool(tmp_path: Path, **options: object) -> corral.Pool:
 def test_a_node_dying_mid_map_loses_nothing(tmp_path: Path, fresh_queue: None) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
-    p = pool(tmp_path, max_requeues=0)  # not requeued by SLURM: corral resubmits the calls
+    p = pool(tmp_path, max_requeues=0, keep="all")  # not requeued by SLURM: corral resubmits the calls
     result = p.starmap_async(mark_and_sleep, [(str(runs), x, 2) for x in range(200)])
     wait_for(lambda: len(os.listdir(runs)) >= 24, 120, "calls to run on every node")
     victim = squeue("-u", "root", "-t", "RUNNING", "-o", "%N").split()[0]
@@ -103,7 +103,7 @@ def test_a_multiprocessing_script_runs_on_the_cluster_with_only_its_import_chang
     original, changed = tmp_path / "original.py", tmp_path / "changed.py"
     original.write_text(script)
     changed.write_text(script.replace("from multiprocessing import Pool", "from corral import Pool"))
-    env = {**os.environ, "CORRAL_DIR": str(tmp_path / "work")}
+    env = {**os.environ, "CORRAL_DIR": str(tmp_path / "work"), "CORRAL_KEEP": "all"}  # to look at them
     outputs = [
         subprocess.run(
             [sys.executable, str(p)], capture_output=True, text=True, timeout=300, env=env, check=True
