@@ -104,6 +104,7 @@ class ProgressBar:
         self._count = count
         self._drawn = wanted(progress)
         self._logged = progress is None and not self._drawn  # only the log line, now and then
+        self._pause = REDRAW if self._drawn else 1.0  # how long a wait lasts between two looks
         self._last = 0.0
         self._start = time.monotonic()
         self._closed = False
@@ -154,7 +155,7 @@ class ProgressBar:
         end = None if timeout is None else time.monotonic() + timeout
         while not future.done():
             self.refresh()
-            left = REDRAW if end is None else min(REDRAW, end - time.monotonic())
+            left = self._pause if end is None else min(self._pause, end - time.monotonic())
             if left <= 0:
                 return
             concurrent.futures.wait([future], timeout=left)
@@ -165,7 +166,7 @@ class ProgressBar:
         end = None if timeout is None else time.monotonic() + timeout
         while True:
             self.refresh()
-            left = REDRAW if end is None else min(REDRAW, end - time.monotonic())
+            left = self._pause if end is None else min(self._pause, end - time.monotonic())
             done, _ = concurrent.futures.wait(futures, timeout=max(left, 0), return_when="FIRST_COMPLETED")
             if done or left <= 0:
                 return done
