@@ -16,6 +16,7 @@ import pytest
 import corral
 from corral.engine.policy import PollPolicy
 
+from ..contract.test_backend_contract import time_limit_ended, time_limit_started
 from ..slurm.helpers import cluster, squeue, wait_for
 from .ledger import Count, assert_each_completed_once, completions, mark, release_requeued
 
@@ -86,6 +87,10 @@ def test_time_limits_with_and_without_a_checkpoint(tmp_path: Path) -> None:
     # A one-minute limit, warned 30 s before (half the limit) when SLURM's 30 s timer
     # notices: each run works 15 to 60 s, so 125 s of work needs three runs at least.
     cases = []
+    backend = corral.get_backend("slurm")  # the backend contract's SLURM case, in the same minute
+    contract = tmp_path / "contract"
+    contract.mkdir()
+    job, store = time_limit_started(backend, contract)
     with release_requeued():
         for name, environment in (("plain", {}), ("setup-post-srun", SET_UP)):
             folder = tmp_path / name
@@ -100,44 +105,48 @@ def test_time_limits_with_and_without_a_checkpoint(tmp_path: Path) -> None:
             assert done == 125 and runs >= 3  # two requeues at least, each resumed from its checkpoint
             assert resumable.job_id is not None and "_" in resumable.job_id  # requeued in place
             assert completions(str(folder)) == {125: 1}  # it completed once, in its last run
+    time_limit_ended(backend, job, store)
+    backend.close()
 
 
-@pytest.mark.parametrize(
-    "environment",
-    [{"setup": SET_UP["setup"], "post": SET_UP["post"]}, {"srun": True}],
-    ids=["setup-post", "srun-step"],
-)
-def test_preempted_jobs_are_requeued_and_the_map_returns_everything(
-    tmp_path: Path, environment: dict[str, object]
-) -> None:
-    """With setup and post lines SLURM requeues the preempted jobs, as without; with the
-    worker as an srun step, SLURM cancels the step and fails the job, and corral reads the
-    step's end as a preemption and runs the calls again."""
-    folder = tmp_path / "done"
-    folder.mkdir()
-    ex = executor(tmp_path, **environment)
-    # One call per element, longer than the partition's GraceTime (5 s): SLURM lets a victim
-    # run that long, then sends SIGTERM, kills it and requeues it.
-    futures = ex._submit(mark, [((str(folder), x, 12.0), {}) for x in range(16)], 1)
-    wait_for(lambda: sum(f.running() for f in futures) >= 8, 120, "the map to fill the cluster")
+def test_preempted_jobs_are_requeued_and_the_map_returns_everything(tmp_path: Path) -> None:
+    """Two maps side by side (each waits out a preemption: together they wait once). With
+    setup and post lines SLURM requeues the preempted jobs, as without; with the worker as an
+    srun step, SLURM cancels the step and fails the job, and corral reads the step's end as a
+    preemption and runs the calls again."""
+    cases = {}
+    for name, environment in (
+        ("setup-post", {"setup": SET_UP["setup"], "post": SET_UP["post"]}),
+        ("srun-step", {"srun": True}),
+    ):
+        folder = tmp_path / name
+        folder.mkdir()
+        # Four at a time each, so the two maps hold the cluster's eight CPUs half and half.
+        ex = executor(tmp_path / f"{name}-work", max_running=4, **environment)
+        # One call per element, longer than the partition's GraceTime (5 s): SLURM lets a
+        # victim run that long, then sends SIGTERM, kills it and requeues it.
+        cases[name] = (folder, ex._submit(mark, [((str(folder), x, 12.0), {}) for x in range(8)], 1))
+    futures = [f for _, fs in cases.values() for f in fs]
+    wait_for(lambda: sum(f.running() for f in futures) >= 8, 120, "the two maps to fill the cluster")
     with release_requeued() as released:
         argv = ["sbatch", "--parsable", "-p", "urgent", "--array=0-7", "--output=/dev/null"]
         urgent = subprocess.run(
             [*argv, "--wrap", "sleep 5"], capture_output=True, text=True, check=True, timeout=30
         ).stdout.strip()
-        assert [f.result(timeout=600) for f in futures] == [x * 10 for x in range(16)]
+        for _, fs in cases.values():
+            assert [f.result(timeout=600) for f in fs] == [x * 10 for x in range(8)]
+    folder, fs = cases["setup-post"]
     records = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-D", "-j", futures[0].job_id.split("_")[0], "-o", "JobID,State"],
+        ["sacct", "-X", "-n", "-P", "-D", "-j", str(fs[0].job_id).split("_")[0], "-o", "JobID,State"],
         capture_output=True, text=True, timeout=30,
     ).stdout  # fmt: skip
-    if "srun" in environment:
-        arrays = {str(f.job_id).split("_")[0] for f in futures}
-        assert len(arrays) > 1, "no call was submitted again"  # its last run is another array's
-    else:
-        assert released, "nothing was preempted and requeued"
-        assert "PREEMPTED" in records or "REQUEUED" in records, records
+    assert released, "nothing was preempted and requeued"
+    assert "PREEMPTED" in records or "REQUEUED" in records, records
+    arrays = {str(f.job_id).split("_")[0] for f in cases["srun-step"][1]}
+    assert len(arrays) > 1, "no call of the srun map was submitted again"  # its last run is another array's
     assert squeue("-j", urgent, "-t", "PD,R") == ""
-    assert_each_completed_once(str(folder), 16)
+    for folder, _ in cases.values():
+        assert_each_completed_once(str(folder), 8)
 
 
 def test_a_call_over_its_memory_gets_an_out_of_memory_error_with_the_figures(tmp_path: Path) -> None:

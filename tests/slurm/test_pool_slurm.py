@@ -55,7 +55,7 @@ def test_a_node_dying_mid_map_loses_nothing(tmp_path: Path, fresh_queue: None) -
     runs = tmp_path / "runs"
     runs.mkdir()
     p = pool(tmp_path, max_requeues=0, keep="all")  # not requeued by SLURM: corral resubmits the calls
-    result = p.starmap_async(mark_and_sleep, [(str(runs), x, 2) for x in range(200)])
+    result = p.starmap_async(mark_and_sleep, [(str(runs), x, 1) for x in range(200)])  # 25 s on 8 CPUs
     wait_for(lambda: len(os.listdir(runs)) >= 24, 120, "calls to run on every node")
     victim = squeue("-u", "root", "-t", "RUNNING", "-o", "%N").split()[0]
     assert re.fullmatch(r"n[1-4]", victim), victim
