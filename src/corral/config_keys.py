@@ -60,10 +60,19 @@ ENV = {
 INT_KEYS = frozenset(
     {"cpus", "nodes", "tasks", "max_retries", "submit_budget", "max_requeues", "signal_grace"}
 )
-# The destinations corral.transports.ssh.SshTarget.parse reads: [user@]host[:port] or a Host
-# alias. Repeated here because config sits below the transports; the transport parses it again.
 _CLUSTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_SSH = re.compile(r"(?:[A-Za-z0-9._-]+@)?(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
+#: An ssh destination, as the ``ssh`` key and :meth:`corral.transports.ssh.SshTarget.parse`
+#: read it (one pattern for both, taken whole with ``fullmatch``): ``[user@]host[:port]`` or a
+#: Host alias of ``~/.ssh/config``. Never an option: a text starting with ``-`` is refused.
+SSH_DESTINATION = re.compile(
+    r"(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
+def ssh_destination(text: str) -> re.Match[str] | None:
+    """The parts of ``text`` as an ssh destination (groups ``user``, ``host``, ``port``), or
+    None when it is not one (an option like ``-oProxyCommand=...``, a newline, any blank)."""
+    return None if text.startswith("-") else SSH_DESTINATION.fullmatch(text)
 
 
 def convert(key: str, value: object) -> object:
@@ -103,7 +112,7 @@ def convert(key: str, value: object) -> object:
             raise ConfigError(f"keep={value!r} must be one of {choices} (which batch folders stay)")
         return value
     if key == "ssh":
-        found = _SSH.fullmatch(value) if isinstance(value, str) and not value.startswith("-") else None
+        found = ssh_destination(value) if isinstance(value, str) else None
         if found is None or not 0 < int(found["port"] or 22) < 65536:  # -oProxyCommand=... is no host
             raise ConfigError(
                 f"ssh={value!r} is not an ssh destination: give a Host alias of ~/.ssh/config, "

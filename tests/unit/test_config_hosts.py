@@ -391,7 +391,7 @@ def test_the_config_reads_ssh_destinations_as_the_ssh_transport_does(
 
     try:
         SshTarget.parse(destination)
-        transport_takes = destination.strip() == destination  # parse's $ lets a final newline by
+        transport_takes = True
     except ValueError:
         transport_takes = False
     places.write_user(f"[hosts.h]\nssh = {json.dumps(destination)}\n")
@@ -400,3 +400,28 @@ def test_the_config_reads_ssh_destinations_as_the_ssh_transport_does(
     else:
         with pytest.raises(ConfigError, match="is not an ssh destination"):
             resolve(host="h")
+
+
+@pytest.mark.parametrize(
+    ("backend", "up", "chosen"),
+    [("auto", "slurm", "slurm"), ("auto", "sge", "sge"), ("slurm", "slurm", "slurm"), ("sge", "sge", "sge")],
+)
+def test_a_hosts_scheduler_is_asked_once_whether_auto_chose_it_or_it_was_named(
+    places: Places, monkeypatch: pytest.MonkeyPatch, backend: str, up: str, chosen: str
+) -> None:
+    """auto asks the host which scheduler answers; the one it chose is not asked again."""
+    from corral.backends.sge import SgeBackend
+    from corral.backends.slurm import SlurmBackend
+    from corral.frontends import hosts
+    from corral.transports.local import LocalTransport
+    from corral.transports.preflight import Preflight
+
+    pings: list[str] = []
+    for cls in (SlurmBackend, SgeBackend):
+        ping = (lambda name: classmethod(lambda _cls, transport: pings.append(name) or name == up))(cls.name)
+        monkeypatch.setattr(cls, "available", ping)
+    places.write_user(f'[hosts.h]\nssh = "hpc"\nbackend = "{backend}"\n')
+    found = Preflight("login", "me", "/h", "python3", None, "/w")  # type: ignore[arg-type]
+    made = hosts.host_backend(resolve(host="h"), hosts.Remote(LocalTransport(), found))  # type: ignore[arg-type]
+    assert made.name == chosen
+    assert pings.count(chosen) == 1 and pings[-1] == chosen  # auto may ask SLURM first, then SGE

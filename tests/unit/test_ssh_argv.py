@@ -39,6 +39,7 @@ def test_a_destination_is_an_alias_or_user_at_host_port(
         "host:70000",
         "h;rm -rf ~",
         "h$(id)",
+        "host\n",  # the whole text, to its end: one pattern with the config's ssh key
     ],
 )
 def test_anything_else_is_refused(text: str) -> None:

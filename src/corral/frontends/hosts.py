@@ -96,15 +96,16 @@ def open_cluster(settings: Settings, backend: str | Backend | None = None) -> Cl
 def host_backend(settings: Settings, remote: Remote, name: str | None = None) -> Backend:
     """The backend ``name`` (default: the configured one; ``auto`` asks the host) on the
     host, whose scheduler must answer: a SchedulerError naming the host otherwise."""
-    chosen = resolve_name(name or settings.backend, remote.transport)
+    requested = name or settings.backend
+    chosen = resolve_name(requested, remote.transport)
     cls = backend_class(chosen)
     available = getattr(cls, "available", None)
-    if available is None or not available(remote.transport):
+    answered = requested == "auto" and chosen != "local"  # auto chose it because it answered
+    if available is None or not (answered or available(remote.transport)):
         raise SchedulerError(
             f"the {chosen} scheduler does not answer on host {settings.host!r} ({settings.ssh}): "
             f"check that its commands work there for {remote.found.user}"
         )
     # auto chose another scheduler: the cluster setting is left out, as get_backend does
-    auto = (name or settings.backend) == "auto"
-    clusters = settings.clusters if chosen == "slurm" or not auto else None
+    clusters = settings.clusters if chosen == "slurm" or requested != "auto" else None
     return get_backend(chosen, remote.transport, clusters=clusters)

@@ -19,19 +19,15 @@ asked: a login that needs a person fails, and a warning says what to run),
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..config_keys import ssh_destination
 from ..errors import CorralError
 from .pipe import AgentTransport
 from .ssh_text import explain
-
-_TARGET = re.compile(
-    r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?$"
-)
 
 
 @dataclass(frozen=True)
@@ -46,8 +42,8 @@ class SshTarget:
     def parse(cls, text: str) -> SshTarget:
         """``alias``, ``host``, ``user@host``, ``user@host:port``; a ValueError names what
         is wrong (an option-like ``-oProxyCommand=...`` is not a host)."""
-        found = _TARGET.match(text)
-        if found is None or text.startswith("-"):
+        found = ssh_destination(text)
+        if found is None:
             raise ValueError(f"{text!r} is not an ssh destination ([user@]host[:port], or a Host alias)")
         port = found["port"]
         if port is not None and not 0 < int(port) < 65536:
