@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -93,3 +94,34 @@ def test_packed_calls_keep_their_own_lines(tmp_path: Path, capsys: pytest.Captur
         assert [line for line in out if line.startswith(f"[call {i}] ")] == [
             f"[call {i}] {i}:{n}" for n in range(200)
         ]
+
+
+def test_a_sink_that_blocks_holds_no_engine_lock_and_lines_still_come_before_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lines are handed over outside the engine's lock: while a stdout blocks (a pipe
+    nobody reads), a submit still goes through; once it flows, each call's lines
+    come before its result."""
+    from corral.frontends import executor as executor_module
+
+    entered, release = threading.Event(), threading.Event()
+    shown: list[object] = []
+
+    def blocking_sink(call: int, stream: str, line: str) -> None:
+        entered.set()
+        assert release.wait(60)
+        shown.append((call, line))
+
+    monkeypatch.setattr(executor_module, "echo_line", blocking_sink)
+    with corral.Executor("local", str(tmp_path / "work"), max_workers=2, echo=True, progress=False) as ex:
+        first = ex.submit(print, "hello from 0")
+        first.add_done_callback(lambda _: shown.append("first done"))
+        assert entered.wait(60), "no line reached the sink"
+        later: list[corral.CorralFuture[None]] = []
+        submitting = threading.Thread(target=lambda: later.append(ex.submit(time.sleep, 0.1)))
+        submitting.start()
+        submitting.join(10)
+        assert not submitting.is_alive(), "submit waited for a blocked stdout"
+        release.set()
+        assert first.result(timeout=60) is None and later[0].result(timeout=60) is None
+    assert shown.index((0, "hello from 0")) < shown.index("first done")

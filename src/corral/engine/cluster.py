@@ -15,7 +15,7 @@ One :class:`Cluster` per backend. Its poll loop runs in one thread for all batch
 
 from __future__ import annotations
 
-import concurrent.futures
+import dataclasses
 import logging
 import os
 import random
@@ -35,7 +35,8 @@ from .building import build_batch, preview_submission
 from .cancelling import cancel_one, take_unclaimed
 from .coalesce import Coalescer, Pending
 from .dispatch import Dispatcher
-from .futures import CorralFuture, mark_cancelled
+from .echo import Outbox
+from .futures import CorralFuture, complete, mark_cancelled
 from .pacing import release_idle, widen
 from .planning import plan_batch
 from .policy import PollPolicy, PollTimer
@@ -75,6 +76,7 @@ class Cluster:
         self._pacing = PollTimer(self.policy, time.monotonic())
         self._dispatch = Dispatcher(backend, self.policy, self._live_elements)
         self._coalescer = Coalescer(self._kick)
+        self._outbox = Outbox()  # echo's lines, handed over outside the lock
 
     # -- submitting -----------------------------------------------------------------------------
 
@@ -97,6 +99,7 @@ class Cluster:
                 + ", ".join(repr(c.value) for c in Condition if c in self.backend.conditions)
             )
         with local_modules_by_value(self.chdir is not None):  # a remote host's nodes lack them
+            request = dataclasses.replace(request, echo=self._outbox.holding(request.echo))
             batch = build_batch(request, self.backend, self.root, self, futures, self.python, self.chdir)
         with self._lock:
             self._batches.append(batch)  # counted in MaxSubmitJobs from its first submission
@@ -112,7 +115,7 @@ class Cluster:
             if self.backend.synchronous:
                 completions += self._scan(batch)
             self._ensure_loop()
-        _complete(completions)
+        self._complete(completions)
         return batch
 
     def adopt(
@@ -126,7 +129,7 @@ class Cluster:
             self._batches.append(batch)
             self._pacing.active(time.monotonic())
             self._ensure_loop()
-        _complete(completions)
+        self._complete(completions)
         return batch
 
     def preview(
@@ -158,7 +161,7 @@ class Cluster:
                 return False
             completions = self._scan(batch)  # a fresh view: are any calls left unclaimed?
             release_idle(self.backend, batch)
-        _complete(completions)
+        self._complete(completions)
         return True
 
     def cancel_unclaimed(self, batch: BatchState) -> None:
@@ -209,7 +212,7 @@ class Cluster:
                             running.append((batch.futures[call], False, error))
                 self._batches = [b for b in self._batches if b is not batch]
                 self._dispatch.settle_later(batch)
-        _complete(running)
+        self._complete(running)
 
     def release(self, job_ids: list[str]) -> None:
         """The jobs of batches that ended and whose folders go (see corral.frontends.retention):
@@ -287,7 +290,7 @@ class Cluster:
             with self._lock:
                 batches, self._batches, self._thread = self._batches, [], None
             error = CorralError(f"corral's poll loop failed, so this call's outcome is unknown: {exc!r}")
-            _complete([(f, False, error) for b in batches for f in b.futures if not f.done()])
+            self._complete([(f, False, error) for b in batches for f in b.futures if not f.done()])
             raise
 
     def _watch(self) -> None:
@@ -332,7 +335,7 @@ class Cluster:
                 jitter = random.uniform(1 - self.policy.jitter, 1 + self.policy.jitter)
                 pacing.schedule(now, asked=due, quiet=quiet, jitter=jitter)
                 completions += self._tend(now, reachable=not pacing.failures)
-            _complete(completions)
+            self._complete(completions)
             completions.clear()  # the values are the futures' now: keep none of them while waiting
             if progressed:
                 pacing.active(time.monotonic())
@@ -381,20 +384,13 @@ class Cluster:
             batch.update(statuses, now, self.policy.lost_after)
         return before != [s.status for b in self._batches for s in b.subs]
 
+    def _complete(self, completions: list[Completion]) -> None:
+        self._outbox.hand_over()  # the lines the calls printed, before their futures complete
+        complete(completions)
+
     def close(self) -> None:
         """Cancel all live work and release the backend."""
         with self._lock:
             batches = list(self._batches)
         self.cancel_batches(batches)
         self.backend.close()
-
-
-def _complete(completions: list[Completion]) -> None:
-    for future, ok, value in completions:
-        try:  # one lock per future; a future cancelled or done already refuses
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
-        except concurrent.futures.InvalidStateError:
-            pass

@@ -18,6 +18,9 @@ call's range (the worker's own, between calls) are not echoed.
 
 from __future__ import annotations
 
+import collections
+import logging
+import threading
 from collections.abc import Callable, Mapping
 
 from ..store.elements import ElementFiles
@@ -25,6 +28,8 @@ from ..store.replay import STREAM_SUFFIX, ElementLog, Event, Ran, RanAll, Replay
 
 #: Where the lines go: (call, "out" or "err", the line without its newline).
 Sink = Callable[[int, str, str], None]
+
+log = logging.getLogger("corral")
 
 STREAMS = ("out", "err")
 #: A line longer than this is handed over in pieces (a call printing without newlines).
@@ -143,3 +148,35 @@ class Echo:
             rest = self._held.pop((call, stream), b"")
             if rest:
                 self.sink(call, stream, rest.decode(errors="replace"))
+
+
+class Outbox:
+    """The lines of an engine's batches, from the scan (under the engine's lock) to their
+    sinks (outside it): a stdout that blocks, a pipe nobody reads, stalls whoever hands the
+    lines over (as a full pipe stalls multiprocessing's workers), never the engine. The
+    engine hands them over before it completes the futures of the same look, so that a
+    call's lines come before its result."""
+
+    def __init__(self) -> None:
+        self._lines: collections.deque[tuple[Sink, int, str, str]] = collections.deque()
+        self._handing = threading.Lock()  # one thread at a time, so the lines keep their order
+        self._failed = False
+
+    def holding(self, sink: Sink | None) -> Sink | None:
+        """A sink that keeps the lines for :meth:`hand_over` (None stays None)."""
+        if sink is None:
+            return None
+        return lambda call, stream, line: self._lines.append((sink, call, stream, line))
+
+    def hand_over(self) -> None:
+        """Give every line kept so far to its sink, in order. A sink that raises (a closed
+        stdout) loses that line, with one warning; the calls go on."""
+        with self._handing:
+            while self._lines:
+                sink, call, stream, line = self._lines.popleft()
+                try:
+                    sink(call, stream, line)
+                except Exception as exc:
+                    if not self._failed:
+                        log.warning("could not show the lines the calls print (echo): %s", exc)
+                    self._failed = True

@@ -378,3 +378,16 @@ def _rebuilt(outcome: Outcome) -> Exception | None:
     message says what failed ("could not pickle the result: ...")."""
     kind = _REBUILDABLE.get(outcome.type_name)
     return kind(outcome.message) if kind is not None else None
+
+
+def complete(completions: Sequence[tuple[concurrent.futures.Future[Any], bool, Any]]) -> None:
+    """Set each future's result (``ok``) or exception, one lock per future; a future
+    cancelled or done already is left as it is."""
+    for future, ok, value in completions:
+        try:
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        except concurrent.futures.InvalidStateError:
+            pass
