@@ -35,7 +35,7 @@ from ..retry import RetryPolicy
 from . import exiting
 from .hosts import open_cluster
 from .node_setup import NodeSetup
-from .progress_bar import ProgressBar, echo_line, wanted
+from .progress_bar import ProgressBar, check_showing, echo_line, wanted
 from .retention import Retention
 
 P = ParamSpec("P")
@@ -113,13 +113,10 @@ class Executor(concurrent.futures.Executor):
         self.cluster = cluster or open_cluster(settings, backend)
         self.max_running = max_running
         self.allow_nested = allow_nested
-        wanted(progress)  # a bad value fails here, not at the first map
-        self.progress = progress
-        if not isinstance(echo, bool):
-            raise TypeError(f"echo must be True or False, not {echo!r}")
-        self.echo = echo
-        self.keep = settings.keep or "all"
-        self._retention = Retention(self.keep)  # see corral.frontends.retention
+        check_showing(progress, echo)
+        self.progress, self.echo = progress, echo
+        self._retention = Retention(settings.keep or "all")  # see corral.frontends.retention
+        self.keep = self._retention.keep
         self._throttle = Throttle(max_running) if max_running is not None else None
         self._batches = WeakBatches()
         self._lock = threading.Lock()

@@ -31,7 +31,7 @@ from .executor import WeakBatches, configure
 from .hosts import open_cluster
 from .node_setup import NodeSetup
 from .pool_results import AsyncResult, IMapIterator, Shown
-from .progress_bar import echo_line, wanted
+from .progress_bar import check_showing, echo_line
 from .retention import Retention
 
 T = TypeVar("T")
@@ -108,13 +108,10 @@ class Pool:
         self._batches = WeakBatches()  # weak, as the Executor's
         self._lock = threading.Lock()
         self._state = "RUN"
-        wanted(progress)  # a bad value fails here, not at the first map
-        self.progress = progress
-        if not isinstance(echo, bool):
-            raise TypeError(f"echo must be True or False, not {echo!r}")
-        self.echo = echo
-        self.keep = settings.keep or "failed"
-        self._retention = Retention(self.keep)  # see corral.frontends.retention
+        check_showing(progress, echo)
+        self.progress, self.echo = progress, echo
+        self._retention = Retention(settings.keep or "failed")  # see corral.frontends.retention
+        self.keep = self._retention.keep
 
     # -- multiprocessing.Pool's API ---------------------------------------------------------------
 

@@ -10,13 +10,12 @@ import concurrent.futures
 import multiprocessing
 import queue
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from ..engine.futures import CorralFuture
 from ..engine.tally import Tally
-from .progress_bar import REDRAW, ProgressBar
+from .progress_bar import ProgressBar
 
 T = TypeVar("T")
 
@@ -124,13 +123,8 @@ class AsyncResult(Generic[T]):
         shown = self._shown
         if shown is None or not shown.bar.active:
             return self._done.wait(timeout)
-        end = None if timeout is None else time.monotonic() + timeout
-        while not self._done.is_set():
-            shown.bar.refresh()
-            left = REDRAW if end is None else min(REDRAW, end - time.monotonic())
-            if left <= 0:
-                return False
-            self._done.wait(left)
+        if not shown.bar.wait_until(self._done.wait, timeout):
+            return False
         shown.close()
         return True
 
@@ -191,13 +185,13 @@ class IMapIterator:
     def _next_finished(
         self, bar: ProgressBar | None, timeout: float | None
     ) -> concurrent.futures.Future[Any] | None:
-        end = None if timeout is None or bar is None else time.monotonic() + timeout
-        while True:
-            if bar is not None:
-                bar.refresh()
-            left = timeout if bar is None else REDRAW if end is None else min(REDRAW, end - time.monotonic())
-            try:
-                return self._finished.get(timeout=None if left is None else max(left, 0))
-            except queue.Empty:
-                if bar is None or (end is not None and time.monotonic() >= end):
-                    return None
+        if bar is None:
+            return self._take(timeout)
+        return bar.wait_until(self._take, timeout)
+
+    def _take(self, timeout: float | None) -> concurrent.futures.Future[Any] | None:
+        """The next future to finish, or None after ``timeout`` seconds."""
+        try:
+            return self._finished.get(timeout=timeout)
+        except queue.Empty:
+            return None

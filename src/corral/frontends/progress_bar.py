@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from ..engine.futures import CorralFuture
 from ..engine.ledger_values import Counts
@@ -41,6 +41,7 @@ BAR_FORMAT = (
 )
 
 Future = concurrent.futures.Future[Any]
+R = TypeVar("R")
 
 
 def describe(counts: Counts) -> str:
@@ -72,6 +73,14 @@ def wanted(progress: bool | None) -> bool:
             raise TypeError(f"progress must be True, False or None, not {progress!r}")
         return progress
     return _looking()
+
+
+def check_showing(progress: bool | None, echo: bool) -> None:
+    """A front-end's ``progress`` and ``echo``, checked when it is made (a TypeError then,
+    not at the first map)."""
+    wanted(progress)
+    if not isinstance(echo, bool):
+        raise TypeError(f"echo must be True or False, not {echo!r}")
 
 
 def _looking() -> bool:
@@ -150,26 +159,29 @@ class ProgressBar:
         else:
             logger.info("%s: %d/%d ended: %s", self.label, ended(counts), self.total, self._text(counts))
 
-    def wait(self, future: Future, timeout: float | None) -> None:
-        """Wait until ``future`` is done, or ``timeout`` seconds, redrawing meanwhile."""
-        end = None if timeout is None else time.monotonic() + timeout
-        while not future.done():
-            self.refresh()
-            left = self._pause if end is None else min(self._pause, end - time.monotonic())
-            if left <= 0:
-                return
-            concurrent.futures.wait([future], timeout=left)
-
-    def wait_any(self, futures: Collection[Future], timeout: float | None) -> set[Future]:
-        """The futures of ``futures`` that are done once one is, or ``timeout`` seconds
-        passed (then maybe none), redrawing meanwhile."""
+    def wait_until(self, look: Callable[[float], R], timeout: float | None) -> R:
+        """Wait in slices, redrawing between them: ``look(seconds)`` waits at most that long
+        and returns what it waited for, or something false; until it returns something true,
+        or ``timeout`` seconds passed (then its last answer)."""
         end = None if timeout is None else time.monotonic() + timeout
         while True:
             self.refresh()
             left = self._pause if end is None else min(self._pause, end - time.monotonic())
-            done, _ = concurrent.futures.wait(futures, timeout=max(left, 0), return_when="FIRST_COMPLETED")
-            if done or left <= 0:
-                return done
+            found = look(max(left, 0.0))
+            if found or left <= 0:
+                return found
+
+    def wait(self, future: Future, timeout: float | None) -> None:
+        """Wait until ``future`` is done, or ``timeout`` seconds, redrawing meanwhile."""
+        self.wait_until(lambda seconds: concurrent.futures.wait([future], timeout=seconds).done, timeout)
+
+    def wait_any(self, futures: Collection[Future], timeout: float | None) -> set[Future]:
+        """The futures of ``futures`` that are done once one is, or ``timeout`` seconds
+        passed (then maybe none), redrawing meanwhile."""
+        first = concurrent.futures.FIRST_COMPLETED
+        return self.wait_until(
+            lambda s: concurrent.futures.wait(futures, timeout=s, return_when=first).done, timeout
+        )
 
     def close(self) -> None:
         """Draw the final counts and leave the bar on the screen (once)."""
