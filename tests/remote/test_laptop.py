@@ -8,6 +8,7 @@ otherwise read them all)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -325,6 +326,54 @@ def test_each_tick_is_one_request_and_a_map_costs_the_same_requests_whatever_its
     finally:
         ex.shutdown()
     assert outside[100_000] <= 1.2 * outside[10], outside
+
+
+def test_a_tick_over_several_live_batches_is_still_one_request(node: LoginNode, tmp_path: Path) -> None:
+    """Three maps live at once: each tick reads their three batch folders in one request
+    (scan_many), not one request per batch."""
+    env = laptop_env(node, tmp_path)
+    gate = f"{node.home}/corral-gate-{uuid.uuid4().hex[:8]}"
+    code = f"""
+        import json, threading, time
+        import corral
+
+        def gated(x):
+            import os, time
+            while not os.path.exists({gate!r}):
+                time.sleep(0.05)
+            return x
+
+        with corral.Pool(host="login", progress=False, echo=False) as pool:
+            transport = pool.cluster.backend.transport
+            asked = []
+            plain = transport.request
+
+            def counted(op, *args, **kw):
+                asked.append((threading.current_thread().name, op))
+                return plain(op, *args, **kw)
+
+            transport.request = counted
+            results = [pool.map_async(gated, range(2)) for _ in range(3)]
+            print("SUBMITTED", flush=True)
+            assert [r.get(timeout=300) for r in results] == [[0, 1]] * 3
+        print("ASKED", json.dumps([op for thread, op in asked if thread == "corral-poll"]), flush=True)
+    """
+    proc = laptop(node, tmp_path, code, env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "SUBMITTED", line + (proc.stderr.read() if proc.stderr else "")
+    try:
+        time.sleep(3)  # ticks pass while the three batches wait on the gate
+    finally:
+        Path(gate).touch()
+    try:
+        out = finish(proc, timeout=300)
+    finally:
+        os.unlink(gate)
+    (asked,) = [json.loads(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("ASKED ")]
+    assert "scan_many" in asked, asked
+    first, last = asked.index("scan_many"), len(asked) - 1 - asked[::-1].index("scan_many")
+    assert "scan" not in asked[first:last], asked  # no tick looked at a batch on its own meanwhile
 
 
 def test_a_module_beside_the_laptops_script_is_sent_along(node: LoginNode, tmp_path: Path) -> None:

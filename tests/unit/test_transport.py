@@ -84,6 +84,28 @@ def test_scan_returns_what_each_log_appended_since_its_cursor(
     assert transport.scan(str(folder / "missing"), {}) == {}
 
 
+def test_scan_many_answers_as_a_scan_of_each_folder_in_order(
+    folder: Path, transport: LocalTransport | AgentTransport
+) -> None:
+    """The engine's tick over several batches: one operation, the same answers."""
+    a, b = folder / "a", folder / "b"
+    for where in (a, b):
+        where.mkdir()
+        (where / "J_0.log").write_bytes(b"stream of " + where.name.encode())
+        (where / "J_0.out").write_bytes(b"printed")
+    scans = [(str(a), {}, ()), (str(b), {"J_0.log": 10}, (".out",)), (str(folder / "missing"), {}, ())]
+    assert transport.scan_many(scans) == [transport.scan(f, c, e) for f, c, e in scans]
+    assert transport.scan_many(scans) == [
+        {"J_0.log": b"stream of a"},
+        {"J_0.out": b"printed", "J_0.log": b"b"},
+        {},
+    ]
+    assert transport.scan_many([]) == []
+    os.chmod(b / "J_0.log", 0o622)  # one folder someone else could write to: refused for all
+    with pytest.raises(UnsafeWorkDirError):
+        transport.scan_many(scans)
+
+
 def test_scan_skips_fifos_and_folders_and_refuses_links_and_a_foreign_writable_log(
     folder: Path, transport: LocalTransport | AgentTransport
 ) -> None:

@@ -42,7 +42,7 @@ from .planning import plan_batch
 from .policy import PollPolicy, PollTimer
 from .request import Request
 from .submitting import Call, guard_nested, local_modules_by_value
-from .tracking import BatchState, Completion
+from .tracking import BatchState, Completion, scan_all
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ class Cluster:
                     return
                 claims = sum(b.ledger.started for b in self._batches)
                 scan_started = time.monotonic()
-                completions = [c for b in self._batches for c in self._scan(b)]
+                completions = scan_all(self._batches)  # one transport operation for all of them
                 scan_cost = time.monotonic() - scan_started
                 quiet = all(b.quiet(scan_started) for b in self._batches)
                 # A call that just started will finish soon: look again quickly.
@@ -371,11 +371,7 @@ class Cluster:
         return completions
 
     def _scan(self, batch: BatchState) -> list[Completion]:
-        try:
-            return batch.scan()
-        except OSError as exc:
-            log.warning("could not read %s: %s", batch.store.path, exc)
-            return []
+        return scan_all([batch])
 
     def _apply(self, statuses: dict[str, ElementStatus], now: float) -> bool:
         """Take in one bulk status report; True when any element changed state."""

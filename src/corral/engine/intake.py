@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..errors import CorralError, JobCancelledError, UnsafeWorkDirError
@@ -18,6 +18,7 @@ from ..store.batch import BatchStore, Outcome
 from ..store.protocol import BEAT
 from ..store.replay import Damaged, Event, Ran, RanAll, Replay, Skipped, TookAll
 from ..store.stream_codec import Result, Results
+from ..transports.base import Scan
 from .echo import Echo, Sink
 from .elements import SubState
 from .futures import CorralFuture, Futures, decode_outcome
@@ -48,17 +49,25 @@ class Intake:
         self.echo = None if echo is None else Echo(store, replay, echo)  # the calls' lines, to the client
         self.first_claim_at: float | None = None  # when we first saw a call start
 
-    def scan(self) -> list[Completion]:
-        """Read what the elements appended since the last scan (one transport operation);
-        return the futures it completes."""
-        echo = self.echo
+    def wanted(self) -> Scan:
+        """What this batch's scan reads: its streams from their cursors, and its calls'
+        output files too when they are echoed (in the same one operation)."""
         cursors = self.replay.cursors()
-        if echo is not None:
-            cursors.update(echo.cursors())  # the output files too, in the same one operation
-        try:
-            appended = self.store.scan_streams(cursors, output=echo is not None)
-        except UnsafeWorkDirError as exc:  # a stream not the user's own: nothing of it is read
-            return self._refuse_all(exc)
+        if self.echo is not None:
+            cursors.update(self.echo.cursors())
+        return self.store.stream_scan(cursors, output=self.echo is not None)
+
+    def scan(self, appended: Mapping[str, bytes] | None = None) -> list[Completion]:
+        """Read what the elements appended since the last scan (one transport operation),
+        or take ``appended``, what a scan of several batches read for this one as
+        :meth:`wanted` said; return the futures it completes."""
+        echo = self.echo
+        if appended is None:
+            _, cursors, also = self.wanted()
+            try:
+                appended = self.store.scan_streams(cursors, output=bool(also))
+            except UnsafeWorkDirError as exc:  # a stream not the user's own: nothing of it is read
+                return self._refuse_all(exc)
         now = time.monotonic()
         completions: list[Completion] = []
         for name, data in appended.items():

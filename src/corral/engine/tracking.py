@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..backends.base import ArraySpec
-from ..errors import JobError
+from ..errors import JobError, UnsafeWorkDirError
 from ..job import ElementStatus, JobState, describe_attempts
 from ..resources import Resources
 from ..retry import RetryPolicy
@@ -234,10 +234,10 @@ class BatchState:
 
     # -- reading the streams --------------------------------------------------------------------
 
-    def scan(self) -> list[Completion]:
-        """Read what the elements appended since the last scan (one transport operation);
-        return the futures it completes."""
-        return self.intake.scan()
+    def scan(self, appended: Mapping[str, bytes] | None = None) -> list[Completion]:
+        """Read what the elements appended since the last scan (one transport operation),
+        or take what :func:`scan_all` read for this batch; return the futures it completes."""
+        return self.intake.scan(appended)
 
     @property
     def first_claim_at(self) -> float | None:
@@ -324,3 +324,30 @@ class BatchState:
             return self.output(call, "err")
         except OSError:
             return ""
+
+
+def scan_all(batches: Sequence[BatchState]) -> list[Completion]:
+    """A tick's look at the streams of every live batch: ONE transport operation for all of
+    them (:meth:`~corral.transports.base.Transport.scan_many`), so that a tick over SSH is one
+    request however many batches are live. A folder that fails the trust check makes each
+    batch look alone (that batch's calls fail, the others go on); a read that failed is
+    logged and left to the next tick."""
+    transports = {id(batch.store.transport) for batch in batches}
+    if len(batches) < 2 or len(transports) > 1:
+        return [c for batch in batches for c in _scan_one(batch)]
+    try:
+        found = batches[0].store.transport.scan_many([batch.intake.wanted() for batch in batches])
+    except UnsafeWorkDirError:
+        return [c for batch in batches for c in _scan_one(batch)]
+    except OSError as exc:
+        log.warning("could not read %s: %s", ", ".join(batch.store.path for batch in batches), exc)
+        return []
+    return [c for batch, appended in zip(batches, found, strict=True) for c in _scan_one(batch, appended)]
+
+
+def _scan_one(batch: BatchState, appended: Mapping[str, bytes] | None = None) -> list[Completion]:
+    try:
+        return batch.scan(appended)
+    except OSError as exc:  # the scan, or an output file read for echo
+        log.warning("could not read %s: %s", batch.store.path, exc)
+        return []

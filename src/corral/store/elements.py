@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 
 from ..errors import UnsafeWorkDirError
-from ..transports.base import Transport
+from ..transports.base import Scan, Transport
 from .outcomes import Outcome, decode_outcome_file, encode_outcome
 from .protocol import ChunkClaim, is_element_id
 
@@ -116,9 +116,13 @@ class ElementFiles:
         ``"<element>.log"``), in one transport operation: see
         :meth:`corral.transports.base.Transport.scan`. ``output``: and to its ``.out`` and
         ``.err`` files, read before the streams."""
-        if output:
-            return self.transport.scan(self.streams_folder(), cursors, (".out", ".err"))
-        return self.transport.scan(self.streams_folder(), cursors)
+        folder, cursors, also = self.stream_scan(cursors, output=output)
+        return self.transport.scan(folder, cursors, also) if also else self.transport.scan(folder, cursors)
+
+    def stream_scan(self, cursors: Mapping[str, int], *, output: bool = False) -> Scan:
+        """What :meth:`scan_streams` asks the transport, for a scan of several batches at once
+        (:meth:`corral.transports.base.Transport.scan_many`)."""
+        return self.streams_folder(), cursors, (".out", ".err") if output else ()
 
     def stream_path(self, element: str) -> str:
         """Where element ``element``'s records are (see :mod:`corral.store.streams`)."""

@@ -28,7 +28,7 @@ from .wire import encode, error_fields, read_message
 OPS = frozenset(
     {
         "run", "expand_path", "makedirs", "mkdir_exclusive", "write_bytes", "write_many",
-        "create_exclusive", "read_bytes", "read_private", "read_range", "listdir", "scan",
+        "create_exclusive", "read_bytes", "read_private", "read_range", "listdir", "scan", "scan_many",
         "sweep_temporaries", "remove_tree",
     }
 )  # fmt: skip

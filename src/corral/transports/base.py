@@ -24,6 +24,10 @@ class CommandTimeout(TimeoutError):
     """A command did not finish within its timeout (it was killed)."""
 
 
+#: One folder's scan: the folder, the cursors, the other endings to read (see Transport.scan).
+Scan = tuple[str, Mapping[str, int], Sequence[str]]
+
+
 class Transport(Protocol):
     """Runs commands and touches files on one host."""
 
@@ -98,6 +102,13 @@ class Transport(Protocol):
         and checked as :meth:`read_private` checks (payloads in streams are unpickled):
         :class:`~corral.errors.UnsafeWorkDirError` for one someone else could write. A
         missing folder: ``{}``."""
+        ...
+
+    def scan_many(self, scans: Sequence[Scan]) -> list[dict[str, bytes]]:
+        """ONE operation for several folders: :meth:`scan` of each ``(folder, cursors,
+        also)``, the answers in the same order (the engine's tick over every live batch). An
+        :class:`~corral.errors.UnsafeWorkDirError` of any folder is raised for all of them:
+        the caller scans each alone to find whose it is."""
         ...
 
     def remove_tree(self, path: str) -> None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from ..trust import check_private_dir, check_private_file, refusal
-from .base import CommandResult, CommandTimeout
+from .base import CommandResult, CommandTimeout, Scan
 
 _tmp_ids = itertools.count()
 _HOST = os.uname().nodename  # in temporary names: whose pid the name holds
@@ -173,6 +173,10 @@ class LocalTransport:
             return
         # rmtree walks by file descriptor here (Linux): a link planted below is removed, not followed.
         shutil.rmtree(path, onerror=_gone_is_fine)
+
+    def scan_many(self, scans: Sequence[Scan]) -> list[dict[str, bytes]]:
+        """:meth:`scan` of each folder, in order (see :meth:`corral.transports.base.Transport.scan_many`)."""
+        return [self.scan(folder, cursors, also) for folder, cursors, also in scans]
 
     def scan(self, folder: str, cursors: Mapping[str, int], also: Sequence[str] = ()) -> dict[str, bytes]:
         """What grew in the ``.log`` files of ``folder``, and in those ending in one of

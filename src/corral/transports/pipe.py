@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from ..errors import CorralError
-from .base import CommandResult
+from .base import CommandResult, Scan
 from .policy import MAX_RESENDS, Backoff, resends
 from .wire import WireError, encode, read_message, rebuild_error
 
@@ -342,6 +342,12 @@ class AgentTransport:
         if also:  # only then: an agent of a corral without echo still answers the usual scan
             return dict(self.request("scan", folder, dict(cursors), list(also)))
         return dict(self.request("scan", folder, dict(cursors)))
+
+    def scan_many(self, scans: Sequence[Scan]) -> list[dict[str, bytes]]:
+        answers = self.request(
+            "scan_many", [[folder, dict(cursors), list(also)] for folder, cursors, also in scans]
+        )
+        return [dict(answer) for answer in answers]
 
     def remove_tree(self, path: str) -> None:
         self.request("remove_tree", path)

@@ -23,6 +23,7 @@ RESEND: Mapping[str, bool] = {
     "read_range": True,
     "listdir": True,
     "scan": True,  # reads from the caller's cursors, which a lost answer did not move
+    "scan_many": True,
     "makedirs": True,  # creates what is missing and checks the rest: the same the second time
     "write_bytes": True,  # a whole new file renamed into place: the same content twice
     "write_many": True,
