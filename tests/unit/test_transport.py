@@ -5,8 +5,9 @@ whose agent (the one a remote host runs) is a local subprocess."""
 from __future__ import annotations
 
 import os
+import stat
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,41 @@ def test_scan_returns_what_each_log_appended_since_its_cursor(
     os.truncate(folder / "J_0.log", 2)  # cut below its cursor: b"", the caller re-reads
     assert transport.scan(str(folder), cursors)["J_0.log"] == b""
     assert transport.scan(str(folder / "missing"), {}) == {}
+
+
+def test_makedirs_many_makes_each_folder_private_in_one_operation(
+    folder: Path, transport: LocalTransport | AgentTransport
+) -> None:
+    made = [folder / "batch" / sub for sub in ("subs", "streams", "results")]
+    transport.makedirs_many([str(path) for path in made])
+    assert all(stat.S_IMODE(os.stat(path).st_mode) == 0o700 for path in [folder / "batch", *made])
+    transport.makedirs_many([str(path) for path in made])  # again: what is there is checked, and kept
+    os.chmod(made[1], 0o777)  # one that someone else could write to
+    with pytest.raises(UnsafeWorkDirError):
+        transport.makedirs_many([str(path) for path in made])
+
+
+def test_a_new_batch_folder_is_three_operations(tmp_path: Path) -> None:
+    """The root, the batch folder (exclusively: a name taken is never reused), its folders."""
+
+    asked: list[str] = []
+
+    class Recording(LocalTransport):
+        def makedirs(self, path: str) -> None:
+            asked.append("makedirs")
+            super().makedirs(path)
+
+        def mkdir_exclusive(self, path: str) -> bool:
+            asked.append("mkdir_exclusive")
+            return super().mkdir_exclusive(path)
+
+        def makedirs_many(self, paths: Sequence[str]) -> None:
+            asked.append("makedirs_many")
+            LocalTransport().makedirs_many(paths)  # one operation, whatever it does inside
+
+    store = BatchStore.create(str(tmp_path / "work"), "t", Recording())
+    assert asked == ["makedirs", "mkdir_exclusive", "makedirs_many"]
+    assert {p.name for p in Path(store.path).iterdir()} >= {"subs", "streams", "attempts"}
 
 
 def test_scan_many_answers_as_a_scan_of_each_folder_in_order(

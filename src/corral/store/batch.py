@@ -128,8 +128,10 @@ class BatchStore(ElementFiles):
             from ..errors import WorkDirError
 
             raise WorkDirError(f"no free batch folder name in {root} after {_NAME_TRIES} tries", path=root)
-        for sub in ("subs", "logs", "attempts", "checkpoints", *ELEMENT_FOLDERS):
-            transport.mkdir_exclusive(os.path.join(path, sub))
+        # In a folder just made, ours alone: no one else can have put anything there.
+        transport.makedirs_many(
+            [os.path.join(path, sub) for sub in ("subs", "logs", "attempts", "checkpoints", *ELEMENT_FOLDERS)]
+        )
         return cls(path, transport)
 
     def sweep_temporaries(self) -> int:

@@ -27,7 +27,7 @@ from .wire import encode, error_fields, read_message
 #: The operations an agent answers: the Transport contract's, by name.
 OPS = frozenset(
     {
-        "run", "expand_path", "makedirs", "mkdir_exclusive", "write_bytes", "write_many",
+        "run", "expand_path", "makedirs", "makedirs_many", "mkdir_exclusive", "write_bytes", "write_many",
         "create_exclusive", "read_bytes", "read_private", "read_range", "listdir", "scan", "scan_many",
         "sweep_temporaries", "remove_tree",
     }

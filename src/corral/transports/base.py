@@ -48,6 +48,10 @@ class Transport(Protocol):
         be created raises :class:`~corral.errors.WorkDirError`."""
         ...
 
+    def makedirs_many(self, paths: Sequence[str]) -> None:
+        """:meth:`makedirs` of each path, in ONE operation (a new batch's folders)."""
+        ...
+
     def mkdir_exclusive(self, path: str) -> bool:
         """Create the one folder ``path`` (0700); False when the name is taken already. Over a
         remote transport whose session breaks with it in flight, ``ConnectionError``

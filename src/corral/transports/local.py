@@ -73,6 +73,10 @@ class LocalTransport:
         # Whoever made it (we, a moment ago, or someone else before), it must be ours alone.
         check_private_dir(path)
 
+    def makedirs_many(self, paths: Sequence[str]) -> None:
+        for path in paths:
+            self.makedirs(path)
+
     def mkdir_exclusive(self, path: str) -> bool:
         """Create the folder ``path`` (0700); False when something already has that name."""
         try:

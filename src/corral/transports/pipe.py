@@ -314,6 +314,9 @@ class AgentTransport:
     def makedirs(self, path: str) -> None:
         self.request("makedirs", path)
 
+    def makedirs_many(self, paths: Sequence[str]) -> None:
+        self.request("makedirs_many", list(paths))
+
     def mkdir_exclusive(self, path: str) -> bool:
         return bool(self.request("mkdir_exclusive", path))
 

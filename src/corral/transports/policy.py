@@ -25,6 +25,7 @@ RESEND: Mapping[str, bool] = {
     "scan": True,  # reads from the caller's cursors, which a lost answer did not move
     "scan_many": True,
     "makedirs": True,  # creates what is missing and checks the rest: the same the second time
+    "makedirs_many": True,
     "write_bytes": True,  # a whole new file renamed into place: the same content twice
     "write_many": True,
     "sweep_temporaries": True,  # housekeeping: a second sweep removes what the first left
