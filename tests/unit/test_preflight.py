@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from corral.errors import PreflightError, UnsafeWorkDirError
+from corral.transports.agent import OPS
 from corral.transports.pipe import AgentTransport
-from corral.transports.preflight import Versions, mismatch, preflight
+from corral.transports.preflight import Versions, mismatch, preflight, unanswered
 
 AGENT = [sys.executable, "-m", "corral.transports.agent"]
 HERE = Versions((3, 11, 7), "0.5.0", "3.1.3")
@@ -120,3 +121,17 @@ def test_an_agent_that_cannot_start_is_a_preflight_error_quoting_what_it_said(tm
     with pytest.raises(PreflightError, match="preflight: cannot start a session with login: "):
         preflight(gone, str(tmp_path / "work"))
     assert not (tmp_path / "work").exists()
+
+
+def test_an_agent_of_the_same_version_that_lacks_an_operation_is_refused_before_anything_is_written(
+    agent: Counting, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A corral of the same version number built from other sources (development) would
+    fail mid-map at the first request it does not know: preflight says so instead."""
+    said = agent.hello()
+    said["ops"] = [op for op in said["ops"] if op != "scan_many"]
+    monkeypatch.setattr(agent, "hello", lambda: said)
+    with pytest.raises(PreflightError, match=r"does not answer scan_many, which this one sends"):
+        preflight(agent, "$CORRAL_PREFLIGHT_TEST/work")
+    assert not (tmp_path / "work").exists()
+    assert unanswered({"ops": sorted(OPS)}, host="h", python="p") is None

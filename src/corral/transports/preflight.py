@@ -3,8 +3,9 @@ anything is written there, check that its agent starts, that pickles made on eit
 load on the other, and that the work dir is there and private.
 
 Pickles (cloudpickle's, of functions, arguments and results) travel both ways, so both sides
-need the same Python minor, the same corral and the same cloudpickle; :func:`mismatch` is the
-pure comparison, :func:`preflight` the one function that talks (once per transport and work
+need the same Python minor, the same corral and the same cloudpickle. :func:`mismatch` is the
+pure comparison, :func:`unanswered` the pure check that the agent answers every operation this
+corral sends, and :func:`preflight` the one function that talks (once per transport and work
 dir in a process). Every failure is a :class:`~corral.errors.PreflightError` that names the
 host and the python, quotes what was said and says what to do; the work dir is resolved
 *there* (``~`` and ``$VARS`` are the remote user's) and created private (0700), or refused
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PreflightError
-from .agent import hello
+from .agent import OPS, hello
 from .pipe import AgentLost, AgentTransport
 
 
@@ -86,6 +87,20 @@ def mismatch(there: Versions, here: Versions, *, host: str, python: str) -> str 
     )
 
 
+def unanswered(said: Mapping[str, Any], *, host: str, python: str) -> str | None:
+    """Why an agent that runs the same versions still cannot serve this client: it does not
+    answer every operation this corral sends (a corral of the same version number built from
+    other sources, as in development); None when it answers them all. Pure."""
+    missing = sorted(OPS - set(said.get("ops") or ()))
+    if not missing:
+        return None
+    return (
+        f"{host}'s {python} runs a corral that does not answer {', '.join(missing)}, which this one "
+        f"sends: it was installed from other sources than this process's corral. Install the same "
+        f"corral there ({python} -m pip install --force-reinstall <this corral's wheel or source>)"
+    )
+
+
 @dataclass(frozen=True)
 class Preflight:
     """What preflight found on the remote host."""
@@ -118,6 +133,7 @@ def preflight(transport: AgentTransport, directory: str, *, here: Versions | Non
         raise PreflightError(f"preflight: {lost}") from lost
     there = Versions.of(said)
     problem = mismatch(there, here or Versions.here(), host=transport.name, python=python)
+    problem = problem or unanswered(said, host=transport.name, python=python)
     if problem is not None:
         raise PreflightError(problem)
     resolved = transport.expand_path(directory)
