@@ -152,10 +152,10 @@ class Echo:
 
 class Outbox:
     """The lines of an engine's batches, from the scan (under the engine's lock) to their
-    sinks (outside it): a stdout that blocks, a pipe nobody reads, stalls whoever hands the
-    lines over (as a full pipe stalls multiprocessing's workers), never the engine. The
-    engine hands them over before it completes the futures of the same look, so that a
-    call's lines come before its result."""
+    sinks (outside it). A stdout that blocks (a pipe nobody reads) stalls only the thread
+    that hands the lines over, as a full pipe stalls multiprocessing's workers; the engine's
+    lock stays free, so submit and cancel go on. The engine hands the lines over before it
+    completes the futures of the same look, so that a call's lines come before its result."""
 
     def __init__(self) -> None:
         self._lines: collections.deque[tuple[Sink, int, str, str]] = collections.deque()
