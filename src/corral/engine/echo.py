@@ -29,7 +29,7 @@ from ..store.replay import STREAM_SUFFIX, ElementLog, Event, Ran, RanAll, Replay
 #: Where the lines go: (call, "out" or "err", the line without its newline).
 Sink = Callable[[int, str, str], None]
 
-log = logging.getLogger("corral")
+log = logging.getLogger(__name__)
 
 STREAMS = ("out", "err")
 #: A line longer than this is handed over in pieces (a call printing without newlines).

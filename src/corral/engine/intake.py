@@ -52,10 +52,13 @@ class Intake:
     def wanted(self) -> Scan:
         """What this batch's scan reads: its streams from their cursors, and its calls'
         output files too when they are echoed (in the same one operation)."""
+        return self.store.stream_scan(self._cursors(), output=self.echo is not None)
+
+    def _cursors(self) -> dict[str, int]:
         cursors = self.replay.cursors()
         if self.echo is not None:
             cursors.update(self.echo.cursors())
-        return self.store.stream_scan(cursors, output=self.echo is not None)
+        return cursors
 
     def scan(self, appended: Mapping[str, bytes] | None = None) -> list[Completion]:
         """Read what the elements appended since the last scan (one transport operation),
@@ -63,9 +66,8 @@ class Intake:
         :meth:`wanted` said; return the futures it completes."""
         echo = self.echo
         if appended is None:
-            _, cursors, also = self.wanted()
             try:
-                appended = self.store.scan_streams(cursors, output=bool(also))
+                appended = self.store.scan_streams(self._cursors(), output=echo is not None)
             except UnsafeWorkDirError as exc:  # a stream not the user's own: nothing of it is read
                 return self._refuse_all(exc)
         now = time.monotonic()
