@@ -49,8 +49,11 @@ class SavesToFile(corral.Checkpointable):
 
     def __call__(self, path: str, n: int) -> int:
         for i in range(n):
-            with open(path, "w") as out:
+            # Whole or not at all: the time-limit warning stops the call wherever it is, and
+            # a stop between open's truncation and the write left an empty file to resume from.
+            with open(f"{path}.tmp", "w") as out:
                 out.write(str(i))
+            os.replace(f"{path}.tmp", path)
             time.sleep(0.1)
         return n
 
